@@ -1,0 +1,51 @@
+# alertvision: the study of Rehemtulla et al. as one DAG. This file only sets up, includes the
+# stages and defines `all`; logic lives in src/alertvision, rules in workflow/rules/.
+import os
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# The workflow ships its library: jobs import the src/ beside this file, whichever environment
+# (local, conda, a cluster node) runs them.
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p)
+
+
+envvars:
+    "PYTHONPATH",
+
+
+from alertvision.config import ConfigError, validate_config
+
+
+configfile: "config/config.yaml"
+
+
+try:
+    validate_config(config)  # fills every default in place; a bad value stops here naming its key
+except ConfigError as exc:
+    raise WorkflowError(f"invalid configuration: {exc}")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/cutouts.smk"
+include: "workflow/rules/splits.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        "results/figure2.pdf",
+        "results/tables/roc_auc.csv",
+    default_target: True

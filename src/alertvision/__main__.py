@@ -1,0 +1,3 @@
+from alertvision.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,195 @@
+"""``alertvision <step>``: every pipeline step as a command, for use without Snakemake."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from alertvision import __version__
+
+log = logging.getLogger("alertvision")
+
+
+def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE (dotted key), got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _config(args) -> dict:
+    from alertvision.config import load_config
+
+    return load_config(args.config, _parse_set(args.set))
+
+
+def _run_paths(args, config) -> dict[str, Path]:
+    from alertvision.config import format_fraction
+
+    frac = format_fraction(args.fraction)
+    root = Path(args.results)
+    return {
+        "dataset": root / "data" / args.dataset,
+        "split": root / "splits" / args.dataset / f"f{frac}.parquet",
+        "run": root / "runs" / args.dataset / args.modality / args.arch / args.regimen / f"f{frac}" / f"s{args.seed}",
+        "weights": root / "weights" / args.regimen / f"{args.arch}.json",
+    }
+
+
+def cmd_config(args) -> int:
+    print(yaml.safe_dump(_config(args), sort_keys=False))
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from alertvision.sources import ingest_ztf
+
+    manifest = ingest_ztf(_config(args), args.out, progress=not args.quiet)
+    print(f"{args.out}: {manifest['n_alerts']} alerts of {manifest['n_sources']} sources "
+          f"({'SYNTHETIC' if manifest['synthetic'] else manifest['source']})")
+    return 0
+
+
+def cmd_ls_dataset(args) -> int:
+    from alertvision.sources import ingest_ls
+
+    manifest = ingest_ls(_config(args), args.ztf, args.out, progress=not args.quiet)
+    cov = manifest["coverage"]
+    print(f"{args.out}: {manifest['n_alerts']} alerts; sources {cov['sources']}")
+    return 0
+
+
+def cmd_split(args) -> int:
+    from alertvision.steps import split
+
+    table = split(args.dataset_dir, args.fraction, _config(args)["splits"], args.out)
+    print(f"{args.out}: {table['split'].value_counts().to_dict()}")
+    return 0
+
+
+def cmd_weights(args) -> int:
+    from alertvision.config import weight_id
+    from alertvision.steps import resolve_weights
+
+    config = _config(args)
+    wid = args.id or weight_id(config, args.regimen, args.arch)
+    if wid is None:
+        raise SystemExit(f"regimen {args.regimen!r} has no weights for {args.arch!r} (random init)")
+    info = resolve_weights(wid, config["weights"], args.out)
+    print(f"{wid}: {info['folder']} ({info['architecture']}, via {info['via']})")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from alertvision.config import format_fraction, training_params, weight_id
+    from alertvision.steps import train
+
+    config = _config(args)
+    paths = _run_paths(args, config)
+    wid = weight_id(config, args.regimen, args.arch)
+    weights_json = None
+    if wid is not None:
+        from alertvision.steps import resolve_weights
+
+        resolve_weights(wid, config["weights"], paths["weights"])
+        weights_json = paths["weights"]
+    info = dict(dataset=args.dataset, modality=args.modality, arch=args.arch, regimen=args.regimen,
+                fraction=format_fraction(args.fraction), seed=args.seed)
+    metrics = train(args.dataset_dir or paths["dataset"], args.split or paths["split"], args.out_dir or paths["run"],
+                    arch_cfg=config["archs"][args.arch], training=training_params(config, args.arch),
+                    seed=args.seed, weights_json=weights_json, run_info=info, progress=not args.quiet)
+    print(f"test ROC AUC {metrics['test_roc_auc']:.4f} on {metrics['n_test_alerts']} alerts "
+          f"({metrics['n_train_alerts']} training alerts)")
+    return 0
+
+
+def cmd_aggregate(args) -> int:
+    from alertvision.steps import aggregate
+
+    table = aggregate(args.metrics, args.out)
+    print(table.to_string(index=False))
+    return 0
+
+
+def cmd_figure2(args) -> int:
+    from alertvision.steps import figure2
+
+    figure2(args.table, args.out)
+    print(args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="alertvision", description=(
+        "Train and compare vision models for alert classification (Rehemtulla et al.). Each command "
+        "is one step of the Snakemake pipeline; `snakemake --cores N results/figure2.pdf` runs them all."))
+    p.add_argument("--version", action="version", version=f"alertvision {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help_text: str, config: bool = True) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        if config:
+            sp.add_argument("--config", default="config/config.yaml", help="study config (default: %(default)s)")
+            sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a config value by dotted key, e.g. --set training.epochs=2")
+        sp.add_argument("--log", help="also write the log to this file")
+        sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        sp.set_defaults(func=func)
+        return sp
+
+    add("config", cmd_config, "validate the config and print it with every default filled in")
+    sp = add("ingest", cmd_ingest, "write the ZTF dataset of data.source (alerts.parquet, images.npy, manifest.json)")
+    sp.add_argument("--out", default="results/data/ztf", help="dataset folder (default: %(default)s)")
+    sp = add("ls-dataset", cmd_ls_dataset, "pair each alert with its source's Legacy Survey grz image")
+    sp.add_argument("--ztf", default="results/data/ztf", help="ZTF dataset folder (default: %(default)s)")
+    sp.add_argument("--out", default="results/data/ls", help="dataset folder (default: %(default)s)")
+    sp = add("split", cmd_split, "write the rows (train fraction, val, test) one training run uses")
+    sp.add_argument("--dataset-dir", required=True, help="dataset folder, e.g. results/data/ztf")
+    sp.add_argument("--fraction", type=float, required=True, help="percent of the train sources, e.g. 10")
+    sp.add_argument("--out", required=True, help="split table to write (.parquet)")
+    sp = add("weights", cmd_weights, "resolve the pretrained weights of a (regimen, arch) and say where they are")
+    sp.add_argument("--regimen", required=True)
+    sp.add_argument("--arch", required=True)
+    sp.add_argument("--id", help="a weight id to resolve instead of the config's")
+    sp.add_argument("--out", required=True, help="JSON record to write")
+    sp = add("train", cmd_train, "train one grid cell and write model.pt, history.csv, metrics.json, predictions.parquet")
+    for name, kw in (("--dataset", dict(default="ztf")), ("--modality", dict(default="image")),
+                     ("--arch", dict(required=True)), ("--regimen", dict(default="none")),
+                     ("--fraction", dict(type=float, default=100.0)), ("--seed", dict(type=int, default=0))):
+        sp.add_argument(name, **kw)
+    sp.add_argument("--results", default="results", help="results root for default paths (default: %(default)s)")
+    sp.add_argument("--dataset-dir", help="dataset folder (default: RESULTS/data/DATASET)")
+    sp.add_argument("--split", help="split table (default: RESULTS/splits/DATASET/fFRACTION.parquet)")
+    sp.add_argument("--out-dir", help="run folder (default: the grid path under RESULTS/runs/)")
+    sp = add("aggregate", cmd_aggregate, "aggregate metrics.json files into roc_auc.csv (median, std over seeds)", config=False)
+    sp.add_argument("metrics", nargs="+", help="metrics.json files")
+    sp.add_argument("--out", default="results/tables/roc_auc.csv")
+    sp = add("figure2", cmd_figure2, "draw Figure 2 from roc_auc.csv", config=False)
+    sp.add_argument("--table", default="results/tables/roc_auc.csv")
+    sp.add_argument("--out", default="results/figure2.pdf")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from alertvision.config import ConfigError
+    from alertvision.logs import setup_logging
+
+    setup_logging(args.log)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"alertvision: {exc}", file=sys.__stderr__)
+        return 2
+    except Exception as exc:  # a clear last line for users; the traceback goes to the log
+        log.exception("%s failed", args.command)
+        print(f"alertvision {args.command}: {type(exc).__name__}: {exc}", file=sys.__stderr__)
+        return 1

@@ -1,0 +1,192 @@
+"""The study configuration: load, fill defaults from the schema, validate, and derive job settings."""
+
+from __future__ import annotations
+
+import copy
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator, Mapping, MutableMapping
+
+import jsonschema
+import yaml
+
+DEFAULT_CONFIG = Path("config") / "config.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key."""
+
+
+def schema() -> dict:
+    """The config schema (workflow/schemas/config.schema.yaml, shipped with the package)."""
+    text = resources.files("alertvision").joinpath("config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _with_defaults(validator_class):
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, sch):
+        if isinstance(instance, MutableMapping):
+            for key, sub in properties.items():
+                if isinstance(sub, Mapping) and "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, sch)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft7Validator)
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _types(sch: Mapping[str, Any]) -> set[str]:
+    t = sch.get("type", [])
+    return {t} if isinstance(t, str) else set(t)
+
+
+def _coerce(instance: Any, sch: Mapping[str, Any]) -> Any:
+    """Turn strings into the numbers / booleans / lists the schema asks for.
+
+    ``snakemake --config training="{epochs: 2}"`` hands every nested value over as a string
+    (Snakemake parses --config with YAML's base loader); this reads them as YAML scalars.
+    """
+    if isinstance(instance, str) and _types(sch) and "string" not in _types(sch):
+        for parse in (int, float, yaml.safe_load):
+            try:
+                return parse(instance)
+            except (ValueError, yaml.YAMLError):
+                continue
+        return instance
+    if isinstance(instance, MutableMapping):
+        props = sch.get("properties", {})
+        extra = sch.get("additionalProperties")
+        for key in list(instance):
+            sub = props.get(key, extra if isinstance(extra, Mapping) else None)
+            if sub is not None:
+                instance[key] = _coerce(instance[key], sub)
+    elif isinstance(instance, list) and isinstance(sch.get("items"), Mapping):
+        return [_coerce(item, sch["items"]) for item in instance]
+    return instance
+
+
+def validate_config(config: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Fill defaults in place and check ``config``; raise :class:`ConfigError` naming the bad key."""
+    sch = schema()
+    _coerce(config, sch)
+    validator = _Validator(sch)
+    # defaults are filled while validating, so validate twice: the second pass sees filled values
+    for _ in range(2):
+        errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    _raise_first(errors)
+    _check_training_overrides(config, sch)
+    _check_consistency(config)
+    return config
+
+
+def _raise_first(errors: list, prefix: tuple = ()) -> None:
+    if errors:
+        e = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(f"config key {_key((*prefix, *e.absolute_path))}: {e.message}{more}")
+
+
+def _check_training_overrides(config: MutableMapping[str, Any], sch: Mapping[str, Any]) -> None:
+    """``archs.<name>.training`` holds keys of the training block, checked like it but without defaults."""
+    props = {k: {kk: vv for kk, vv in v.items() if kk != "default"}
+             for k, v in sch["properties"]["training"]["properties"].items()}
+    override_schema = {"type": "object", "properties": props, "additionalProperties": False}
+    for arch, spec in config["archs"].items():
+        if "training" in spec:
+            spec["training"] = _coerce(spec["training"], override_schema)
+            errors = list(jsonschema.Draft7Validator(override_schema).iter_errors(spec["training"]))
+            _raise_first(errors, ("archs", arch, "training"))
+
+
+def _check_consistency(config: Mapping[str, Any]) -> None:
+    grid = config["grid"]
+    for arch in grid["archs"]:
+        if arch not in config["archs"]:
+            raise ConfigError(f"config key grid.archs: {arch!r} is not defined under archs "
+                              f"(defined: {', '.join(config['archs'])})")
+    for regimen in grid["regimens"]:
+        if regimen not in config["regimens"]:
+            raise ConfigError(f"config key grid.regimens: {regimen!r} is not defined under regimens "
+                              f"(defined: {', '.join(config['regimens'])})")
+    if not any(True for _ in grid_cells(config)):
+        raise ConfigError("config key grid: no (arch, regimen) pair to train: a regimen other than "
+                          "'none' only trains the architectures its weights list")
+    probs = config["splits"]["probabilities"]
+    if abs(sum(probs) - 1.0) > 1e-6:
+        raise ConfigError(f"config key splits.probabilities: {probs} must sum to 1")
+    if sum(config["data"]["synthetic"]["subset_fractions"].values()) <= 0:
+        raise ConfigError("config key data.synthetic.subset_fractions: all fractions are zero")
+    lo, hi = config["data"]["synthetic"]["season_days"]
+    if lo > hi:
+        raise ConfigError(f"config key data.synthetic.season_days: [{lo}, {hi}] is not a range")
+    if config["legacysurvey"]["source"] == "synthetic" and "ls" in grid["datasets"] \
+            and config["data"]["source"] != "synthetic":
+        raise ConfigError("config key legacysurvey.source: 'synthetic' Legacy Survey images exist only "
+                          "for data.source 'synthetic'")
+    for arch, spec in config["archs"].items():
+        if spec["kind"] == "timm" and "maxvit" in spec["timm_name"] and spec["input_size"] % 32:
+            raise ConfigError(f"config key archs.{arch}.input_size: MaxViT needs a multiple of 32, "
+                              f"got {spec['input_size']}")
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None) -> dict:
+    """Read a YAML config (default ``config/config.yaml``), apply dotted-key overrides, validate."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found (run from the repository root or pass --config)")
+    config = yaml.safe_load(path.read_text()) or {}
+    for dotted, value in (overrides or {}).items():
+        node = config
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return dict(validate_config(config))
+
+
+def regimen_applies(config: Mapping[str, Any], regimen: str, arch: str) -> bool:
+    """Whether ``arch`` is trained under ``regimen``: always for 'none', else if its weights list it."""
+    return regimen == "none" or arch in config["regimens"][regimen]["weights"]
+
+
+def grid_cells(config: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every training run of the grid as wildcard values (dataset, modality, arch, regimen, fraction, seed)."""
+    g = config["grid"]
+    for dataset in g["datasets"]:
+        for modality in g["modalities"]:
+            for arch in g["archs"]:
+                for regimen in g["regimens"]:
+                    if not regimen_applies(config, regimen, arch):
+                        continue
+                    for fraction in g["fractions"]:
+                        for seed in g["seeds"]:
+                            yield dict(dataset=dataset, modality=modality, arch=arch, regimen=regimen,
+                                       fraction=format_fraction(fraction), seed=seed)
+
+
+def format_fraction(fraction: float) -> str:
+    """A fraction as it appears in paths: 5 -> '5', 2.5 -> '2.5'."""
+    return f"{float(fraction):g}"
+
+
+def training_params(config: Mapping[str, Any], arch: str) -> dict[str, Any]:
+    """The training block with the architecture's overrides applied."""
+    params = dict(config["training"])
+    params.update(config["archs"][arch].get("training", {}))
+    return params
+
+
+def weight_id(config: Mapping[str, Any], regimen: str, arch: str) -> str | None:
+    """The weight id a (regimen, arch) cell starts from; None for random init."""
+    if regimen == "none":
+        return None
+    return config["regimens"][regimen]["weights"].get(arch)

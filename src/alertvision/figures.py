@@ -1,0 +1,83 @@
+"""The paper's figures, drawn from the aggregated tables."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from alertvision.atomic import atomic_path  # noqa: E402
+
+DATASET_TITLES = {"ztf": "ZTF", "ls": "Legacy Survey"}
+ARCH_TITLES = {"convnext": "ConvNeXt", "maxvit": "MaxViT", "cnn": "CNN"}
+BASELINE_ARCH = "cnn"
+REGIMEN_COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"]
+
+
+def _line(ax, rows: pd.DataFrame, colour: str, label: str) -> None:
+    rows = rows.sort_values("n_train_alerts")
+    x = rows["n_train_alerts"].to_numpy(dtype=float)
+    y = rows["roc_auc_median"].to_numpy(dtype=float)
+    s = np.nan_to_num(rows["roc_auc_std"].to_numpy(dtype=float))
+    ax.plot(x, y, "o-", color=colour, label=label, lw=1.6, ms=4)
+    if (s > 0).any():
+        ax.fill_between(x, y - s, y + s, color=colour, alpha=0.2, lw=0)
+
+
+def figure2(table: pd.DataFrame, out_pdf: str | os.PathLike, modality: str = "image") -> dict:
+    """Test ROC AUC against number of training alerts: rows are datasets, columns architectures.
+
+    One line per pre-training regimen (median over seeds, band = one standard deviation), the
+    baseline CNN in grey in every panel of its dataset. The title says so when the data are synthetic.
+    Returns what was drawn: the title, the panels (dataset, arch) and each panel's line labels.
+    """
+    table = table[table["modality"] == modality]
+    if table.empty:
+        raise ValueError(f"no {modality} runs in the table")
+    datasets = [d for d in DATASET_TITLES if d in set(table["dataset"])]
+    archs = [a for a in table["arch"].unique() if a != BASELINE_ARCH] or [BASELINE_ARCH]
+    regimens = sorted(set(table.loc[table["arch"] != BASELINE_ARCH, "regimen"]), key=lambda r: (r != "none", r))
+    colours = {r: REGIMEN_COLOURS[i % len(REGIMEN_COLOURS)] for i, r in enumerate(regimens)}
+    drawn: dict = {"panels": [], "lines": {}}
+    fig, axes = plt.subplots(len(datasets), len(archs), figsize=(4.2 * len(archs), 3.4 * len(datasets)),
+                             squeeze=False, sharex="row", sharey=True)
+    for i, dataset in enumerate(datasets):
+        for j, arch in enumerate(archs):
+            ax = axes[i][j]
+            base = table[(table["dataset"] == dataset) & (table["arch"] == BASELINE_ARCH)]
+            if not base.empty and arch != BASELINE_ARCH:
+                _line(ax, base, "0.55", "CNN baseline")
+            for regimen in regimens:
+                rows = table[(table["dataset"] == dataset) & (table["arch"] == arch) & (table["regimen"] == regimen)]
+                if not rows.empty:
+                    _line(ax, rows, colours[regimen], f"{ARCH_TITLES.get(arch, arch)}, {regimen}")
+            drawn["panels"].append((dataset, arch))
+            drawn["lines"][(dataset, arch)] = [line.get_label() for line in ax.get_lines()]
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)}: {ARCH_TITLES.get(arch, arch)}", fontsize=10)
+            ax.grid(alpha=0.3, which="both")
+            if i == len(datasets) - 1:
+                ax.set_xlabel("number of training alerts")
+            if j == 0:
+                ax.set_ylabel("test ROC AUC")
+            ax.legend(fontsize=7, loc="lower right")
+    synthetic = bool(table["synthetic"].all()) if "synthetic" in table else False
+    n_seeds = int(table["n_seeds"].max())
+    title = "Test ROC AUC against training-set size"
+    title += f" (median of {n_seeds} seed{'s' if n_seeds > 1 else ''})"
+    if synthetic:
+        title = "SYNTHETIC DATA - " + title
+    fig.suptitle(title, fontsize=11, color="firebrick" if synthetic else "black")
+    fig.tight_layout()
+    with atomic_path(out_pdf) as tmp:
+        fig.savefig(tmp, format="pdf")
+    plt.close(fig)
+    drawn["title"] = title
+    return drawn

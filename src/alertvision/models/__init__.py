@@ -1,0 +1,91 @@
+"""The model factory: one registry of architectures, one way to build, save and load a model."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from alertvision import __version__
+from alertvision.models.classifier import AlertClassifier, MLPHead
+from alertvision.models.cnn import BTSbotCNN
+from alertvision.models.weights import ResolvedWeights
+
+MODEL_FORMAT = "alertvision-model/1"
+HEAD_KEYS = ("dense1", "dense2", "dropout")
+
+
+def _timm_size_kwargs(architecture: str, input_size: int) -> dict[str, Any]:
+    """timm models with a fixed input size (MaxViT) are built for ``input_size``; others need nothing."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(architecture)
+    fixed = bool(getattr(cfg, "fixed_input_size", False)) if cfg is not None else False
+    return {"img_size": input_size} if fixed else {}
+
+
+def build_cnn(arch_cfg: Mapping[str, Any], weights: ResolvedWeights | None) -> tuple[nn.Module, str]:
+    if weights is not None:
+        raise ValueError("the baseline CNN has no pretrained weights: train it with regimen 'none'")
+    keys = ("conv1_channels", "conv2_channels", "conv_kernel", "conv_dropout1", "conv_dropout2")
+    return BTSbotCNN(image_size=arch_cfg["input_size"], **{k: arch_cfg[k] for k in keys}), "relu"
+
+
+def build_timm(arch_cfg: Mapping[str, Any], weights: ResolvedWeights | None) -> tuple[nn.Module, str]:
+    import timm
+
+    architecture = weights.architecture if weights is not None else arch_cfg["timm_name"]
+    kwargs = _timm_size_kwargs(architecture, arch_cfg["input_size"])
+    if weights is None:
+        backbone = timm.create_model(architecture, pretrained=False, num_classes=0, **kwargs)
+    else:
+        backbone = timm.create_model(weights.timm_name, pretrained=True, num_classes=0, **kwargs)
+    backbone.timm_architecture = architecture
+    return backbone, "gelu"
+
+
+#: Architecture kinds by name; each builder returns (backbone with ``num_features``, head activation).
+ARCH_KINDS: dict[str, Callable[[Mapping[str, Any], ResolvedWeights | None], tuple[nn.Module, str]]] = {
+    "cnn": build_cnn,
+    "timm": build_timm,
+}
+
+
+def build_model(arch_cfg: Mapping[str, Any], head_cfg: Mapping[str, Any],
+                weights: ResolvedWeights | None = None) -> AlertClassifier:
+    """Build a classifier from an ``archs.<name>`` block and the head sizes (dense1, dense2, dropout)."""
+    kind = arch_cfg["kind"]
+    if kind not in ARCH_KINDS:
+        raise ValueError(f"unknown architecture kind {kind!r}; known: {', '.join(ARCH_KINDS)}")
+    backbone, activation = ARCH_KINDS[kind](arch_cfg, weights)
+    head = MLPHead(backbone.num_features, head_cfg["dense1"], head_cfg["dense2"], head_cfg["dropout"], activation)
+    return AlertClassifier(backbone, head, arch_cfg["input_size"], arch_cfg.get("input_scale", 1.0))
+
+
+def save_model(model: AlertClassifier, path: str | os.PathLike, *, arch_cfg: Mapping[str, Any],
+               head_cfg: Mapping[str, Any], info: Mapping[str, Any]) -> None:
+    """Save weights plus everything :func:`load_model` needs to rebuild the model without the weights source."""
+    from alertvision.atomic import atomic_path
+
+    arch_cfg = dict(arch_cfg)
+    arch = getattr(model.backbone, "timm_architecture", None)
+    if arch is not None:
+        arch_cfg["timm_name"] = arch  # what the weights' config.json named, not what the config asked
+    payload = {"format": MODEL_FORMAT, "alertvision_version": __version__, "arch_cfg": arch_cfg,
+               "head_cfg": {k: head_cfg[k] for k in HEAD_KEYS}, "info": dict(info),
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[AlertClassifier, dict]:
+    """Rebuild a saved model (eval mode); returns (model, info)."""
+    payload = torch.load(path, map_location=map_location, weights_only=False)
+    if payload.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path} is not an alertvision model ({payload.get('format')!r})")
+    model = build_model(payload["arch_cfg"], payload["head_cfg"], weights=None)
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, payload["info"]

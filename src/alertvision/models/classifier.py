@@ -1,0 +1,55 @@
+"""The classifier every architecture becomes: backbone embedding -> 3-layer MLP head -> one logit."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MLPHead(nn.Module):
+    """Dense(dense1) -> act -> Dense(dense2) -> act -> Dropout -> Dense(1), as BTSbot's heads."""
+
+    def __init__(self, in_features: int, dense1: int, dense2: int, dropout: float, activation: str = "gelu"):
+        super().__init__()
+        act = nn.GELU if activation == "gelu" else nn.ReLU
+        self.body = nn.Sequential(nn.Linear(in_features, dense1), act(), nn.Linear(dense1, dense2), act(),
+                                  nn.Dropout(dropout))
+        self.out = nn.Linear(dense2, 1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate-layer embedding: the input of the final Linear."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(x))
+
+
+class AlertClassifier(nn.Module):
+    """Scale and resize the 63x63 input for the backbone, embed, classify. ``forward`` returns logits (B,).
+
+    ``input_scale`` multiplies the stored (L2-normalised) images: a cutout of unit L2 norm has a
+    per-pixel RMS of 1/63, and a factor of 63 gives the default initialisations unit-scale inputs.
+    A constant factor changes no information, only how fast training leaves its starting point.
+    """
+
+    def __init__(self, backbone: nn.Module, head: MLPHead, input_size: int, input_scale: float = 1.0):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.input_size = int(input_size)
+        self.input_scale = float(input_scale)
+
+    def _resize(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_scale != 1.0:
+            x = x * self.input_scale
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return x
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer embeddings (B, dense2)."""
+        return self.head.forward_features(self.backbone(self._resize(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(self._resize(x))).squeeze(-1)

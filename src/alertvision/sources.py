@@ -1,0 +1,59 @@
+"""Where datasets come from: one registry for ZTF alert sources, one for Legacy Survey images.
+
+``data.source`` picks a ZTF ingester; ``legacysurvey.source`` picks a cube provider. Each
+ingester writes the data contract (see :mod:`alertvision.contract`), so nothing downstream depends
+on the source. New sources register here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Mapping
+
+from alertvision.legacysurvey import CubeProvider, build_ls_dataset
+
+#: ingester(config, out_dir, progress) -> manifest; config is the whole validated config.
+Ingester = Callable[[Mapping[str, Any], "str | os.PathLike", bool], dict]
+
+
+def _ingest_synthetic(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool) -> dict:
+    from alertvision.synthetic.ztf import build_synthetic_ztf
+
+    return build_synthetic_ztf(config["data"]["synthetic"], config["splits"], out_dir, progress=progress)
+
+
+ZTF_SOURCES: dict[str, Ingester] = {
+    "synthetic": _ingest_synthetic,
+}
+
+
+def _synthetic_cubes(config: Mapping[str, Any]) -> CubeProvider:
+    from alertvision.synthetic.legacysurvey import synthetic_provider
+    from alertvision.synthetic.ztf import synthetic_scenes
+
+    return synthetic_provider(synthetic_scenes(config["data"]["synthetic"]), config["legacysurvey"]["synthetic"])
+
+
+LS_SOURCES: dict[str, Callable[[Mapping[str, Any]], CubeProvider]] = {
+    "synthetic": _synthetic_cubes,
+}
+
+
+def ingest_ztf(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool = True) -> dict:
+    """Write the ZTF dataset of ``data.source`` to ``out_dir``; returns its manifest."""
+    source = config["data"]["source"]
+    if source not in ZTF_SOURCES:
+        raise ValueError(f"data.source {source!r} is not one of {', '.join(ZTF_SOURCES)}")
+    return ZTF_SOURCES[source](config, out_dir, progress)
+
+
+def ingest_ls(config: Mapping[str, Any], ztf_dir: str | os.PathLike, out_dir: str | os.PathLike,
+              progress: bool = True) -> dict:
+    """Write the Legacy Survey dataset for the alerts in ``ztf_dir``; returns its manifest."""
+    source = config["legacysurvey"]["source"]
+    if source not in LS_SOURCES:
+        raise ValueError(f"legacysurvey.source {source!r} is not one of {', '.join(LS_SOURCES)}")
+    synthetic = source == "synthetic" or config["data"]["source"] == "synthetic"
+    return build_ls_dataset(ztf_dir, out_dir, LS_SOURCES[source](config), config["legacysurvey"],
+                            source=source, synthetic=synthetic,
+                            digest_blocks=(config["data"], config["splits"]), progress=progress)

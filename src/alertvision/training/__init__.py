@@ -1,0 +1,1 @@
+"""Training: batches from the memory-mapped images, the learning-rate schedule, and the loop."""

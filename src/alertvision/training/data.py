@@ -1,0 +1,54 @@
+"""Mini-batches read from the memory-mapped image array, with flips and 90-degree rotations."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+
+def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip, vertical flip and rotation by k x 90 degrees, per image."""
+    n = x.shape[0]
+    hflip = torch.rand(n, generator=generator) < 0.5
+    vflip = torch.rand(n, generator=generator) < 0.5
+    k = torch.randint(0, 4, (n,), generator=generator)
+    x = x.clone()
+    x[hflip] = x[hflip].flip(-1)
+    x[vflip] = x[vflip].flip(-2)
+    for turns in (1, 2, 3):
+        sel = k == turns
+        if sel.any():
+            x[sel] = torch.rot90(x[sel], turns, dims=(-2, -1))
+    return x
+
+
+class Batches:
+    """Iterate (images, labels, positions) over ``rows`` of a memory-mapped (N, C, H, W) array.
+
+    Only the rows of one batch are read at a time; ``positions`` index into ``rows``.
+    """
+
+    def __init__(self, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, batch_size: int,
+                 shuffle: bool = False, augment: bool = False, seed: int = 0):
+        self.images, self.rows, self.labels = images, np.asarray(rows), np.asarray(labels, dtype=np.float32)
+        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def __len__(self) -> int:
+        return (len(self.rows) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
+        n = len(self.rows)
+        order = torch.randperm(n, generator=self.generator).numpy() if self.shuffle else np.arange(n)
+        for start in range(0, n, self.batch_size):
+            pos = order[start:start + self.batch_size]
+            rows = self.rows[pos]
+            sort = np.argsort(rows, kind="stable")  # sequential reads from the memmap
+            x = np.empty((len(rows), *self.images.shape[1:]), dtype=np.float32)
+            x[sort] = self.images[rows[sort]]
+            xt = torch.from_numpy(x)
+            if self.augment:
+                xt = augment(xt, self.generator)
+            yield xt, torch.from_numpy(self.labels[pos]), pos

@@ -1,0 +1,202 @@
+"""The training loop: one run of one grid cell, from a dataset folder and a split table to a model.
+
+Read top to bottom: set-up, data, model, loss and optimiser, the epoch loop with early stopping on
+the validation loss, then the test split and the outputs (model.pt, history.csv, metrics.json,
+predictions.parquet), each written atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
+from tqdm import tqdm
+
+from alertvision.atomic import write_csv, write_json, write_parquet
+from alertvision.contract import open_dataset
+from alertvision.models import build_model, save_model
+from alertvision.models.weights import ResolvedWeights
+from alertvision.training.data import Batches
+from alertvision.training.schedule import warmup_cosine
+
+log = logging.getLogger(__name__)
+RUN_FILES = ("model.pt", "history.csv", "metrics.json", "predictions.parquet")
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """CUDA when asked for or available (``auto``), else CPU."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device is 'cuda' but no CUDA device is available")
+    if requested in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC, or NaN when only one class is present."""
+    return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else float("nan")
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, batches: Batches, device: torch.device, loss_fn, autocast,
+            memory_format: torch.memory_format = torch.contiguous_format) -> tuple[np.ndarray, float]:
+    """Scores (sigmoid) in the order of ``batches.rows`` and the mean loss."""
+    model.eval()
+    scores = np.empty(len(batches.rows), dtype=np.float32)
+    total, n = 0.0, 0
+    for x, y, pos in batches:
+        x, y = x.to(device, memory_format=memory_format), y.to(device)
+        with autocast():
+            logits = model(x).float()
+        total += float(loss_fn(logits, y)) * len(y)
+        n += len(y)
+        scores[pos] = torch.sigmoid(logits).cpu().numpy()
+    return scores, total / max(n, 1)
+
+
+def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out_dir: str | os.PathLike, *,
+              arch_cfg: Mapping[str, Any], training: Mapping[str, Any], seed: int,
+              weights: ResolvedWeights | None = None, run_info: Mapping[str, Any] | None = None,
+              progress: bool = True) -> dict[str, Any]:
+    """Train one model and write its run folder; returns the metrics."""
+    # --- set-up ----------------------------------------------------------------------------------
+    started = time.time()
+    seed_everything(seed)
+    torch.set_num_threads(int(training["threads"]))
+    device = pick_device(training["device"])
+    use_bf16 = bool(training["bf16"]) and device.type == "cuda"
+
+    def autocast():
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- data --------------------------------------------------------------------------------------
+    data = open_dataset(dataset_dir)
+    table = pd.read_parquet(split_file)
+    labels = data.alerts["label"].to_numpy(dtype=np.float32)
+    rows = {s: table.loc[table["split"] == s, "row"].to_numpy() for s in ("train", "val", "test")}
+    for split, r in rows.items():
+        if len(r) == 0:
+            raise ValueError(f"{split_file}: the {split} split is empty")
+    y_train = labels[rows["train"]]
+    n_pos, n_neg = float(y_train.sum()), float(len(y_train) - y_train.sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"{split_file}: the train split holds only one class ({int(n_pos)} positive, "
+                         f"{int(n_neg)} negative alerts)")
+    bs, ebs = int(training["batch_size"]), int(training["eval_batch_size"])
+    train_batches = Batches(data.images, rows["train"], y_train, bs, shuffle=True,
+                            augment=bool(training["augment"]), seed=seed + 1)
+    val_batches = Batches(data.images, rows["val"], labels[rows["val"]], ebs)
+    test_batches = Batches(data.images, rows["test"], labels[rows["test"]], ebs)
+
+    # --- model, loss, optimiser ------------------------------------------------------------------
+    model = build_model(arch_cfg, training, weights).to(device)
+    memory_format = torch.channels_last if training["channels_last"] else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    pos_weight = torch.tensor(n_neg / n_pos, device=device)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(training["lr"]),
+                                  weight_decay=float(training["weight_decay"]))
+    epochs = int(training["epochs"])
+    steps = epochs * len(train_batches)
+    warmup = int(round(float(training["warmup_epochs"]) * len(train_batches)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, steps, warmup))
+    log.info("training %s on %d alerts (%d positive), val %d, test %d, %d epochs of %d steps on %s",
+             arch_cfg.get("timm_name", arch_cfg["kind"]), len(y_train), int(n_pos), len(rows["val"]),
+             len(rows["test"]), epochs, len(train_batches), device)
+
+    # --- epochs, early stopping on validation loss -----------------------------------------------
+    history: list[dict[str, Any]] = []
+    best = {"val_loss": float("inf"), "epoch": -1, "state": None}
+    bar = tqdm(total=steps, desc="train", unit="step", disable=not progress, mininterval=5)
+    for epoch in range(1, epochs + 1):
+        t0 = time.time()
+        model.train()
+        total, n = 0.0, 0
+        for x, y, _ in train_batches:
+            x, y = x.to(device, memory_format=memory_format), y.to(device)
+            with autocast():
+                logits = model(x).float()
+            loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += loss.item() * len(y)
+            n += len(y)
+            bar.update(1)
+        val_scores, val_loss = predict(model, val_batches, device, loss_fn, autocast, memory_format)
+        history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss,
+                        "val_roc_auc": roc_auc(labels[rows["val"]], val_scores),
+                        "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - t0})
+        log.info("epoch %d: train loss %.4f, val loss %.4f, val AUC %.3f", epoch, history[-1]["train_loss"],
+                 val_loss, history[-1]["val_roc_auc"])
+        if val_loss < best["val_loss"]:
+            best = {"val_loss": val_loss, "epoch": epoch,
+                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        elif epoch - best["epoch"] >= int(training["patience"]):
+            log.info("early stop: no lower validation loss for %d epochs", training["patience"])
+            break
+    bar.close()
+    model.load_state_dict(best["state"])
+
+    # --- test split and outputs --------------------------------------------------------------------
+    test_scores, test_loss = predict(model, test_batches, device, loss_fn, autocast, memory_format)
+    test = data.alerts.iloc[rows["test"]]
+    predictions = pd.DataFrame({"alert_id": test["alert_id"].to_numpy(), "objectId": test["objectId"].to_numpy(),
+                                "jd": test["jd"].to_numpy(), "source_set": test["source_set"].to_numpy(),
+                                "label": test["label"].to_numpy(), "score": test_scores})
+    train_alerts = data.alerts.iloc[rows["train"]]
+    metrics = {
+        **dict(run_info or {}),
+        "test_roc_auc": roc_auc(test["label"].to_numpy(), test_scores),
+        "test_loss": test_loss,
+        "n_train_alerts": int(len(rows["train"])),
+        "n_train_sources": int(train_alerts["objectId"].nunique()),
+        "n_val_alerts": int(len(rows["val"])),
+        "n_test_alerts": int(len(rows["test"])),
+        "pos_weight": float(pos_weight),
+        "best_epoch": best["epoch"],
+        "epochs_run": len(history),
+        "val_loss_best": best["val_loss"],
+        "val_roc_auc_best": history[best["epoch"] - 1]["val_roc_auc"],
+        "input_size": int(arch_cfg["input_size"]),
+        "params": int(sum(p.numel() for p in model.parameters())),
+        "weight_id": weights.weight_id if weights else None,
+        "synthetic": data.synthetic,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "threads": int(training["threads"]),
+        "bf16": use_bf16,
+        "seconds": time.time() - started,
+    }
+    save_model(model, out_dir / "model.pt", arch_cfg=arch_cfg, head_cfg=training,
+               info={**dict(run_info or {}), "weight_id": metrics["weight_id"]})
+    write_csv(out_dir / "history.csv", pd.DataFrame(history))
+    write_parquet(out_dir / "predictions.parquet", predictions)
+    write_json(out_dir / "metrics.json", _finite(metrics))
+    log.info("test ROC AUC %.4f, loss %.4f (best epoch %d)", metrics["test_roc_auc"], test_loss, best["epoch"])
+    return metrics
+
+
+def _finite(d: Mapping[str, Any]) -> dict[str, Any]:
+    """NaN -> None, so metrics.json stays valid JSON."""
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}

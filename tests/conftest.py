@@ -1,0 +1,65 @@
+"""Shared fixtures: the real alert packets, a tiny config, tiny synthetic datasets."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ALERTS_DIR = REPO.parent / "shared" / "data" / "ztf_alerts"
+
+#: A study small enough for a test: every stage, every architecture, two fractions.
+TINY_CONFIG = {
+    "data": {"source": "synthetic", "synthetic": {"seed": 3, "n_sources": 200}},
+    "legacysurvey": {"source": "synthetic"},
+    "splits": {"seed": 2},
+    "grid": {"datasets": ["ztf", "ls"], "modalities": ["image"], "archs": ["cnn", "convnext", "maxvit"],
+             "regimens": ["none"], "fractions": [50, 100], "seeds": [0]},
+    "archs": {
+        "cnn": {"kind": "cnn", "training": {"epochs": 8}},
+        "convnext": {"kind": "timm", "timm_name": "convnext_pico", "input_size": 63},
+        "maxvit": {"kind": "timm", "timm_name": "maxvit_tiny_rw_224", "input_size": 64,
+                   "training": {"epochs": 1}},
+    },
+    "training": {"epochs": 3, "batch_size": 32, "lr": 0.0003, "warmup_epochs": 0, "patience": 3},
+}
+
+
+def packet_paths() -> list[Path]:
+    if not ALERTS_DIR.is_dir():
+        pytest.skip(f"real ZTF packets not found at {ALERTS_DIR} (../shared/data/ztf_alerts)")
+    return sorted(ALERTS_DIR.glob("*.avro"))
+
+
+@pytest.fixture(scope="session")
+def packets() -> list[dict]:
+    """The twelve real ZTF alert packets, as fastavro reads them."""
+    import fastavro
+
+    out = []
+    for path in packet_paths():
+        with open(path, "rb") as fh:
+            out.extend(fastavro.reader(fh))
+    return out
+
+
+@pytest.fixture
+def tiny_config() -> dict:
+    from alertvision.config import validate_config
+
+    return dict(validate_config(copy.deepcopy(TINY_CONFIG)))
+
+
+@pytest.fixture(scope="session")
+def tiny_datasets(tmp_path_factory) -> dict[str, Path]:
+    """The tiny config's ZTF and LS datasets, built once per session."""
+    from alertvision.config import validate_config
+    from alertvision.sources import ingest_ls, ingest_ztf
+
+    config = validate_config(copy.deepcopy(TINY_CONFIG))
+    root = tmp_path_factory.mktemp("data")
+    ingest_ztf(config, root / "ztf", progress=False)
+    ingest_ls(config, root / "ztf", root / "ls", progress=False)
+    return {"ztf": root / "ztf", "ls": root / "ls", "config": config}

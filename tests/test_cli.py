@@ -1,0 +1,68 @@
+"""The command line: every step answers --help; a bad config value is a clear error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = ["config", "ingest", "ls-dataset", "split", "weights", "train", "aggregate", "figure2"]
+
+
+def _run(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "alertvision", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_help_lists_every_step():
+    out = _run("--help")
+    assert out.returncode == 0
+    for command in COMMANDS:
+        assert command in out.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_step_answers_help(command):
+    out = _run(command, "--help")
+    assert out.returncode == 0 and "usage: alertvision" in out.stdout
+
+
+def test_bad_config_value_names_the_key():
+    out = _run("config", "--set", "training.batch_size=1")
+    assert out.returncode == 2
+    assert "config key training.batch_size" in out.stderr
+
+
+def test_config_prints_filled_defaults():
+    out = _run("config")
+    assert out.returncode == 0 and "max_alerts_per_source: 100" in out.stdout
+
+
+def test_ingest_and_split_from_the_command_line(tmp_path):
+    out = _run("ingest", "-q", "--set", "data.synthetic.n_sources=30", "--out", str(tmp_path / "ztf"),
+               "--log", str(tmp_path / "ingest.log"))
+    assert out.returncode == 0, out.stderr
+    assert "SYNTHETIC" in out.stdout and (tmp_path / "ingest.log").stat().st_size > 0
+    out = _run("split", "--dataset-dir", str(tmp_path / "ztf"), "--fraction", "50", "--out", str(tmp_path / "f50.parquet"))
+    assert out.returncode == 0, out.stderr and (tmp_path / "f50.parquet").is_file()
+
+
+def test_weights_command_resolves_a_folder_and_explains_a_missing_id(tmp_path):
+    import json
+    import os
+
+    from test_weights import _write_hub_folder
+
+    _write_hub_folder(tmp_path / "w")
+    out = _run("weights", "--regimen", "imagenet", "--arch", "convnext", "--id", f"local-dir:{tmp_path / 'w'}",
+               "--out", str(tmp_path / "w.json"))
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "w.json").read_text())["architecture"] == "convnext_pico"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache")}
+    out = subprocess.run([sys.executable, "-m", "alertvision", "weights", "--regimen", "galaxyzoo", "--arch", "maxvit",
+                          "--out", str(tmp_path / "gz.json")], cwd=REPO, capture_output=True, text=True, env=env)
+    assert out.returncode == 1
+    assert "hf_hub:mwalmsley/baseline-encoder-regression-maxvit_tiny" in out.stderr and "local_dirs" in out.stderr
+    assert not (tmp_path / "gz.json").exists()

@@ -1,0 +1,65 @@
+"""Config validation: defaults filled, bad values stop naming the key, the grid."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from alertvision.config import ConfigError, grid_cells, load_config, training_params, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_embedded_default_validates_with_defaults():
+    config = load_config(REPO / "config" / "config.yaml")
+    assert config["data"]["source"] == "synthetic"
+    assert config["splits"]["probabilities"] == [0.81, 0.09, 0.10]
+    assert config["archs"]["cnn"]["conv_kernel"] == 5
+    assert training_params(config, "maxvit")["epochs"] == 3
+    cells = list(grid_cells(config))
+    assert len(cells) == 2 * 3 * 1 * 4 * 1
+
+
+@pytest.mark.parametrize("override, key", [
+    ({"training": {"epochs": 0}}, "training.epochs"),
+    ({"training": {"lr": "fast"}}, "training.lr"),
+    ({"data": {"synthetic": {"n_sources": 2}}}, "data.synthetic.n_sources"),
+    ({"grid": {"archs": ["resnet"]}}, "grid.archs"),
+    ({"grid": {"fractions": [0]}}, "grid.fractions"),
+    ({"splits": {"probabilities": [0.5, 0.2, 0.2]}}, "splits.probabilities"),
+    ({"archs": {"maxvit": {"kind": "timm", "timm_name": "maxvit_tiny_rw_224", "input_size": 63}},
+      "grid": {"archs": ["maxvit"]}}, "archs.maxvit.input_size"),
+    ({"tranining": {}}, "(top level)"),
+])
+def test_bad_value_names_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        validate_config(copy.deepcopy(override))
+    assert f"config key {key}" in str(err.value)
+
+
+def test_regimens_only_train_the_archs_they_list():
+    config = validate_config({"grid": {"regimens": ["none", "imagenet"]}})
+    cells = {(c["arch"], c["regimen"]) for c in grid_cells(config)}
+    assert ("cnn", "imagenet") not in cells
+    assert {("convnext", "imagenet"), ("maxvit", "imagenet"), ("cnn", "none")} <= cells
+
+
+def test_strings_from_the_snakemake_command_line_are_read_as_yaml():
+    # `snakemake --config training="{epochs: 2}"` hands nested values over as strings
+    config = validate_config({"training": {"epochs": "2", "bf16": "true", "lr": "1e-4"},
+                              "grid": {"fractions": ["5", "50"]}})
+    assert config["training"]["epochs"] == 2 and config["training"]["bf16"] is True
+    assert config["training"]["lr"] == 1e-4 and config["grid"]["fractions"] == [5, 50]
+    with pytest.raises(ConfigError, match="training.epochs"):
+        validate_config({"training": {"epochs": "two"}})
+    config = validate_config({"archs": {"cnn": {"kind": "cnn", "training": {"epochs": "2"}}}, "grid": {"archs": ["cnn"]}})
+    assert config["archs"]["cnn"]["training"] == {"epochs": 2}
+
+
+def test_architecture_training_overrides_are_checked():
+    with pytest.raises(ConfigError, match="config key archs.cnn.training.epochs: 0 is less than"):
+        validate_config({"archs": {"cnn": {"kind": "cnn", "training": {"epochs": 0}}}, "grid": {"archs": ["cnn"]}})
+    with pytest.raises(ConfigError, match="config key archs.cnn.training.*'epoch' was unexpected"):
+        validate_config({"archs": {"cnn": {"kind": "cnn", "training": {"epoch": 3}}}, "grid": {"archs": ["cnn"]}})

@@ -1,0 +1,157 @@
+"""End to end: Snakemake runs the tiny study in a temporary folder; params drive reruns; lint; report."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import TINY_CONFIG
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+
+pytestmark = pytest.mark.e2e
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    out = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), *args], capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """A finished run of the tiny study (config/config.yaml in a temporary working directory).
+
+    Beside random init it trains ConvNeXt from a pretrained regimen whose weights sit in a local
+    folder in timm's hub layout, so the resolve-then-train path runs through Snakemake too.
+    """
+    from test_weights import _write_hub_folder
+
+    workdir = tmp_path_factory.mktemp("study")
+    _write_hub_folder(workdir / "weights" / "convnext")
+    config = copy.deepcopy(TINY_CONFIG)
+    config["grid"]["regimens"] = ["none", "localpre"]
+    config["regimens"] = {"none": {"weights": {}},
+                          "localpre": {"weights": {"convnext": f"local-dir:{workdir / 'weights' / 'convnext'}"}}}
+    (workdir / "config").mkdir()
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake(workdir, "--cores", "2", "results/figure2.pdf")
+    return workdir
+
+
+# `snakemake --list-changes params` is not used: in Snakemake 9.27 it also lists outputs whose
+# params did not change (ParamsChange.__or__ keeps the files of an empty change); the dry run's
+# job list is the reliable record of what a change reruns.
+
+
+def _jobs(dry_run_output: str) -> set[str]:
+    """Rule names a dry run would execute (from its job-stats table)."""
+    rules = set()
+    in_table = False
+    for line in dry_run_output.splitlines():
+        if line.startswith("job ") and "count" in line:
+            in_table = True
+            continue
+        if in_table:
+            parts = line.split()
+            if not parts or parts[0] == "total":
+                break
+            if parts[0].startswith("-"):
+                continue
+            rules.add(parts[0])
+    return rules
+
+
+def test_figure2_and_table_cover_the_grid(study):
+    pdf = study / "results" / "figure2.pdf"
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    table = pd.read_csv(study / "results" / "tables" / "roc_auc.csv")
+    cells = {(r.dataset, r.arch, r.regimen, r.fraction) for r in table.itertuples()}
+    expected = {(d, a, "none", float(f)) for d in ("ztf", "ls") for a in ("cnn", "convnext", "maxvit") for f in (50, 100)}
+    expected |= {(d, "convnext", "localpre", float(f)) for d in ("ztf", "ls") for f in (50, 100)}
+    assert cells == expected
+    assert table["synthetic"].all()
+    base = table[(table.dataset == "ztf") & (table.arch == "cnn") & (table.fraction == 100)].iloc[0]
+    assert 0.5 < base.roc_auc_median < 1.0
+    # more training alerts at 100% than at 50%
+    n = table.set_index(["dataset", "arch", "fraction"])["n_train_alerts"]
+    assert (n.xs(100.0, level="fraction") > n.xs(50.0, level="fraction")).all()
+
+
+def test_every_job_logged_and_training_benchmarked(study):
+    logs = {p.relative_to(study / "logs").as_posix() for p in (study / "logs").rglob("*.log")}
+    assert {"data/ingest_ztf.log", "data/ls_dataset.log", "figures/figure2.log",
+            "evaluate/aggregate_roc_auc.log"} <= logs
+    assert sum(1 for p in logs if p.startswith("train/")) == 16
+    assert len(list((study / "results" / "benchmarks" / "train").rglob("*.tsv"))) == 16
+    assert "weights/localpre/convnext.log" in logs
+    run = study / "results" / "runs" / "ztf" / "image" / "maxvit" / "none" / "f100" / "s0"
+    assert {p.name for p in run.iterdir()} == {"model.pt", "history.csv", "metrics.json", "predictions.parquet"}
+
+
+def test_nothing_to_do_after_a_full_run(study):
+    out = snakemake(study, "-n", "results/figure2.pdf")
+    assert _jobs(out.stdout) == set()
+
+
+def test_training_epochs_rerun_training_and_what_follows(study):
+    out = snakemake(study, "-n", "results/figure2.pdf", "--config", "training={epochs: 2}")
+    assert _jobs(out.stdout) == {"train", "aggregate_roc_auc", "figure2"}
+    # a per-architecture change reruns only that architecture's runs (and what follows)
+    out = snakemake(study, "-n", "results/figure2.pdf", "--config",
+                    "archs={maxvit: {kind: timm, timm_name: maxvit_tiny_rw_224, input_size: 64, training: {epochs: 2}}}")
+    trained = {line.split("/")[4] for line in out.stdout.splitlines()
+               if line.strip().startswith("output: results/runs/")}
+    assert trained == {"maxvit"}
+
+
+def test_synthetic_seed_reruns_everything(study):
+    out = snakemake(study, "-n", "results/figure2.pdf", "--config", "data={synthetic: {seed: 4, n_sources: 200}}")
+    assert _jobs(out.stdout) == {"ingest_ztf", "ls_dataset", "split", "train", "aggregate_roc_auc", "figure2"}
+
+
+def test_bad_config_stops_at_once_naming_the_key(study):
+    out = snakemake(study, "-n", "--config", "training={epochs: -1}", check=False)
+    assert out.returncode != 0 and "config key training.epochs" in (out.stdout + out.stderr)
+
+
+def test_pretrained_run_records_its_weights(study):
+    import json
+
+    metrics = json.loads((study / "results/runs/ztf/image/convnext/localpre/f100/s0/metrics.json").read_text())
+    assert metrics["weight_id"].startswith("local-dir:") and metrics["regimen"] == "localpre"
+    resolved = json.loads((study / "results/weights/localpre/convnext.json").read_text())
+    assert resolved["architecture"] == "convnext_pico" and resolved["via"] == "local-dir"
+
+
+def test_missing_weights_stop_before_training(study):
+    missing = "hf_hub:nobody/not-a-real-encoder"
+    env_config = ("regimens={none: {weights: {}}, localpre: {weights: {convnext: 'local-dir:" + str(study / "weights" / "convnext")
+                  + "'}}, gone: {weights: {convnext: '" + missing + "'}}}")
+    out = subprocess.run([*SNAKEMAKE, "--directory", str(study), "--cores", "1",
+                          "results/runs/ztf/image/convnext/gone/f50/s0/metrics.json", "--config", env_config],
+                         capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode != 0
+    log = (study / "logs" / "weights" / "gone" / "convnext.log").read_text()
+    assert missing in log and "local_dirs" in log and "HF_HUB_OFFLINE=1" in log
+    assert not (study / "logs" / "train" / "ztf" / "image" / "convnext" / "gone").exists()
+
+
+def test_report_is_built(study):
+    snakemake(study, "--report", "report.html")
+    html = (study / "report.html").read_text(errors="ignore")
+    assert "figure2.pdf" in html
+
+
+def test_lint_has_no_warnings(tmp_path):
+    out = subprocess.run([*SNAKEMAKE, "--lint", "--directory", str(REPO)], capture_output=True, text=True)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0 and "Lints for" not in text, text[-3000:]

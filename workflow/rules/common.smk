@@ -1,0 +1,40 @@
+# Input functions and path helpers shared by the rules.
+from alertvision.config import format_fraction, grid_cells, training_params, weight_id
+
+ENV = "../../envs/alertvision.yaml"
+DATASET_FILES = ("alerts.parquet", "images.npy", "manifest.json")
+
+
+wildcard_constraints:
+    dataset="ztf|ls",
+    modality="image",
+    arch="[A-Za-z0-9_-]+",
+    regimen="[A-Za-z0-9_-]+",
+    fraction="[0-9]+(\.[0-9]+)?",
+    seed="[0-9]+",
+
+
+def dataset_files(dataset):
+    return {f.split(".")[0]: f"results/data/{dataset}/{f}" for f in DATASET_FILES}
+
+
+def train_inputs(wildcards):
+    """The dataset, the split table and, for a pretrained regimen, the resolved weights record."""
+    inputs = dataset_files(wildcards.dataset)
+    inputs["split"] = f"results/splits/{wildcards.dataset}/f{wildcards.fraction}.parquet"
+    if weight_id(config, wildcards.regimen, wildcards.arch) is not None:
+        inputs["weights"] = f"results/weights/{wildcards.regimen}/{wildcards.arch}.json"
+    return inputs
+
+
+def run_info(wildcards):
+    return dict(dataset=wildcards.dataset, modality=wildcards.modality, arch=wildcards.arch,
+                regimen=wildcards.regimen, fraction=wildcards.fraction, seed=int(wildcards.seed))
+
+
+def grid_runs(filename):
+    """`filename` of every run of the grid, e.g. all metrics.json files."""
+    return [
+        "results/runs/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/s{seed}/{filename}".format(filename=filename, **cell)
+        for cell in grid_cells(config)
+    ]

@@ -1,0 +1,18 @@
+# Legacy Survey grz images, one per source, paired with the ZTF alerts -> results/data/ls/.
+
+
+rule ls_dataset:
+    input:
+        **dataset_files("ztf"),
+    output:
+        **dataset_files("ls"),
+    params:
+        legacysurvey=config["legacysurvey"],
+        data=config["data"],
+        splits=config["splits"],
+    log:
+        "logs/data/ls_dataset.log",
+    conda:
+        ENV
+    script:
+        "../scripts/ls_dataset.py"
