@@ -46,7 +46,8 @@ def test_ingest_and_split_from_the_command_line(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "SYNTHETIC" in out.stdout and (tmp_path / "ingest.log").stat().st_size > 0
     out = _run("split", "--dataset-dir", str(tmp_path / "ztf"), "--fraction", "50", "--out", str(tmp_path / "f50.parquet"))
-    assert out.returncode == 0, out.stderr and (tmp_path / "f50.parquet").is_file()
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "f50.parquet").is_file()
 
 
 def test_weights_command_resolves_a_folder_and_explains_a_missing_id(tmp_path):

@@ -31,7 +31,7 @@ def _config(args) -> dict:
     return load_config(args.config, _parse_set(args.set))
 
 
-def _run_paths(args, config) -> dict[str, Path]:
+def _run_paths(args) -> dict[str, Path]:
     from alertvision.config import format_fraction
 
     frac = format_fraction(args.fraction)
@@ -93,7 +93,7 @@ def cmd_train(args) -> int:
     from alertvision.steps import train
 
     config = _config(args)
-    paths = _run_paths(args, config)
+    paths = _run_paths(args)
     wid = weight_id(config, args.regimen, args.arch)
     weights_json = None
     if wid is not None:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from alertvision.contract import (IMAGE_SIZE, IMAGES_FILE, ImageArrayWriter, config_digest, open_dataset,

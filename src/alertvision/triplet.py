@@ -14,7 +14,7 @@ import io
 import warnings
 import zlib
 from collections import Counter
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -118,7 +118,3 @@ def triplets_from_alerts(alerts: Iterable[Mapping[str, Any]]) -> tuple[np.ndarra
     array = np.stack(images) if images else np.empty((0, 3, IMAGE_SIZE, IMAGE_SIZE), np.float32)
     return array, kept, skipped
 
-
-def stamp_shapes(alert: Mapping[str, Any]) -> Sequence[tuple[int, int]]:
-    """Shapes of the three raw stamps, for diagnostics."""
-    return [decode_stamp(_stamp_bytes(alert, f)).shape for f in CUTOUT_FIELDS]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -42,14 +41,19 @@ class _Static:
 
     def __init__(self, scene: Scene):
         self.scene = scene
+        self._hosts: dict[str, np.ndarray] = {}
 
-    @lru_cache(maxsize=8)
     def host(self, band: str) -> np.ndarray:
-        h = self.scene.host
-        if h is None:
-            return np.zeros(STAMP)
-        flux = 10 ** (-0.4 * (h.mag(band) - ZTF_ZP))
-        return render.sersic_profile(STAMP, CENTRE + h.dx, CENTRE + h.dy, h.r_e, h.n, h.q, h.pa, flux)
+        """The host galaxy before convolution (zeros for a host-less source)."""
+        if band not in self._hosts:
+            h = self.scene.host
+            if h is None:
+                self._hosts[band] = np.zeros(STAMP)
+            else:
+                flux = 10 ** (-0.4 * (h.mag(band) - ZTF_ZP))
+                self._hosts[band] = render.sersic_profile(STAMP, CENTRE + h.dx, CENTRE + h.dy, h.r_e, h.n, h.q,
+                                                          h.pa, flux)
+        return self._hosts[band]
 
     def image(self, band: str, fwhm: float, point_flux: float) -> np.ndarray:
         img = render.convolve_psf(self.host(band), fwhm)
@@ -62,7 +66,9 @@ class _Static:
         return img
 
 
-def _neighbours(scene: Scene) -> dict[str, float]:
+def _neighbours(scene: Scene, rng: np.random.Generator) -> dict[str, float]:
+    """PS1 neighbours (sgscore, distpsnr, nmtchps) and the nearest ZTF reference source (distnr, magnr,
+    DAOPHOT chi and sharpness: extended for a galaxy, point-like for a star), -999 where there is none."""
     cat = scene.catalogue()
     ps1 = [o for o in cat if o[1] < PS1_DEPTH and o[0] < 30.0]
     ref = [o for o in cat if o[1] < ZTF_REF_DEPTH and o[0] < 30.0]
@@ -72,11 +78,14 @@ def _neighbours(scene: Scene) -> dict[str, float]:
             out[f"sgscore{k}"], out[f"distpsnr{k}"] = ps1[k - 1][2], ps1[k - 1][0]
         else:
             out[f"sgscore{k}"], out[f"distpsnr{k}"] = -999.0, -999.0
-    if ref:
-        d, mag, _, galaxy = ref[0]
-        out.update(distnr=d, magnr=mag, chinr=np.nan, sharpnr=np.nan, _nr_galaxy=float(galaxy))
+    if not ref:
+        out.update(distnr=-999.0, magnr=-999.0, chinr=-999.0, sharpnr=-999.0)
+    elif ref[0][3]:  # a galaxy
+        out.update(distnr=ref[0][0], magnr=ref[0][1], chinr=float(rng.uniform(2.0, 8.0)),
+                   sharpnr=float(rng.uniform(0.25, 0.9)))
     else:
-        out.update(distnr=-999.0, magnr=-999.0, chinr=-999.0, sharpnr=-999.0, _nr_galaxy=-1.0)
+        out.update(distnr=ref[0][0], magnr=ref[0][1], chinr=float(rng.uniform(0.5, 1.6)),
+                   sharpnr=float(rng.normal(0.0, 0.08)))
     return out
 
 
@@ -118,11 +127,7 @@ def observe(scene: Scene, cadence_days: float = 2.5, nan_patch_rate: float = 0.0
     rng = scene.rng(0)
     epochs = _epochs(scene, rng, cadence_days)
     static = _Static(scene)
-    nb = _neighbours(scene)
-    if nb["_nr_galaxy"] == 1.0:
-        nb["chinr"], nb["sharpnr"] = float(rng.uniform(2.0, 8.0)), float(rng.uniform(0.25, 0.9))
-    elif nb["_nr_galaxy"] == 0.0:
-        nb["chinr"], nb["sharpnr"] = float(rng.uniform(0.5, 1.6)), float(rng.normal(0.0, 0.08))
+    nb = _neighbours(scene, rng)
     ref_fwhm = float(rng.uniform(1.8, 2.3))
     _, ref_noise = _psf_noise(NOMINAL_LIMIT + 1.3, ref_fwhm)
     special = int(rng.integers(0, len(epochs))) if epochs else -1

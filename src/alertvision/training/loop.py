@@ -7,7 +7,6 @@ predictions.parquet), each written atomically.
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import random
