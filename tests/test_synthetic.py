@@ -123,6 +123,29 @@ def test_synthetic_ls_cube_is_in_viewer_format():
     assert coverage_problem(zeros, 0.3) == "all_zero_band"
 
 
+def test_a_failed_rewrite_leaves_no_complete_looking_dataset(tiny_datasets, tmp_path, monkeypatch):
+    import shutil
+
+    import pytest
+
+    from alertvision.contract import ContractError
+    from alertvision.synthetic import ztf
+
+    target = tmp_path / "ztf"
+    shutil.copytree(tiny_datasets["ztf"], target)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(ztf, "write_alerts", crash)
+    config = tiny_datasets["config"]
+    with pytest.raises(RuntimeError, match="disk full"):
+        build_synthetic_ztf(config["data"]["synthetic"], config["splits"], target, progress=False)
+    with pytest.raises(ContractError, match="manifest.json is missing"):
+        open_dataset(target)
+    assert not [p for p in target.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
 def test_manifest_is_json(tiny_datasets):
     data = json.loads((tiny_datasets["ls"] / "manifest.json").read_text())
     assert data["dataset"] == "ls" and data["orientation"] == "north up, east left"

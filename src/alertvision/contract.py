@@ -163,6 +163,15 @@ def counts_by_subset_split(df: pd.DataFrame) -> dict[str, dict[str, int]]:
     return out
 
 
+def start_dataset(directory: str | os.PathLike) -> Path:
+    """Prepare a folder for a (re)write: the manifest is the mark of a complete dataset and is
+    written last, so it goes first; a crash mid-way leaves a folder :func:`open_dataset` refuses."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MANIFEST_FILE).unlink(missing_ok=True)
+    return directory
+
+
 def write_manifest(directory: str | os.PathLike, df: pd.DataFrame, *, dataset: str, source: str,
                    synthetic: bool, digest: str, extra: Mapping[str, Any] | None = None) -> dict:
     """Write ``manifest.json`` for a dataset whose alerts are ``df``."""

@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 from tqdm import tqdm
 
 from alertvision.contract import (IMAGE_SIZE, IMAGES_FILE, ImageArrayWriter, config_digest, open_dataset,
-                                  write_alerts, write_manifest)
+                                  start_dataset, write_alerts, write_manifest)
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +91,7 @@ def build_ls_dataset(ztf_dir: str | os.PathLike, out_dir: str | os.PathLike, pro
     """
     ztf = open_dataset(ztf_dir)
     alerts = ztf.alerts
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = start_dataset(out_dir)
     sources = alerts.groupby("objectId", sort=False).agg(ra=("ra", "median"), dec=("dec", "median"))
     status: Counter = Counter()
     keep_rows: list[np.ndarray] = []

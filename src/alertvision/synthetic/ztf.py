@@ -5,15 +5,14 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from alertvision.contract import (IMAGES_FILE, ImageArrayWriter, alert_ids, config_digest, write_alerts,
-                                  write_manifest)
+from alertvision.contract import (IMAGES_FILE, ImageArrayWriter, alert_ids, config_digest, start_dataset,
+                                  write_alerts, write_manifest)
 from alertvision.features import cut_mask, derive_source_features
 from alertvision.splits import assign_source_splits
 from alertvision.synthetic.observe import observe
@@ -36,8 +35,7 @@ def build_synthetic_ztf(cfg: Mapping[str, Any], splits_cfg: Mapping[str, Any], o
 
     ``cfg`` is ``data.synthetic``, ``splits_cfg`` is ``splits``. Returns the manifest.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = start_dataset(out_dir)
     scenes = synthetic_scenes(cfg)
     rows: list[pd.DataFrame] = []
     skipped: Counter = Counter()
