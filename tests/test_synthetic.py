@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from alertvision.contract import REQUIRED_COLUMNS, open_dataset
 from alertvision.features import DERIVED_FEATURES, derive_source_features
@@ -125,8 +126,6 @@ def test_synthetic_ls_cube_is_in_viewer_format():
 
 def test_a_failed_rewrite_leaves_no_complete_looking_dataset(tiny_datasets, tmp_path, monkeypatch):
     import shutil
-
-    import pytest
 
     from alertvision.contract import ContractError
     from alertvision.synthetic import ztf

@@ -117,4 +117,3 @@ def triplets_from_alerts(alerts: Iterable[Mapping[str, Any]]) -> tuple[np.ndarra
         kept.append(i)
     array = np.stack(images) if images else np.empty((0, 3, IMAGE_SIZE, IMAGE_SIZE), np.float32)
     return array, kept, skipped
-
