@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["config", "ingest", "ls-dataset", "split", "weights", "train", "aggregate", "figure2"]
+COMMANDS = ["config", "ingest", "fetch-kowalski", "ls-dataset", "split", "weights", "train", "aggregate", "figure2"]
 
 
 def _run(*args, cwd=REPO):
@@ -67,3 +67,17 @@ def test_weights_command_resolves_a_folder_and_explains_a_missing_id(tmp_path):
     assert out.returncode == 1
     assert "hf_hub:mwalmsley/baseline-encoder-regression-maxvit_tiny" in out.stderr and "local_dirs" in out.stderr
     assert not (tmp_path / "gz.json").exists()
+
+
+def test_ingest_real_packets_from_the_command_line(tmp_path):
+    from conftest import packet_paths
+
+    packet_dir = packet_paths()[0].parent
+    (tmp_path / "labels.csv").write_text("objectId,label,source_set\nZTF20aajcdad,1,trues\nZTF20aaelulu,0,rejects\n")
+    out = _run("ingest", "-q", "--set", "data.source=avro", "--set", f"data.avro.path={packet_dir}",
+               "--set", f"data.avro.labels={tmp_path / 'labels.csv'}", "--set", "grid.datasets=[ztf]",
+               "--out", str(tmp_path / "ztf"))
+    assert out.returncode == 0, out.stderr
+    assert "3 alerts of 2 sources (avro)" in out.stdout
+    out = _run("ingest", "-q", "--set", "data.source=avro", "--set", "grid.datasets=[ztf]", "--out", str(tmp_path / "x"))
+    assert out.returncode == 2 and "config key data.avro" in out.stderr

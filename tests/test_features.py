@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from alertvision.features import METADATA_FEATURES, cut_mask, derive_source_features
+from alertvision.features import METADATA_FEATURES, cut_mask, derive_source_features, passes_cuts
 
 
 def test_25_features_in_btsbot_order():
@@ -48,3 +48,29 @@ def test_cuts():
         "sgscore2": [-999.0, 0.2, 0.2, 0.3, 0.1, -999.0],
     })
     assert list(cut_mask(df)) == [True, False, False, True, True, False]
+
+
+def test_history_detections_count_as_earlier_alerts_but_get_no_row():
+    alerts = pd.DataFrame({"objectId": ["A", "A"], "jd": [20.0, 22.0], "fid": [1, 2], "magpsf": [18.0, 18.5],
+                           "jdstarthist": [15.0, 15.0], "ncovhist": [9, 10], "ndethist": [3, 4]})
+    # prv_candidates: an earlier brighter detection, a copy of the first alert, one after both alerts
+    history = pd.DataFrame({"objectId": ["A", "A", "A", "B"], "jd": [14.0, 20.0, 30.0, 1.0], "fid": [2, 1, 1, 1],
+                            "magpsf": [17.0, 12.0, 10.0, 5.0]})
+    out = derive_source_features(alerts, history)
+    assert len(out) == 2
+    assert list(out["peakmag_so_far"]) == [17.0, 17.0]  # the copy at jd 20 (mag 12) is ignored
+    assert list(out["maxmag_so_far"]) == [18.0, 18.5]    # nothing after jd 22 leaks in
+    assert list(out["age"]) == [6.0, 8.0]                # first detection at jd 14 < jdstarthist 15
+    assert list(out["days_since_peak"]) == [6.0, 8.0] and list(out["days_to_peak"]) == [0.0, 0.0]
+    without = derive_source_features(alerts)
+    assert list(without["peakmag_so_far"]) == [18.0, 18.0] and list(without["age"]) == [5.0, 7.0]
+
+
+@pytest.mark.parametrize("row", [
+    ("t", 1, 0.5, -99.0), ("f", 1, 0.5, 0.5), ("1", 2, -1.0, 0.0), ("t", 3, 0.5, 0.5),
+    ("t", 2, -1.0, -1.0), ("t", 1, None, 0.2), ("t", 1, None, None),
+])
+def test_scalar_cut_agrees_with_the_table_cut(row):
+    df = pd.DataFrame([row], columns=["isdiffpos", "fid", "sgscore1", "sgscore2"]).astype(
+        {"sgscore1": float, "sgscore2": float})
+    assert passes_cuts(*row) == bool(cut_mask(df).iloc[0])

@@ -58,6 +58,15 @@ def cmd_ingest(args) -> int:
     return 0
 
 
+def cmd_fetch_kowalski(args) -> int:
+    from alertvision.ingest.kowalski import fetch_kowalski
+
+    fetched = fetch_kowalski(_config(args), progress=not args.quiet)
+    print(f"{fetched.cache_dir}: answers for {len(fetched.labels)} sources cached "
+          f"({fetched.stats['listed_sources']})")
+    return 0
+
+
 def cmd_ls_dataset(args) -> int:
     from alertvision.sources import ingest_ls
 
@@ -148,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("config", cmd_config, "validate the config and print it with every default filled in")
     sp = add("ingest", cmd_ingest, "write the ZTF dataset of data.source (alerts.parquet, images.npy, manifest.json)")
     sp.add_argument("--out", default="results/data/ztf", help="dataset folder (default: %(default)s)")
+    add("fetch-kowalski", cmd_fetch_kowalski, "fill data.kowalski.cache_dir from Fritz and Kowalski without "
+        "building the dataset (e.g. on a login node with network; tokens from the environment)")
     sp = add("ls-dataset", cmd_ls_dataset, "pair each alert with its source's Legacy Survey grz image")
     sp.add_argument("--ztf", default="results/data/ztf", help="ZTF dataset folder (default: %(default)s)")
     sp.add_argument("--out", default="results/data/ls", help="dataset folder (default: %(default)s)")

@@ -29,8 +29,22 @@ def cut_mask(df: pd.DataFrame) -> pd.Series:
     )
 
 
-def derive_source_features(df: pd.DataFrame) -> pd.DataFrame:
+def passes_cuts(isdiffpos: object, fid: object, sgscore1: object, sgscore2: object) -> bool:
+    """:func:`cut_mask` for one alert's fields (None counts as missing)."""
+    def score(x: object) -> float:
+        return float("nan") if x is None else float(x)
+
+    return (str(isdiffpos).lower() in ("t", "1", "true") and fid in (1, 2)
+            and (score(sgscore1) >= 0 or score(sgscore2) >= 0))
+
+
+def derive_source_features(df: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.DataFrame:
     """Add the derived features, computed per source over its alerts in time order.
+
+    ``history`` (columns objectId, jd, fid, magpsf) holds earlier detections that are not alerts of
+    ``df``, such as a packet's ``prv_candidates``: they take part in the running peak and first
+    detection like alerts do, but get no row of their own. Rows of ``history`` with the
+    (objectId, jd, fid) of an alert are ignored.
 
     Only a source's alerts up to and including the current one are used (no look-ahead):
     ``age = jd - min(jdstarthist, first jd)``, ``nnotdet = ncovhist - ndethist``,
@@ -40,6 +54,8 @@ def derive_source_features(df: pd.DataFrame) -> pd.DataFrame:
     Needs columns objectId, jd, magpsf, jdstarthist, ncovhist, ndethist. Row order is kept.
     """
     out = df.copy()
+    if history is not None and len(history):
+        return _derive_with_history(out, history)
     order = np.lexsort((out["jd"].to_numpy(), out["objectId"].to_numpy()))
     s = out.iloc[order]
     g = s.groupby("objectId", sort=False)
@@ -58,4 +74,23 @@ def derive_source_features(df: pd.DataFrame) -> pd.DataFrame:
     derived["nnotdet"] = s["ncovhist"] - s["ndethist"]
     for col in DERIVED_FEATURES:
         out[col] = derived[col].reindex(out.index).astype(np.float64)
+    return out
+
+
+def _derive_with_history(df: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    def keys(frame: pd.DataFrame) -> pd.Series:
+        return (frame["objectId"].astype(str) + "|" + frame["jd"].astype(float).round(6).astype(str)
+                + "|" + frame["fid"].astype(int).astype(str))
+
+    hist = history.loc[history["objectId"].isin(set(df["objectId"])), ["objectId", "jd", "fid", "magpsf"]]
+    hist = hist.dropna(subset=["jd", "magpsf"])
+    hist = hist[~keys(hist).isin(set(keys(df)))].drop_duplicates()
+    hist = hist.assign(jdstarthist=np.inf, ncovhist=np.nan, ndethist=np.nan)
+    n = len(df)
+    union = pd.concat([df.reset_index(drop=True), hist.reset_index(drop=True)], ignore_index=True)
+    derived = derive_source_features(union).iloc[:n]
+    derived.index = df.index
+    out = df.copy()
+    for col in DERIVED_FEATURES:
+        out[col] = derived[col]
     return out

@@ -22,8 +22,29 @@ def _ingest_synthetic(config: Mapping[str, Any], out_dir: str | os.PathLike, pro
     return build_synthetic_ztf(config["data"]["synthetic"], config["splits"], out_dir, progress=progress)
 
 
+def _ingest_release(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool) -> dict:
+    from alertvision.ingest.release import ingest_release
+
+    return ingest_release(config, out_dir, progress=progress)
+
+
+def _ingest_avro(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool) -> dict:
+    from alertvision.ingest.avro import ingest_avro
+
+    return ingest_avro(config, out_dir, progress=progress)
+
+
+def _ingest_kowalski(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool) -> dict:
+    from alertvision.ingest.kowalski import ingest_kowalski
+
+    return ingest_kowalski(config, out_dir, progress=progress)
+
+
 ZTF_SOURCES: dict[str, Ingester] = {
     "synthetic": _ingest_synthetic,
+    "release": _ingest_release,
+    "avro": _ingest_avro,
+    "kowalski": _ingest_kowalski,
 }
 
 

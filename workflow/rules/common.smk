@@ -18,6 +18,26 @@ def dataset_files(dataset):
     return {f.split(".")[0]: f"results/data/{dataset}/{f}" for f in DATASET_FILES}
 
 
+def ingest_inputs(wildcards):
+    """The files a real-data source reads, so that a changed input reruns the ingest (none for synthetic)."""
+    source = config["data"]["source"]
+    block = config["data"].get(source, {})
+    if source == "avro":
+        paths = block["path"]
+        return ([paths] if isinstance(paths, str) else list(paths)) + [block["labels"]]
+    if source == "release":
+        return [p for p in (block["path"], block["images_zip"], block["metadata_zip"]) if p]
+    if source == "kowalski":
+        return [p for p in block["bts"].values() if p]
+    return []
+
+
+def data_params():
+    """The data block of the chosen source only, so that another source's settings rerun nothing."""
+    source = config["data"]["source"]
+    return {"source": source, source: config["data"][source]}
+
+
 def train_inputs(wildcards):
     """The dataset, the split table and, for a pretrained regimen, the resolved weights record."""
     inputs = dataset_files(wildcards.dataset)

@@ -8,7 +8,7 @@ rule ls_dataset:
         **dataset_files("ls"),
     params:
         legacysurvey=config["legacysurvey"],
-        data=config["data"],
+        data=data_params(),
         splits=config["splits"],
     log:
         "logs/data/ls_dataset.log",

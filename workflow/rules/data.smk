@@ -2,10 +2,12 @@
 
 
 rule ingest_ztf:
+    input:
+        ingest_inputs,
     output:
         **dataset_files("ztf"),
     params:
-        data=config["data"],
+        data=data_params(),
         splits=config["splits"],
     log:
         "logs/data/ingest_ztf.log",

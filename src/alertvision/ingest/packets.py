@@ -1,0 +1,184 @@
+"""ZTF alert packets -> the data contract, whatever carried them (Avro files, Kowalski queries).
+
+A packet is a dict as fastavro reads it from the ZTF Avro schema (or as Kowalski returns it):
+``objectId``, ``candid``, ``candidate`` (the alert's fields), ``prv_candidates`` (earlier
+detections and non-detections) and the three stamps. Packets stream through
+:func:`write_packet_dataset` one at a time: the cuts are applied on the candidate fields, the
+triplet is written to ``images.npy`` at once, and only the table rows and the detection history
+stay in memory. The derived features are computed per source at the end, over the source's
+alerts and the detections of its ``prv_candidates`` (see :func:`features.derive_source_features`).
+
+Nothing is dropped silently: every packet that does not become a row is counted in the
+manifest's ``skipped`` under a reason, and the first few of each reason are named in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+from tqdm import tqdm
+
+from alertvision.contract import (IMAGES_FILE, ContractError, ImageArrayWriter, alert_ids, start_dataset,
+                                  write_alerts, write_manifest)
+from alertvision.features import METADATA_FEATURES, derive_source_features, passes_cuts
+from alertvision.splits import assign_source_splits
+from alertvision.triplet import StampError, triplet_from_alert
+
+log = logging.getLogger(__name__)
+
+#: Candidate fields kept per alert: the non-derived features, the raw fields, provenance.
+CANDIDATE_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys((
+    "jd", "fid", "isdiffpos", "programid", "field", "rcid",
+    *(f for f in METADATA_FEATURES if f not in ("age", "days_since_peak", "days_to_peak", "peakmag_so_far",
+                                                  "maxmag_so_far", "nnotdet", "new_drb")),
+    "jdstarthist", "drb", "rb", "magnr", "distnr",
+)))
+#: Skip reasons logged one by one (up to this many each); the rest are only counted.
+LOG_FIRST = 5
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Something in a packet stream that is not a packet (a truncated file, an unreadable archive)."""
+
+    reason: str
+    origin: str
+    detail: str = ""
+
+
+class PacketCollector:
+    """Accumulate packets of labelled sources: rows in memory, triplets straight to the writer."""
+
+    def __init__(self, writer: ImageArrayWriter, labels: pd.DataFrame):
+        self.writer = writer
+        self.labels = labels.set_index("objectId")
+        self.rows: list[dict[str, Any]] = []
+        self.history: list[tuple[str, float, int, float]] = []
+        self.skipped: Counter = Counter()
+        self.new_drb_from: Counter = Counter()
+        self._seen: set[tuple[str, float, int]] = set()
+
+    def skip(self, reason: str, origin: str, detail: str = "") -> None:
+        """Count a skip; name it in the log while there are few of its kind."""
+        self.skipped[reason] += 1
+        if self.skipped[reason] <= LOG_FIRST:
+            log.warning("skipped %s (%s)%s", origin, reason, f": {detail}" if detail else "")
+        elif self.skipped[reason] == LOG_FIRST + 1:
+            log.warning("more packets skipped for %s; only their count goes to the manifest", reason)
+
+    def add(self, packet: Mapping[str, Any], origin: str) -> bool:
+        """Take one packet; returns whether it became a row of the dataset."""
+        object_id = packet.get("objectId")
+        cand = packet.get("candidate")
+        if not isinstance(object_id, str) or not isinstance(cand, Mapping):
+            self.skip("bad_packet", origin, "no objectId or candidate")
+            return False
+        if object_id not in self.labels.index:
+            self.skipped["unlabelled_source"] += 1  # the normal case in a nightly archive: not logged
+            return False
+        self._add_history(object_id, packet.get("prv_candidates"))
+        try:
+            row = {"objectId": object_id, "candid": packet.get("candid", cand.get("candid")),
+                   **{c: cand.get(c) for c in CANDIDATE_COLUMNS}}
+            key = (object_id, round(float(row["jd"]), 6), int(row["fid"]))
+        except (TypeError, ValueError) as exc:
+            self.skip("bad_candidate", origin, f"{object_id}: {exc}")
+            return False
+        if key in self._seen:
+            self.skip("duplicate_alert", origin, f"{object_id} at jd {key[1]} fid {key[2]}")
+            return False
+        if row["magpsf"] is not None:
+            self.history.append((object_id, key[1], key[2], float(row["magpsf"])))
+        if not passes_cuts(row["isdiffpos"], row["fid"], row["sgscore1"], row["sgscore2"]):
+            self.skipped["cut"] += 1
+            return False
+        try:
+            image = triplet_from_alert(packet)
+        except StampError as exc:
+            self.skip(f"stamp_{exc.reason}", origin, f"{object_id} candid {row['candid']}: {exc}")
+            return False
+        braai = (packet.get("classifications") or {}).get("braai")
+        row["new_drb"] = braai if braai is not None else row["drb"]
+        self.new_drb_from["classifications.braai" if braai is not None else "candidate.drb"] += 1
+        self.writer.append(image)
+        self._seen.add(key)
+        self.rows.append(row)
+        return True
+
+    def _add_history(self, object_id: str, prv: Any) -> None:
+        for p in prv or ():
+            if not isinstance(p, Mapping) or p.get("magpsf") is None or p.get("jd") is None:
+                continue  # non-detections carry no magnitude
+            try:
+                self.history.append((object_id, round(float(p["jd"]), 6), int(p["fid"]), float(p["magpsf"])))
+            except (TypeError, ValueError):
+                continue
+
+    def table(self) -> pd.DataFrame:
+        """The collected alerts with labels and derived features, in images.npy order (no split yet)."""
+        if not self.rows:
+            return pd.DataFrame()
+        df = pd.DataFrame(self.rows)
+        for col in CANDIDATE_COLUMNS:
+            if col not in ("isdiffpos",):
+                df[col] = pd.to_numeric(df[col], errors="coerce")
+        history = pd.DataFrame(self.history, columns=["objectId", "jd", "fid", "magpsf"])
+        df = derive_source_features(df, history)
+        labels = self.labels.loc[df["objectId"]].reset_index(drop=True)
+        for col in labels.columns:
+            df[col] = labels[col].to_numpy()
+        df.insert(0, "alert_id", alert_ids(df["objectId"], df["jd"], df["fid"]))
+        return df
+
+
+def write_packet_dataset(out_dir: str | os.PathLike, stream: Iterable[tuple[str, Mapping[str, Any]] | Skip],
+                         labels: pd.DataFrame, splits_cfg: Mapping[str, Any], *, source: str, digest: str,
+                         extra: Mapping[str, Any] | None = None, progress: bool = True,
+                         total: int | None = None) -> dict:
+    """Write the dataset of the labelled sources' packets in ``stream``; returns the manifest.
+
+    ``stream`` yields ``(origin, packet)`` pairs (origin names the file or query, for the log) or
+    :class:`Skip` records. ``labels`` has columns objectId, label, source_set (see
+    :mod:`alertvision.ingest.labels`); its other columns are carried into ``alerts.parquet``.
+    Splits are drawn per source and subset from ``splits_cfg``.
+    """
+    out_dir = start_dataset(out_dir)
+    with ImageArrayWriter(out_dir / IMAGES_FILE) as writer:
+        collector = PacketCollector(writer, labels)
+        bar = tqdm(stream, desc=f"{source} packets", unit="pkt", total=total, disable=not progress, mininterval=2)
+        for item in bar:
+            if isinstance(item, Skip):
+                collector.skip(item.reason, item.origin, item.detail)
+            else:
+                collector.add(item[1], item[0])
+        alerts = collector.table()
+        if alerts.empty:
+            raise ContractError(f"no alert of the {len(labels)} labelled sources survived ({source}); "
+                                f"skipped: {dict(collector.skipped) or 'nothing'}: check the paths and the labels")
+    alerts["split"] = assign_source_splits(alerts, splits_cfg["probabilities"], splits_cfg["seed"])
+    alerts = write_alerts(out_dir, alerts)
+    missing = sorted(set(labels["objectId"]) - set(alerts["objectId"]))
+    if missing:
+        log.warning("%d labelled sources have no alert in the dataset, e.g. %s", len(missing), ", ".join(missing[:5]))
+    notes = []
+    if collector.new_drb_from.get("candidate.drb"):
+        notes.append("new_drb is the alert's own drb where the packet has no classifications.braai: "
+                     "no braai model was run on the triplets.")
+    manifest = write_manifest(
+        out_dir, alerts, dataset="ztf", source=source, synthetic=False, digest=digest,
+        extra={
+            "skipped": dict(sorted(collector.skipped.items())),
+            "new_drb_from": dict(collector.new_drb_from),
+            "labelled_sources_without_alerts": len(missing),
+            "notes": notes,
+            **dict(extra or {}),
+        },
+    )
+    log.info("wrote %d alerts of %d sources to %s (skipped: %s)", len(alerts), alerts["objectId"].nunique(),
+             out_dir, dict(collector.skipped))
+    return manifest

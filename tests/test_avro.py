@@ -1,0 +1,187 @@
+"""data.source avro: the real packets, archives, corrupt packets and stamps, labels, derived features."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+import shutil
+import tarfile
+from pathlib import Path
+
+import fastavro
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.io import fits
+
+from alertvision.config import ConfigError, validate_config
+from alertvision.contract import open_dataset
+from alertvision.ingest.avro import AvroInputError, ingest_avro, iter_packets
+from alertvision.ingest.labels import LabelsError
+from alertvision.ingest.packets import Skip
+from alertvision.sources import ingest_ztf
+from alertvision.triplet import decode_stamp, triplet_from_alert
+from conftest import packet_paths
+
+SPLITS = [0.5, 0.25, 0.25]
+
+
+def _schema() -> dict:
+    with open(packet_paths()[0], "rb") as fh:
+        return fastavro.reader(fh).writer_schema
+
+
+def _write_packet(path: Path, packet: dict) -> Path:
+    with open(path, "wb") as fh:
+        fastavro.writer(fh, _schema(), [packet])
+    return path
+
+
+def _stamp(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    fits.PrimaryHDU(array.astype(np.float32)).writeto(buf)
+    return gzip.compress(buf.getvalue())
+
+
+def _with_stamp(packet: dict, field: str, data: bytes) -> dict:
+    return {**packet, field: {**packet[field], "stampData": data}}
+
+
+def _labels(tmp_path: Path, object_ids, name: str = "labels.csv") -> Path:
+    ids = sorted(set(object_ids))
+    df = pd.DataFrame({"objectId": ids, "label": [i % 2 for i in range(len(ids))],
+                       "source_set": ["trues" if i % 2 else "rejects" for i in range(len(ids))]})
+    path = tmp_path / name
+    df.to_csv(path, index=False)
+    return path
+
+
+def _config(path, labels) -> dict:
+    return validate_config({"data": {"source": "avro", "avro": {"path": path, "labels": str(labels)}},
+                            "splits": {"probabilities": SPLITS}, "grid": {"datasets": ["ztf"]}})
+
+
+def test_real_packets_become_the_contract(tmp_path, packets):
+    labels = _labels(tmp_path, [p["objectId"] for p in packets])
+    manifest = ingest_ztf(_config(str(packet_paths()[0].parent), labels), tmp_path / "ztf", progress=False)
+    data = open_dataset(tmp_path / "ztf")
+    assert manifest["source"] == "avro" and manifest["synthetic"] is False
+    assert manifest["n_alerts"] == 12 and manifest["n_sources"] == 11 and manifest["skipped"] == {}
+    assert "drb" in " ".join(manifest["notes"])
+    by_candid = {p["candid"]: p for p in packets}
+    for i, row in data.alerts.iterrows():
+        np.testing.assert_array_equal(data.images[i], triplet_from_alert(by_candid[row["candid"]]))
+        assert row["magpsf"] == pytest.approx(by_candid[row["candid"]]["candidate"]["magpsf"])
+        assert row["new_drb"] == pytest.approx(by_candid[row["candid"]]["candidate"]["drb"])
+    truth = pd.read_csv(labels).set_index("objectId")
+    assert (data.alerts["label"].to_numpy() == truth.loc[data.alerts["objectId"], "label"].to_numpy()).all()
+
+
+def test_derived_features_reach_back_through_prv_candidates(tmp_path, packets):
+    """An alert's peak and first detection come from its prv_candidates too, never from later alerts."""
+    labels = _labels(tmp_path, [p["objectId"] for p in packets])
+    ingest_avro(_config(str(packet_paths()[0].parent), labels), tmp_path / "ztf", progress=False)
+    alerts = open_dataset(tmp_path / "ztf").alerts.set_index("candid")
+    for packet in packets:
+        c = packet["candidate"]
+        dets = [p for p in packet["prv_candidates"] or [] if p["magpsf"] is not None and p["jd"] <= c["jd"]]
+        mags = [p["magpsf"] for p in dets] + [c["magpsf"]]
+        first = min([p["jd"] for p in dets] + [c["jd"], c["jdstarthist"]])
+        row = alerts.loc[packet["candid"]]
+        assert row["peakmag_so_far"] == pytest.approx(min(mags), abs=1e-4)
+        assert row["maxmag_so_far"] == pytest.approx(max(mags), abs=1e-4)
+        assert row["age"] == pytest.approx(c["jd"] - first, abs=1e-3)
+        assert row["nnotdet"] == c["ncovhist"] - c["ndethist"]
+    # ZTF20aajcdad has two alerts: the second's history includes the first, not the reverse
+    two = alerts[alerts["objectId"] == "ZTF20aajcdad"].sort_values("jd")
+    assert len(two) == 2 and two["peakmag_so_far"].iloc[1] <= two["peakmag_so_far"].iloc[0]
+
+
+def test_corrupt_packets_and_stamps_are_skipped_counted_and_named(tmp_path, packets, caplog):
+    src = tmp_path / "packets"
+    src.mkdir()
+    for path in packet_paths():
+        shutil.copy(path, src / path.name)
+    base = packets[0]
+    good = decode_stamp(base["cutoutScience"]["stampData"])
+    # a truncated file, a bad gzip, a 52x63 stamp (padded, kept), an all-NaN stamp; each a new alert
+    raw = (src / "x_truncated.avro")
+    _write_packet(raw, {**base, "objectId": "ZTF99trunc", "candid": 1})
+    raw.write_bytes(raw.read_bytes()[: len(raw.read_bytes()) // 2])
+    _write_packet(src / "x_badgzip.avro", _with_stamp({**base, "objectId": "ZTF99badgz", "candid": 2},
+                                                      "cutoutScience", b"\x1f\x8b not really gzip"))
+    _write_packet(src / "x_short.avro", _with_stamp({**base, "objectId": "ZTF99short", "candid": 3},
+                                                    "cutoutDifference", _stamp(good[:52, :])))
+    _write_packet(src / "x_nan.avro", _with_stamp({**base, "objectId": "ZTF99nan", "candid": 4},
+                                                  "cutoutTemplate", _stamp(np.full((63, 63), np.nan))))
+    ids = [p["objectId"] for p in packets] + ["ZTF99trunc", "ZTF99badgz", "ZTF99short", "ZTF99nan"]
+    labels = _labels(tmp_path, ids)
+    with caplog.at_level(logging.WARNING):
+        manifest = ingest_avro(_config(str(src), labels), tmp_path / "ztf", progress=False)
+    assert manifest["skipped"] == {"corrupt_packet": 1, "stamp_bad_gzip": 1, "stamp_all_nan": 1}
+    assert manifest["labelled_sources_without_alerts"] == 3
+    alerts = open_dataset(tmp_path / "ztf").alerts
+    assert "ZTF99short" in set(alerts["objectId"]) and len(alerts) == 13
+    short = open_dataset(tmp_path / "ztf").images[int(np.flatnonzero(alerts["objectId"] == "ZTF99short")[0])]
+    assert (short[2, 52:, :] == 0).all() and np.abs(short[2, :52]).sum() > 0
+    logged = caplog.text
+    assert "x_truncated.avro" in logged and "ZTF99badgz" in logged and "ZTF99nan" in logged
+
+
+def test_archives_stream_and_a_broken_archive_is_counted(tmp_path, packets):
+    archive = tmp_path / "ztf_public_20200202.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in packet_paths():
+            tar.add(path, arcname=path.name)
+    items = list(iter_packets(archive))
+    assert len(items) == 12 and not any(isinstance(i, Skip) for i in items)
+    assert all(origin.startswith(str(archive)) for origin, _ in items)
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    items = list(iter_packets(broken))
+    skips = [i for i in items if isinstance(i, Skip)]
+    assert len(skips) == 1 and skips[0].reason == "corrupt_archive" and 0 < len(items) - 1 < 12
+
+
+def test_duplicates_and_unlabelled_sources_are_counted(tmp_path, packets):
+    archive = tmp_path / "night.tar"
+    with tarfile.open(archive, "w") as tar:
+        for path in packet_paths():
+            tar.add(path, arcname=f"night/{path.name}")
+    keep = sorted({p["objectId"] for p in packets})[:6]
+    labels = _labels(tmp_path, keep)
+    cfg = _config([str(packet_paths()[0].parent), str(archive)], labels)
+    manifest = ingest_avro(cfg, tmp_path / "ztf", progress=False)
+    n_kept = sum(p["objectId"] in keep for p in packets)
+    assert manifest["n_alerts"] == n_kept
+    assert manifest["skipped"] == {"duplicate_alert": n_kept, "unlabelled_source": 2 * (12 - n_kept)}
+
+
+def test_rerun_gives_the_same_dataset(tmp_path, packets):
+    labels = _labels(tmp_path, [p["objectId"] for p in packets])
+    cfg = _config(str(packet_paths()[0].parent), labels)
+    ingest_avro(cfg, tmp_path / "a", progress=False)
+    ingest_avro(cfg, tmp_path / "b", progress=False)
+    a, b = open_dataset(tmp_path / "a"), open_dataset(tmp_path / "b")
+    pd.testing.assert_frame_equal(a.alerts, b.alerts)
+    np.testing.assert_array_equal(a.images, b.images)
+    ma, mb = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in "ab")
+    assert ma["config_digest"] == mb["config_digest"]
+
+
+def test_bad_inputs_fail_with_the_key_to_fix(tmp_path, packets):
+    labels = _labels(tmp_path, [p["objectId"] for p in packets])
+    with pytest.raises(AvroInputError, match="data.avro.path"):
+        ingest_avro(_config(str(tmp_path / "nowhere"), labels), tmp_path / "ztf", progress=False)
+    bad = tmp_path / "bad_labels.csv"
+    pd.DataFrame({"objectId": ["ZTF20aaelulu"], "label": [2], "source_set": ["trues"]}).to_csv(bad, index=False)
+    with pytest.raises(LabelsError, match="ZTF20aaelulu.*0 or 1"):
+        ingest_avro(_config(str(packet_paths()[0].parent), bad), tmp_path / "ztf", progress=False)
+    pd.DataFrame({"objectId": ["ZTF20aaelulu"], "label": [1]}).to_csv(bad, index=False)
+    with pytest.raises(LabelsError, match="source_set"):
+        ingest_avro(_config(str(packet_paths()[0].parent), bad), tmp_path / "ztf", progress=False)
+    with pytest.raises(ConfigError, match="data.avro"):
+        validate_config({"data": {"source": "avro"}})
+    assert not (tmp_path / "ztf" / "manifest.json").exists()
