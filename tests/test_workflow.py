@@ -158,9 +158,11 @@ def test_lint_has_no_warnings(tmp_path):
 
 
 def test_study_runs_on_the_real_packets(tmp_path):
-    """data.source avro: the twelve real ZTF packets and a made-up labels table, through to Figure 2."""
+    """data.source avro: the twelve real ZTF packets and a made-up labels table, through to Figure 2,
+    with Legacy Survey cutouts from a local stand-in of the viewer's cutout service."""
     from alertvision.ingest.avro import iter_packets
     from conftest import packet_paths
+    from legacysurvey_server import ViewerServer
 
     packet_dir = packet_paths()[0].parent
     ids = sorted({packet["objectId"] for _, packet in iter_packets(packet_dir)})
@@ -170,17 +172,23 @@ def test_study_runs_on_the_real_packets(tmp_path):
     config = {
         "data": {"source": "avro", "avro": {"path": str(packet_dir), "labels": "labels.csv"}},
         "splits": {"probabilities": [0.5, 0.25, 0.25]},
-        "grid": {"datasets": ["ztf"], "archs": ["cnn"], "regimens": ["none"], "fractions": [100], "seeds": [0]},
+        "grid": {"datasets": ["ztf", "ls"], "archs": ["cnn"], "regimens": ["none"], "fractions": [100],
+                 "seeds": [0]},
         "training": {"epochs": 2, "batch_size": 4, "warmup_epochs": 0},
     }
     (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    snakemake(tmp_path, "--cores", "2", "results/figure2.pdf")
+    with ViewerServer() as viewer:
+        config["legacysurvey"] = {"source": "viewer", "viewer": {"url": viewer.url, "backoff_s": 0.0}}
+        (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+        snakemake(tmp_path, "--cores", "2", "results/figure2.pdf")
     assert (tmp_path / "results" / "figure2.pdf").read_bytes()[:5] == b"%PDF-"
     manifest = yaml.safe_load((tmp_path / "results" / "data" / "ztf" / "manifest.json").read_text())
     assert manifest["source"] == "avro" and not manifest["synthetic"] and manifest["n_alerts"] == 12
+    ls = yaml.safe_load((tmp_path / "results" / "data" / "ls" / "manifest.json").read_text())
+    assert ls["fetch"]["fetched"] == 11 and ls["n_alerts"] == 12 and sum(viewer.counts.values()) == 11
+    assert len(list((tmp_path / "resources" / "legacysurvey" / "ls-dr10").glob("*.fits"))) == 11
     table = pd.read_csv(tmp_path / "results" / "tables" / "roc_auc.csv")
-    assert len(table) == 1 and not table["synthetic"].any()
+    assert set(table["dataset"]) == {"ztf", "ls"} and not table["synthetic"].any()
     assert "wrote 12 alerts of 11 sources" in (tmp_path / "logs" / "data" / "ingest_ztf.log").read_text()
     # a new labels table reruns the ingest and everything after it
     labels.iloc[1:].to_csv(tmp_path / "labels.csv", index=False)

@@ -132,7 +132,8 @@ def _check_consistency(config: Mapping[str, Any]) -> None:
     if config["legacysurvey"]["source"] == "synthetic" and "ls" in grid["datasets"] \
             and config["data"]["source"] != "synthetic":
         raise ConfigError("config key legacysurvey.source: 'synthetic' Legacy Survey images exist only "
-                          "for data.source 'synthetic'")
+                          "for data.source 'synthetic': use legacysurvey.source 'viewer' (the DR10 cutout "
+                          "service) or leave 'ls' out of grid.datasets")
     for arch, spec in config["archs"].items():
         if spec["kind"] == "timm" and "maxvit" in spec["timm_name"] and spec["input_size"] % 32:
             raise ConfigError(f"config key archs.{arch}.input_size: MaxViT needs a multiple of 32, "

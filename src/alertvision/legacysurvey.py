@@ -27,8 +27,19 @@ BIN = 4
 FETCH_SIZE = IMAGE_SIZE * BIN  # 252 px
 NORMALISATIONS = ("l2", "none")
 
-#: A provider returns the raw FITS cube (bands, 252, 252) of a source, or None without coverage.
+#: A provider returns the raw FITS cube (bands, 252, 252) of a source, or None without coverage;
+#: it raises :class:`CutoutUnavailable` where the cube could not be had (the source is dropped).
 CubeProvider = Callable[[str, float, float], "np.ndarray | None"]
+
+
+class CutoutUnavailable(RuntimeError):
+    """A source whose cutout could not be had (say, still failing after the retries)."""
+
+
+def source_positions(alerts: Any) -> Any:
+    """One position per source (objectId, ra, dec): the median of its alerts' positions."""
+    return (alerts.groupby("objectId", sort=False).agg(ra=("ra", "median"), dec=("dec", "median"))
+            .reset_index())
 
 
 def bin_cutout(cube: np.ndarray, factor: int = BIN) -> np.ndarray:
@@ -81,25 +92,30 @@ def cube_to_image(cube: np.ndarray) -> np.ndarray:
 
 def build_ls_dataset(ztf_dir: str | os.PathLike, out_dir: str | os.PathLike, provider: CubeProvider,
                      cfg: Mapping[str, Any], *, source: str, synthetic: bool, digest_blocks: tuple = (),
-                     progress: bool = True) -> dict:
+                     extra: Mapping[str, Any] | None = None, progress: bool = True) -> dict:
     """Pair every alert of the ZTF dataset with its source's Legacy Survey image.
 
     Sources without coverage (no image, an all-zero band, or more zeros than
     ``cfg['max_zero_fraction']``) are dropped with their alerts and counted in the manifest.
     The alerts keep their ZTF rows (columns and split). Each covered source's image is written
-    once per alert, so that ``images.npy[i]`` describes ``alerts.parquet`` row i.
+    once per alert, so that ``images.npy[i]`` describes ``alerts.parquet`` row i. A source whose
+    cube the provider could not get (:class:`CutoutUnavailable`) is dropped and counted as failed.
     """
     ztf = open_dataset(ztf_dir)
     alerts = ztf.alerts
     out_dir = start_dataset(out_dir)
-    sources = alerts.groupby("objectId", sort=False).agg(ra=("ra", "median"), dec=("dec", "median"))
+    sources = source_positions(alerts).set_index("objectId")
     status: Counter = Counter()
     keep_rows: list[np.ndarray] = []
     rows_of = alerts.groupby("objectId", sort=False).indices
     with ImageArrayWriter(out_dir / IMAGES_FILE) as writer:
         for object_id, pos in tqdm(sources.iterrows(), total=len(sources), desc="Legacy Survey sources",
                                    unit="src", disable=not progress, mininterval=2):
-            cube = provider(str(object_id), float(pos["ra"]), float(pos["dec"]))
+            try:
+                cube = provider(str(object_id), float(pos["ra"]), float(pos["dec"]))
+            except CutoutUnavailable:
+                status["failed"] += 1
+                continue
             if cube is None:
                 status["uncovered_no_overlap"] += 1
                 continue
@@ -130,6 +146,7 @@ def build_ls_dataset(ztf_dir: str | os.PathLike, out_dir: str | os.PathLike, pro
                 "uncovered_fraction": n_uncovered / max(1, len(sources)),
                 "alerts_dropped": int(len(alerts) - len(ls_alerts)),
             },
+            **dict(extra or {}),
         },
     )
     log.info("Legacy Survey dataset: %d of %d sources covered, %d alerts", status["covered"], len(sources),

@@ -8,9 +8,10 @@ on the source. New sources register here.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from alertvision.legacysurvey import CubeProvider, build_ls_dataset
+from alertvision.legacysurvey import CubeProvider, build_ls_dataset, source_positions
 
 #: ingester(config, out_dir, progress) -> manifest; config is the whole validated config.
 Ingester = Callable[[Mapping[str, Any], "str | os.PathLike", bool], dict]
@@ -55,8 +56,23 @@ def _synthetic_cubes(config: Mapping[str, Any]) -> CubeProvider:
     return synthetic_provider(synthetic_scenes(config["data"]["synthetic"]), config["legacysurvey"]["synthetic"])
 
 
-LS_SOURCES: dict[str, Callable[[Mapping[str, Any]], CubeProvider]] = {
-    "synthetic": _synthetic_cubes,
+def _viewer_cubes(config: Mapping[str, Any], ztf_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                  progress: bool) -> tuple[CubeProvider, dict]:
+    from alertvision.contract import open_dataset
+    from alertvision.legacysurvey_fetch import FAILURES_FILE, STATUSES, fetch_cutouts
+
+    sources = source_positions(open_dataset(ztf_dir).alerts)
+    provider, report = fetch_cutouts(sources, config["legacysurvey"]["viewer"], Path(out_dir) / FAILURES_FILE,
+                                     progress=progress)
+    cfg = config["legacysurvey"]["viewer"]
+    return provider, {"fetch": {"url": cfg["url"], "layer": cfg["layer"], "cache_dir": cfg["cache_dir"],
+                                **{s: report.counts[s] for s in STATUSES}}}
+
+
+#: provider(config, ztf_dir, out_dir, progress) -> (cube provider, manifest extra)
+LS_SOURCES: dict[str, Callable[..., tuple[CubeProvider, dict]]] = {
+    "synthetic": lambda config, ztf_dir, out_dir, progress: (_synthetic_cubes(config), {}),
+    "viewer": _viewer_cubes,
 }
 
 
@@ -75,6 +91,7 @@ def ingest_ls(config: Mapping[str, Any], ztf_dir: str | os.PathLike, out_dir: st
     if source not in LS_SOURCES:
         raise ValueError(f"legacysurvey.source {source!r} is not one of {', '.join(LS_SOURCES)}")
     synthetic = source == "synthetic" or config["data"]["source"] == "synthetic"
-    return build_ls_dataset(ztf_dir, out_dir, LS_SOURCES[source](config), config["legacysurvey"],
-                            source=source, synthetic=synthetic,
-                            digest_blocks=(config["data"], config["splits"]), progress=progress)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    provider, extra = LS_SOURCES[source](config, ztf_dir, out_dir, progress)
+    return build_ls_dataset(ztf_dir, out_dir, provider, config["legacysurvey"], source=source, synthetic=synthetic,
+                            digest_blocks=(config["data"], config["splits"]), extra=extra, progress=progress)

@@ -107,14 +107,24 @@ class RateLimiter:
 
 
 class _PacedRetry(Retry):
-    """A ``Retry`` that calls a hook before each retried attempt (to pace and count retries)."""
+    """A ``Retry`` that calls a hook before each retried attempt (to pace and count retries), and
+    that takes an answer ``final_when`` recognises (say an error that will not change) as final."""
 
     on_retry: Callable[[Retry], None] | None = None
+    final_when: Callable[[urllib3.BaseHTTPResponse], bool] | None = None
 
     def new(self, **kw: Any) -> _PacedRetry:
         retry = super().new(**kw)
         retry.on_retry = self.on_retry
+        retry.final_when = self.final_when
         return retry
+
+    def increment(self, method: str | None = None, url: str | None = None, *args: Any, **kw: Any) -> Retry:
+        response = kw.get("response")
+        if response is not None and self.final_when is not None and self.final_when(response):
+            # with raise_on_status=False, urlopen hands this response back instead of retrying
+            raise MaxRetryError(kw.get("_pool"), url or "", None)
+        return super().increment(method, url, *args, **kw)
 
     def sleep(self, response: Any = None) -> None:
         super().sleep(response)
@@ -131,7 +141,8 @@ class JsonClient:
 
     def __init__(self, base_url: str, service: str, *, timeout_s: float, retries: int, backoff_s: float,
                  rate_per_s: float, redactor: Redactor, credentials: Credentials | None = None,
-                 credential_hint: str = "", pool_size: int = 4):
+                 credential_hint: str = "", pool_size: int = 4,
+                 final_when: Callable[[urllib3.BaseHTTPResponse], bool] | None = None):
         url = parse_url(base_url.rstrip("/"))
         self.base_url = url._replace(auth=None).url  # credentials never ride in the URL
         self.service = service
@@ -146,6 +157,7 @@ class JsonClient:
         self._backoff_s = backoff_s
         self._pool = urllib3.PoolManager(num_pools=2, maxsize=max(1, pool_size))
         self._refused: AuthError | None = None
+        self._final_when = final_when
 
     def _count(self, key: str, n: int = 1) -> None:
         with self._stats_lock:
@@ -158,6 +170,7 @@ class JsonClient:
                             status_forcelist=RETRY_STATUSES, allowed_methods=None, raise_on_status=False,
                             respect_retry_after_header=True)
         retry.on_retry = self._on_retry
+        retry.final_when = self._final_when
         return retry
 
     def _on_retry(self, retry: Retry) -> None:
@@ -183,6 +196,16 @@ class JsonClient:
 
         Raises :class:`AuthError` on 401/403 and :class:`HttpError` on any other failure.
         """
+        resp = self.request_raw(method, path, params=params, body=body, authenticate=authenticate)
+        return self._decode(resp, f"{self.service} {method} {path}", missing_ok)
+
+    def request_raw(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Any = None,
+                    authenticate: bool = True) -> urllib3.BaseHTTPResponse:
+        """One request after its retries: the last answer, whatever its status (body read whole).
+
+        Raises :class:`AuthError` once the credentials were refused, and :class:`HttpError` where no
+        answer came (connection errors, timeouts or broken bodies after the last retry).
+        """
         if self._refused is not None:
             raise AuthError(str(self._refused))  # the credentials were refused: ask nothing more
         headers = {"Accept": "application/json"}
@@ -201,7 +224,7 @@ class JsonClient:
         except Urllib3Error as exc:
             self._count("failures")
             raise HttpError(f"{what}: {type(exc).__name__}: {self.redact(exc)}") from None
-        return self._decode(resp, what, missing_ok)
+        return resp
 
     def _decode(self, resp: urllib3.BaseHTTPResponse, what: str, missing_ok: bool) -> Any:
         """The JSON of an answer, or the error it stands for."""

@@ -1,0 +1,174 @@
+"""legacysurvey.source viewer against a local cutout service: binning, orientation, faults, cache."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from alertvision.config import validate_config
+from alertvision.contract import open_dataset
+from alertvision.ingest.avro import ingest_avro, iter_packets
+from alertvision.legacysurvey import cube_to_image, source_positions
+from alertvision.legacysurvey_fetch import (FAILURES_FILE, BadCutout, LegacySurveyFetchError, ViewerFetcher,
+                                            cache_path, read_cube)
+from alertvision.sources import ingest_ls
+from conftest import packet_paths
+from legacysurvey_server import BACKGROUND, EAST_FLUX, NORTH_FLUX, OFFSET_ARCSEC, ViewerServer, fits_bytes, position_key
+
+
+@pytest.fixture(scope="module")
+def ztf_dir(tmp_path_factory):
+    """The real packets as a ZTF dataset (real sky positions)."""
+    root = tmp_path_factory.mktemp("ztf")
+    ids = sorted({packet["objectId"] for _, packet in iter_packets(packet_paths()[0].parent)})
+    pd.DataFrame({"objectId": ids, "label": [i % 2 for i in range(len(ids))],
+                  "source_set": ["trues" if i % 2 else "rejects" for i in range(len(ids))]}).to_csv(
+        root / "labels.csv", index=False)
+    cfg = validate_config({"data": {"source": "avro", "avro": {"path": str(packet_paths()[0].parent),
+                                                               "labels": str(root / "labels.csv")}},
+                           "grid": {"datasets": ["ztf"]}, "splits": {"probabilities": [0.5, 0.25, 0.25]}})
+    ingest_avro(cfg, root / "data", progress=False)
+    return root / "data"
+
+
+@pytest.fixture
+def server():
+    with ViewerServer(slow_s=1.5) as s:
+        yield s
+
+
+def config(server, cache, **viewer) -> dict:
+    block = {"url": server.url, "cache_dir": str(cache), "timeout_s": 0.5, "backoff_s": 0.0, "retries": 3,
+             "rate_per_s": 1000.0, **viewer}
+    return validate_config({"data": {"source": "avro", "avro": {"path": "x", "labels": "y"}},
+                            "legacysurvey": {"source": "viewer", "viewer": block}})
+
+
+def positions(ztf_dir) -> pd.DataFrame:
+    return source_positions(open_dataset(ztf_dir).alerts).sort_values("objectId").reset_index(drop=True)
+
+
+def test_cutout_is_binned_with_flux_kept_and_oriented_north_up_east_left(server, tmp_path):
+    cfg = config(server, tmp_path / "cache")["legacysurvey"]["viewer"]
+    fetcher = ViewerFetcher(cfg)
+    assert fetcher.fetch_one("ZTF20aaaaaaa", 150.0, 2.5) == "fetched"
+    cube = fetcher.provider(set())("ZTF20aaaaaaa", 150.0, 2.5)
+    image = cube_to_image(cube)
+    assert image.shape == (3, 63, 63)
+    np.testing.assert_allclose(image.sum(axis=(1, 2)), cube.sum(axis=(1, 2)), rtol=1e-5)  # 4x4 sums keep flux
+    off = int(OFFSET_ARCSEC)  # 1"/px after binning
+    for b, band in enumerate("grz"):
+        # the northern source sits above the centre (row 0 is north), the eastern one to its left
+        sky = 25 * 16 * BACKGROUND[band]  # 5x5 binned pixels of 4x4 background pixels each
+        north = image[b, 31 - off - 2:31 - off + 3, 29:34].sum() - sky
+        east = image[b, 29:34, 31 - off - 2:31 - off + 3].sum() - sky
+        assert north == pytest.approx(NORTH_FLUX[band], rel=0.05)
+        assert east == pytest.approx(EAST_FLUX[band], rel=0.1)
+        assert image[b, 31 + off - 2:31 + off + 3, 29:34].sum() - sky < 0.01 * NORTH_FLUX[band]  # nothing south
+        assert image[b, 29:34, 31 + off - 2:31 + off + 3].sum() - sky < 0.01 * EAST_FLUX[band]  # nor west
+
+
+def test_header_orientation_and_band_order_are_followed():
+    from astropy.io import fits
+
+    raw = fits_bytes(10.0, 20.0, "grz", 252, 0.25)
+    cube = read_cube(raw)
+    with fits.open(io.BytesIO(raw)) as hdul:
+        hdul[0].data = hdul[0].data[::-1, ::-1, :]           # bands z, r, g; rows north first
+        hdul[0].header["BAND0"], hdul[0].header["BAND2"] = "z", "g"
+        hdul[0].header["CD2_2"] = -hdul[0].header["CD2_2"]
+        buf = io.BytesIO()
+        hdul.writeto(buf)
+    np.testing.assert_array_equal(read_cube(buf.getvalue()), cube)
+    with pytest.raises(BadCutout, match="not a FITS"):
+        read_cube(b"<html>oops</html>")
+
+
+def test_faults_coverage_and_no_source_fetched_twice(server, tmp_path, ztf_dir, caplog):
+    pos = positions(ztf_dir)
+    faults = ["no_overlap", "partial", "500_once", "slow_once", "truncated_once", "badfits_once"]
+    for fault, row in zip(faults, pos.itertuples()):
+        server.faults[position_key(row.ra, row.dec)] = fault
+    cfg = config(server, tmp_path / "cache")
+    with caplog.at_level(logging.INFO):
+        manifest = ingest_ls(cfg, ztf_dir, tmp_path / "ls", progress=False)
+    cov = manifest["coverage"]["sources"]
+    assert cov == {"covered": len(pos) - 2, "uncovered_no_overlap": 1, "uncovered_partial": 1}
+    assert manifest["fetch"] == {**manifest["fetch"], "fetched": len(pos) - 1, "uncovered": 1, "failed": 0,
+                                 "cached": 0}
+    expected = {"no_overlap": 1, "partial": 1, "500_once": 2, "slow_once": 2, "truncated_once": 2,
+                "badfits_once": 2}
+    for row in pos.itertuples():
+        fault = server.faults.get(position_key(row.ra, row.dec))
+        assert server.requests_for(row.ra, row.dec) == expected.get(fault, 1), fault
+    ls = open_dataset(tmp_path / "ls")
+    ztf = open_dataset(ztf_dir).alerts
+    dropped = set(pos.objectId[:2])
+    assert set(ls.alerts["objectId"]) == set(ztf["objectId"]) - dropped
+    ztf_split = ztf.set_index("alert_id").loc[ls.alerts["alert_id"], "split"].to_numpy()
+    assert (ls.alerts["split"].to_numpy() == ztf_split).all()
+    assert ls.images.shape == (len(ls.alerts), 3, 63, 63) and not (tmp_path / "ls" / FAILURES_FILE).exists()
+    # a rerun asks the service nothing and writes the same images
+    before = sum(server.counts.values())
+    manifest2 = ingest_ls(cfg, ztf_dir, tmp_path / "ls2", progress=False)
+    assert sum(server.counts.values()) == before
+    assert manifest2["fetch"]["cached"] == len(pos) - 1 and manifest2["fetch"]["uncovered"] == 1
+    np.testing.assert_array_equal(open_dataset(tmp_path / "ls2").images, ls.images)
+
+
+def test_failures_are_listed_and_stop_the_run_only_above_the_share(server, tmp_path, ztf_dir):
+    pos = positions(ztf_dir)
+    bad = pos.iloc[3]
+    server.faults[position_key(bad.ra, bad.dec)] = "500_always"
+    cfg = config(server, tmp_path / "cache", max_failed_fraction=0.0)
+    with pytest.raises(LegacySurveyFetchError, match=f"1 of {len(pos)} sources.*{FAILURES_FILE}"):
+        ingest_ls(cfg, ztf_dir, tmp_path / "ls", progress=False)
+    failures = pd.read_csv(tmp_path / "ls" / FAILURES_FILE)
+    assert list(failures["objectId"]) == [bad.objectId] and "HTTP 500" in failures["error"].iloc[0]
+    assert server.requests_for(bad.ra, bad.dec) == 4  # the first try and 3 retries
+    assert not (tmp_path / "ls" / "manifest.json").exists()
+    cfg = config(server, tmp_path / "cache", max_failed_fraction=0.2)
+    manifest = ingest_ls(cfg, ztf_dir, tmp_path / "ls", progress=False)
+    assert manifest["coverage"]["sources"]["failed"] == 1
+    assert bad.objectId not in set(open_dataset(tmp_path / "ls").alerts["objectId"])
+    # once the service answers again, a rerun asks only for the failed source
+    del server.faults[position_key(bad.ra, bad.dec)]
+    before = dict(server.counts)
+    manifest = ingest_ls(cfg, ztf_dir, tmp_path / "ls", progress=False)
+    asked = {k for k in server.counts if server.counts[k] != before.get(k, 0)}
+    assert asked == {position_key(bad.ra, bad.dec)} and manifest["coverage"]["sources"].get("failed", 0) == 0
+    assert not (tmp_path / "ls" / FAILURES_FILE).exists()
+
+
+def test_nothing_half_written_is_read(server, tmp_path, caplog, monkeypatch):
+    cfg = config(server, tmp_path / "cache")["legacysurvey"]["viewer"]
+    path = cache_path(cfg["cache_dir"], cfg["layer"], "ZTF20aaaaaab", 10.0, -5.0)
+    path.parent.mkdir(parents=True)
+    # a temporary file a crash left behind is not the cache; a broken file under the final name is refetched
+    (path.parent / f".{path.name}.x.fits.tmp").write_bytes(b"SIMPLE  = partial")
+    fetcher = ViewerFetcher(cfg)
+    assert fetcher.fetch_one("ZTF20aaaaaab", 10.0, -5.0) == "fetched"
+    path.write_bytes(path.read_bytes()[:5000])
+    with caplog.at_level(logging.WARNING):
+        assert fetcher.fetch_one("ZTF20aaaaaab", 10.0, -5.0) == "fetched"
+    assert "unreadable" in caplog.text and read_cube(path.read_bytes()).shape == (3, 252, 252)
+    assert server.requests_for(10.0, -5.0) == 2
+    # an interrupted write (Ctrl-C half-way through) leaves nothing under the final name
+    target = cache_path(cfg["cache_dir"], cfg["layer"], "ZTF20aaaaaac", 11.0, -5.0)
+    real_write = Path.write_bytes
+
+    def half_then_interrupt(self, data):
+        real_write(self, data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        fetcher.fetch_one("ZTF20aaaaaac", 11.0, -5.0)
+    monkeypatch.undo()
+    assert not target.exists() and not list(target.parent.glob(f".{target.name}*"))
+    assert fetcher.fetch_one("ZTF20aaaaaac", 11.0, -5.0) == "fetched"
