@@ -40,12 +40,13 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/cutouts.smk"
 include: "workflow/rules/splits.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/benchmark.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/embed.smk"
 
 
 rule all:
     input:
-        "results/figure2.pdf",
-        "results/tables/roc_auc.csv",
+        all_targets(),
     default_target: True

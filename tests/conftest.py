@@ -24,6 +24,10 @@ TINY_CONFIG = {
                    "training": {"epochs": 1}},
     },
     "training": {"epochs": 3, "batch_size": 32, "lr": 0.0003, "warmup_epochs": 0, "patience": 3},
+    # Table 2 and Figure 4 at test scale: one short trial, one training step
+    "benchmark": {"min_alerts": 64, "trials": 1, "train_steps": 1, "train_warmup": 0,
+                  "production": {"cpu_batch_size": 64}},
+    "embed": {"umap": {"n_neighbors": 10}},
 }
 
 

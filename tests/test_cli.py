@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["config", "ingest", "fetch-kowalski", "ls-dataset", "split", "weights", "train", "aggregate", "figure2"]
+COMMANDS = ["config", "ingest", "fetch-kowalski", "ls-dataset", "split", "weights", "train", "aggregate", "figure2",
+            "benchmark", "table2", "embed", "umap", "figure4", "outliers"]
 
 
 def _run(*args, cwd=REPO):

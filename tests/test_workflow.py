@@ -43,7 +43,7 @@ def study(tmp_path_factory) -> Path:
                           "localpre": {"weights": {"convnext": f"local-dir:{workdir / 'weights' / 'convnext'}"}}}
     (workdir / "config").mkdir()
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    snakemake(workdir, "--cores", "2", "results/figure2.pdf")
+    snakemake(workdir, "--cores", "2")  # `all`: Figure 2, Table 2, Figure 4 and the outlier report
     return workdir
 
 
@@ -93,6 +93,9 @@ def test_every_job_logged_and_training_benchmarked(study):
     assert sum(1 for p in logs if p.startswith("train/")) == 16
     assert len(list((study / "results" / "benchmarks" / "train").rglob("*.tsv"))) == 16
     assert "weights/localpre/convnext.log" in logs
+    assert {f"benchmark/{arch}.log" for arch in ("cnn", "convnext", "maxvit")} <= logs
+    assert {"embed/ztf/cnn/none/embed.log", "embed/ztf/maxvit/none/umap.log", "embed/figure4.log",
+            "embed/outliers.log", "benchmark/table2.log"} <= logs
     run = study / "results" / "runs" / "ztf" / "image" / "maxvit" / "none" / "f100" / "s0"
     assert {p.name for p in run.iterdir()} == {"model.pt", "history.csv", "metrics.json", "predictions.parquet"}
 
@@ -111,6 +114,41 @@ def test_training_epochs_rerun_training_and_what_follows(study):
     trained = {line.split("/")[4] for line in out.stdout.splitlines()
                if line.strip().startswith("output: results/runs/")}
     assert trained == {"maxvit"}
+
+
+def test_table2_has_both_modes_per_architecture(study):
+    table = pd.read_csv(study / "results" / "table2.csv")
+    assert set(zip(table["arch"], table["mode"], strict=True)) == {
+        (a, m) for a in ("cnn", "convnext", "maxvit") for m in ("paper", "production")}
+    assert (table["alerts_per_s"] > 0).all() and (table["peak_memory_mb"] > 0).all()
+    assert table["device"].str.len().gt(0).all() and (table["threads"] == 2).all()
+    assert (table.loc[table["mode"] == "production", "max_score_dev"] <= 1e-3).all()
+    assert dict(zip(table["arch"], table["input_size"], strict=False)) == {"cnn": 63, "convnext": 63, "maxvit": 64}
+    md = (study / "results" / "table2.md").read_text()
+    assert "alerts/s" in md and "hours" in md.lower()
+    assert "\\begin{tabular}" in (study / "results" / "table2.tex").read_text()
+
+
+def test_figure4_and_outlier_report(study):
+    assert (study / "results" / "figure4.pdf").read_bytes()[:5] == b"%PDF-"
+    emb = pd.read_parquet(study / "results" / "embeddings" / "ztf" / "maxvit" / "none" / "embeddings.parquet")
+    test = pd.read_parquet(study / "results" / "data" / "ztf" / "alerts.parquet").query("split == 'test'")
+    assert sorted(emb["alert_id"]) == sorted(test["alert_id"])
+    outliers = pd.read_csv(study / "results" / "outliers" / "outliers.csv")
+    assert {"objectId", "candid", "subset", "label"} <= set(outliers.columns) and len(outliers) > 0
+    html = (study / "results" / "outliers" / "index.html").read_text()
+    assert "SYNTHETIC" in html
+    for src in __import__("re").findall(r'src="([^"]+)"', html):
+        assert (study / "results" / "outliers" / src).is_file(), src
+
+
+def test_benchmark_and_embed_settings_rerun_only_their_steps(study):
+    out = snakemake(study, "-n", "--config", "benchmark={trials: 2}")
+    assert _jobs(out.stdout) == {"benchmark_throughput", "table2", "all"}
+    out = snakemake(study, "-n", "--config", "embed={umap: {seed: 5}}")
+    assert _jobs(out.stdout) == {"umap", "figure4", "outliers", "all"}
+    out = snakemake(study, "-n", "--config", "benchmark={enabled: false}", "embed={enabled: false}")
+    assert _jobs(out.stdout) == set()
 
 
 def test_synthetic_seed_reruns_everything(study):

@@ -136,6 +136,91 @@ def cmd_figure2(args) -> int:
     return 0
 
 
+def _largest_run(config: dict, arch: str, regimen: str, dataset: str, results: str) -> Path:
+    """The run folder Table 2 and Figure 4 use: the grid's largest fraction, its first seed."""
+    from alertvision.embedplan import run_of
+
+    return Path(results) / Path(run_of(config, arch, regimen, dataset=dataset).model_path).relative_to("results")
+
+
+def cmd_benchmark(args) -> int:
+    from alertvision.config import training_params
+    from alertvision.throughput import benchmark_run
+
+    config = _config(args)
+    if args.arch not in config["archs"]:
+        raise SystemExit(f"unknown architecture {args.arch!r}; the config has {sorted(config['archs'])}")
+    model = args.model or _largest_run(config, args.arch, "none", "ztf", args.results)
+    out = args.out or Path(args.results) / "table2" / f"{args.arch}.json"
+    result = benchmark_run(model, args.dataset_dir or Path(args.results) / "data" / "ztf", out, arch=args.arch,
+                           arch_cfg=config["archs"][args.arch], benchmark_cfg=config["benchmark"],
+                           training_cfg=training_params(config, args.arch))
+    for row in result["rows"]:
+        print(f"{row['arch']} {row['mode']} on {row['device']}: {row['alerts_per_s']:.0f} alerts/s")
+    print(out)
+    return 0
+
+
+def cmd_table2(args) -> int:
+    from alertvision.throughput import table2
+
+    out = Path(args.out_dir)
+    table = table2(args.json, out / "table2.csv", out / "table2.md", out / "table2.tex")
+    print(table.to_string(index=False))
+    return 0
+
+
+def cmd_embed(args) -> int:
+    from alertvision.config import training_params
+    from alertvision.embeddings import embed_run
+
+    config = _config(args)
+    training = training_params(config, args.arch)
+    model = args.model or _largest_run(config, args.arch, args.regimen, args.dataset, args.results)
+    out = args.out or Path(args.results) / "embeddings" / args.dataset / args.arch / args.regimen / "embeddings.parquet"
+    table = embed_run(model, args.dataset_dir or Path(args.results) / "data" / args.dataset, out,
+                      batch_size=training["eval_batch_size"], threads=training["threads"], device=training["device"],
+                      progress=not args.quiet)
+    print(f"{out}: {len(table)} alerts")
+    return 0
+
+
+def cmd_umap(args) -> int:
+    from alertvision.latent import write_umap
+
+    table = write_umap(args.embeddings, args.out, _config(args)["embed"]["umap"])
+    print(f"{args.out}: {len(table)} alerts")
+    return 0
+
+
+def _named_files(items: Sequence[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise SystemExit(f"{what} expects NAME=PATH, got {item!r}")
+        out[name] = path
+    return out
+
+
+def cmd_figure4(args) -> int:
+    from alertvision.figure4 import figure4_from_files
+
+    figure4_from_files(_named_files(args.panel, "--panel"), args.manifest, args.out)
+    print(args.out)
+    return 0
+
+
+def cmd_outliers(args) -> int:
+    from alertvision.gallery import build_outlier_report
+
+    summary = build_outlier_report(_named_files(args.model, "--model"), args.ztf, args.out_dir,
+                                   _config(args)["embed"]["isolation_forest"], ls_dir=args.ls)
+    print(f"{args.out_dir}: {summary['n_flagged_any']} alerts flagged, {summary['n_intersection']} by every model, "
+          f"{summary['n_cards']} cards")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alertvision", description=(
         "Train and compare vision models for alert classification (Rehemtulla et al.). Each command "
@@ -186,6 +271,40 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("figure2", cmd_figure2, "draw Figure 2 from roc_auc.csv", config=False)
     sp.add_argument("--table", default="results/tables/roc_auc.csv")
     sp.add_argument("--out", default="results/figure2.pdf")
+    sp = add("benchmark", cmd_benchmark, "Table 2 rows of one architecture: inference throughput and memory on the "
+             "test split (paper protocol and production mode, CPU and CUDA when present) and a training burst")
+    sp.add_argument("--arch", required=True)
+    sp.add_argument("--results", default="results", help="results root for default paths (default: %(default)s)")
+    sp.add_argument("--model", help="model.pt to measure (default: the ZTF run of regimen none, largest fraction, "
+                    "first seed)")
+    sp.add_argument("--dataset-dir", help="dataset folder whose test split is scored (default: RESULTS/data/ztf)")
+    sp.add_argument("--out", help="JSON to write (default: RESULTS/table2/ARCH.json)")
+    sp = add("table2", cmd_table2, "gather benchmark JSON files into table2.csv, .md and .tex", config=False)
+    sp.add_argument("json", nargs="+", help="files written by `alertvision benchmark`")
+    sp.add_argument("--out-dir", default="results", help="folder of the table files (default: %(default)s)")
+    sp = add("embed", cmd_embed, "penultimate-layer embeddings of a run's test alerts (Figure 4's input)")
+    sp.add_argument("--arch", required=True)
+    sp.add_argument("--regimen", default="none")
+    sp.add_argument("--dataset", default="ztf")
+    sp.add_argument("--results", default="results", help="results root for default paths (default: %(default)s)")
+    sp.add_argument("--model", help="model.pt (default: the run of the largest fraction, first seed)")
+    sp.add_argument("--dataset-dir", help="dataset folder (default: RESULTS/data/DATASET)")
+    sp.add_argument("--out", help="parquet to write (default: RESULTS/embeddings/DATASET/ARCH/REGIMEN/embeddings.parquet)")
+    sp = add("umap", cmd_umap, "seeded 2-D UMAP of an embeddings table (settings from embed.umap)")
+    sp.add_argument("embeddings", help="embeddings.parquet written by `alertvision embed`")
+    sp.add_argument("--out", required=True, help="parquet of 2-D coordinates to write")
+    sp = add("figure4", cmd_figure4, "draw Figure 4 from UMAP tables, one panel each", config=False)
+    sp.add_argument("--panel", action="append", required=True, metavar="TITLE=UMAP_PARQUET",
+                    help="a panel, in order, e.g. --panel CNN=results/embeddings/ztf/cnn/none/umap.parquet")
+    sp.add_argument("--manifest", default="results/data/ztf/manifest.json", help="the dataset's manifest (name, synthetic)")
+    sp.add_argument("--out", default="results/figure4.pdf")
+    sp = add("outliers", cmd_outliers, "Isolation-Forest outliers per subset of each model's UMAP: outliers.csv and "
+             "a page of cards (settings from embed.isolation_forest)")
+    sp.add_argument("--model", action="append", required=True, metavar="NAME=UMAP_PARQUET",
+                    help="a model's UMAP table, e.g. --model maxvit_none=results/embeddings/ztf/maxvit/none/umap.parquet")
+    sp.add_argument("--ztf", default="results/data/ztf", help="ZTF dataset folder (cutouts)")
+    sp.add_argument("--ls", help="Legacy Survey dataset folder (grz images on the cards), optional")
+    sp.add_argument("--out-dir", default="results/outliers")
     return p
 
 

@@ -58,3 +58,20 @@ def grid_runs(filename):
         "results/runs/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/s{seed}/{filename}".format(filename=filename, **cell)
         for cell in grid_cells(config)
     ]
+
+
+def all_targets():
+    """Figure 2 and its table always; Table 2, Figure 4 and the outlier report when enabled."""
+    targets = ["results/figure2.pdf", "results/tables/roc_auc.csv"]
+    if config["benchmark"]["enabled"]:
+        targets += ["results/table2.csv", "results/table2.md", "results/table2.tex"]
+    if config["embed"]["enabled"]:
+        targets += ["results/figure4.pdf", "results/outliers/outliers.csv", "results/outliers/index.html"]
+    return targets
+
+
+def benchmark_inputs(wildcards):
+    """What Table 2 measures: the ZTF run of regimen 'none' at the largest fraction and first seed, and its dataset."""
+    from alertvision.embedplan import run_of
+
+    return {"model": run_of(config, wildcards.arch, "none", dataset="ztf").model_path, **dataset_files("ztf")}

@@ -1,0 +1,195 @@
+"""Table 2 without training: paper protocol vs production mode for every architecture, CPU and CUDA.
+
+Random weights and random L2-normalised cutouts (read from a memory-mapped .npy, as the pipeline
+reads a dataset): throughput and memory do not depend on them. Prints the table, the
+production/paper ratio per architecture and device, and the study's compute estimate from short
+training bursts; writes table2.csv, table2.md, table2_runs.json and table2.log to ``--out``.
+
+Needs only python3 with torch, timm, numpy and pandas (onnxruntime + onnx optional: without them
+the CPU candidates are PyTorch only). alertvision is imported from the src/ beside this folder.
+
+    python3 benchmarks/table2.py --out OUT              # CPU, and CUDA (MaxViT at 224 px there) when present
+    python3 benchmarks/table2.py --quick --out OUT      # shorter trials
+    python3 benchmarks/table2.py --devices cuda --gpu-input-size none --out OUT   # CUDA at the config's sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from alertvision import throughput as tp  # noqa: E402
+from alertvision.models import build_model  # noqa: E402
+
+log = logging.getLogger("table2")
+
+#: The architectures of config/config.yaml with the schema's defaults filled in (kept in step by
+#: tests/test_throughput.py), so that this script needs neither yaml nor jsonschema.
+ARCHS = {
+    "cnn": {"kind": "cnn", "input_size": 63, "input_scale": 63.0, "conv1_channels": 16, "conv2_channels": 32,
+            "conv_kernel": 5, "conv_dropout1": 0.25, "conv_dropout2": 0.25},
+    "convnext": {"kind": "timm", "timm_name": "convnext_pico", "input_size": 63, "input_scale": 63.0},
+    "maxvit": {"kind": "timm", "timm_name": "maxvit_tiny_rw_224", "input_size": 64, "input_scale": 63.0},
+}
+#: The head (training block defaults) and the training batch size per architecture.
+HEAD = {"dense1": 128, "dense2": 16, "dropout": 0.5}
+TRAIN_BATCH = {"cnn": 32, "convnext": 64, "maxvit": 64}
+
+
+def parse_sizes(items: list[str]) -> dict[str, int]:
+    """['maxvit=224'] -> {'maxvit': 224}."""
+    out = {}
+    for item in items:
+        arch, sep, size = item.partition("=")
+        if not sep or arch not in ARCHS:
+            raise SystemExit(f"expected ARCH=SIZE with ARCH one of {', '.join(ARCHS)}, got {item!r}")
+        out[arch] = int(size)
+    return out
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, help="folder for table2.csv, table2.md, table2_runs.json, table2.log")
+    p.add_argument("--archs", nargs="+", default=list(ARCHS), choices=list(ARCHS))
+    p.add_argument("--devices", nargs="+", choices=["cpu", "cuda"], help="default: cpu, and cuda when present")
+    p.add_argument("--input-size", action="append", default=[], metavar="ARCH=SIZE",
+                   help="input size on every device (default: config/config.yaml's)")
+    p.add_argument("--gpu-input-size", action="append", default=None, metavar="ARCH=SIZE",
+                   help="input size on CUDA (default: maxvit=224, the paper's; 'none' for --input-size's)")
+    p.add_argument("--cpu-threads", type=int, default=2)
+    p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--min-alerts", type=int, default=1024, help="alerts per trial on the CPU")
+    p.add_argument("--gpu-min-alerts", type=int, default=8192, help="alerts per trial on CUDA")
+    p.add_argument("--cpu-batch", type=int, default=256)
+    p.add_argument("--gpu-batch", type=int, default=1024)
+    p.add_argument("--tolerance", type=float, default=1e-3)
+    p.add_argument("--no-compile", action="store_true", help="no torch.compile on CUDA")
+    p.add_argument("--compile-budget", type=float, default=240.0,
+                   help="seconds into the run after which torch.compile is no longer tried")
+    p.add_argument("--deadline", type=float, default=360.0,
+                   help="seconds into the run after which no further case is started")
+    p.add_argument("--no-train", action="store_true", help="skip the training bursts and the compute estimate")
+    p.add_argument("--quick", action="store_true", help="2 trials of 256 CPU / 4096 CUDA alerts, 2 training steps")
+    return p.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> tp.BenchSettings:
+    s = tp.BenchSettings(trials=args.trials, min_alerts=args.min_alerts, gpu_min_alerts=args.gpu_min_alerts,
+                         cpu_threads=args.cpu_threads, cpu_batch_size=args.cpu_batch, gpu_batch_size=args.gpu_batch,
+                         compile=not args.no_compile, tolerance=args.tolerance)
+    if args.quick:
+        s = replace(s, trials=min(s.trials, 2), min_alerts=min(s.min_alerts, 256),
+                    gpu_min_alerts=min(s.gpu_min_alerts, 4096), train_steps=2, train_warmup=1)
+    return s
+
+
+def cases(args: argparse.Namespace, devices: list[torch.device]) -> list[tuple[str, int, torch.device]]:
+    """(arch, input size, device) to measure: CUDA first (it has the compile budget), then CPU."""
+    sizes = parse_sizes(args.input_size)
+    gpu_items = args.gpu_input_size if args.gpu_input_size is not None else ["maxvit=224"]
+    gpu_sizes = {**sizes, **parse_sizes([i for i in gpu_items if i != "none"])}
+    out = []
+    for device in sorted(devices, key=lambda d: d.type != "cuda"):
+        chosen = gpu_sizes if device.type == "cuda" else sizes
+        out += [(arch, chosen.get(arch, ARCHS[arch]["input_size"]), device) for arch in args.archs]
+    return out
+
+
+def memmapped_inputs(folder: Path, n: int = 2048) -> tp.AlertInputs:
+    """Random cutouts written to ``folder/images.npy`` and opened memory-mapped."""
+    data = tp.random_inputs(n)
+    np.save(folder / "images.npy", data.images)
+    images = np.load(folder / "images.npy", mmap_mode="r")
+    return tp.AlertInputs(images, data.rows, f"{n} random cutouts (memory-mapped)")
+
+
+def setup_logging(out: Path | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(out / "table2.log", mode="w"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=handlers, force=True)
+
+
+def ratios(rows: list[tp.Row]) -> list[str]:
+    """'arch size device: production/paper' lines."""
+    lines = []
+    for r in rows:
+        if r.mode == tp.PRODUCTION:
+            lines.append(f"{r.arch} at {r.input_size} px on {r.device} ({r.threads} threads): "
+                         f"production / paper = {r.speedup:.2f}x ({r.setup})")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.out)
+    settings = settings_from(args)
+    devices = [torch.device(d) for d in args.devices] if args.devices else tp.available_devices()
+    if any(d.type == "cuda" for d in devices) and not torch.cuda.is_available():
+        raise SystemExit("--devices cuda: no CUDA device is available")
+    train_on = tp.train_device() if any(d.type == "cuda" for d in devices) else torch.device("cpu")
+    log.info("torch %s, onnxruntime %s, settings %s", torch.__version__, tp._ort_version(), asdict(settings))
+    started = time.perf_counter()
+    rows: list[tp.Row] = []
+    candidates: list[dict] = []
+    training: list[dict] = []
+    skipped: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = memmapped_inputs(Path(tmp))
+        for arch, size, device in cases(args, devices):
+            elapsed = time.perf_counter() - started
+            if elapsed > args.deadline:
+                log.warning("%.0f s in (--deadline %.0f): %s at %d px on %s skipped", elapsed, args.deadline, arch,
+                            size, device.type)
+                skipped.append(f"{arch} at {size} px on {device.type}")
+                continue
+            cfg = tp.with_input_size(ARCHS[arch], size)
+            run = settings
+            if settings.compile and device.type == "cuda" and elapsed > args.compile_budget:
+                log.warning("%.0f s in: no torch.compile for %s at %d px", elapsed, arch, size)
+                run = replace(settings, compile=False)
+            torch.manual_seed(0)
+            model = build_model(cfg, HEAD).eval()
+            r, c = tp.benchmark_model(model, arch, cfg, inputs, run, [device])
+            rows += r
+            candidates += [{"arch": arch, "input_size": size, **asdict(x)} for x in c]
+            if not args.no_train and device.type == train_on.type:
+                training.append(tp.training_record(arch, cfg, HEAD, train_on, TRAIN_BATCH[arch], settings))
+            log.info("%.0f s elapsed", time.perf_counter() - started)
+    # the estimate uses each architecture at its largest measured size (the paper's, when measured)
+    largest = {}
+    for rec in training:
+        if rec["arch"] not in largest or rec["input_size"] > largest[rec["arch"]]["input_size"]:
+            largest[rec["arch"]] = rec
+    df = tp.write_table2(rows, list(largest.values()), args.out / "table2.csv" if args.out else None,
+                         args.out / "table2.md" if args.out else None)
+    if args.out:
+        (args.out / "table2_runs.json").write_text(json.dumps(
+            {"settings": asdict(settings), "torch": torch.__version__, "onnxruntime": tp._ort_version(),
+             "rows": [asdict(r) for r in rows], "candidates": candidates, "training": training}, indent=2))
+    print(tp.to_markdown(df))
+    print("\n".join(ratios(rows)))
+    if largest:
+        print()
+        print(tp.format_estimate(tp.study_hours(list(largest.values()))))
+    if skipped:
+        print(f"skipped (deadline): {', '.join(skipped)}")
+    print(f"total {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

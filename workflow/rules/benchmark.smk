@@ -1,0 +1,40 @@
+# Table 2: inference throughput and memory (paper protocol and production mode) per architecture,
+# measured on the test split with the model of the largest training fraction, and the study's
+# compute estimate from short training bursts.
+
+
+rule benchmark_throughput:
+    input:
+        unpack(benchmark_inputs),
+    output:
+        "results/table2/{arch}.json",
+    params:
+        arch=lambda wildcards: config["archs"][wildcards.arch],
+        training=lambda wildcards: training_params(config, wildcards.arch),
+        benchmark=config["benchmark"],
+    threads: config["benchmark"]["cpu_threads"]
+    resources:
+        gpu=1,
+    benchmark:
+        "results/benchmarks/benchmark_throughput/{arch}.tsv"
+    log:
+        "logs/benchmark/{arch}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/benchmark_throughput.py"
+
+
+rule table2:
+    input:
+        expand("results/table2/{arch}.json", arch=config["grid"]["archs"]),
+    output:
+        csv=report("results/table2.csv", caption="../report/table2.rst", category="Tables"),
+        md=report("results/table2.md", caption="../report/table2.rst", category="Tables"),
+        tex="results/table2.tex",
+    log:
+        "logs/benchmark/table2.log",
+    conda:
+        ENV
+    script:
+        "../scripts/table2.py"

@@ -1,0 +1,82 @@
+# Figure 4 and the outlier report: penultimate-layer embeddings of the test alerts of the runs the
+# figure uses (embed.dataset, the grid's largest fraction, its first seed), their 2-D UMAP, the
+# figure, and the Isolation-Forest outliers of the MaxViT runs as a CSV and a page of cards.
+from alertvision.embedplan import embed_inputs, embed_plan, outlier_inputs
+
+EMBED_PLAN = embed_plan(config)
+
+
+rule embed:
+    input:
+        unpack(lambda wildcards: embed_inputs(config, wildcards.dataset, wildcards.arch, wildcards.regimen)),
+    output:
+        "results/embeddings/{dataset}/{arch}/{regimen}/embeddings.parquet",
+    params:
+        batch_size=lambda wildcards: training_params(config, wildcards.arch)["eval_batch_size"],
+        device=lambda wildcards: training_params(config, wildcards.arch)["device"],
+    threads: lambda wildcards: training_params(config, wildcards.arch)["threads"]
+    resources:
+        gpu=1,
+    log:
+        "logs/embed/{dataset}/{arch}/{regimen}/embed.log",
+    conda:
+        ENV
+    script:
+        "../scripts/embed.py"
+
+
+rule umap:
+    input:
+        "results/embeddings/{dataset}/{arch}/{regimen}/embeddings.parquet",
+    output:
+        "results/embeddings/{dataset}/{arch}/{regimen}/umap.parquet",
+    params:
+        umap=config["embed"]["umap"],
+    log:
+        "logs/embed/{dataset}/{arch}/{regimen}/umap.log",
+    conda:
+        ENV
+    script:
+        "../scripts/umap_layout.py"
+
+
+rule figure4:
+    input:
+        umap=[run.umap_path for run in EMBED_PLAN.figure_runs],
+        manifest=f"results/data/{config['embed']['dataset']}/manifest.json",
+    output:
+        report(
+            "results/figure4.pdf",
+            caption="../report/figure4.rst",
+            category="Figures",
+        ),
+    params:
+        titles=[run.title for run in EMBED_PLAN.figure_runs],
+        note=EMBED_PLAN.note,
+    log:
+        "logs/embed/figure4.log",
+    conda:
+        ENV
+    script:
+        "../scripts/figure4.py"
+
+
+rule outliers:
+    input:
+        **outlier_inputs(config),
+        umap=[run.umap_path for run in EMBED_PLAN.outlier_runs],
+    output:
+        csv="results/outliers/outliers.csv",
+        html="results/outliers/index.html",
+        img=directory("results/outliers/img"),
+    params:
+        names=[run.name for run in EMBED_PLAN.outlier_runs],
+        titles=[run.title for run in EMBED_PLAN.outlier_runs],
+        note=EMBED_PLAN.note,
+        isolation_forest=config["embed"]["isolation_forest"],
+    log:
+        "logs/embed/outliers.log",
+    conda:
+        ENV
+    script:
+        "../scripts/outliers.py"

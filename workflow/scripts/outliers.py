@@ -1,0 +1,13 @@
+"""Snakemake adapter: the outlier CSV and the page of cards."""
+from pathlib import Path
+
+from alertvision.gallery import build_outlier_report
+from alertvision.logs import setup_logging
+
+setup_logging(snakemake.log[0])
+ls_manifest = snakemake.input.get("ls_manifest")
+build_outlier_report(dict(zip(snakemake.params.names, snakemake.input.umap, strict=True)),
+                     Path(snakemake.input.ztf_manifest).parent, Path(snakemake.output.csv).parent,
+                     snakemake.params.isolation_forest, ls_dir=Path(ls_manifest).parent if ls_manifest else None,
+                     titles=dict(zip(snakemake.params.names, snakemake.params.titles, strict=True)),
+                     note=snakemake.params.note)
