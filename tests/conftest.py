@@ -18,7 +18,7 @@ TINY_CONFIG = {
     "grid": {"datasets": ["ztf", "ls"], "modalities": ["image"], "archs": ["cnn", "convnext", "maxvit"],
              "regimens": ["none"], "fractions": [50, 100], "seeds": [0]},
     "archs": {
-        "cnn": {"kind": "cnn", "training": {"epochs": 8}},
+        "cnn": {"kind": "cnn", "training": {"epochs": 8}, "sweep": {"trials": 2, "workers": 2}},
         "convnext": {"kind": "timm", "timm_name": "convnext_pico", "input_size": 63},
         "maxvit": {"kind": "timm", "timm_name": "maxvit_tiny_rw_224", "input_size": 64,
                    "training": {"epochs": 1}},
@@ -28,6 +28,9 @@ TINY_CONFIG = {
     "benchmark": {"min_alerts": 64, "trials": 1, "train_steps": 1, "train_warmup": 0,
                   "production": {"cpu_batch_size": 64}},
     "embed": {"umap": {"n_neighbors": 10}},
+    # the CNN is swept (archs.cnn.sweep), over rates that learn in a few epochs
+    "sweep": {"search_space": {"lr": {"type": "categorical", "choices": [0.0003, 0.001]},
+                               "warmup_epochs": None, "batch_size": {"type": "categorical", "choices": [16, 32]}}},
 }
 
 
@@ -67,3 +70,20 @@ def tiny_datasets(tmp_path_factory) -> dict[str, Path]:
     ingest_ztf(config, root / "ztf", progress=False)
     ingest_ls(config, root / "ztf", root / "ls", progress=False)
     return {"ztf": root / "ztf", "ls": root / "ls", "config": config}
+
+
+def dry_run_jobs(dry_run_output: str) -> dict[str, int]:
+    """Jobs per rule a Snakemake dry run would execute (from its job-stats table)."""
+    counts: dict[str, int] = {}
+    in_table = False
+    for line in dry_run_output.splitlines():
+        if line.startswith("job ") and "count" in line:
+            in_table = True
+            continue
+        if in_table:
+            parts = line.split()
+            if not parts or parts[0] == "total":
+                break
+            if not parts[0].startswith("-"):
+                counts[parts[0]] = int(parts[1])
+    return counts

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["config", "ingest", "fetch-kowalski", "ls-dataset", "split", "weights", "train", "aggregate", "figure2",
+COMMANDS = ["config", "ingest", "fetch-kowalski", "ls-dataset", "split", "weights", "galaxy-corpus", "pretrain", "train", "aggregate", "figure2",
             "benchmark", "table2", "embed", "umap", "figure4", "outliers"]
 
 
@@ -51,7 +51,7 @@ def test_ingest_and_split_from_the_command_line(tmp_path):
     assert (tmp_path / "f50.parquet").is_file()
 
 
-def test_weights_command_resolves_a_folder_and_explains_a_missing_id(tmp_path):
+def test_weights_command_fetches_a_folder_and_explains_a_missing_id(tmp_path):
     import json
     import os
 
@@ -59,15 +59,16 @@ def test_weights_command_resolves_a_folder_and_explains_a_missing_id(tmp_path):
 
     _write_hub_folder(tmp_path / "w")
     out = _run("weights", "--regimen", "imagenet", "--arch", "convnext", "--id", f"local-dir:{tmp_path / 'w'}",
-               "--out", str(tmp_path / "w.json"))
+               "--out", str(tmp_path / "fetched"))
     assert out.returncode == 0, out.stderr
-    assert json.loads((tmp_path / "w.json").read_text())["architecture"] == "convnext_pico"
+    assert json.loads((tmp_path / "fetched" / "source.json").read_text())["architecture"] == "convnext_pico"
+    assert (tmp_path / "fetched" / "model.safetensors").is_file()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache")}
     out = subprocess.run([sys.executable, "-m", "alertvision", "weights", "--regimen", "galaxyzoo", "--arch", "maxvit",
-                          "--out", str(tmp_path / "gz.json")], cwd=REPO, capture_output=True, text=True, env=env)
+                          "--out", str(tmp_path / "gz")], cwd=REPO, capture_output=True, text=True, env=env)
     assert out.returncode == 1
     assert "hf_hub:mwalmsley/baseline-encoder-regression-maxvit_tiny" in out.stderr and "local_dirs" in out.stderr
-    assert not (tmp_path / "gz.json").exists()
+    assert str(tmp_path / "gz") in out.stderr and not (tmp_path / "gz").exists()
 
 
 def test_ingest_real_packets_from_the_command_line(tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from alertvision.config import ConfigError, grid_cells, load_config, training_params, validate_config
+from alertvision.config import ConfigError, grid_cells, load_config, training_params, validate_config, weight_id
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,22 @@ def test_embedded_default_validates_with_defaults():
     assert config["archs"]["cnn"]["conv_kernel"] == 5
     assert training_params(config, "maxvit")["epochs"] == 3
     cells = list(grid_cells(config))
-    assert len(cells) == 2 * 3 * 1 * 4 * 1
+    # datasets x fractions x (cnn, convnext, maxvit from random init + convnext, maxvit pre-trained here)
+    assert len(cells) == 2 * 4 * (3 + 2)
+    assert {c["regimen"] for c in cells if c["arch"] == "cnn"} == {"none"}
+    assert weight_id(config, "synthgalaxy", "maxvit") == "local-dir:resources/weights/synthgalaxy/maxvit"
+
+
+def test_pretrain_regimen_checks():
+    base = {"grid": {"regimens": ["none", "sg"]}}
+    with pytest.raises(ConfigError, match="regimens.sg: give `weights` or `pretrain`"):
+        validate_config({**base, "regimens": {"none": {}, "sg": {"weights": {"convnext": "x"}, "pretrain": {}}}})
+    with pytest.raises(ConfigError, match="regimens.sg.pretrain.archs: 'cnn'"):
+        validate_config({**base, "regimens": {"none": {}, "sg": {"pretrain": {"archs": ["cnn"]}}}})
+    with pytest.raises(ConfigError, match="regimens.sg.pretrain.corpus.path"):
+        validate_config({**base, "regimens": {"none": {}, "sg": {"pretrain": {"corpus": {"source": "folder"}}}}})
+    config = validate_config({**base, "regimens": {"none": {}, "sg": {"pretrain": {"archs": ["maxvit"]}}}})
+    assert [c["arch"] for c in grid_cells(config) if c["regimen"] == "sg"] == ["maxvit"] * 8
 
 
 @pytest.mark.parametrize("override, key", [

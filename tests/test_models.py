@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from alertvision.models import build_model, load_model, save_model
+from alertvision.models.inputs import unit_range
 
 HEAD = {"dense1": 32, "dense2": 8, "dropout": 0.5}
 ARCHS = {
@@ -57,3 +58,66 @@ def test_cnn_refuses_pretrained_weights():
 
     with pytest.raises(ValueError, match="regimen 'none'"):
         build_model(ARCHS["cnn"], HEAD, ResolvedWeights("x", "/nowhere", "cnn", "local-dir"))
+
+
+# --- input normalisation ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("norm", [{"mode": "unit"},
+                                  {"mode": "imagenet", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}])
+def test_unit_inputs_ignore_a_positive_rescaling(norm):
+    torch.manual_seed(2)
+    model = build_model(ARCHS["cnn"], HEAD, input_norm=norm).eval()
+    x = torch.randn(4, 3, 63, 63) / 63  # L2-normalised scale, negative pixels included
+    with torch.no_grad():
+        reference = model(x)
+        for factor in (1e-3, 0.5, 63.0, 1e4):
+            torch.testing.assert_close(model(x * factor), reference, rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(model(x.flip(-1)), reference)  # ...but not everything
+
+
+def test_unit_range_maps_each_channel_onto_zero_one_and_a_flat_channel_to_zero():
+    x = torch.randn(2, 3, 8, 8)
+    x[1, 2] = 0.25
+    y = unit_range(x)
+    assert torch.isfinite(y).all() and y.min() == 0 and y.max() == 1
+    assert torch.equal(y[1, 2], torch.zeros(8, 8))
+    torch.testing.assert_close(y[0].amax(dim=(-2, -1)), torch.ones(3))
+
+
+def test_scale_is_the_default_and_multiplies_the_input():
+    model = build_model({**ARCHS["cnn"], "input_scale": 63.0}, HEAD).eval()
+    assert model.input_norm.spec() == {"mode": "scale", "scale": 63.0} and model.input_scale == 63.0
+    x = torch.randn(1, 3, 63, 63)
+    torch.testing.assert_close(model.input_norm(x), x * 63.0)
+
+
+def test_input_norm_is_saved_and_restored(tmp_path):
+    norm = {"mode": "imagenet", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.5, 1.0]}
+    torch.manual_seed(3)
+    model = build_model(ARCHS["cnn"], HEAD, input_norm=norm).eval()
+    save_model(model, tmp_path / "model.pt", arch_cfg=ARCHS["cnn"], head_cfg=HEAD, info={})
+    loaded, _ = load_model(tmp_path / "model.pt")
+    assert loaded.input_norm.spec() == norm
+    x = torch.randn(2, 3, 63, 63)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_a_model_saved_before_input_norm_loads_and_scales_as_then(tmp_path):
+    arch = {**ARCHS["cnn"], "input_scale": 63.0}
+    torch.manual_seed(4)
+    model = build_model(arch, HEAD).eval()
+    save_model(model, tmp_path / "model.pt", arch_cfg=arch, head_cfg=HEAD, info={})
+    payload = torch.load(tmp_path / "model.pt", weights_only=False)
+    del payload["input_norm"]  # the layout of files written before input_norm existed
+    torch.save(payload, tmp_path / "old.pt")
+    loaded, _ = load_model(tmp_path / "old.pt")
+    assert loaded.input_norm.spec() == {"mode": "scale", "scale": 63.0}
+    x = torch.randn(2, 3, 63, 63)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_an_unknown_input_norm_is_refused():
+    with pytest.raises(ValueError, match="unknown input_norm mode"):
+        build_model(ARCHS["cnn"], HEAD, input_norm={"mode": "zscore"})

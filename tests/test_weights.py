@@ -1,21 +1,30 @@
-"""Weight resolution, offline: local-dir folders and a filled Hugging Face cache in the real layouts."""
+"""Weight resolution and loading: local-dir folders and a filled Hugging Face cache in the real layouts, a
+local hub, MaxViT at another input size, and the input normalisation each kind of weights expects."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
+import logging
 
 import pytest
 import timm
 import torch
+from hf_hub_server import LocalHub, quick_client
 from safetensors.torch import save_file
 
 from alertvision.models import build_model
-from alertvision.models.weights import WeightsInvalid, WeightsUnavailable, hub_repo, resolve_weights
+from alertvision.models.inputs import input_norm_for
+from alertvision.models.weights import (
+    ResolvedWeights,
+    WeightsInvalid,
+    WeightsUnavailable,
+    hub_repo,
+    resolve_weights,
+)
 
 HEAD = {"dense1": 16, "dense2": 8, "dropout": 0.1}
 CONVNEXT = {"kind": "timm", "timm_name": "convnext_pico", "input_size": 63}
+MAXVIT = {"kind": "timm", "timm_name": "maxvit_tiny_rw_224", "input_size": 64}
 
 
 def _write_hub_folder(folder, num_classes=0, fmt="safetensors", architecture="convnext_pico"):
@@ -101,35 +110,73 @@ def test_a_broken_folder_names_the_file(tmp_path, missing, expected):
         resolve_weights(f"local-dir:{tmp_path / 'w'}")
 
 
-class _FailingHub(http.server.BaseHTTPRequestHandler):
-    status = 500
-
-    def do_GET(self):  # noqa: N802 - http.server API
-        body = json.dumps({"error": "server error"}).encode()
-        self.send_response(self.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_HEAD = do_GET
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.mark.parametrize("status", [500, 401])
+@pytest.mark.parametrize("status", ["500", "401"])
 def test_download_failure_from_the_hub_is_a_clear_error(tmp_path, monkeypatch, status):
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    handler = type("Handler", (_FailingHub,), {"status": status})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    quick_client(monkeypatch)
+    with LocalHub({"timm/convnext_pico.d1_in1k": {"config.json": b"{}", "model.safetensors": b"x"}}) as hub:
+        hub.fail(status)
         with pytest.raises(WeightsUnavailable) as err:
-            resolve_weights("convnext_pico.d1_in1k", cache_dir=str(tmp_path / "hub"),
-                            endpoint=f"http://127.0.0.1:{server.server_address[1]}")
-    finally:
-        server.shutdown()
+            resolve_weights("convnext_pico.d1_in1k", cache_dir=str(tmp_path / "hub"), endpoint=hub.url)
     msg = str(err.value)
     assert "download of timm/convnext_pico.d1_in1k failed" in msg and "local_dirs" in msg
+
+
+def test_maxvit_at_another_input_size_loads_every_tensor_of_224_weights(tmp_path, caplog):
+    """timm's pretrained path resizes MaxViT's relative-position tables; a strict load cannot."""
+    torch.manual_seed(7)
+    source = timm.create_model("maxvit_tiny_rw_224", pretrained=False, num_classes=0)
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "config.json").write_text(json.dumps(
+        {"architecture": "maxvit_tiny_rw_224", "num_classes": 0, "num_features": source.num_features,
+         "pretrained_cfg": {"input_size": [3, 224, 224], "fixed_input_size": True, "mean": [0.5] * 3,
+                            "std": [0.5] * 3, "num_classes": 0, "first_conv": "stem.conv1", "classifier": "head.fc"}}))
+    save_file(state, str(tmp_path / "w" / "model.safetensors"))
+    with caplog.at_level(logging.INFO, logger="alertvision.models.weights"):
+        model = build_model(MAXVIT, HEAD, resolve_weights(f"local-dir:{tmp_path / 'w'}"))
+    table = "stages.0.blocks.0.attn_block.attn.rel_pos.relative_position_bias_table"
+    loaded = model.backbone.state_dict()
+    assert state[table].shape == (169, 2) and loaded[table].shape == (9, 2)  # 7x7 windows at 224, 2x2 at 64
+    assert model.backbone.pretrained_load["loaded"] == model.backbone.pretrained_load["expected"] == len(state)
+    assert f"loaded {len(state)} of {len(state)} tensors from {tmp_path / 'w' / 'model.safetensors'}" in caplog.text
+    same = [k for k in state if loaded[k].shape == state[k].shape]
+    assert len(same) > 500 and all(torch.equal(loaded[k], state[k]) for k in same)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        model.backbone.load_state_dict(state)
+
+
+# --- the input normalisation follows the weights ------------------------------------------------------
+
+def _norm_folder(path, pretrained_cfg, source_id=None):
+    path.mkdir(parents=True)
+    cfg = {"architecture": "convnext_pico", "num_classes": 0}
+    if pretrained_cfg is not None:
+        cfg["pretrained_cfg"] = pretrained_cfg
+    (path / "config.json").write_text(json.dumps(cfg))
+    if source_id:
+        (path / "source.json").write_text(json.dumps({"weight_id": source_id}))
+    return str(path)
+
+
+IMAGENET_CFG = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+@pytest.mark.parametrize("weight_id, pretrained_cfg, source_id, expected", [
+    ("convnext_pico.d1_in1k", IMAGENET_CFG, None, {"mode": "imagenet", **IMAGENET_CFG}),
+    ("maxvit_tiny_rw_224.sw_in1k", {"mean": [0.5] * 3, "std": [0.5] * 3}, None,
+     {"mode": "imagenet", "mean": [0.5] * 3, "std": [0.5] * 3}),
+    ("hf_hub:mwalmsley/zoobot-encoder-convnext_pico", IMAGENET_CFG, None, {"mode": "unit"}),
+    ("hf_hub:mwalmsley/baseline-encoder-regression-maxvit_tiny", None, None, {"mode": "unit"}),
+    ("local-dir:/w", IMAGENET_CFG, "hf_hub:mwalmsley/zoobot-encoder-convnext_pico", {"mode": "unit"}),
+    ("hf_hub:someone/encoder", {"input_size": [3, 224, 224]}, None, {"mode": "unit"}),
+    ("hf_hub:someone/encoder", {"mean": [0, 0, 0], "std": [1, 1, 1]}, None, {"mode": "unit"}),
+    ("convnext_pico.d1_in1k", None, None, {"mode": "imagenet", **IMAGENET_CFG}),  # timm's own cfg for the tag
+])
+def test_input_norm_follows_the_weights(tmp_path, weight_id, pretrained_cfg, source_id, expected):
+    folder = _norm_folder(tmp_path / "w", pretrained_cfg, source_id)
+    weights = ResolvedWeights(weight_id, folder, "convnext_pico", "local-dir")
+    assert input_norm_for(weights) == expected
+
+
+def test_no_weights_scale_by_input_scale():
+    assert input_norm_for(None, 63.0) == {"mode": "scale", "scale": 63.0}

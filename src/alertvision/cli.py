@@ -85,36 +85,74 @@ def cmd_split(args) -> int:
 
 
 def cmd_weights(args) -> int:
-    from alertvision.config import weight_id
-    from alertvision.steps import resolve_weights
+    from alertvision.config import pretrain_archs, weight_id, weights_folder
+    from alertvision.steps import fetch_weights
 
     config = _config(args)
+    if not args.id and args.arch in pretrain_archs(config, args.regimen):
+        raise SystemExit(f"regimen {args.regimen!r} pre-trains its weights: run `alertvision pretrain --regimen "
+                         f"{args.regimen} --arch {args.arch}`")
     wid = args.id or weight_id(config, args.regimen, args.arch)
     if wid is None:
         raise SystemExit(f"regimen {args.regimen!r} has no weights for {args.arch!r} (random init)")
-    info = resolve_weights(wid, config["weights"], args.out)
+    out = args.out or weights_folder(args.regimen, args.arch)
+    info = fetch_weights(wid, config["weights"], out)
     print(f"{wid}: {info['folder']} ({info['architecture']}, via {info['via']})")
     return 0
 
 
+def cmd_galaxy_corpus(args) -> int:
+    from alertvision.config import corpus_folder
+    from alertvision.steps import galaxy_corpus
+
+    config = _config(args)
+    block = _pretrain_block(config, args.regimen)
+    out = args.out or corpus_folder(config, args.regimen)
+    manifest = galaxy_corpus(block["corpus"], out, progress=not args.quiet)
+    print(f"{out}: {manifest['n_images']} SYNTHETIC galaxy images of {manifest['size']} px")
+    return 0
+
+
+def _pretrain_block(config: dict, regimen: str) -> dict:
+    spec = config["regimens"].get(regimen)
+    if spec is None or spec.get("pretrain") is None:
+        raise SystemExit(f"regimen {regimen!r} has no `pretrain` block in the config "
+                         f"(pre-training regimens: {[r for r, v in config['regimens'].items() if v.get('pretrain')]})")
+    return spec["pretrain"]
+
+
+def cmd_pretrain(args) -> int:
+    from alertvision.config import corpus_folder, weights_folder
+    from alertvision.steps import pretrain
+
+    config = _config(args)
+    block = _pretrain_block(config, args.regimen)
+    corpus = args.corpus or corpus_folder(config, args.regimen)
+    out = args.out or weights_folder(args.regimen, args.arch)
+    summary = pretrain(corpus, out, arch_cfg=config["archs"][args.arch], pretrain_cfg=block, progress=not args.quiet)
+    print(f"{out}: loss {summary['first_train_loss']:.3f} -> {summary['last_train_loss']:.3f} (train), best val "
+          f"{summary['best_val_loss']:.3f}")
+    return 0
+
+
 def cmd_train(args) -> int:
-    from alertvision.config import format_fraction, training_params, weight_id
+    from alertvision.config import format_fraction, training_params, weight_id, weights_folder
     from alertvision.steps import train
 
     config = _config(args)
     paths = _run_paths(args)
     wid = weight_id(config, args.regimen, args.arch)
-    weights_json = None
+    folder = None
     if wid is not None:
-        from alertvision.steps import resolve_weights
-
-        resolve_weights(wid, config["weights"], paths["weights"])
-        weights_json = paths["weights"]
+        folder = weights_folder(args.regimen, args.arch)
+        if not Path(folder, "config.json").is_file():
+            raise SystemExit(f"{folder} holds no weights yet: run `alertvision weights --regimen {args.regimen} "
+                             f"--arch {args.arch}` (or `alertvision pretrain` for a pre-training regimen) first")
     info = dict(dataset=args.dataset, modality=args.modality, arch=args.arch, regimen=args.regimen,
                 fraction=format_fraction(args.fraction), seed=args.seed)
     metrics = train(args.dataset_dir or paths["dataset"], args.split or paths["split"], args.out_dir or paths["run"],
                     arch_cfg=config["archs"][args.arch], training=training_params(config, args.arch),
-                    seed=args.seed, weights_json=weights_json, run_info=info, progress=not args.quiet)
+                    seed=args.seed, weights_dir=folder, weight_id=wid, run_info=info, progress=not args.quiet)
     print(f"test ROC AUC {metrics['test_roc_auc']:.4f} on {metrics['n_test_alerts']} alerts "
           f"({metrics['n_train_alerts']} training alerts)")
     return 0
@@ -251,11 +289,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dataset-dir", required=True, help="dataset folder, e.g. results/data/ztf")
     sp.add_argument("--fraction", type=float, required=True, help="percent of the train sources, e.g. 10")
     sp.add_argument("--out", required=True, help="split table to write (.parquet)")
-    sp = add("weights", cmd_weights, "resolve the pretrained weights of a (regimen, arch) and say where they are")
+    sp = add("weights", cmd_weights, "fetch the published weights of a (regimen, arch) into resources/weights/ "
+             "(config.json, model.safetensors, source.json), from a local folder, a Hugging Face cache or the hub")
     sp.add_argument("--regimen", required=True)
     sp.add_argument("--arch", required=True)
-    sp.add_argument("--id", help="a weight id to resolve instead of the config's")
-    sp.add_argument("--out", required=True, help="JSON record to write")
+    sp.add_argument("--id", help="a weight id to fetch instead of the config's")
+    sp.add_argument("--out", help="folder to fill (default: resources/weights/REGIMEN/ARCH)")
+    sp = add("galaxy-corpus", cmd_galaxy_corpus, "write the SYNTHETIC galaxy corpus of a pre-training regimen")
+    sp.add_argument("--regimen", required=True)
+    sp.add_argument("--out", help="corpus folder (default: resources/corpora/REGIMEN)")
+    sp = add("pretrain", cmd_pretrain, "pre-train an architecture's encoder on a regimen's corpus (Zoobot-style "
+             "vote-fraction regression) into resources/weights/REGIMEN/ARCH")
+    sp.add_argument("--regimen", required=True)
+    sp.add_argument("--arch", required=True)
+    sp.add_argument("--corpus", help="corpus folder (default: the regimen's)")
+    sp.add_argument("--out", help="folder to write (default: resources/weights/REGIMEN/ARCH)")
     sp = add("train", cmd_train, "train one grid cell and write model.pt, history.csv, metrics.json, predictions.parquet")
     for name, kw in (("--dataset", dict(default="ztf")), ("--modality", dict(default="image")),
                      ("--arch", dict(required=True)), ("--regimen", dict(default="none")),

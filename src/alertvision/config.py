@@ -96,15 +96,17 @@ def _raise_first(errors: list, prefix: tuple = ()) -> None:
 
 
 def _check_training_overrides(config: MutableMapping[str, Any], sch: Mapping[str, Any]) -> None:
-    """``archs.<name>.training`` holds keys of the training block, checked like it but without defaults."""
-    props = {k: {kk: vv for kk, vv in v.items() if kk != "default"}
-             for k, v in sch["properties"]["training"]["properties"].items()}
-    override_schema = {"type": "object", "properties": props, "additionalProperties": False}
-    for arch, spec in config["archs"].items():
-        if "training" in spec:
-            spec["training"] = _coerce(spec["training"], override_schema)
-            errors = list(jsonschema.Draft7Validator(override_schema).iter_errors(spec["training"]))
-            _raise_first(errors, ("archs", arch, "training"))
+    """``archs.<name>.training`` and ``archs.<name>.sweep`` hold keys of the training and sweep blocks,
+    checked like them but without defaults."""
+    for block in ("training", "sweep"):
+        props = {k: {kk: vv for kk, vv in v.items() if kk != "default"}
+                 for k, v in sch["properties"][block]["properties"].items()}
+        override_schema = {"type": "object", "properties": props, "additionalProperties": False}
+        for arch, spec in config["archs"].items():
+            if block in spec:
+                spec[block] = _coerce(spec[block], override_schema)
+                errors = list(jsonschema.Draft7Validator(override_schema).iter_errors(spec[block]))
+                _raise_first(errors, ("archs", arch, block))
 
 
 def _check_consistency(config: Mapping[str, Any]) -> None:
@@ -117,6 +119,7 @@ def _check_consistency(config: Mapping[str, Any]) -> None:
         if regimen not in config["regimens"]:
             raise ConfigError(f"config key grid.regimens: {regimen!r} is not defined under regimens "
                               f"(defined: {', '.join(config['regimens'])})")
+    _check_regimens(config)
     if not any(True for _ in grid_cells(config)):
         raise ConfigError("config key grid: no (arch, regimen) pair to train: a regimen other than "
                           "'none' only trains the architectures its weights list")
@@ -159,6 +162,25 @@ def _check_data_inputs(data: Mapping[str, Any]) -> None:
                           "of these groups; list them, or set data.kowalski.rejects.enabled: false")
 
 
+def _check_regimens(config: Mapping[str, Any]) -> None:
+    for name, spec in config["regimens"].items():
+        block = spec.get("pretrain")
+        if block is None:
+            continue
+        if spec["weights"]:
+            raise ConfigError(f"config key regimens.{name}: give `weights` or `pretrain`, not both")
+        if name == "none":
+            raise ConfigError("config key regimens.none: 'none' is random initialisation and cannot pre-train")
+        for arch in block.get("archs") or []:
+            if arch not in config["archs"] or config["archs"][arch]["kind"] != "timm":
+                raise ConfigError(f"config key regimens.{name}.pretrain.archs: {arch!r} is not a timm architecture "
+                                  f"under archs (the baseline CNN has no pre-training)")
+        corpus = block["corpus"]
+        if corpus["source"] == "folder" and not corpus.get("path"):
+            raise ConfigError(f"config key regimens.{name}.pretrain.corpus.path: corpus source 'folder' needs the "
+                              f"folder (images.npy, labels.parquet, manifest.json)")
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None) -> dict:
     """Read a YAML config (default ``config/config.yaml``), apply dotted-key overrides, validate."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
@@ -174,9 +196,44 @@ def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, A
     return dict(validate_config(config))
 
 
+WEIGHTS_ROOT = Path("resources") / "weights"
+CORPORA_ROOT = Path("resources") / "corpora"
+
+
+def pretrain_archs(config: Mapping[str, Any], regimen: str) -> list[str]:
+    """The architectures a regimen's ``pretrain`` block pre-trains (none for published weights)."""
+    block = config["regimens"][regimen].get("pretrain")
+    if block is None:
+        return []
+    named = block.get("archs")
+    timm_archs = [a for a in config["grid"]["archs"] if config["archs"][a]["kind"] == "timm"]
+    return [a for a in timm_archs if named is None or a in named]
+
+
+def pretrain_regimens(config: Mapping[str, Any]) -> list[str]:
+    """The regimens whose weights the pipeline pre-trains itself."""
+    return [r for r, spec in config["regimens"].items() if spec.get("pretrain") is not None]
+
+
 def regimen_applies(config: Mapping[str, Any], regimen: str, arch: str) -> bool:
-    """Whether ``arch`` is trained under ``regimen``: always for 'none', else if its weights list it."""
-    return regimen == "none" or arch in config["regimens"][regimen]["weights"]
+    """Whether ``arch`` is trained under ``regimen``: always for 'none', else if its weights list it or
+    its ``pretrain`` block pre-trains it."""
+    if regimen == "none":
+        return True
+    return arch in config["regimens"][regimen]["weights"] or arch in pretrain_archs(config, regimen)
+
+
+def weights_folder(regimen: str, arch: str) -> str:
+    """Where the weights a (regimen, arch) starts from are materialised; training reads only this folder."""
+    return (WEIGHTS_ROOT / regimen / arch).as_posix()
+
+
+def corpus_folder(config: Mapping[str, Any], regimen: str) -> str:
+    """The image corpus a pre-training regimen uses: a user folder, or the synthetic one the pipeline writes."""
+    corpus = config["regimens"][regimen]["pretrain"]["corpus"]
+    if corpus["source"] == "folder":
+        return str(corpus["path"])
+    return (CORPORA_ROOT / regimen).as_posix()
 
 
 def grid_cells(config: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
@@ -206,8 +263,22 @@ def training_params(config: Mapping[str, Any], arch: str) -> dict[str, Any]:
     return params
 
 
+def sweep_params(config: Mapping[str, Any], arch: str) -> dict[str, Any]:
+    """The sweep block with the architecture's overrides applied (nested blocks merged one level deep)."""
+    params = copy.deepcopy(dict(config["sweep"]))
+    for key, value in config["archs"][arch].get("sweep", {}).items():
+        if isinstance(value, Mapping) and isinstance(params.get(key), Mapping):
+            params[key] = {**params[key], **value}
+        else:
+            params[key] = value
+    return params
+
+
 def weight_id(config: Mapping[str, Any], regimen: str, arch: str) -> str | None:
-    """The weight id a (regimen, arch) cell starts from; None for random init."""
+    """The weight id a (regimen, arch) cell starts from; None for random init. A pre-trained regimen's
+    id is ``local-dir:`` of the folder the ``pretrain`` rule writes."""
     if regimen == "none":
         return None
+    if arch in pretrain_archs(config, regimen):
+        return f"local-dir:{weights_folder(regimen, arch)}"
     return config["regimens"][regimen]["weights"].get(arch)

@@ -18,7 +18,8 @@ BASELINE_ARCH = "cnn"
 FOCUS_ARCH = "maxvit"
 MODALITY = "image"
 ARCH_TITLES = {"cnn": "CNN", "convnext": "ConvNeXt", "maxvit": "MaxViT"}
-REGIMEN_TITLES = {"none": "no pre-training", "imagenet": "ImageNet", "galaxyzoo": "Galaxy Zoo"}
+REGIMEN_TITLES = {"none": "no pre-training", "imagenet": "ImageNet", "galaxyzoo": "Galaxy Zoo",
+                  "synthgalaxy": "synthetic galaxies"}
 
 
 @dataclass(frozen=True)

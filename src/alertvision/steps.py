@@ -6,12 +6,15 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import pandas as pd
 
-from alertvision.atomic import write_json, write_parquet
+from alertvision.atomic import write_parquet
 from alertvision.contract import ALERTS_FILE
+
+if TYPE_CHECKING:
+    from alertvision.models.weights import ResolvedWeights
 
 log = logging.getLogger(__name__)
 
@@ -29,29 +32,75 @@ def split(dataset_dir: str | os.PathLike, fraction: float, splits_cfg: Mapping[s
     return table
 
 
-def resolve_weights(weight_id: str, weights_cfg: Mapping[str, Any], out: str | os.PathLike) -> dict:
-    """Resolve a weight id (see :mod:`alertvision.models.weights`) and record where its files are."""
-    from alertvision.models.weights import resolve_weights as resolve
+def fetch_weights(weight_id: str, weights_cfg: Mapping[str, Any], out_folder: str | os.PathLike) -> dict:
+    """Materialise a weight id into ``out_folder`` (config.json + model.safetensors + source.json)."""
+    from alertvision.models.fetch import fetch_weights as fetch
 
-    resolved = resolve(weight_id, weights_cfg.get("local_dirs"), weights_cfg.get("cache_dir"),
-                       endpoint=weights_cfg.get("endpoint"))
-    log.info("weights %s: %s (%s, via %s)", weight_id, resolved.folder, resolved.architecture, resolved.via)
-    write_json(out, resolved.to_json())
-    return resolved.to_json()
+    record = fetch(weight_id, out_folder, local_dirs=weights_cfg.get("local_dirs"),
+                   cache_dir=weights_cfg.get("cache_dir"), endpoint=weights_cfg.get("endpoint"))
+    log.info("weights %s -> %s: %s", weight_id, out_folder, json.dumps(record, default=str))
+    return record
+
+
+def galaxy_corpus(corpus_cfg: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool = True) -> dict:
+    """Write the SYNTHETIC galaxy corpus of a pre-training regimen (images, vote counts, manifest)."""
+    from alertvision.synthetic.galaxies import write_galaxy_corpus
+
+    manifest = write_galaxy_corpus(out_dir, int(corpus_cfg["n_images"]), int(corpus_cfg["size"]),
+                                   int(corpus_cfg["seed"]), progress=progress)
+    log.info("SYNTHETIC galaxy corpus: %d images of %d px in %s", manifest["n_images"], manifest["size"], out_dir)
+    return manifest
+
+
+def pretrain(corpus_dir: str | os.PathLike, out_folder: str | os.PathLike, *, arch_cfg: Mapping[str, Any],
+             pretrain_cfg: Mapping[str, Any], threads: int | None = None, progress: bool = True) -> dict:
+    """Pre-train the encoder of a timm architecture on an image corpus and write it in timm's local-dir layout."""
+    from alertvision.pretrain import pretrain_encoder
+
+    if arch_cfg["kind"] != "timm":
+        raise ValueError(f"only timm architectures are pre-trained, not kind {arch_cfg['kind']!r}")
+    keys = ("epochs", "batch_size", "lr", "weight_decay", "loss", "seed", "device")
+    return pretrain_encoder(corpus_dir, out_folder, timm_name=arch_cfg["timm_name"],
+                            input_size=int(arch_cfg["input_size"]), threads=threads or pretrain_cfg.get("threads"),
+                            progress=progress, **{k: pretrain_cfg[k] for k in keys})
+
+
+def weights_from_folder(folder: str | os.PathLike, weight_id: str) -> "ResolvedWeights":
+    """The weights materialised in ``folder`` (by fetch_weights or pretrain), recorded under ``weight_id``."""
+    from alertvision.models.fetch import SOURCE_FILE, fetched_weights
+    from alertvision.models.weights import ResolvedWeights, check_folder
+
+    folder = Path(folder).resolve()
+    if (folder / SOURCE_FILE).is_file():
+        return fetched_weights(folder)
+    return ResolvedWeights(weight_id, str(folder), check_folder(folder, weight_id), "pretrained here")
+
+
+def sweep_worker(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, report_json: str | os.PathLike, *,
+                 arch_cfg: Mapping[str, Any], training: Mapping[str, Any], sweep_cfg: Mapping[str, Any],
+                 study_name: str, weights_dir: str | os.PathLike | None, weight_id: str | None,
+                 progress: bool = True) -> dict:
+    """Run trials of one configuration's study (shared with its other workers) until it has enough."""
+    from alertvision.sweeps import sweep_run
+
+    weights = None if weights_dir is None else weights_from_folder(weights_dir, weight_id or f"local-dir:{weights_dir}")
+    return sweep_run(dataset_dir, split_file, Path(report_json).parent, arch_cfg=arch_cfg, training=training,
+                     sweep_cfg=sweep_cfg, study_name=study_name, weights=weights, progress=progress,
+                     worker_report=report_json)
 
 
 def train(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, run_dir: str | os.PathLike, *,
           arch_cfg: Mapping[str, Any], training: Mapping[str, Any], seed: int,
-          weights_json: str | os.PathLike | None, run_info: Mapping[str, Any], progress: bool = True) -> dict:
-    """Train one grid cell; ``weights_json`` is the output of :func:`resolve_weights` (None: random init)."""
-    from alertvision.models.weights import ResolvedWeights
+          weights_dir: str | os.PathLike | None, weight_id: str | None, run_info: Mapping[str, Any],
+          progress: bool = True) -> dict:
+    """Train one grid cell, from the weights in ``weights_dir`` (written by fetch_weights or pretrain;
+    None: random init)."""
     from alertvision.training.loop import train_run
 
-    weights = None
-    if weights_json is not None:
-        weights = ResolvedWeights.from_json(json.loads(Path(weights_json).read_text()))
+    weights = None if weights_dir is None else weights_from_folder(weights_dir, weight_id or f"local-dir:{weights_dir}")
     return train_run(dataset_dir, split_file, run_dir, arch_cfg=arch_cfg, training=training, seed=int(seed),
                      weights=weights, run_info=run_info, progress=progress)
+
 
 
 def aggregate(metric_files: Iterable[str | os.PathLike], out_csv: str | os.PathLike) -> pd.DataFrame:

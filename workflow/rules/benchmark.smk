@@ -14,7 +14,9 @@ rule benchmark_throughput:
         benchmark=config["benchmark"],
     threads: config["benchmark"]["cpu_threads"]
     resources:
-        gpu=1,
+        gpu=config["resources"]["benchmark"]["gpu"],
+        runtime=config["resources"]["benchmark"]["runtime"],
+        mem_mb=config["resources"]["benchmark"]["mem_mb"],
     benchmark:
         "results/benchmarks/benchmark_throughput/{arch}.tsv"
     log:

@@ -1,5 +1,8 @@
 # Input functions and path helpers shared by the rules.
-from alertvision.config import format_fraction, grid_cells, training_params, weight_id
+import os
+
+from alertvision.config import (corpus_folder, format_fraction, grid_cells, pretrain_regimens, sweep_params,
+                                training_params, weight_id, weights_folder)
 
 ENV = "../../envs/alertvision.yaml"
 DATASET_FILES = ("alerts.parquet", "images.npy", "manifest.json")
@@ -19,17 +22,21 @@ def dataset_files(dataset):
 
 
 def ingest_inputs(wildcards):
-    """The files a real-data source reads, so that a changed input reruns the ingest (none for synthetic)."""
+    """The files a real-data source reads, so that a changed input reruns the ingest (none for synthetic).
+
+    Only files that exist are listed: a missing one is reported by the ingest job itself, naming
+    the config key and where to get the data, and a dry run still shows the whole DAG.
+    """
     source = config["data"]["source"]
     block = config["data"].get(source, {})
+    paths = []
     if source == "avro":
-        paths = block["path"]
-        return ([paths] if isinstance(paths, str) else list(paths)) + [block["labels"]]
-    if source == "release":
-        return [p for p in (block["path"], block["images_zip"], block["metadata_zip"]) if p]
-    if source == "kowalski":
-        return [p for p in block["bts"].values() if p]
-    return []
+        paths = ([block["path"]] if isinstance(block["path"], str) else list(block["path"])) + [block["labels"]]
+    elif source == "release":
+        paths = [block["path"], block["images_zip"], block["metadata_zip"]]
+    elif source == "kowalski":
+        paths = list(block["bts"].values())
+    return [p for p in paths if p and os.path.exists(p)]
 
 
 def data_params():
@@ -43,8 +50,41 @@ def train_inputs(wildcards):
     inputs = dataset_files(wildcards.dataset)
     inputs["split"] = f"results/splits/{wildcards.dataset}/f{wildcards.fraction}.parquet"
     if weight_id(config, wildcards.regimen, wildcards.arch) is not None:
-        inputs["weights"] = f"results/weights/{wildcards.regimen}/{wildcards.arch}.json"
+        inputs["weights"] = weights_folder(wildcards.regimen, wildcards.arch)
     return inputs
+
+
+SWEEP_DIR = "results/sweeps/{dataset}/{modality}/{arch}/{regimen}/f{fraction}"
+
+
+def sweeps_on(arch):
+    return sweep_params(config, arch)["trials"] > 0
+
+
+def seed_run_inputs(wildcards):
+    """A seed run's inputs: the training inputs and, when its architecture is swept, the sweep's best.yaml."""
+    inputs = train_inputs(wildcards)
+    if sweeps_on(wildcards.arch):
+        inputs["best"] = f"{SWEEP_DIR.format(**wildcards)}/best.yaml"
+    return inputs
+
+
+def sweep_workers(wildcards):
+    n = sweep_params(config, wildcards.arch)["workers"]
+    return [f"{SWEEP_DIR.format(**wildcards)}/worker{w}.json" for w in range(n)]
+
+
+def study_of(wildcards):
+    from alertvision.sweeps.storage import study_name
+
+    return study_name(wildcards.dataset, wildcards.modality, wildcards.arch, wildcards.regimen, wildcards.fraction,
+                      prefix=sweep_params(config, wildcards.arch)["study_prefix"])
+
+
+def swept_configurations():
+    """The best.yaml of every swept (dataset, modality, arch, regimen, fraction) of the grid."""
+    cells = [c for c in grid_cells(config) if sweeps_on(c["arch"])]
+    return sorted({f"{SWEEP_DIR.format(**c)}/best.yaml" for c in cells})
 
 
 def run_info(wildcards):
@@ -65,6 +105,8 @@ def all_targets():
     targets = ["results/figure2.pdf", "results/tables/roc_auc.csv"]
     if config["benchmark"]["enabled"]:
         targets += ["results/table2.csv", "results/table2.md", "results/table2.tex"]
+    if swept_configurations():
+        targets += ["results/sweeps/summary.csv"]
     if config["embed"]["enabled"]:
         targets += ["results/figure4.pdf", "results/outliers/outliers.csv", "results/outliers/index.html"]
     return targets
@@ -75,3 +117,16 @@ def benchmark_inputs(wildcards):
     from alertvision.embedplan import run_of
 
     return {"model": run_of(config, wildcards.arch, "none", dataset="ztf").model_path, **dataset_files("ztf")}
+
+
+def regimens_pattern(published):
+    """A regex of the regimens whose weights are fetched (published) or pre-trained here (not published)."""
+    import re
+
+    mine = set(pretrain_regimens(config))
+    names = [r for r in config["regimens"] if r != "none" and (r in mine) != published]
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+def pretrain_corpus(wildcards):
+    return corpus_folder(config, wildcards.regimen)

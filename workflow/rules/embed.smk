@@ -16,7 +16,9 @@ rule embed:
         device=lambda wildcards: training_params(config, wildcards.arch)["device"],
     threads: lambda wildcards: training_params(config, wildcards.arch)["threads"]
     resources:
-        gpu=1,
+        gpu=config["resources"]["embed"]["gpu"],
+        runtime=config["resources"]["embed"]["runtime"],
+        mem_mb=config["resources"]["embed"]["mem_mb"],
     log:
         "logs/embed/{dataset}/{arch}/{regimen}/embed.log",
     conda:

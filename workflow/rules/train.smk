@@ -1,11 +1,14 @@
-# Pretrained weights (resolved once per regimen and architecture) and one training job per grid cell.
+# Pretrained weights (fetched once per regimen and architecture) and one training job per grid cell.
 
 
-# Resolution jobs need nothing and every training job waits for the data, so they run first; a
-# weight that cannot be had stops the workflow before any training starts.
-rule resolve_weights:
+# Fetch jobs need nothing and every training job waits for the data, so they run first; a weight
+# that cannot be had stops the workflow before any training starts. Pre-trained regimens get their
+# folder from the `pretrain` rule instead (workflow/rules/pretrain.smk).
+rule fetch_weights:
     output:
-        "results/weights/{regimen}/{arch}.json",
+        directory("resources/weights/{regimen}/{arch}"),
+    wildcard_constraints:
+        regimen=regimens_pattern(published=True),
     priority: 100
     params:
         weight_id=lambda wildcards: weight_id(config, wildcards.regimen, wildcards.arch),
@@ -15,12 +18,12 @@ rule resolve_weights:
     conda:
         ENV
     script:
-        "../scripts/resolve_weights.py"
+        "../scripts/fetch_weights.py"
 
 
 rule train:
     input:
-        unpack(train_inputs),
+        unpack(seed_run_inputs),
     output:
         model="results/runs/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/s{seed}/model.pt",
         history="results/runs/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/s{seed}/history.csv",
@@ -30,9 +33,12 @@ rule train:
         arch=lambda wildcards: config["archs"][wildcards.arch],
         training=lambda wildcards: training_params(config, wildcards.arch),
         run_info=run_info,
+        weight_id=lambda wildcards: weight_id(config, wildcards.regimen, wildcards.arch),
     threads: lambda wildcards: training_params(config, wildcards.arch)["threads"]
     resources:
-        gpu=1,
+        gpu=config["resources"]["train"]["gpu"],
+        runtime=config["resources"]["train"]["runtime"],
+        mem_mb=config["resources"]["train"]["mem_mb"],
     benchmark:
         "results/benchmarks/train/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/s{seed}.tsv"
     log:

@@ -164,7 +164,8 @@ def _release_folder(cfg: Mapping[str, Any], zip_key: str) -> Path:
                            f"files (or {', '.join(ZIP_NAMES.values())}), or set data.release.{zip_key}")
     folder = Path(cfg["path"]).expanduser()
     if not folder.is_dir():
-        raise ReleaseError(f"config key data.release.path: {folder} is not a folder")
+        raise ReleaseError(f"config key data.release.path: {folder} is not a folder (download images_v10.zip and "
+                           f"metadata_v10.zip of the BTSbot v10 training set, Zenodo record 10839691, into it)")
     return folder
 
 

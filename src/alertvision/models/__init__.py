@@ -11,7 +11,7 @@ from torch import nn
 from alertvision import __version__
 from alertvision.models.classifier import AlertClassifier, MLPHead
 from alertvision.models.cnn import BTSbotCNN
-from alertvision.models.weights import ResolvedWeights
+from alertvision.models.weights import ResolvedWeights, load_pretrained_backbone
 
 MODEL_FORMAT = "alertvision-model/1"
 HEAD_KEYS = ("dense1", "dense2", "dropout")
@@ -34,6 +34,7 @@ def build_cnn(arch_cfg: Mapping[str, Any], weights: ResolvedWeights | None) -> t
 
 
 def build_timm(arch_cfg: Mapping[str, Any], weights: ResolvedWeights | None) -> tuple[nn.Module, str]:
+    """A timm backbone without classifier: random init, or every backbone tensor of ``weights`` loaded."""
     import timm
 
     architecture = weights.architecture if weights is not None else arch_cfg["timm_name"]
@@ -41,7 +42,7 @@ def build_timm(arch_cfg: Mapping[str, Any], weights: ResolvedWeights | None) -> 
     if weights is None:
         backbone = timm.create_model(architecture, pretrained=False, num_classes=0, **kwargs)
     else:
-        backbone = timm.create_model(weights.timm_name, pretrained=True, num_classes=0, **kwargs)
+        backbone = load_pretrained_backbone(weights, **kwargs)
     backbone.timm_architecture = architecture
     return backbone, "gelu"
 
@@ -54,14 +55,19 @@ ARCH_KINDS: dict[str, Callable[[Mapping[str, Any], ResolvedWeights | None], tupl
 
 
 def build_model(arch_cfg: Mapping[str, Any], head_cfg: Mapping[str, Any],
-                weights: ResolvedWeights | None = None) -> AlertClassifier:
-    """Build a classifier from an ``archs.<name>`` block and the head sizes (dense1, dense2, dropout)."""
+                weights: ResolvedWeights | None = None,
+                input_norm: Mapping[str, Any] | None = None) -> AlertClassifier:
+    """Build a classifier from an ``archs.<name>`` block and the head sizes (dense1, dense2, dropout).
+
+    ``input_norm`` is a spec of :mod:`alertvision.models.inputs` (as ``input_norm_for`` chooses it for
+    the weights); None scales by ``arch_cfg["input_scale"]``.
+    """
     kind = arch_cfg["kind"]
     if kind not in ARCH_KINDS:
         raise ValueError(f"unknown architecture kind {kind!r}; known: {', '.join(ARCH_KINDS)}")
     backbone, activation = ARCH_KINDS[kind](arch_cfg, weights)
     head = MLPHead(backbone.num_features, head_cfg["dense1"], head_cfg["dense2"], head_cfg["dropout"], activation)
-    return AlertClassifier(backbone, head, arch_cfg["input_size"], arch_cfg.get("input_scale", 1.0))
+    return AlertClassifier(backbone, head, arch_cfg["input_size"], arch_cfg.get("input_scale", 1.0), input_norm)
 
 
 def save_model(model: AlertClassifier, path: str | os.PathLike, *, arch_cfg: Mapping[str, Any],
@@ -75,17 +81,18 @@ def save_model(model: AlertClassifier, path: str | os.PathLike, *, arch_cfg: Map
         arch_cfg["timm_name"] = arch  # what the weights' config.json named, not what the config asked
     payload = {"format": MODEL_FORMAT, "alertvision_version": __version__, "arch_cfg": arch_cfg,
                "head_cfg": {k: head_cfg[k] for k in HEAD_KEYS}, "info": dict(info),
+               "input_norm": model.input_norm.spec(),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[AlertClassifier, dict]:
-    """Rebuild a saved model (eval mode); returns (model, info)."""
+    """Rebuild a saved model (eval mode); returns (model, info). Files saved before input_norm scale as then."""
     payload = torch.load(path, map_location=map_location, weights_only=False)
     if payload.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path} is not an alertvision model ({payload.get('format')!r})")
-    model = build_model(payload["arch_cfg"], payload["head_cfg"], weights=None)
+    model = build_model(payload["arch_cfg"], payload["head_cfg"], weights=None, input_norm=payload.get("input_norm"))
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return model, payload["info"]

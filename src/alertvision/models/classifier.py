@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from alertvision.models.inputs import InputNorm
 
 
 class MLPHead(nn.Module):
@@ -26,23 +30,30 @@ class MLPHead(nn.Module):
 
 
 class AlertClassifier(nn.Module):
-    """Scale and resize the 63x63 input for the backbone, embed, classify. ``forward`` returns logits (B,).
+    """Normalise and resize the 63x63 input for the backbone, embed, classify. ``forward`` returns logits (B,).
 
-    ``input_scale`` multiplies the stored (L2-normalised) images: a cutout of unit L2 norm has a
+    ``input_norm`` is a spec of :mod:`alertvision.models.inputs` (``scale``, ``unit``, ``imagenet``),
+    chosen to match the weights the backbone starts from; None means ``scale`` by ``input_scale``.
+    ``scale`` multiplies the stored (L2-normalised) images: a cutout of unit L2 norm has a
     per-pixel RMS of 1/63, and a factor of 63 gives the default initialisations unit-scale inputs.
     A constant factor changes no information, only how fast training leaves its starting point.
     """
 
-    def __init__(self, backbone: nn.Module, head: MLPHead, input_size: int, input_scale: float = 1.0):
+    def __init__(self, backbone: nn.Module, head: MLPHead, input_size: int, input_scale: float = 1.0,
+                 input_norm: Mapping[str, Any] | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.input_size = int(input_size)
-        self.input_scale = float(input_scale)
+        self.input_norm = InputNorm(input_norm, input_scale)
+
+    @property
+    def input_scale(self) -> float:
+        """The constant factor of the ``scale`` mode (1.0 in the other modes)."""
+        return float(self.input_norm.spec().get("scale", 1.0))
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_scale != 1.0:
-            x = x * self.input_scale
+        x = self.input_norm(x)
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         return x

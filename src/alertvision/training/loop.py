@@ -2,7 +2,8 @@
 
 Read top to bottom: set-up, data, model, loss and optimiser, the epoch loop with early stopping on
 the validation loss, then the test split and the outputs (model.pt, history.csv, metrics.json,
-predictions.parquet), each written atomically.
+predictions.parquet), each written atomically. A sweep trial passes ``out_dir=None`` and
+``test_split=False``: nothing is written and the test split is never read.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ from tqdm import tqdm
 from alertvision.atomic import write_csv, write_json, write_parquet
 from alertvision.contract import open_dataset
 from alertvision.models import build_model, save_model
+from alertvision.models.inputs import input_norm_for
 from alertvision.models.weights import ResolvedWeights
 from alertvision.training.data import Batches
 from alertvision.training.schedule import warmup_cosine
@@ -70,11 +72,17 @@ def predict(model: torch.nn.Module, batches: Batches, device: torch.device, loss
     return scores, total / max(n, 1)
 
 
-def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out_dir: str | os.PathLike, *,
+def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out_dir: str | os.PathLike | None, *,
               arch_cfg: Mapping[str, Any], training: Mapping[str, Any], seed: int,
               weights: ResolvedWeights | None = None, run_info: Mapping[str, Any] | None = None,
-              progress: bool = True) -> dict[str, Any]:
-    """Train one model and write its run folder; returns the metrics."""
+              progress: bool = True, on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+              test_split: bool = True) -> dict[str, Any]:
+    """Train one model and write its run folder; returns the metrics.
+
+    ``on_epoch(epoch, history_row)`` is called after each epoch's validation; an exception it raises
+    (a sweep's ``optuna.TrialPruned``) ends the run with nothing written. ``test_split=False`` leaves
+    the test split unread and unscored; ``out_dir=None`` writes no files.
+    """
     # --- set-up ----------------------------------------------------------------------------------
     started = time.time()
     seed_everything(seed)
@@ -85,14 +93,16 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
     def autocast():
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
 
     # --- data --------------------------------------------------------------------------------------
     data = open_dataset(dataset_dir)
     table = pd.read_parquet(split_file)
     labels = data.alerts["label"].to_numpy(dtype=np.float32)
-    rows = {s: table.loc[table["split"] == s, "row"].to_numpy() for s in ("train", "val", "test")}
+    splits = ("train", "val", "test") if test_split else ("train", "val")
+    rows = {s: table.loc[table["split"] == s, "row"].to_numpy() for s in splits}
     for split, r in rows.items():
         if len(r) == 0:
             raise ValueError(f"{split_file}: the {split} split is empty")
@@ -105,10 +115,10 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
     train_batches = Batches(data.images, rows["train"], y_train, bs, shuffle=True,
                             augment=bool(training["augment"]), seed=seed + 1)
     val_batches = Batches(data.images, rows["val"], labels[rows["val"]], ebs)
-    test_batches = Batches(data.images, rows["test"], labels[rows["test"]], ebs)
 
     # --- model, loss, optimiser ------------------------------------------------------------------
-    model = build_model(arch_cfg, training, weights).to(device)
+    input_norm = input_norm_for(weights, arch_cfg.get("input_scale", 1.0))
+    model = build_model(arch_cfg, training, weights, input_norm=input_norm).to(device)
     memory_format = torch.channels_last if training["channels_last"] else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     pos_weight = torch.tensor(n_neg / n_pos, device=device)
@@ -119,9 +129,9 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
     steps = epochs * len(train_batches)
     warmup = int(round(float(training["warmup_epochs"]) * len(train_batches)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, steps, warmup))
-    log.info("training %s on %d alerts (%d positive), val %d, test %d, %d epochs of %d steps on %s",
+    log.info("training %s on %d alerts (%d positive), val %d, test %s, %d epochs of %d steps on %s",
              arch_cfg.get("timm_name", arch_cfg["kind"]), len(y_train), int(n_pos), len(rows["val"]),
-             len(rows["test"]), epochs, len(train_batches), device)
+             len(rows["test"]) if test_split else "unused", epochs, len(train_batches), device)
 
     # --- epochs, early stopping on validation loss -----------------------------------------------
     history: list[dict[str, Any]] = []
@@ -149,6 +159,8 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
                         "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - t0})
         log.info("epoch %d: train loss %.4f, val loss %.4f, val AUC %.3f", epoch, history[-1]["train_loss"],
                  val_loss, history[-1]["val_roc_auc"])
+        if on_epoch is not None:
+            on_epoch(epoch, dict(history[-1]))
         if val_loss < best["val_loss"]:
             best = {"val_loss": val_loss, "epoch": epoch,
                     "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
@@ -159,20 +171,23 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
     model.load_state_dict(best["state"])
 
     # --- test split and outputs --------------------------------------------------------------------
-    test_scores, test_loss = predict(model, test_batches, device, loss_fn, autocast, memory_format)
-    test = data.alerts.iloc[rows["test"]]
-    predictions = pd.DataFrame({"alert_id": test["alert_id"].to_numpy(), "objectId": test["objectId"].to_numpy(),
-                                "jd": test["jd"].to_numpy(), "source_set": test["source_set"].to_numpy(),
-                                "label": test["label"].to_numpy(), "score": test_scores})
+    if test_split:
+        test_batches = Batches(data.images, rows["test"], labels[rows["test"]], ebs)
+        test_scores, test_loss = predict(model, test_batches, device, loss_fn, autocast, memory_format)
+        test = data.alerts.iloc[rows["test"]]
+        predictions = pd.DataFrame({"alert_id": test["alert_id"].to_numpy(),
+                                    "objectId": test["objectId"].to_numpy(), "jd": test["jd"].to_numpy(),
+                                    "source_set": test["source_set"].to_numpy(), "label": test["label"].to_numpy(),
+                                    "score": test_scores})
+        test_metrics = {"test_roc_auc": roc_auc(test["label"].to_numpy(), test_scores), "test_loss": test_loss}
     train_alerts = data.alerts.iloc[rows["train"]]
     metrics = {
         **dict(run_info or {}),
-        "test_roc_auc": roc_auc(test["label"].to_numpy(), test_scores),
-        "test_loss": test_loss,
+        **(test_metrics if test_split else {}),
         "n_train_alerts": int(len(rows["train"])),
         "n_train_sources": int(train_alerts["objectId"].nunique()),
         "n_val_alerts": int(len(rows["val"])),
-        "n_test_alerts": int(len(rows["test"])),
+        **({"n_test_alerts": int(len(rows["test"]))} if test_split else {}),
         "pos_weight": float(pos_weight),
         "best_epoch": best["epoch"],
         "epochs_run": len(history),
@@ -181,18 +196,22 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
         "input_size": int(arch_cfg["input_size"]),
         "params": int(sum(p.numel() for p in model.parameters())),
         "weight_id": weights.weight_id if weights else None,
+        "input_norm": model.input_norm.spec(),
         "synthetic": data.synthetic,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": int(training["threads"]),
         "bf16": use_bf16,
         "seconds": time.time() - started,
     }
-    save_model(model, out_dir / "model.pt", arch_cfg=arch_cfg, head_cfg=training,
-               info={**dict(run_info or {}), "weight_id": metrics["weight_id"]})
-    write_csv(out_dir / "history.csv", pd.DataFrame(history))
-    write_parquet(out_dir / "predictions.parquet", predictions)
-    write_json(out_dir / "metrics.json", _finite(metrics))
-    log.info("test ROC AUC %.4f, loss %.4f (best epoch %d)", metrics["test_roc_auc"], test_loss, best["epoch"])
+    if out_dir is not None:
+        save_model(model, out_dir / "model.pt", arch_cfg=arch_cfg, head_cfg=training,
+                   info={**dict(run_info or {}), "weight_id": metrics["weight_id"]})
+        write_csv(out_dir / "history.csv", pd.DataFrame(history))
+        if test_split:
+            write_parquet(out_dir / "predictions.parquet", predictions)
+        write_json(out_dir / "metrics.json", _finite(metrics))
+    if test_split:
+        log.info("test ROC AUC %.4f, loss %.4f (best epoch %d)", metrics["test_roc_auc"], test_loss, best["epoch"])
     return metrics
 
 

@@ -1,0 +1,113 @@
+"""End to end on SLURM: `snakemake --profile profiles/slurm-ci` runs a tiny study on a one-node cluster."""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import TINY_CONFIG, dry_run_jobs
+from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401 (the fixture)
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = REPO / "profiles" / "slurm-ci"
+CLUSTER_PROFILE = REPO / "profiles" / "slurm"
+TARGET = "results/figure2.pdf"
+#: a training time limit (minutes) no default has, to see the config's value reach sbatch
+TRAIN_RUNTIME = 17
+
+pytestmark = pytest.mark.e2e
+
+
+def _small_config() -> dict:
+    """TINY_CONFIG cut to one training run: the CNN on ZTF at 100 %, without Table 2 and Figure 4."""
+    config = copy.deepcopy(TINY_CONFIG)
+    config["grid"].update(datasets=["ztf"], archs=["cnn"], fractions=[100])
+    config["archs"] = {"cnn": {k: v for k, v in config["archs"]["cnn"].items() if k != "sweep"}}  # no sweep: time
+    config["benchmark"]["enabled"] = False
+    config["embed"]["enabled"] = False
+    config["resources"] = {"train": {"runtime": TRAIN_RUNTIME}}
+    return config
+
+
+def _rule_resources(dry_run_output: str, rule: str) -> dict[str, str]:
+    """The resources a dry run prints for the first job of ``rule``."""
+    lines = dry_run_output.splitlines()
+    start = lines.index(f"rule {rule}:")
+    for line in lines[start + 1:]:
+        if line.strip().startswith("resources:"):
+            return dict(item.split("=", 1) for item in line.split(":", 1)[1].strip().split(", "))
+    raise AssertionError(f"no resources printed for rule {rule}")
+
+
+def _write_study(workdir: Path) -> None:
+    (workdir / "config").mkdir(parents=True)
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(_small_config()))
+
+
+def _snakemake(workdir: Path, env: dict[str, str] | None, *args: str, profile: Path = PROFILE,
+               timeout: float) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--profile", str(profile), *args]
+    return subprocess.run(cmd, env=env, cwd=workdir, capture_output=True, text=True, timeout=timeout)
+
+
+def test_cluster_profile_asks_for_what_the_config_says(tmp_path: Path):
+    """profiles/slurm: GPU rules ask for the config's gpu, runtime and mem_mb; the rest the profile's defaults."""
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    _write_study(tmp_path)
+    dry = _snakemake(tmp_path, None, "-n", TARGET, profile=CLUSTER_PROFILE, timeout=120)
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    train = _rule_resources(dry.stdout, "train")
+    assert (train["gpu"], train["runtime"], train["mem_mb"]) == ("1", str(TRAIN_RUNTIME), "16000")
+    split = _rule_resources(dry.stdout, "split")
+    assert "gpu" not in split and (split["runtime"], split["mem_mb"]) == ("60", "4000")
+
+
+def test_tiny_study_runs_every_job_through_sbatch(slurm_cluster: SlurmCluster, tmp_path: Path):  # noqa: F811
+    workdir = tmp_path / "study"
+    _write_study(workdir)
+    env = slurm_cluster.env
+
+    dry = _snakemake(workdir, env, "-n", TARGET, timeout=120)
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    expected = dry_run_jobs(dry.stdout)
+    assert expected["train"] == 1 and sum(expected.values()) >= 4, expected
+
+    submitted_before = set(slurm_cluster.submitted_job_ids())
+    start = time.monotonic()
+    run = _snakemake(workdir, env, TARGET, timeout=900)
+    elapsed = time.monotonic() - start
+    if run.returncode != 0:
+        pytest.fail(f"snakemake --profile {PROFILE} failed after {elapsed:.0f} s:\n{run.stdout[-4000:]}\n"
+                    f"{run.stderr[-6000:]}\n--- slurmctld.log\n"
+                    + "\n".join(slurm_cluster.slurmctld_log.read_text(errors="replace").splitlines()[-30:]))
+    assert (workdir / TARGET).read_bytes()[:5] == b"%PDF-"
+
+    # one kept sbatch log per job, filed by rule: .snakemake/slurm_logs/rule_<name>/[<wildcards>/]<jobid>.log
+    logs = list((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
+    per_rule = Counter(p.relative_to(workdir / ".snakemake" / "slurm_logs").parts[0].removeprefix("rule_")
+                       for p in logs)
+    assert per_rule == expected, f"sbatch logs per rule {dict(per_rule)} != jobs of the dry run {dict(expected)}"
+
+    # and slurmctld accepted exactly those batch jobs, each of which completed
+    submitted = set(slurm_cluster.submitted_job_ids()) - submitted_before
+    assert submitted == {int(p.stem) for p in logs}
+    shown = slurm_cluster.run("scontrol", "show", "job", "-o").stdout.splitlines()
+    jobs = {int(fields["JobId"]): fields for fields in (dict(re.findall(r"(\S+?)=(\S*)", line)) for line in shown)}
+    assert {jobs[job]["JobState"] for job in submitted} == {"COMPLETED"}, {job: jobs.get(job) for job in submitted}
+
+    # what sbatch asked for: the train job its runtime from the config, its memory from the profile
+    by_rule = {jobs[job]["Comment"].removeprefix("rule_").split("_wildcards_")[0]: jobs[job] for job in submitted}
+    assert set(by_rule) == set(expected)
+    assert {name: (job["Partition"], job["TimeLimit"], job["MinMemoryNode"]) for name, job in by_rule.items()} == {
+        name: ("debug", f"00:{TRAIN_RUNTIME}:00" if name == "train" else "00:10:00",
+               "2000M" if name == "train" else "1000M") for name in expected}
+    print(f"{sum(expected.values())} SLURM jobs in {elapsed:.0f} s")

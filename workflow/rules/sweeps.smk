@@ -1,0 +1,66 @@
+# Optuna sweeps (sweep.trials > 0, or archs.<name>.sweep.trials): per configuration, sweep.workers
+# jobs share one study through its storage (a journal file here, or a database), then one job
+# writes best.yaml, trials.csv and the plot; the seed runs train with best.yaml's hyperparameters.
+# The journal is not declared as an output: Snakemake would delete it when a worker fails, and the
+# sweep would start over instead of adding the missing trials.
+
+
+rule sweep_worker:
+    input:
+        unpack(train_inputs),
+    output:
+        "results/sweeps/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/worker{worker}.json",
+    params:
+        arch=lambda wildcards: config["archs"][wildcards.arch],
+        training=lambda wildcards: training_params(config, wildcards.arch),
+        sweep=lambda wildcards: sweep_params(config, wildcards.arch),
+        study=study_of,
+        weight_id=lambda wildcards: weight_id(config, wildcards.regimen, wildcards.arch),
+    threads: lambda wildcards: training_params(config, wildcards.arch)["threads"]
+    resources:
+        gpu=config["resources"]["train"]["gpu"],
+        runtime=config["resources"]["train"]["runtime"],
+        mem_mb=config["resources"]["train"]["mem_mb"],
+    log:
+        "logs/sweeps/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/worker{worker}.log",
+    conda:
+        ENV
+    script:
+        "../scripts/sweep_worker.py"
+
+
+rule sweep_finalize:
+    input:
+        sweep_workers,
+    output:
+        best="results/sweeps/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/best.yaml",
+        trials="results/sweeps/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/trials.csv",
+        plot=report(
+            "results/sweeps/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/trials.png",
+            caption="../report/sweep.rst",
+            category="Sweeps",
+            subcategory="{dataset} {arch} {regimen} f{fraction}",
+        ),
+    params:
+        training=lambda wildcards: training_params(config, wildcards.arch),
+        sweep=lambda wildcards: sweep_params(config, wildcards.arch),
+        study=study_of,
+    log:
+        "logs/sweeps/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/finalize.log",
+    conda:
+        ENV
+    script:
+        "../scripts/sweep_finalize.py"
+
+
+rule sweep_summary:
+    input:
+        swept_configurations(),
+    output:
+        "results/sweeps/summary.csv",
+    log:
+        "logs/sweeps/summary.log",
+    conda:
+        ENV
+    script:
+        "../scripts/sweep_summary.py"

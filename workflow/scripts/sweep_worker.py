@@ -1,0 +1,11 @@
+"""Snakemake adapter: one worker of a configuration's Optuna study."""
+from pathlib import Path
+
+from alertvision.logs import setup_logging
+from alertvision.steps import sweep_worker
+
+setup_logging(snakemake.log[0])
+sweep_worker(Path(snakemake.input.alerts).parent, snakemake.input.split, snakemake.output[0],
+             arch_cfg=snakemake.params.arch, training=dict(snakemake.params.training, threads=snakemake.threads),
+             sweep_cfg=snakemake.params.sweep, study_name=snakemake.params.study,
+             weights_dir=snakemake.input.get("weights"), weight_id=snakemake.params.weight_id)
