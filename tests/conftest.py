@@ -72,6 +72,19 @@ def tiny_datasets(tmp_path_factory) -> dict[str, Path]:
     return {"ztf": root / "ztf", "ls": root / "ls", "config": config}
 
 
+@pytest.fixture(scope="session")
+def split_file(tiny_datasets, tmp_path_factory) -> Path:
+    """The split table of the tiny ZTF dataset at 100% of the training sources."""
+    from alertvision.atomic import write_parquet
+    from alertvision.contract import open_dataset
+    from alertvision.splits import split_table
+
+    alerts = open_dataset(tiny_datasets["ztf"]).alerts
+    path = tmp_path_factory.mktemp("splits") / "f100.parquet"
+    write_parquet(path, split_table(alerts, 100, tiny_datasets["config"]["splits"]))
+    return path
+
+
 def dry_run_jobs(dry_run_output: str) -> dict[str, int]:
     """Jobs per rule a Snakemake dry run would execute (from its job-stats table)."""
     counts: dict[str, int] = {}

@@ -55,3 +55,59 @@ def test_figure2_draws_every_panel_and_labels_synthetic(tmp_path, synthetic):
     assert info["panels"] == [("ztf", "convnext"), ("ztf", "maxvit"), ("ls", "convnext"), ("ls", "maxvit")]
     assert ("SYNTHETIC DATA" in info["title"]) is synthetic
     assert info["lines"][("ztf", "convnext")] == ["CNN baseline", "ConvNeXt, none", "ConvNeXt, imagenet"]
+
+
+def _write_multimodal_runs(tmp_path, synthetic=True):
+    """Multi-modal runs with made-up trigger-policy results (F1 = 0.5 + seed / 10 + fraction / 1000)."""
+    files = []
+    for arch, regimens in (("cnn", ["none"]), ("convnext", ["none", "galaxyzoo"]), ("maxvit", ["none"]),
+                           ("none", ["none"])):
+        for regimen in regimens:
+            for fraction, n in (("10", 100), ("100", 1000)):
+                for seed in range(3):
+                    f1 = 0.5 + seed / 10 + int(fraction) / 1000
+                    bins = [{"lo": 17.0, "hi": 17.25, "n_trues": 2, "n_triggered": seed % 2 + 1,
+                             "completeness": (seed % 2 + 1) / 2},
+                            {"lo": 17.25, "hi": 17.5, "n_trues": 0, "n_triggered": 0, "completeness": None}]
+                    policies = {p: {"f1": f1 - (p != "bts_p1") * 0.2, "completeness": 0.8,
+                                    "purity": None if seed else 0.6, "trigger_delay_days_median": 1.0 + seed,
+                                    "n_included": 40, "completeness_by_peak_mag": bins} for p in ("bts_p1", "prod_p2")}
+                    m = dict(dataset="ztf", modality="multimodal", arch=arch, regimen=regimen, fraction=fraction,
+                             seed=seed, test_roc_auc=0.9, test_loss=0.4, n_train_alerts=n, synthetic=synthetic,
+                             policies=policies)
+                    path = tmp_path / f"mm_{arch}_{regimen}_{fraction}_{seed}.json"
+                    path.write_text(json.dumps(m))
+                    files.append(path)
+    return files
+
+
+def test_f1_table_aggregates_every_policy_over_seeds(tmp_path):
+    from alertvision.aggregate import write_f1_tables
+
+    table = write_f1_tables(_write_multimodal_runs(tmp_path), tmp_path / "f1.csv", tmp_path / "peak.csv")
+    assert len(table) == 5 * 2 * 2  # (arch, regimen) pairs x fractions x policies
+    row = table[(table.arch == "convnext") & (table.regimen == "galaxyzoo") & (table.fraction == 100.0)
+                & (table.policy == "bts_p1")].iloc[0]
+    assert row.n_seeds == 3 and row.f1_median == pytest.approx(0.7) and row.f1_std == pytest.approx(0.1)
+    assert row.purity_median == pytest.approx(0.6) and np.isnan(row.purity_std)  # one seed had triggers
+    assert row.trigger_delay_days_median == pytest.approx(2.0)
+    peak = pd.read_csv(tmp_path / "peak.csv")
+    first = peak[(peak.arch == "none") & (peak.fraction == 10.0) & (peak.policy == "bts_p1") & (peak.lo == 17.0)]
+    assert first.completeness_median.iloc[0] == pytest.approx(0.5)
+    assert peak[peak.lo == 17.25].completeness_median.isna().all()
+
+
+@pytest.mark.parametrize("synthetic", [True, False])
+def test_figure3_panels_per_backbone_with_cnn_and_metadata_only_lines(tmp_path, synthetic):
+    from alertvision.aggregate import write_f1_tables
+    from alertvision.figures import figure3
+
+    table = write_f1_tables(_write_multimodal_runs(tmp_path, synthetic), tmp_path / "f1.csv")
+    info = figure3(table, tmp_path / "figure3.pdf", policy="prod_p2")
+    assert (tmp_path / "figure3.pdf").read_bytes()[:5] == b"%PDF-"
+    assert info["panels"] == ["convnext", "maxvit"]
+    assert info["lines"]["convnext"] == ["CNN baseline (multi-modal)", "ConvNeXt, none", "ConvNeXt, galaxyzoo",
+                                         "metadata only"]
+    assert "prod_p2" in info["title"] and ("SYNTHETIC DATA" in info["title"]) is synthetic
+    with pytest.raises(ValueError, match="policy 'bts_p2'"):
+        figure3(table, tmp_path / "x.pdf", policy="bts_p2")

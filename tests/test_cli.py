@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["config", "ingest", "fetch-kowalski", "ls-dataset", "split", "weights", "galaxy-corpus", "pretrain", "train", "aggregate", "figure2",
-            "benchmark", "table2", "embed", "umap", "figure4", "outliers"]
+COMMANDS = ["config", "ingest", "fetch-kowalski", "ls-dataset", "split", "weights", "galaxy-corpus", "pretrain", "train",
+            "aggregate", "figure2", "f1", "figure3", "benchmark", "table2", "embed", "umap", "figure4", "outliers"]
 
 
 def _run(*args, cwd=REPO):
@@ -49,6 +49,25 @@ def test_ingest_and_split_from_the_command_line(tmp_path):
     out = _run("split", "--dataset-dir", str(tmp_path / "ztf"), "--fraction", "50", "--out", str(tmp_path / "f50.parquet"))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "f50.parquet").is_file()
+
+
+def test_metadata_only_model_to_figure3_from_the_command_line(tmp_path):
+    out = _run("ingest", "-q", "--set", "data.synthetic.n_sources=80", "--out", str(tmp_path / "ztf"))
+    assert out.returncode == 0, out.stderr
+    out = _run("split", "--dataset-dir", str(tmp_path / "ztf"), "--fraction", "100", "--out",
+               str(tmp_path / "f.parquet"))
+    assert out.returncode == 0, out.stderr
+    run = tmp_path / "run"
+    out = _run("train", "-q", "--modality", "multimodal", "--arch", "none", "--set", "training.epochs=1",
+               "--dataset-dir", str(tmp_path / "ztf"), "--split", str(tmp_path / "f.parquet"), "--out-dir", str(run))
+    assert out.returncode == 0, out.stderr
+    assert "bts_p1 F1" in out.stdout and (run / "model.pt").is_file()
+    out = _run("f1", str(run / "metrics.json"), "--out", str(tmp_path / "f1.csv"), "--peak-mag-out",
+               str(tmp_path / "peak.csv"))
+    assert out.returncode == 0, out.stderr
+    out = _run("figure3", "--table", str(tmp_path / "f1.csv"), "--policy", "prod_p1", "--out", str(tmp_path / "f3.pdf"))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "f3.pdf").read_bytes()[:5] == b"%PDF-" and (tmp_path / "peak.csv").is_file()
 
 
 def test_weights_command_fetches_a_folder_and_explains_a_missing_id(tmp_path):

@@ -18,10 +18,12 @@ def test_embedded_default_validates_with_defaults():
     assert config["splits"]["probabilities"] == [0.81, 0.09, 0.10]
     assert config["archs"]["cnn"]["conv_kernel"] == 5
     assert training_params(config, "maxvit")["epochs"] == 3
-    cells = list(grid_cells(config))
+    cells = list(grid_cells(config, "image"))
     # datasets x fractions x (cnn, convnext, maxvit from random init + convnext, maxvit pre-trained here)
     assert len(cells) == 2 * 4 * (3 + 2)
     assert {c["regimen"] for c in cells if c["arch"] == "cnn"} == {"none"}
+    # Figure 3: ZTF only, the same pairs plus the metadata-only model
+    assert len(list(grid_cells(config, "multimodal"))) == 4 * (3 + 2 + 1) == len(list(grid_cells(config))) - len(cells)
     assert weight_id(config, "synthgalaxy", "maxvit") == "local-dir:resources/weights/synthgalaxy/maxvit"
 
 

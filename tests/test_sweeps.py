@@ -19,10 +19,8 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from alertvision.atomic import write_parquet
 from alertvision.config import training_params
 from alertvision.contract import open_dataset
-from alertvision.splits import split_table
 from alertvision.sweeps import (TABLE1, make_objective, make_pruner, open_study, run_worker, search_space,
                                 state_counts, study_name, suggest, summary_table, sweep_finalize, sweep_run)
 from alertvision.sweeps.space import SearchSpaceError
@@ -44,13 +42,6 @@ def toy_objective(delay: float = 0.0):
         return -abs(math.log10(p["lr"]) + 6.5) + p["dropout"] - p["batch_size"] / 1000
     return objective
 
-
-@pytest.fixture(scope="module")
-def split_file(tiny_datasets, tmp_path_factory):
-    alerts = open_dataset(tiny_datasets["ztf"]).alerts
-    path = tmp_path_factory.mktemp("sweep_splits") / "f100.parquet"
-    write_parquet(path, split_table(alerts, 100, tiny_datasets["config"]["splits"]))
-    return path
 
 
 def cnn_training(tiny_datasets, **overrides) -> dict:

@@ -9,21 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from alertvision.atomic import write_parquet
 from alertvision.config import training_params
 from alertvision.contract import open_dataset
-from alertvision.splits import split_table
 from alertvision.training.data import Batches, augment
 from alertvision.training.loop import RUN_FILES, train_run
 from alertvision.training.schedule import warmup_cosine
 
-
-@pytest.fixture(scope="module")
-def split_file(tiny_datasets, tmp_path_factory):
-    alerts = open_dataset(tiny_datasets["ztf"]).alerts
-    path = tmp_path_factory.mktemp("splits") / "f100.parquet"
-    write_parquet(path, split_table(alerts, 100, tiny_datasets["config"]["splits"]))
-    return path
 
 
 def _train(tiny_datasets, split_file, out, arch="cnn", **overrides):

@@ -31,6 +31,11 @@ def read_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     return df
 
 
+def _std(s: pd.Series) -> float:
+    """Standard deviation over seeds (ddof=1); NaN with fewer than two values."""
+    return s.std(ddof=1) if s.notna().sum() > 1 else np.nan
+
+
 def aggregate_roc_auc(metrics: pd.DataFrame) -> pd.DataFrame:
     """Median and standard deviation (ddof=1; empty for one seed) of test ROC AUC per configuration."""
     g = metrics.groupby(list(KEYS), sort=True)
@@ -38,7 +43,7 @@ def aggregate_roc_auc(metrics: pd.DataFrame) -> pd.DataFrame:
         n_seeds=("seed", "nunique"),
         n_train_alerts=("n_train_alerts", "median"),
         roc_auc_median=("test_roc_auc", "median"),
-        roc_auc_std=("test_roc_auc", lambda s: s.std(ddof=1) if s.notna().sum() > 1 else np.nan),
+        roc_auc_std=("test_roc_auc", _std),
         test_loss_median=("test_loss", "median"),
         synthetic=("synthetic", "all"),
     ).reset_index()
@@ -50,4 +55,64 @@ def write_roc_auc_table(metric_files: Iterable[str | os.PathLike], out_csv: str 
     """Read runs, aggregate, write ``roc_auc.csv``; returns the table."""
     table = aggregate_roc_auc(read_metrics(metric_files))
     write_csv(out_csv, table)
+    return table
+
+
+def policy_rows(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, policy) from the runs' ``policies`` metrics."""
+    if "policies" not in metrics.columns:
+        raise ValueError("metrics lack the trigger policies (runs trained before policies were scored: rerun them)")
+    rows = []
+    for _, run in metrics.iterrows():
+        for policy, values in (run["policies"] or {}).items():
+            rows.append({**{k: run[k] for k in (*KEYS, "seed", "n_train_alerts", "test_roc_auc", "synthetic")},
+                         "policy": policy, **{k: v for k, v in values.items() if k != "completeness_by_peak_mag"},
+                         "completeness_by_peak_mag": values.get("completeness_by_peak_mag") or []})
+    if not rows:
+        raise ValueError("no trigger-policy results in the metrics")
+    out = pd.DataFrame(rows)
+    for col in ("f1", "completeness", "purity", "trigger_delay_days_median"):
+        out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)  # null in JSON -> NaN
+    return out
+
+
+def aggregate_f1(rows: pd.DataFrame) -> pd.DataFrame:
+    """Median and standard deviation over seeds of F1, completeness and purity per configuration and policy."""
+    g = rows.groupby([*KEYS, "policy"], sort=True)
+    out = g.agg(
+        n_seeds=("seed", "nunique"),
+        n_train_alerts=("n_train_alerts", "median"),
+        f1_median=("f1", "median"), f1_std=("f1", _std),
+        completeness_median=("completeness", "median"), completeness_std=("completeness", _std),
+        purity_median=("purity", "median"), purity_std=("purity", _std),
+        trigger_delay_days_median=("trigger_delay_days_median", "median"),
+        n_sources=("n_included", "median"),
+        roc_auc_median=("test_roc_auc", "median"),
+        synthetic=("synthetic", "all"),
+    ).reset_index()
+    out["n_train_alerts"] = out["n_train_alerts"].round().astype(int)
+    return out
+
+
+def aggregate_peak_mag(rows: pd.DataFrame) -> pd.DataFrame:
+    """Completeness per peak-magnitude bin: median and std over seeds per configuration and policy."""
+    long = [{**{k: r[k] for k in (*KEYS, "policy", "seed")}, **b}
+            for _, r in rows.iterrows() for b in r["completeness_by_peak_mag"]]
+    if not long:
+        return pd.DataFrame(columns=[*KEYS, "policy", "lo", "hi", "n_trues", "completeness_median", "completeness_std"])
+    frame = pd.DataFrame(long)
+    frame["completeness"] = pd.to_numeric(frame["completeness"], errors="coerce").astype(float)
+    g = frame.groupby([*KEYS, "policy", "lo", "hi"], sort=True)
+    return g.agg(n_trues=("n_trues", "median"), completeness_median=("completeness", "median"),
+                 completeness_std=("completeness", _std)).reset_index()
+
+
+def write_f1_tables(metric_files: Iterable[str | os.PathLike], out_csv: str | os.PathLike,
+                    peak_mag_csv: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Read runs, aggregate the trigger policies, write ``f1.csv`` (and the peak-magnitude table)."""
+    rows = policy_rows(read_metrics(metric_files))
+    table = aggregate_f1(rows)
+    write_csv(out_csv, table)
+    if peak_mag_csv is not None:
+        write_csv(peak_mag_csv, aggregate_peak_mag(rows))
     return table

@@ -136,7 +136,7 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from alertvision.config import format_fraction, training_params, weight_id, weights_folder
+    from alertvision.config import format_fraction, model_spec, training_params, weight_id, weights_folder
     from alertvision.steps import train
 
     config = _config(args)
@@ -151,10 +151,12 @@ def cmd_train(args) -> int:
     info = dict(dataset=args.dataset, modality=args.modality, arch=args.arch, regimen=args.regimen,
                 fraction=format_fraction(args.fraction), seed=args.seed)
     metrics = train(args.dataset_dir or paths["dataset"], args.split or paths["split"], args.out_dir or paths["run"],
-                    arch_cfg=config["archs"][args.arch], training=training_params(config, args.arch),
+                    arch_cfg=model_spec(config, args.arch, args.modality),
+                    training=training_params(config, args.arch, args.modality),
                     seed=args.seed, weights_dir=folder, weight_id=wid, run_info=info, progress=not args.quiet)
+    f1 = metrics["policies"][config["policies"]["figure3"]]["f1"]
     print(f"test ROC AUC {metrics['test_roc_auc']:.4f} on {metrics['n_test_alerts']} alerts "
-          f"({metrics['n_train_alerts']} training alerts)")
+          f"({metrics['n_train_alerts']} training alerts); {config['policies']['figure3']} F1 {f1:.3f}")
     return 0
 
 
@@ -163,6 +165,22 @@ def cmd_aggregate(args) -> int:
 
     table = aggregate(args.metrics, args.out)
     print(table.to_string(index=False))
+    return 0
+
+
+def cmd_f1(args) -> int:
+    from alertvision.steps import f1_table
+
+    table = f1_table(args.metrics, args.out, args.peak_mag_out)
+    print(table.to_string(index=False))
+    return 0
+
+
+def cmd_figure3(args) -> int:
+    from alertvision.steps import figure3
+
+    figure3(args.table, args.out, policy=args.policy)
+    print(args.out)
     return 0
 
 
@@ -262,7 +280,8 @@ def cmd_outliers(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alertvision", description=(
         "Train and compare vision models for alert classification (Rehemtulla et al.). Each command "
-        "is one step of the Snakemake pipeline; `snakemake --cores N results/figure2.pdf` runs them all."))
+        "is one step of the Snakemake pipeline; `snakemake --cores N` runs them all (target "
+        "results/figure2.pdf: Figure 2 only)."))
     p.add_argument("--version", action="version", version=f"alertvision {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -319,6 +338,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("figure2", cmd_figure2, "draw Figure 2 from roc_auc.csv", config=False)
     sp.add_argument("--table", default="results/tables/roc_auc.csv")
     sp.add_argument("--out", default="results/figure2.pdf")
+    sp = add("f1", cmd_f1, "aggregate the trigger policies of metrics.json files into f1.csv (median, std over "
+             "seeds) and completeness per peak-magnitude bin", config=False)
+    sp.add_argument("metrics", nargs="+", help="metrics.json files (multi-modal runs for Figure 3)")
+    sp.add_argument("--out", default="results/tables/f1.csv")
+    sp.add_argument("--peak-mag-out", default="results/tables/completeness_peak_mag.csv")
+    sp = add("figure3", cmd_figure3, "draw Figure 3 (F1 of a trigger policy, multi-modal models) from f1.csv",
+             config=False)
+    sp.add_argument("--table", default="results/tables/f1.csv")
+    sp.add_argument("--policy", default="bts_p1", choices=["bts_p1", "bts_p2", "prod_p1", "prod_p2"])
+    sp.add_argument("--out", default="results/figure3.pdf")
     sp = add("benchmark", cmd_benchmark, "Table 2 rows of one architecture: inference throughput and memory on the "
              "test split (paper protocol and production mode, CPU and CUDA when present) and a training burst")
     sp.add_argument("--arch", required=True)

@@ -111,14 +111,23 @@ def _check_training_overrides(config: MutableMapping[str, Any], sch: Mapping[str
 
 def _check_consistency(config: Mapping[str, Any]) -> None:
     grid = config["grid"]
-    for arch in grid["archs"]:
-        if arch not in config["archs"]:
-            raise ConfigError(f"config key grid.archs: {arch!r} is not defined under archs "
-                              f"(defined: {', '.join(config['archs'])})")
-    for regimen in grid["regimens"]:
-        if regimen not in config["regimens"]:
-            raise ConfigError(f"config key grid.regimens: {regimen!r} is not defined under regimens "
-                              f"(defined: {', '.join(config['regimens'])})")
+    if METADATA_ONLY in config["archs"]:
+        raise ConfigError(f"config key archs.{METADATA_ONLY}: the name {METADATA_ONLY!r} is reserved for the "
+                          f"metadata-only model (multimodal.metadata_only); rename the architecture")
+    for key, archs in (("grid.archs", grid["archs"]), ("multimodal.archs", config["multimodal"]["archs"] or [])):
+        for arch in archs:
+            if arch not in config["archs"]:
+                raise ConfigError(f"config key {key}: {arch!r} is not defined under archs "
+                                  f"(defined: {', '.join(config['archs'])})")
+    for key, regimens in (("grid.regimens", grid["regimens"]),
+                          ("multimodal.regimens", config["multimodal"]["regimens"] or [])):
+        for regimen in regimens:
+            if regimen not in config["regimens"]:
+                raise ConfigError(f"config key {key}: {regimen!r} is not defined under regimens "
+                                  f"(defined: {', '.join(config['regimens'])})")
+    if MULTIMODAL in grid["modalities"] and MULTIMODAL_DATASET not in grid["datasets"]:
+        raise ConfigError(f"config key grid.modalities: multimodal models train on the {MULTIMODAL_DATASET} "
+                          f"dataset only; add {MULTIMODAL_DATASET} to grid.datasets or drop multimodal")
     _check_regimens(config)
     if not any(True for _ in grid_cells(config)):
         raise ConfigError("config key grid: no (arch, regimen) pair to train: a regimen other than "
@@ -197,6 +206,13 @@ def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, A
 
 
 WEIGHTS_ROOT = Path("resources") / "weights"
+#: The architecture name of the metadata-only model (no image backbone).
+METADATA_ONLY = "none"
+MULTIMODAL = "multimodal"
+#: Multi-modal models train on ZTF alerts only (requiring Legacy Survey coverage would cost completeness).
+MULTIMODAL_DATASET = "ztf"
+#: Training keys of the metadata branch: part of a multi-modal run's settings only.
+METADATA_KEYS = ("meta_dense1", "meta_dense2", "meta_dropout")
 CORPORA_ROOT = Path("resources") / "corpora"
 
 
@@ -236,18 +252,27 @@ def corpus_folder(config: Mapping[str, Any], regimen: str) -> str:
     return (CORPORA_ROOT / regimen).as_posix()
 
 
-def grid_cells(config: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every training run of the grid as wildcard values (dataset, modality, arch, regimen, fraction, seed)."""
-    g = config["grid"]
-    for dataset in g["datasets"]:
-        for modality in g["modalities"]:
-            for arch in g["archs"]:
-                for regimen in g["regimens"]:
+def grid_cells(config: Mapping[str, Any], modality: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every training run of the grid as wildcard values (dataset, modality, arch, regimen, fraction, seed),
+    or those of one modality. Multi-modal runs: ZTF only, ``multimodal.archs`` / ``.regimens`` (default the
+    grid's) and, with ``multimodal.metadata_only``, the metadata-only model (arch ``none``, regimen none)."""
+    g, mm = config["grid"], config.get("multimodal", {})
+    for m in g["modalities"]:
+        if modality is not None and m != modality:
+            continue
+        datasets, archs, regimens = g["datasets"], list(g["archs"]), g["regimens"]
+        if m == MULTIMODAL:
+            datasets = [MULTIMODAL_DATASET]
+            archs = list(mm.get("archs") or archs) + ([METADATA_ONLY] if mm.get("metadata_only", True) else [])
+            regimens = mm.get("regimens") or regimens
+        for dataset in datasets:
+            for arch in archs:
+                for regimen in regimens:
                     if not regimen_applies(config, regimen, arch):
                         continue
                     for fraction in g["fractions"]:
                         for seed in g["seeds"]:
-                            yield dict(dataset=dataset, modality=modality, arch=arch, regimen=regimen,
+                            yield dict(dataset=dataset, modality=m, arch=arch, regimen=regimen,
                                        fraction=format_fraction(fraction), seed=seed)
 
 
@@ -256,17 +281,33 @@ def format_fraction(fraction: float) -> str:
     return f"{float(fraction):g}"
 
 
-def training_params(config: Mapping[str, Any], arch: str) -> dict[str, Any]:
-    """The training block with the architecture's overrides applied."""
+def training_params(config: Mapping[str, Any], arch: str, modality: str = "image") -> dict[str, Any]:
+    """The training block with the architecture's overrides applied; an image model's leaves out the
+    metadata branch's keys (so that they rerun only multi-modal runs)."""
     params = dict(config["training"])
-    params.update(config["archs"][arch].get("training", {}))
+    params.update(config["archs"].get(arch, {}).get("training", {}))
+    if modality != MULTIMODAL:
+        for key in METADATA_KEYS:
+            params.pop(key, None)
     return params
+
+
+def model_spec(config: Mapping[str, Any], arch: str, modality: str) -> dict[str, Any]:
+    """What the model factory builds for a run: the ``archs.<name>`` block (``{kind: none}`` for the
+    metadata-only model) plus ``modality`` and, for multi-modal runs, ``metadata_fill``."""
+    spec = {"kind": "none"} if arch == METADATA_ONLY else dict(config["archs"][arch])
+    spec.pop("training", None)
+    spec.pop("sweep", None)
+    spec["modality"] = modality
+    if modality == MULTIMODAL:
+        spec["metadata_fill"] = config["multimodal"]["metadata_fill"]
+    return spec
 
 
 def sweep_params(config: Mapping[str, Any], arch: str) -> dict[str, Any]:
     """The sweep block with the architecture's overrides applied (nested blocks merged one level deep)."""
     params = copy.deepcopy(dict(config["sweep"]))
-    for key, value in config["archs"][arch].get("sweep", {}).items():
+    for key, value in config["archs"].get(arch, {}).get("sweep", {}).items():
         if isinstance(value, Mapping) and isinstance(params.get(key), Mapping):
             params[key] = {**params[key], **value}
         else:

@@ -13,21 +13,38 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from alertvision.atomic import atomic_path  # noqa: E402
+from alertvision.config import METADATA_ONLY  # noqa: E402
 
 DATASET_TITLES = {"ztf": "ZTF", "ls": "Legacy Survey"}
-ARCH_TITLES = {"convnext": "ConvNeXt", "maxvit": "MaxViT", "cnn": "CNN"}
+ARCH_TITLES = {"convnext": "ConvNeXt", "maxvit": "MaxViT", "cnn": "CNN", "none": "metadata only"}
 BASELINE_ARCH = "cnn"
 REGIMEN_COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"]
 
 
-def _line(ax, rows: pd.DataFrame, colour: str, label: str) -> None:
+def _line(ax, rows: pd.DataFrame, colour: str, label: str, metric: str = "roc_auc", style: str = "o-") -> None:
+    """Median of ``metric`` against training alerts, with a one-std band where there are several seeds."""
     rows = rows.sort_values("n_train_alerts")
     x = rows["n_train_alerts"].to_numpy(dtype=float)
-    y = rows["roc_auc_median"].to_numpy(dtype=float)
-    s = np.nan_to_num(rows["roc_auc_std"].to_numpy(dtype=float))
-    ax.plot(x, y, "o-", color=colour, label=label, lw=1.6, ms=4)
+    y = rows[f"{metric}_median"].to_numpy(dtype=float)
+    s = np.nan_to_num(rows[f"{metric}_std"].to_numpy(dtype=float))
+    ax.plot(x, y, style, color=colour, label=label, lw=1.6, ms=4)
     if (s > 0).any():
         ax.fill_between(x, y - s, y + s, color=colour, alpha=0.2, lw=0)
+
+
+def _title(text: str, table: pd.DataFrame) -> tuple[str, str]:
+    """The suptitle (median of N seeds; SYNTHETIC DATA first when the data are synthetic) and its colour."""
+    synthetic = bool(table["synthetic"].all()) if "synthetic" in table else False
+    n_seeds = int(table["n_seeds"].max())
+    text += f" (median of {n_seeds} seed{'s' if n_seeds > 1 else ''})"
+    return ("SYNTHETIC DATA - " + text, "firebrick") if synthetic else (text, "black")
+
+
+def _save(fig, out_pdf: str | os.PathLike) -> None:
+    fig.tight_layout()
+    with atomic_path(out_pdf) as tmp:
+        fig.savefig(tmp, format="pdf")
+    plt.close(fig)
 
 
 def figure2(table: pd.DataFrame, out_pdf: str | os.PathLike, modality: str = "image") -> dict:
@@ -68,16 +85,53 @@ def figure2(table: pd.DataFrame, out_pdf: str | os.PathLike, modality: str = "im
             if j == 0:
                 ax.set_ylabel("test ROC AUC")
             ax.legend(fontsize=7, loc="lower right")
-    synthetic = bool(table["synthetic"].all()) if "synthetic" in table else False
-    n_seeds = int(table["n_seeds"].max())
-    title = "Test ROC AUC against training-set size"
-    title += f" (median of {n_seeds} seed{'s' if n_seeds > 1 else ''})"
-    if synthetic:
-        title = "SYNTHETIC DATA - " + title
-    fig.suptitle(title, fontsize=11, color="firebrick" if synthetic else "black")
-    fig.tight_layout()
-    with atomic_path(out_pdf) as tmp:
-        fig.savefig(tmp, format="pdf")
-    plt.close(fig)
+    title, colour = _title("Test ROC AUC against training-set size", table)
+    fig.suptitle(title, fontsize=11, color=colour)
+    _save(fig, out_pdf)
+    drawn["title"] = title
+    return drawn
+
+
+def figure3(table: pd.DataFrame, out_pdf: str | os.PathLike, policy: str = "bts_p1") -> dict:
+    """F1 of a follow-up trigger policy against number of training alerts for the multi-modal models.
+
+    One panel per image backbone other than the CNN, one line per regimen (median over seeds, band =
+    one standard deviation), the multi-modal CNN baseline in grey and the metadata-only model (arch
+    ``none``) dashed in every panel. Returns the title, the panels and each panel's line labels.
+    """
+    table = table[(table["modality"] == "multimodal") & (table["policy"] == policy)]
+    if table.empty:
+        raise ValueError(f"no multimodal runs scored with policy {policy!r} in the table")
+    archs = [a for a in table["arch"].unique() if a not in (BASELINE_ARCH, METADATA_ONLY)]
+    archs = archs or [a for a in (BASELINE_ARCH, METADATA_ONLY) if a in set(table["arch"])][:1]
+    regimens = sorted(set(table.loc[table["arch"].isin(archs), "regimen"]), key=lambda r: (r != "none", r))
+    colours = {r: REGIMEN_COLOURS[i % len(REGIMEN_COLOURS)] for i, r in enumerate(regimens)}
+    drawn: dict = {"panels": [], "lines": {}}
+    fig, axes = plt.subplots(1, len(archs), figsize=(4.2 * len(archs), 3.6), squeeze=False, sharey=True)
+    for j, arch in enumerate(archs):
+        ax = axes[0][j]
+        base = table[table["arch"] == BASELINE_ARCH]
+        if not base.empty and arch != BASELINE_ARCH:
+            _line(ax, base, "0.55", "CNN baseline (multi-modal)", metric="f1")
+        for regimen in regimens:
+            rows = table[(table["arch"] == arch) & (table["regimen"] == regimen)]
+            if not rows.empty:
+                _line(ax, rows, colours[regimen], f"{ARCH_TITLES.get(arch, arch)}, {regimen}", metric="f1")
+        meta = table[table["arch"] == METADATA_ONLY]
+        if not meta.empty and arch != METADATA_ONLY:
+            _line(ax, meta, "black", "metadata only", metric="f1", style="--")
+        drawn["panels"].append(arch)
+        drawn["lines"][arch] = [line.get_label() for line in ax.get_lines()]
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_title(f"{ARCH_TITLES.get(arch, arch)} + metadata", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+        ax.set_xlabel("number of training alerts")
+        if j == 0:
+            ax.set_ylabel(f"F1 of {policy} triggers (test sources)")
+        ax.legend(fontsize=7, loc="lower right")
+    title, colour = _title(f"ZTF multi-modal models: {policy} F1 against training-set size", table)
+    fig.suptitle(title, fontsize=11, color=colour)
+    _save(fig, out_pdf)
     drawn["title"] = title
     return drawn

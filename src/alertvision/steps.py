@@ -65,8 +65,12 @@ def pretrain(corpus_dir: str | os.PathLike, out_folder: str | os.PathLike, *, ar
                             progress=progress, **{k: pretrain_cfg[k] for k in keys})
 
 
-def weights_from_folder(folder: str | os.PathLike, weight_id: str) -> "ResolvedWeights":
-    """The weights materialised in ``folder`` (by fetch_weights or pretrain), recorded under ``weight_id``."""
+def weights_from_folder(folder: str | os.PathLike | None, weight_id: str | None) -> "ResolvedWeights | None":
+    """The weights materialised in ``folder`` (by fetch_weights or pretrain), recorded under ``weight_id``
+    (default: ``local-dir:`` of the folder); None without a folder (random init)."""
+    if folder is None:
+        return None
+    weight_id = weight_id or f"local-dir:{folder}"
     from alertvision.models.fetch import SOURCE_FILE, fetched_weights
     from alertvision.models.weights import ResolvedWeights, check_folder
 
@@ -83,7 +87,7 @@ def sweep_worker(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, 
     """Run trials of one configuration's study (shared with its other workers) until it has enough."""
     from alertvision.sweeps import sweep_run
 
-    weights = None if weights_dir is None else weights_from_folder(weights_dir, weight_id or f"local-dir:{weights_dir}")
+    weights = weights_from_folder(weights_dir, weight_id)
     return sweep_run(dataset_dir, split_file, Path(report_json).parent, arch_cfg=arch_cfg, training=training,
                      sweep_cfg=sweep_cfg, study_name=study_name, weights=weights, progress=progress,
                      worker_report=report_json)
@@ -97,10 +101,9 @@ def train(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, run_dir
     None: random init)."""
     from alertvision.training.loop import train_run
 
-    weights = None if weights_dir is None else weights_from_folder(weights_dir, weight_id or f"local-dir:{weights_dir}")
+    weights = weights_from_folder(weights_dir, weight_id)
     return train_run(dataset_dir, split_file, run_dir, arch_cfg=arch_cfg, training=training, seed=int(seed),
                      weights=weights, run_info=run_info, progress=progress)
-
 
 
 def aggregate(metric_files: Iterable[str | os.PathLike], out_csv: str | os.PathLike) -> pd.DataFrame:
@@ -115,3 +118,18 @@ def figure2(table_csv: str | os.PathLike, out_pdf: str | os.PathLike) -> None:
     from alertvision.figures import figure2 as draw
 
     draw(pd.read_csv(table_csv), out_pdf)
+
+
+def f1_table(metric_files: Iterable[str | os.PathLike], out_csv: str | os.PathLike,
+             peak_mag_csv: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Aggregate the runs' trigger policies into ``f1.csv`` (and completeness per peak-magnitude bin)."""
+    from alertvision.aggregate import write_f1_tables
+
+    return write_f1_tables(metric_files, out_csv, peak_mag_csv)
+
+
+def figure3(table_csv: str | os.PathLike, out_pdf: str | os.PathLike, policy: str = "bts_p1") -> None:
+    """Draw Figure 3 from ``f1.csv``: the F1 of ``policy`` for the multi-modal models."""
+    from alertvision.figures import figure3 as draw
+
+    draw(pd.read_csv(table_csv), out_pdf, policy=policy)

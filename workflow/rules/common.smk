@@ -1,8 +1,8 @@
 # Input functions and path helpers shared by the rules.
 import os
 
-from alertvision.config import (corpus_folder, format_fraction, grid_cells, pretrain_regimens, sweep_params,
-                                training_params, weight_id, weights_folder)
+from alertvision.config import (corpus_folder, format_fraction, grid_cells, model_spec, pretrain_regimens,
+                                sweep_params, training_params, weight_id, weights_folder)
 
 ENV = "../../envs/alertvision.yaml"
 DATASET_FILES = ("alerts.parquet", "images.npy", "manifest.json")
@@ -10,7 +10,7 @@ DATASET_FILES = ("alerts.parquet", "images.npy", "manifest.json")
 
 wildcard_constraints:
     dataset="ztf|ls",
-    modality="image",
+    modality="image|multimodal",
     arch="[A-Za-z0-9_-]+",
     regimen="[A-Za-z0-9_-]+",
     fraction="[0-9]+(\.[0-9]+)?",
@@ -92,17 +92,22 @@ def run_info(wildcards):
                 regimen=wildcards.regimen, fraction=wildcards.fraction, seed=int(wildcards.seed))
 
 
-def grid_runs(filename):
-    """`filename` of every run of the grid, e.g. all metrics.json files."""
+def grid_runs(filename, modality):
+    """`filename` of every run of one modality of the grid, e.g. all metrics.json files of the image models."""
     return [
         "results/runs/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/s{seed}/{filename}".format(filename=filename, **cell)
-        for cell in grid_cells(config)
+        for cell in grid_cells(config, modality)
     ]
 
 
 def all_targets():
-    """Figure 2 and its table always; Table 2, Figure 4 and the outlier report when enabled."""
-    targets = ["results/figure2.pdf", "results/tables/roc_auc.csv"]
+    """Figure 2 and its table (image models), Figure 3 and its table (multi-modal models) when the grid has
+    them; Table 2, Figure 4 and the outlier report when enabled."""
+    targets = []
+    if "image" in config["grid"]["modalities"]:
+        targets += ["results/figure2.pdf", "results/tables/roc_auc.csv"]
+    if "multimodal" in config["grid"]["modalities"]:
+        targets += ["results/figure3.pdf", "results/tables/f1.csv"]
     if config["benchmark"]["enabled"]:
         targets += ["results/table2.csv", "results/table2.md", "results/table2.tex"]
     if swept_configurations():

@@ -3,7 +3,7 @@
 
 rule aggregate_roc_auc:
     input:
-        metrics=grid_runs("metrics.json"),
+        metrics=grid_runs("metrics.json", "image"),
     output:
         "results/tables/roc_auc.csv",
     log:
@@ -12,3 +12,17 @@ rule aggregate_roc_auc:
         ENV
     script:
         "../scripts/aggregate.py"
+
+
+rule aggregate_f1:
+    input:
+        metrics=grid_runs("metrics.json", "multimodal"),
+    output:
+        table="results/tables/f1.csv",
+        peak_mag="results/tables/completeness_peak_mag.csv",
+    log:
+        "logs/evaluate/aggregate_f1.log",
+    conda:
+        ENV
+    script:
+        "../scripts/f1_table.py"

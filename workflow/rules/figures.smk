@@ -16,3 +16,22 @@ rule figure2:
         ENV
     script:
         "../scripts/figure2.py"
+
+
+rule figure3:
+    input:
+        "results/tables/f1.csv",
+    output:
+        report(
+            "results/figure3.pdf",
+            caption="../report/figure3.rst",
+            category="Figures",
+        ),
+    params:
+        policy=config["policies"]["figure3"],
+    log:
+        "logs/figures/figure3.log",
+    conda:
+        ENV
+    script:
+        "../scripts/figure3.py"

@@ -11,8 +11,8 @@ rule sweep_worker:
     output:
         "results/sweeps/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/worker{worker}.json",
     params:
-        arch=lambda wildcards: config["archs"][wildcards.arch],
-        training=lambda wildcards: training_params(config, wildcards.arch),
+        arch=lambda wildcards: model_spec(config, wildcards.arch, wildcards.modality),
+        training=lambda wildcards: training_params(config, wildcards.arch, wildcards.modality),
         sweep=lambda wildcards: sweep_params(config, wildcards.arch),
         study=study_of,
         weight_id=lambda wildcards: weight_id(config, wildcards.regimen, wildcards.arch),
@@ -42,7 +42,7 @@ rule sweep_finalize:
             subcategory="{dataset} {arch} {regimen} f{fraction}",
         ),
     params:
-        training=lambda wildcards: training_params(config, wildcards.arch),
+        training=lambda wildcards: training_params(config, wildcards.arch, wildcards.modality),
         sweep=lambda wildcards: sweep_params(config, wildcards.arch),
         study=study_of,
     log:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from alertvision import __version__
+from alertvision.features import METADATA_FEATURES
 from alertvision.models.classifier import AlertClassifier, MLPHead
 from alertvision.models.cnn import BTSbotCNN
+from alertvision.models.multimodal import MetadataBranch, MultimodalClassifier
 from alertvision.models.weights import ResolvedWeights, load_pretrained_backbone
 
 MODEL_FORMAT = "alertvision-model/1"
 HEAD_KEYS = ("dense1", "dense2", "dropout")
+METADATA_KEYS = ("meta_dense1", "meta_dense2", "meta_dropout")
 
 
 def _timm_size_kwargs(architecture: str, input_size: int) -> dict[str, Any]:
@@ -47,27 +50,50 @@ def build_timm(arch_cfg: Mapping[str, Any], weights: ResolvedWeights | None) -> 
     return backbone, "gelu"
 
 
-#: Architecture kinds by name; each builder returns (backbone with ``num_features``, head activation).
-ARCH_KINDS: dict[str, Callable[[Mapping[str, Any], ResolvedWeights | None], tuple[nn.Module, str]]] = {
+def build_none(arch_cfg: Mapping[str, Any], weights: ResolvedWeights | None) -> tuple[None, str]:
+    """No image backbone: the metadata-only model of Figure 3 (modality multimodal only)."""
+    if weights is not None:
+        raise ValueError("the metadata-only model (arch 'none') has no backbone to start from pretrained weights")
+    if arch_cfg.get("modality", "image") != "multimodal":
+        raise ValueError("architecture kind 'none' (no image backbone) exists only for modality 'multimodal'")
+    return None, "gelu"
+
+
+#: Architecture kinds by name; each builder returns (backbone with ``num_features`` or None, head activation).
+ARCH_KINDS: dict[str, Callable[[Mapping[str, Any], ResolvedWeights | None], tuple[nn.Module | None, str]]] = {
     "cnn": build_cnn,
     "timm": build_timm,
+    "none": build_none,
 }
+MODALITIES = ("image", "multimodal")
 
 
 def build_model(arch_cfg: Mapping[str, Any], head_cfg: Mapping[str, Any],
                 weights: ResolvedWeights | None = None,
-                input_norm: Mapping[str, Any] | None = None) -> AlertClassifier:
-    """Build a classifier from an ``archs.<name>`` block and the head sizes (dense1, dense2, dropout).
+                input_norm: Mapping[str, Any] | None = None,
+                metadata_fill: Sequence[float] | None = None) -> AlertClassifier:
+    """Build a classifier from a model spec (an ``archs.<name>`` block, optionally with ``modality``)
+    and the head sizes (dense1, dense2, dropout; multi-modal: also meta_dense1, meta_dense2, meta_dropout).
 
     ``input_norm`` is a spec of :mod:`alertvision.models.inputs` (as ``input_norm_for`` chooses it for
-    the weights); None scales by ``arch_cfg["input_scale"]``.
+    the weights); None scales by ``arch_cfg["input_scale"]``. ``metadata_fill``: per-feature values
+    a multi-modal model puts in place of NaN or infinite features (None: none).
     """
-    kind = arch_cfg["kind"]
+    kind, modality = arch_cfg["kind"], arch_cfg.get("modality", "image")
     if kind not in ARCH_KINDS:
         raise ValueError(f"unknown architecture kind {kind!r}; known: {', '.join(ARCH_KINDS)}")
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; known: {', '.join(MODALITIES)}")
     backbone, activation = ARCH_KINDS[kind](arch_cfg, weights)
-    head = MLPHead(backbone.num_features, head_cfg["dense1"], head_cfg["dense2"], head_cfg["dropout"], activation)
-    return AlertClassifier(backbone, head, arch_cfg["input_size"], arch_cfg.get("input_scale", 1.0), input_norm)
+    size, scale = arch_cfg.get("input_size", 63), arch_cfg.get("input_scale", 1.0)
+    if modality == "image":
+        head = MLPHead(backbone.num_features, head_cfg["dense1"], head_cfg["dense2"], head_cfg["dropout"], activation)
+        return AlertClassifier(backbone, head, size, scale, input_norm)
+    metadata = MetadataBranch(len(METADATA_FEATURES), head_cfg["meta_dense1"], head_cfg["meta_dense2"],
+                              head_cfg["meta_dropout"], metadata_fill)
+    fused = metadata.out_features + (backbone.num_features if backbone is not None else 0)
+    head = MLPHead(fused, head_cfg["dense1"], head_cfg["dense2"], head_cfg["dropout"], activation)
+    return MultimodalClassifier(backbone, metadata, head, size, scale, input_norm)
 
 
 def save_model(model: AlertClassifier, path: str | os.PathLike, *, arch_cfg: Mapping[str, Any],
@@ -76,12 +102,16 @@ def save_model(model: AlertClassifier, path: str | os.PathLike, *, arch_cfg: Map
     from alertvision.atomic import atomic_path
 
     arch_cfg = dict(arch_cfg)
+    head_keys = HEAD_KEYS + (METADATA_KEYS if isinstance(model, MultimodalClassifier) else ())
     arch = getattr(model.backbone, "timm_architecture", None)
     if arch is not None:
         arch_cfg["timm_name"] = arch  # what the weights' config.json named, not what the config asked
     payload = {"format": MODEL_FORMAT, "alertvision_version": __version__, "arch_cfg": arch_cfg,
-               "head_cfg": {k: head_cfg[k] for k in HEAD_KEYS}, "info": dict(info),
+               "head_cfg": {k: head_cfg[k] for k in head_keys}, "info": dict(info),
                "input_norm": model.input_norm.spec(),
+               **({"metadata_features": list(METADATA_FEATURES),
+                   "metadata_fill": model.metadata.fill_values.tolist() or None}
+                  if isinstance(model, MultimodalClassifier) else {}),
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -92,7 +122,8 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     payload = torch.load(path, map_location=map_location, weights_only=False)
     if payload.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path} is not an alertvision model ({payload.get('format')!r})")
-    model = build_model(payload["arch_cfg"], payload["head_cfg"], weights=None, input_norm=payload.get("input_norm"))
+    model = build_model(payload["arch_cfg"], payload["head_cfg"], weights=None, input_norm=payload.get("input_norm"),
+                        metadata_fill=payload.get("metadata_fill"))
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return model, payload["info"]

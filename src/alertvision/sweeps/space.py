@@ -15,6 +15,15 @@ TABLE1: dict[str, dict[str, Any]] = {
     "dropout": {"type": "float", "low": 0.3, "high": 0.9},
     "dense2": {"type": "categorical", "choices": [8, 16, 32]},
 }
+#: The metadata branch of multi-modal models (not in Table 1, which covers the image head). Our choice:
+#: widths of the order of the 25 inputs up to 5x (a wider branch would outweigh the image embedding
+#: in the fusion head), and less dropout than the image head's 0.3-0.9 since 25 features carry
+#: little redundancy.
+METADATA_SPACE: dict[str, dict[str, Any]] = {
+    "meta_dense1": {"type": "categorical", "choices": [16, 32, 64, 128]},
+    "meta_dense2": {"type": "categorical", "choices": [8, 16, 32]},
+    "meta_dropout": {"type": "float", "low": 0.0, "high": 0.5},
+}
 PARAM_TYPES = ("float", "int", "categorical")
 
 
@@ -29,14 +38,15 @@ def training_keys() -> set[str]:
     return set(schema()["properties"]["training"]["properties"])
 
 
-def search_space(sweep_cfg: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """Table 1 with ``sweep_cfg["search_space"]`` applied: an entry replaces that parameter's
-    distribution, a new key adds one, ``null`` drops one (it keeps the training block's value)."""
-    space = copy.deepcopy(TABLE1)
+def search_space(sweep_cfg: Mapping[str, Any] | None, modality: str = "image") -> dict[str, dict[str, Any]]:
+    """Table 1 (plus :data:`METADATA_SPACE` for multi-modal models) with ``sweep_cfg["search_space"]``
+    applied: an entry replaces that parameter's distribution, a new key adds one, ``null`` drops one
+    (it keeps the training block's value). Image models leave the metadata branch's keys out."""
+    space = copy.deepcopy({**TABLE1, **(METADATA_SPACE if modality == "multimodal" else {})})
     for key, spec in dict((sweep_cfg or {}).get("search_space") or {}).items():
         if spec is None:
             space.pop(key, None)
-        else:
+        elif modality == "multimodal" or key not in METADATA_SPACE:
             space[key] = dict(spec)
     known = training_keys()
     for key, spec in space.items():

@@ -25,14 +25,19 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 class Batches:
-    """Iterate (images, labels, positions) over ``rows`` of a memory-mapped (N, C, H, W) array.
+    """Iterate (inputs, labels, positions) over ``rows`` of a memory-mapped (N, C, H, W) array.
 
-    Only the rows of one batch are read at a time; ``positions`` index into ``rows``.
+    Only the rows of one batch are read at a time; ``positions`` index into ``rows``. ``inputs`` is
+    the image batch, or with ``metadata`` (an (N, F) array indexed like ``images``) the pair
+    (images, metadata) a multi-modal model takes; ``images=None`` gives (None, metadata).
     """
 
-    def __init__(self, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, batch_size: int,
-                 shuffle: bool = False, augment: bool = False, seed: int = 0):
+    def __init__(self, images: np.ndarray | None, rows: np.ndarray, labels: np.ndarray, batch_size: int,
+                 shuffle: bool = False, augment: bool = False, seed: int = 0, metadata: np.ndarray | None = None):
+        if images is None and metadata is None:
+            raise ValueError("Batches needs images, metadata or both")
         self.images, self.rows, self.labels = images, np.asarray(rows), np.asarray(labels, dtype=np.float32)
+        self.metadata = metadata
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.generator = torch.Generator().manual_seed(int(seed))
 
@@ -45,10 +50,23 @@ class Batches:
         for start in range(0, n, self.batch_size):
             pos = order[start:start + self.batch_size]
             rows = self.rows[pos]
-            sort = np.argsort(rows, kind="stable")  # sequential reads from the memmap
-            x = np.empty((len(rows), *self.images.shape[1:]), dtype=np.float32)
-            x[sort] = self.images[rows[sort]]
-            xt = torch.from_numpy(x)
-            if self.augment:
-                xt = augment(xt, self.generator)
+            xt = None
+            if self.images is not None:
+                sort = np.argsort(rows, kind="stable")  # sequential reads from the memmap
+                x = np.empty((len(rows), *self.images.shape[1:]), dtype=np.float32)
+                x[sort] = self.images[rows[sort]]
+                xt = torch.from_numpy(x)
+                if self.augment:
+                    xt = augment(xt, self.generator)
+            if self.metadata is not None:
+                xt = (xt, torch.from_numpy(np.ascontiguousarray(self.metadata[rows], dtype=np.float32)))
             yield xt, torch.from_numpy(self.labels[pos]), pos
+
+
+def to_device(x: torch.Tensor | tuple, device: torch.device,
+              memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor | tuple:
+    """Move a batch's inputs (a tensor or an (images, metadata) pair) to ``device``; images in
+    ``memory_format``."""
+    if isinstance(x, tuple):
+        return tuple(to_device(t, device, memory_format) if t is not None else None for t in x)
+    return x.to(device, memory_format=memory_format if x.dim() == 4 else torch.contiguous_format)

@@ -1,9 +1,10 @@
 """The training loop: one run of one grid cell, from a dataset folder and a split table to a model.
 
 Read top to bottom: set-up, data, model, loss and optimiser, the epoch loop with early stopping on
-the validation loss, then the test split and the outputs (model.pt, history.csv, metrics.json,
-predictions.parquet), each written atomically. A sweep trial passes ``out_dir=None`` and
-``test_split=False``: nothing is written and the test split is never read.
+the validation loss, then the test split, its follow-up trigger policies and the outputs (model.pt,
+history.csv, metrics.json, predictions.parquet), each written atomically. A multi-modal run (model
+spec ``modality: multimodal``) also feeds the 25 metadata features of each alert. A sweep trial
+passes ``out_dir=None`` and ``test_split=False``: nothing is written and the test split is never read.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from alertvision.contract import open_dataset
 from alertvision.models import build_model, save_model
 from alertvision.models.inputs import input_norm_for
 from alertvision.models.weights import ResolvedWeights
-from alertvision.training.data import Batches
+from alertvision.policies import evaluate_policies
+from alertvision.training.data import Batches, to_device
+from alertvision.training.metadata import metadata_matrix
 from alertvision.training.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -63,7 +66,7 @@ def predict(model: torch.nn.Module, batches: Batches, device: torch.device, loss
     scores = np.empty(len(batches.rows), dtype=np.float32)
     total, n = 0.0, 0
     for x, y, pos in batches:
-        x, y = x.to(device, memory_format=memory_format), y.to(device)
+        x, y = to_device(x, device, memory_format), y.to(device)
         with autocast():
             logits = model(x).float()
         total += float(loss_fn(logits, y)) * len(y)
@@ -111,14 +114,19 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"{split_file}: the train split holds only one class ({int(n_pos)} positive, "
                          f"{int(n_neg)} negative alerts)")
+    metadata, metadata_fill = None, None
+    if arch_cfg.get("modality", "image") == "multimodal":
+        metadata, metadata_fill = metadata_matrix(data.alerts, np.concatenate(list(rows.values())), rows["train"],
+                                                  arch_cfg.get("metadata_fill", "error"))
+    images = None if arch_cfg["kind"] == "none" else data.images  # the metadata-only model reads no image
     bs, ebs = int(training["batch_size"]), int(training["eval_batch_size"])
-    train_batches = Batches(data.images, rows["train"], y_train, bs, shuffle=True,
-                            augment=bool(training["augment"]), seed=seed + 1)
-    val_batches = Batches(data.images, rows["val"], labels[rows["val"]], ebs)
+    train_batches = Batches(images, rows["train"], y_train, bs, shuffle=True,
+                            augment=bool(training["augment"]), seed=seed + 1, metadata=metadata)
+    val_batches = Batches(images, rows["val"], labels[rows["val"]], ebs, metadata=metadata)
 
     # --- model, loss, optimiser ------------------------------------------------------------------
     input_norm = input_norm_for(weights, arch_cfg.get("input_scale", 1.0))
-    model = build_model(arch_cfg, training, weights, input_norm=input_norm).to(device)
+    model = build_model(arch_cfg, training, weights, input_norm=input_norm, metadata_fill=metadata_fill).to(device)
     memory_format = torch.channels_last if training["channels_last"] else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     pos_weight = torch.tensor(n_neg / n_pos, device=device)
@@ -142,7 +150,7 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
         model.train()
         total, n = 0.0, 0
         for x, y, _ in train_batches:
-            x, y = x.to(device, memory_format=memory_format), y.to(device)
+            x, y = to_device(x, device, memory_format), y.to(device)
             with autocast():
                 logits = model(x).float()
             loss = loss_fn(logits, y)
@@ -172,14 +180,15 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
 
     # --- test split and outputs --------------------------------------------------------------------
     if test_split:
-        test_batches = Batches(data.images, rows["test"], labels[rows["test"]], ebs)
+        test_batches = Batches(images, rows["test"], labels[rows["test"]], ebs, metadata=metadata)
         test_scores, test_loss = predict(model, test_batches, device, loss_fn, autocast, memory_format)
         test = data.alerts.iloc[rows["test"]]
         predictions = pd.DataFrame({"alert_id": test["alert_id"].to_numpy(),
                                     "objectId": test["objectId"].to_numpy(), "jd": test["jd"].to_numpy(),
                                     "source_set": test["source_set"].to_numpy(), "label": test["label"].to_numpy(),
-                                    "score": test_scores})
-        test_metrics = {"test_roc_auc": roc_auc(test["label"].to_numpy(), test_scores), "test_loss": test_loss}
+                                    "magpsf": test["magpsf"].to_numpy(), "score": test_scores})
+        test_metrics = {"test_roc_auc": roc_auc(test["label"].to_numpy(), test_scores), "test_loss": test_loss,
+                        "policies": evaluate_policies(predictions)}
     train_alerts = data.alerts.iloc[rows["train"]]
     metrics = {
         **dict(run_info or {}),
@@ -193,10 +202,11 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
         "epochs_run": len(history),
         "val_loss_best": best["val_loss"],
         "val_roc_auc_best": history[best["epoch"] - 1]["val_roc_auc"],
-        "input_size": int(arch_cfg["input_size"]),
+        "input_size": int(arch_cfg.get("input_size", 0)) or None,
         "params": int(sum(p.numel() for p in model.parameters())),
         "weight_id": weights.weight_id if weights else None,
-        "input_norm": model.input_norm.spec(),
+        "input_norm": model.input_norm.spec() if images is not None else None,
+        "metadata_fill": arch_cfg.get("metadata_fill") if metadata is not None else None,
         "synthetic": data.synthetic,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": int(training["threads"]),
@@ -215,6 +225,10 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
     return metrics
 
 
-def _finite(d: Mapping[str, Any]) -> dict[str, Any]:
-    """NaN -> None, so metrics.json stays valid JSON."""
-    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in d.items()}
+def _finite(value: Any) -> Any:
+    """NaN -> None at any depth, so metrics.json stays valid JSON."""
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and not np.isfinite(value) else value

@@ -1,0 +1,232 @@
+"""Multi-modal models: the metadata branch, the factory, the metadata checks, training, the sweep space."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from alertvision.config import ConfigError, grid_cells, model_spec, training_params, validate_config
+from alertvision.contract import open_dataset
+from alertvision.features import METADATA_FEATURES
+from alertvision.models import build_model, load_model, save_model
+from alertvision.models.multimodal import MetadataBranch, MultimodalClassifier
+from alertvision.sweeps.space import METADATA_SPACE, search_space
+from alertvision.training.metadata import MetadataError, metadata_matrix
+from alertvision.training.loop import train_run
+
+HEAD = {"dense1": 16, "dense2": 8, "dropout": 0.1, "meta_dense1": 12, "meta_dense2": 6, "meta_dropout": 0.1}
+N_FEATURES = len(METADATA_FEATURES)
+
+
+def _inputs(n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 63, 63, generator=g) / 63, torch.randn(n, N_FEATURES, generator=g)
+
+
+CNN = {"kind": "cnn", "input_size": 63, "conv1_channels": 4, "conv2_channels": 4, "conv_kernel": 3,
+       "conv_dropout1": 0.1, "conv_dropout2": 0.1}
+
+
+@pytest.mark.parametrize("arch", [CNN, {"kind": "none"},
+                                  {"kind": "timm", "timm_name": "convnext_pico", "input_size": 63}])
+def test_factory_builds_the_multimodal_model_of_every_kind(arch):
+    torch.manual_seed(0)
+    model = build_model({**arch, "modality": "multimodal"}, HEAD).eval()
+    images, meta = _inputs()
+    assert isinstance(model, MultimodalClassifier)
+    assert model((images, meta)).shape == (4,) and model.embed((images, meta)).shape == (4, HEAD["dense2"])
+    branch = model.metadata.body
+    assert isinstance(branch[0], torch.nn.BatchNorm1d) and branch[0].num_features == N_FEATURES
+    assert [type(m).__name__ for m in branch] == ["BatchNorm1d", "Linear", "GELU", "Dropout", "Linear", "GELU"]
+    backbone = 0 if model.backbone is None else model.backbone.num_features
+    assert model.head.body[0].in_features == backbone + HEAD["meta_dense2"]  # fusion of both embeddings
+
+
+def test_metadata_only_model_ignores_the_images():
+    model = build_model({"kind": "none", "modality": "multimodal"}, HEAD).eval()
+    images, meta = _inputs()
+    assert torch.equal(model((None, meta)), model((images, meta)))
+    assert torch.equal(model((images, meta)), model((images * 0, meta)))
+    with pytest.raises(ValueError, match="only for modality 'multimodal'"):
+        build_model({"kind": "none"}, HEAD)
+
+
+def test_fill_values_replace_non_finite_features_inside_the_model():
+    meta = torch.randn(3, N_FEATURES)
+    meta[1, 4] = float("nan")
+    meta[2, 7] = float("inf")
+    fill = list(np.arange(N_FEATURES, dtype=float))
+    filled = MetadataBranch(N_FEATURES, 8, 4, 0.0, fill).eval()
+    expected = meta.clone()
+    expected[1, 4], expected[2, 7] = 4.0, 7.0
+    plain = MetadataBranch(N_FEATURES, 8, 4, 0.0).eval()
+    plain.load_state_dict({**filled.state_dict(), "fill_values": torch.empty(0)})
+    assert torch.allclose(filled(meta), plain(expected))
+    assert torch.isnan(plain(meta)[1]).all()  # without a fill policy NaN would poison the batch
+
+
+def test_multimodal_model_saves_and_loads_with_its_fill_values(tmp_path):
+    spec = {**CNN, "modality": "multimodal"}
+    fill = [float(i) / 10 for i in range(N_FEATURES)]
+    model = build_model(spec, HEAD, metadata_fill=fill).eval()
+    images, meta = _inputs()
+    meta[0, 3] = float("nan")
+    save_model(model, tmp_path / "model.pt", arch_cfg=spec, head_cfg={**HEAD, "lr": 1.0}, info={"arch": "cnn"})
+    loaded, info = load_model(tmp_path / "model.pt")
+    assert isinstance(loaded, MultimodalClassifier) and info == {"arch": "cnn"}
+    assert torch.equal(loaded((images, meta)), model((images, meta)))
+    payload = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert payload["metadata_features"] == list(METADATA_FEATURES) and payload["metadata_fill"] == pytest.approx(fill)
+
+
+def _alerts(n=6):
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(n, N_FEATURES)).astype(np.float32), columns=list(METADATA_FEATURES))
+    df.insert(0, "alert_id", np.arange(100, 100 + n))
+    df.insert(1, "objectId", [f"ZTF{i}" for i in range(n)])
+    df.insert(2, "jd", 2459000.5 + np.arange(n))
+    return df
+
+
+def test_non_finite_metadata_stops_naming_the_column_and_the_alert():
+    alerts = _alerts()
+    alerts.loc[3, "distpsnr2"] = np.nan
+    alerts.loc[4, "scorr"] = np.inf
+    with pytest.raises(MetadataError, match=r"'distpsnr2' is nan for alert 103 of ZTF3.*'scorr': 1.*metadata_fill"):
+        metadata_matrix(alerts, np.arange(6), np.arange(3))
+    matrix, fill = metadata_matrix(alerts, np.arange(3), np.arange(3))  # rows the run does not read are not checked
+    assert fill is None and matrix.shape == (6, N_FEATURES) and matrix.dtype == np.float32
+
+
+def test_fill_policies_zero_and_train_median():
+    alerts = _alerts()
+    alerts.loc[0, "sky"] = np.nan
+    _, zero = metadata_matrix(alerts, np.arange(6), np.arange(4), "zero")
+    assert zero == [0.0] * N_FEATURES
+    _, median = metadata_matrix(alerts, np.arange(6), np.arange(4), "median")
+    j = METADATA_FEATURES.index("sky")
+    assert median[j] == pytest.approx(float(np.median(alerts["sky"].iloc[1:4])))  # train rows only, finite only
+    assert median[0] == pytest.approx(float(np.median(alerts["sgscore1"].iloc[:4])))
+    with pytest.raises(ValueError, match="multimodal.metadata_fill"):
+        metadata_matrix(alerts, np.arange(6), np.arange(4), "mean")
+
+
+
+def _train(dataset, split_file, out, config, arch, **spec):
+    training = {**training_params(config, arch, "multimodal"), "epochs": 2}
+    return train_run(dataset, split_file, out, arch_cfg={**model_spec(config, arch, "multimodal"), **spec},
+                     training=training, seed=0, run_info={"arch": arch, "modality": "multimodal"}, progress=False)
+
+
+def test_multimodal_cnn_trains_and_scores_the_trigger_policies(tiny_datasets, split_file, tmp_path):
+    config = tiny_datasets["config"]
+    metrics = _train(tiny_datasets["ztf"], split_file, tmp_path, config, "cnn")
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["modality"] == "multimodal" and saved["metadata_fill"] == "error" and 0 <= saved["test_roc_auc"] <= 1
+    assert set(saved["policies"]) == {"bts_p1", "bts_p2", "prod_p1", "prod_p2"}
+    bts = saved["policies"]["bts_p1"]
+    assert bts["n_included"] > 0 and len(bts["completeness_by_peak_mag"]) == 7
+    assert metrics["policies"]["bts_p1"]["tp"] == bts["tp"]
+    predictions = pd.read_parquet(tmp_path / "predictions.parquet")
+    alerts = open_dataset(tiny_datasets["ztf"]).alerts.set_index("alert_id")
+    assert np.array_equal(predictions["magpsf"], alerts.loc[predictions["alert_id"], "magpsf"])
+    model, _ = load_model(tmp_path / "model.pt")
+    assert isinstance(model, MultimodalClassifier) and model.backbone is not None
+
+
+def test_metadata_only_model_reads_no_image(tiny_datasets, split_file, tmp_path):
+    """arch none trains on the features alone: its images.npy may be unreadable."""
+    dataset = tmp_path / "ztf"
+    shutil.copytree(tiny_datasets["ztf"], dataset)
+    images = np.load(dataset / "images.npy", mmap_mode="r+")
+    images[:] = np.nan  # any image read would turn the loss into NaN
+    images.flush()
+    del images
+    metrics = _train(dataset, split_file, tmp_path / "run", tiny_datasets["config"], "none")
+    assert np.isfinite(metrics["test_loss"]) and metrics["input_size"] is None and metrics["params"] < 20_000
+
+
+def test_nan_feature_stops_the_run_unless_a_fill_policy_is_set(tiny_datasets, split_file, tmp_path):
+    dataset = tmp_path / "ztf"
+    shutil.copytree(tiny_datasets["ztf"], dataset)
+    alerts = pd.read_parquet(dataset / "alerts.parquet")
+    row = int(pd.read_parquet(split_file).query("split == 'train'")["row"].iloc[0])
+    alerts.loc[row, "chinr"] = np.nan
+    alerts.to_parquet(dataset / "alerts.parquet")
+    config = tiny_datasets["config"]
+    with pytest.raises(MetadataError, match=f"'chinr' is nan for alert {alerts.loc[row, 'alert_id']}"):
+        _train(dataset, split_file, tmp_path / "a", config, "none")
+    assert not (tmp_path / "a" / "metrics.json").exists()
+    metrics = _train(dataset, split_file, tmp_path / "b", config, "none", metadata_fill="median")
+    assert np.isfinite(metrics["test_loss"]) and metrics["metadata_fill"] == "median"
+
+
+def test_metadata_branch_joins_the_search_space_of_multimodal_sweeps_only():
+    assert set(METADATA_SPACE) <= set(search_space({}, "multimodal"))
+    assert not set(METADATA_SPACE) & set(search_space({}, "image"))
+    custom = {"search_space": {"meta_dense1": {"type": "categorical", "choices": [8]}, "meta_dropout": None}}
+    assert search_space(custom, "multimodal")["meta_dense1"]["choices"] == [8]
+    assert "meta_dropout" not in search_space(custom, "multimodal") and "meta_dense1" not in search_space(custom)
+
+
+def _config(**grid):
+    from conftest import TINY_CONFIG
+
+    config = json.loads(json.dumps(TINY_CONFIG))
+    config["grid"].update(modalities=["image", "multimodal"], **grid)
+    return config
+
+
+def test_grid_trains_multimodal_models_on_ztf_only_with_the_metadata_only_model():
+    config = validate_config(_config())
+    cells = list(grid_cells(config, "multimodal"))
+    assert {c["dataset"] for c in cells} == {"ztf"}
+    assert {c["arch"] for c in cells} == {"cnn", "convnext", "maxvit", "none"}
+    assert {c["regimen"] for c in cells if c["arch"] == "none"} == {"none"}
+    assert {c["dataset"] for c in grid_cells(config, "image")} == {"ztf", "ls"}
+    limited = _config()
+    limited["multimodal"] = {"archs": ["convnext"], "metadata_only": False}
+    assert {c["arch"] for c in grid_cells(validate_config(limited), "multimodal")} == {"convnext"}
+    # the metadata branch's sizes belong to multi-modal runs only
+    assert "meta_dense1" in training_params(config, "cnn", "multimodal")
+    assert "meta_dense1" not in training_params(config, "cnn", "image")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"grid": {"datasets": ["ls"]}}, "multimodal models train on the ztf dataset only"),
+    ({"multimodal": {"archs": ["vit"]}}, "multimodal.archs: 'vit' is not defined"),
+    ({"archs": {"none": {"kind": "cnn"}}}, "archs.none: the name 'none' is reserved"),
+])
+def test_bad_multimodal_config_names_the_key(change, message):
+    config = _config()
+    for key, value in change.items():
+        config.setdefault(key, {}).update(value)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config)
+
+
+def test_multimodal_sweep_samples_the_metadata_branch(tiny_datasets, split_file, tmp_path, monkeypatch):
+    import yaml
+
+    from alertvision.sweeps import sweep_finalize, sweep_run
+    from alertvision.sweeps.space import TABLE1
+
+    monkeypatch.delenv("ALERTVISION_SWEEP_STORAGE", raising=False)
+    config = tiny_datasets["config"]
+    training = {**training_params(config, "none", "multimodal"), "epochs": 1}
+    sweep_cfg = {"trials": 2, "seed": 0, "search_space": {"lr": {"type": "categorical", "choices": [0.001]}}}
+    name = "alertvision/ztf/multimodal/none/none/f100"
+    report = sweep_run(tiny_datasets["ztf"], split_file, tmp_path, arch_cfg=model_spec(config, "none", "multimodal"),
+                       training=training, sweep_cfg=sweep_cfg, study_name=name, progress=False)
+    assert report["ran"] == [0, 1]
+    best = sweep_finalize(tmp_path, study_name=name, training=training, sweep_cfg=sweep_cfg, modality="multimodal")
+    assert set(best["params"]) == set(TABLE1) | set(METADATA_SPACE)
+    assert best["config"]["modality"] == "multimodal"
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    assert {"param_meta_dense1", "param_meta_dropout"} <= set(trials.columns)
+    assert yaml.safe_load((tmp_path / "best.yaml").read_text())["params"]["meta_dense2"] in (8, 16, 32)
