@@ -192,6 +192,10 @@ def test_grid_trains_multimodal_models_on_ztf_only_with_the_metadata_only_model(
     limited = _config()
     limited["multimodal"] = {"archs": ["convnext"], "metadata_only": False}
     assert {c["arch"] for c in grid_cells(validate_config(limited), "multimodal")} == {"convnext"}
+    limited["multimodal"]["metadata_training"] = {"epochs": 40, "lr": "0.01"}
+    validated = validate_config(limited)
+    assert training_params(validated, "none", "multimodal")["lr"] == 0.01  # read as YAML, checked like `training`
+    assert training_params(validated, "cnn", "multimodal")["epochs"] == config["archs"]["cnn"]["training"]["epochs"]
     # the metadata branch's sizes belong to multi-modal runs only
     assert "meta_dense1" in training_params(config, "cnn", "multimodal")
     assert "meta_dense1" not in training_params(config, "cnn", "image")
@@ -201,6 +205,7 @@ def test_grid_trains_multimodal_models_on_ztf_only_with_the_metadata_only_model(
     ({"grid": {"datasets": ["ls"]}}, "multimodal models train on the ztf dataset only"),
     ({"multimodal": {"archs": ["vit"]}}, "multimodal.archs: 'vit' is not defined"),
     ({"archs": {"none": {"kind": "cnn"}}}, "archs.none: the name 'none' is reserved"),
+    ({"multimodal": {"metadata_training": {"epochs": 0}}}, "multimodal.metadata_training.epochs"),
 ])
 def test_bad_multimodal_config_names_the_key(change, message):
     config = _config()

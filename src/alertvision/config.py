@@ -96,17 +96,20 @@ def _raise_first(errors: list, prefix: tuple = ()) -> None:
 
 
 def _check_training_overrides(config: MutableMapping[str, Any], sch: Mapping[str, Any]) -> None:
-    """``archs.<name>.training`` and ``archs.<name>.sweep`` hold keys of the training and sweep blocks,
-    checked like them but without defaults."""
+    """``archs.<name>.training``, ``archs.<name>.sweep`` and ``multimodal.metadata_training`` hold keys of
+    the training and sweep blocks, checked like them but without defaults."""
     for block in ("training", "sweep"):
         props = {k: {kk: vv for kk, vv in v.items() if kk != "default"}
                  for k, v in sch["properties"][block]["properties"].items()}
         override_schema = {"type": "object", "properties": props, "additionalProperties": False}
-        for arch, spec in config["archs"].items():
-            if block in spec:
-                spec[block] = _coerce(spec[block], override_schema)
-                errors = list(jsonschema.Draft7Validator(override_schema).iter_errors(spec[block]))
-                _raise_first(errors, ("archs", arch, block))
+        overrides = [(("archs", arch, block), spec, block) for arch, spec in config["archs"].items()]
+        if block == "training":
+            overrides.append((("multimodal", "metadata_training"), config["multimodal"], "metadata_training"))
+        for path, parent, key in overrides:
+            if key in parent:
+                parent[key] = _coerce(parent[key], override_schema)
+                errors = list(jsonschema.Draft7Validator(override_schema).iter_errors(parent[key]))
+                _raise_first(errors, path)
 
 
 def _check_consistency(config: Mapping[str, Any]) -> None:
@@ -286,6 +289,8 @@ def training_params(config: Mapping[str, Any], arch: str, modality: str = "image
     metadata branch's keys (so that they rerun only multi-modal runs)."""
     params = dict(config["training"])
     params.update(config["archs"].get(arch, {}).get("training", {}))
+    if arch == METADATA_ONLY:
+        params.update(config.get("multimodal", {}).get("metadata_training", {}))
     if modality != MULTIMODAL:
         for key in METADATA_KEYS:
             params.pop(key, None)
