@@ -235,3 +235,18 @@ def test_multimodal_sweep_samples_the_metadata_branch(tiny_datasets, split_file,
     trials = pd.read_csv(tmp_path / "trials.csv")
     assert {"param_meta_dense1", "param_meta_dropout"} <= set(trials.columns)
     assert yaml.safe_load((tmp_path / "best.yaml").read_text())["params"]["meta_dense2"] in (8, 16, 32)
+
+
+def test_a_last_training_batch_of_one_alert_is_skipped(tiny_datasets, split_file, tmp_path):
+    """BatchNorm1d cannot train on one sample: a batch size leaving one alert over must still train."""
+    n_train = int((pd.read_parquet(split_file)["split"] == "train").sum())
+    config = tiny_datasets["config"]
+    training = {**training_params(config, "none", "multimodal"), "epochs": 1, "batch_size": n_train - 1}
+    metrics = train_run(tiny_datasets["ztf"], split_file, None, arch_cfg=model_spec(config, "none", "multimodal"),
+                        training=training, seed=0, progress=False)
+    assert np.isfinite(metrics["val_loss_best"])
+    from alertvision.training.data import Batches
+
+    batches = Batches(None, np.arange(5), np.zeros(5), 2, shuffle=True, metadata=np.zeros((5, 3)), min_batch=2)
+    sizes = [len(pos) for _, _, pos in batches]
+    assert sizes == [2, 2] and len(batches) == 2

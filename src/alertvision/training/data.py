@@ -29,26 +29,32 @@ class Batches:
 
     Only the rows of one batch are read at a time; ``positions`` index into ``rows``. ``inputs`` is
     the image batch, or with ``metadata`` (an (N, F) array indexed like ``images``) the pair
-    (images, metadata) a multi-modal model takes; ``images=None`` gives (None, metadata).
+    (images, metadata) a multi-modal model takes; ``images=None`` gives (None, metadata). A last
+    batch smaller than ``min_batch`` is skipped (training: BatchNorm1d cannot train on one sample;
+    with shuffling a different alert sits out each epoch).
     """
 
     def __init__(self, images: np.ndarray | None, rows: np.ndarray, labels: np.ndarray, batch_size: int,
-                 shuffle: bool = False, augment: bool = False, seed: int = 0, metadata: np.ndarray | None = None):
+                 shuffle: bool = False, augment: bool = False, seed: int = 0, metadata: np.ndarray | None = None,
+                 min_batch: int = 1):
         if images is None and metadata is None:
             raise ValueError("Batches needs images, metadata or both")
         self.images, self.rows, self.labels = images, np.asarray(rows), np.asarray(labels, dtype=np.float32)
         self.metadata = metadata
-        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
+        self.batch_size, self.shuffle, self.augment, self.min_batch = batch_size, shuffle, augment, min_batch
         self.generator = torch.Generator().manual_seed(int(seed))
 
     def __len__(self) -> int:
-        return (len(self.rows) + self.batch_size - 1) // self.batch_size
+        full, rest = divmod(len(self.rows), self.batch_size)
+        return full + (rest >= max(self.min_batch, 1))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, np.ndarray]]:
         n = len(self.rows)
         order = torch.randperm(n, generator=self.generator).numpy() if self.shuffle else np.arange(n)
         for start in range(0, n, self.batch_size):
             pos = order[start:start + self.batch_size]
+            if len(pos) < self.min_batch:
+                break
             rows = self.rows[pos]
             xt = None
             if self.images is not None:

@@ -121,7 +121,7 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
     images = None if arch_cfg["kind"] == "none" else data.images  # the metadata-only model reads no image
     bs, ebs = int(training["batch_size"]), int(training["eval_batch_size"])
     train_batches = Batches(images, rows["train"], y_train, bs, shuffle=True,
-                            augment=bool(training["augment"]), seed=seed + 1, metadata=metadata)
+                            augment=bool(training["augment"]), seed=seed + 1, metadata=metadata, min_batch=2)
     val_batches = Batches(images, rows["val"], labels[rows["val"]], ebs, metadata=metadata)
 
     # --- model, loss, optimiser ------------------------------------------------------------------
