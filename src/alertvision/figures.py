@@ -107,17 +107,16 @@ def figure3(table: pd.DataFrame, out_pdf: str | os.PathLike, policy: str = "bts_
     regimens = sorted(set(table.loc[table["arch"].isin(archs), "regimen"]), key=lambda r: (r != "none", r))
     colours = {r: REGIMEN_COLOURS[i % len(REGIMEN_COLOURS)] for i, r in enumerate(regimens)}
     drawn: dict = {"panels": [], "lines": {}}
+    base, meta = table[table["arch"] == BASELINE_ARCH], table[table["arch"] == METADATA_ONLY]
     fig, axes = plt.subplots(1, len(archs), figsize=(4.2 * len(archs), 3.6), squeeze=False, sharey=True)
     for j, arch in enumerate(archs):
         ax = axes[0][j]
-        base = table[table["arch"] == BASELINE_ARCH]
         if not base.empty and arch != BASELINE_ARCH:
             _line(ax, base, "0.55", "CNN baseline (multi-modal)", metric="f1")
         for regimen in regimens:
             rows = table[(table["arch"] == arch) & (table["regimen"] == regimen)]
             if not rows.empty:
                 _line(ax, rows, colours[regimen], f"{ARCH_TITLES.get(arch, arch)}, {regimen}", metric="f1")
-        meta = table[table["arch"] == METADATA_ONLY]
         if not meta.empty and arch != METADATA_ONLY:
             _line(ax, meta, "black", "metadata only", metric="f1", style="--")
         drawn["panels"].append(arch)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from alertvision import __version__
+from alertvision.config import METADATA_KEYS
 from alertvision.features import METADATA_FEATURES
 from alertvision.models.classifier import AlertClassifier, MLPHead
 from alertvision.models.cnn import BTSbotCNN
@@ -17,7 +18,6 @@ from alertvision.models.weights import ResolvedWeights, load_pretrained_backbone
 
 MODEL_FORMAT = "alertvision-model/1"
 HEAD_KEYS = ("dense1", "dense2", "dropout")
-METADATA_KEYS = ("meta_dense1", "meta_dense2", "meta_dropout")
 
 
 def _timm_size_kwargs(architecture: str, input_size: int) -> dict[str, Any]:
