@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ALERTS_DIR = REPO.parent / "shared" / "data" / "ztf_alerts"
+#: Twelve real ZTF packets (MIT, from skyportal/kowalski; see the README and LICENSE beside them).
+ALERTS_DIR = REPO / "tests" / "data" / "ztf_alerts"
 
 #: A study small enough for a test: every stage, every architecture, two fractions.
 TINY_CONFIG = {
@@ -35,9 +36,10 @@ TINY_CONFIG = {
 
 
 def packet_paths() -> list[Path]:
-    if not ALERTS_DIR.is_dir():
-        pytest.skip(f"real ZTF packets not found at {ALERTS_DIR} (../shared/data/ztf_alerts)")
-    return sorted(ALERTS_DIR.glob("*.avro"))
+    """The real packets shipped with the tests (a missing one is a broken checkout, not a skip)."""
+    paths = sorted(ALERTS_DIR.glob("*.avro"))
+    assert len(paths) == 12, f"expected the 12 real ZTF packets in {ALERTS_DIR}, found {len(paths)}"
+    return paths
 
 
 @pytest.fixture(scope="session")
