@@ -37,13 +37,16 @@ log = logging.getLogger("table2")
 #: The architectures of config/config.yaml with the schema's defaults filled in (kept in step by
 #: tests/test_throughput.py), so that this script needs neither yaml nor jsonschema.
 ARCHS = {
-    "cnn": {"kind": "cnn", "input_size": 63, "input_scale": 63.0, "conv1_channels": 16, "conv2_channels": 32,
-            "conv_kernel": 5, "conv_dropout1": 0.25, "conv_dropout2": 0.25},
+    "cnn": {"kind": "cnn", "input_size": 63, "input_scale": 63.0, "conv1_channels": 32, "conv2_channels": 64,
+            "conv_kernel": 5, "conv_dropout1": 0.50, "conv_dropout2": 0.55},
     "convnext": {"kind": "timm", "timm_name": "convnext_pico", "input_size": 63, "input_scale": 63.0},
     "maxvit": {"kind": "timm", "timm_name": "maxvit_tiny_rw_224", "input_size": 64, "input_scale": 63.0},
 }
-#: The head (training block defaults) and the training batch size per architecture.
-HEAD = {"dense1": 128, "dense2": 16, "dropout": 0.5}
+#: The head of each architecture (BTSbot's one-layer head for the CNN, the training block's for the
+#: others) and the training batch size per architecture.
+HEADS = {"cnn": {"dense1": 8, "dense2": None, "dropout": 0.2},
+         "convnext": {"dense1": 128, "dense2": 16, "dropout": 0.5},
+         "maxvit": {"dense1": 128, "dense2": 16, "dropout": 0.5}}
 TRAIN_BATCH = {"cnn": 32, "convnext": 64, "maxvit": 64}
 
 
@@ -162,12 +165,12 @@ def main(argv: list[str] | None = None) -> int:
                 log.warning("%.0f s in: no torch.compile for %s at %d px", elapsed, arch, size)
                 run = replace(settings, compile=False)
             torch.manual_seed(0)
-            model = build_model(cfg, HEAD).eval()
+            model = build_model(cfg, HEADS[arch]).eval()
             r, c = tp.benchmark_model(model, arch, cfg, inputs, run, [device])
             rows += r
             candidates += [{"arch": arch, "input_size": size, **asdict(x)} for x in c]
             if not args.no_train and device.type == train_on.type:
-                training.append(tp.training_record(arch, cfg, HEAD, train_on, TRAIN_BATCH[arch], settings))
+                training.append(tp.training_record(arch, cfg, HEADS[arch], train_on, TRAIN_BATCH[arch], settings))
             log.info("%.0f s elapsed", time.perf_counter() - started)
     # the estimate uses each architecture at its largest measured size (the paper's, when measured)
     largest = {}

@@ -185,3 +185,64 @@ def test_bad_inputs_fail_with_the_key_to_fix(tmp_path, packets):
     with pytest.raises(ConfigError, match="data.avro"):
         validate_config({"data": {"source": "avro"}})
     assert not (tmp_path / "ztf" / "manifest.json").exists()
+
+
+def _subset_labels(tmp_path: Path, subsets: dict[str, str], rows: list[tuple] = ()) -> Path:
+    """A labels table giving each object the subset named (label 1 for trues), plus extra raw rows."""
+    df = pd.DataFrame([{"objectId": o, "label": int(s == "trues"), "source_set": s} for o, s in subsets.items()]
+                      + [dict(zip(("objectId", "label", "source_set"), r)) for r in rows])
+    path = tmp_path / "labels.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_dims_that_peaked_brighter_than_18_5_are_cut_and_the_images_follow(tmp_path, packets):
+    subsets = {p["objectId"]: "rejects" for p in packets}
+    subsets.update({"ZTF20aaelulu": "dims", "ZTF20aafsnpp": "dims", "ZTF20aahgyet": "dims"})  # 14.92, 18.22, 19.96
+    cfg = _config(str(packet_paths()[0].parent), _subset_labels(tmp_path, subsets))
+    manifest = ingest_avro(cfg, tmp_path / "ztf", progress=False)
+    assert manifest["dims_cut"] == {"limit": 18.5, "sources": 2, "alerts": 2}
+    data = open_dataset(tmp_path / "ztf")
+    assert len(data.alerts) == 10 and not {"ZTF20aaelulu", "ZTF20aafsnpp"} & set(data.alerts["objectId"])
+    assert "ZTF20aahgyet" in set(data.alerts["objectId"]) and manifest["labelled_sources_without_alerts"] == 0
+    by_candid = {p["candid"]: p for p in packets}
+    for i, row in data.alerts.iterrows():
+        np.testing.assert_array_equal(data.images[i], triplet_from_alert(by_candid[row["candid"]]))
+    cfg["data"]["avro"]["dims_peak_limit"] = None
+    manifest = ingest_avro(cfg, tmp_path / "all", progress=False)
+    assert manifest["dims_cut"]["alerts"] == 0 and manifest["n_alerts"] == 12
+
+
+def test_history_alerts_leaves_prv_candidates_out(tmp_path, packets):
+    labels = _labels(tmp_path, [p["objectId"] for p in packets])
+    cfg = _config(str(packet_paths()[0].parent), labels)
+    cfg["data"]["avro"]["history"] = "alerts"
+    manifest = ingest_avro(cfg, tmp_path / "ztf", progress=False)
+    assert manifest["history"] == "alerts"
+    alerts = open_dataset(tmp_path / "ztf").alerts.set_index("candid")
+    for packet in packets:
+        own = [q["candidate"] for q in packets if q["objectId"] == packet["objectId"]
+               and q["candidate"]["jd"] <= packet["candidate"]["jd"]]
+        row = alerts.loc[packet["candid"]]
+        assert row["peakmag_so_far"] == pytest.approx(min(c["magpsf"] for c in own), abs=1e-4)
+        first = min([c["jd"] for c in own] + [packet["candidate"]["jdstarthist"]])
+        assert row["age"] == pytest.approx(packet["candidate"]["jd"] - first, abs=1e-3)
+    # ZTF20aaelulu's prv_candidates reach 14.77, its own alert 14.92: only the default history sees the former
+    assert alerts.set_index("objectId").loc["ZTF20aaelulu", "peakmag_so_far"] == pytest.approx(14.92, abs=0.01)
+
+
+def test_an_object_in_several_subsets_keeps_btsbot_s_first_and_is_counted(tmp_path, packets):
+    subsets = {p["objectId"]: "rejects" for p in packets}
+    rows = [("ZTF20aaelulu", 1, "trues"), ("ZTF20aaelulu", 0, "dims"),  # listed three times: trues wins
+            ("ZTF20aahgyet", 0, "vars"),                                # rejects and vars: vars wins
+            ("ZTF20aafcnby", 0, "rejects")]                             # the same row twice
+    cfg = _config(str(packet_paths()[0].parent), _subset_labels(tmp_path, subsets, rows))
+    manifest = ingest_avro(cfg, tmp_path / "ztf", progress=False)
+    assert manifest["labels"]["repeated_rows"] == 1 and manifest["labels"]["in_several_subsets"] == 2
+    assert manifest["labels"]["in_several_subsets_first"] == ["ZTF20aaelulu: trues > dims > rejects",
+                                                               "ZTF20aahgyet: vars > rejects"]
+    alerts = open_dataset(tmp_path / "ztf").alerts.groupby("objectId")[["source_set", "label"]].first()
+    assert tuple(alerts.loc["ZTF20aaelulu"]) == ("trues", 1) and tuple(alerts.loc["ZTF20aahgyet"]) == ("vars", 0)
+    bad = _subset_labels(tmp_path, subsets, [("ZTF20aafcnby", 1, "rejects")])  # two labels in one subset
+    with pytest.raises(LabelsError, match="different labels in the same subset, e.g. ZTF20aafcnby"):
+        ingest_avro(_config(str(packet_paths()[0].parent), bad), tmp_path / "bad", progress=False)

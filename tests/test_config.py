@@ -72,7 +72,7 @@ def test_strings_from_the_snakemake_command_line_are_read_as_yaml():
     with pytest.raises(ConfigError, match="training.epochs"):
         validate_config({"training": {"epochs": "two"}})
     config = validate_config({"archs": {"cnn": {"kind": "cnn", "training": {"epochs": "2"}}}, "grid": {"archs": ["cnn"]}})
-    assert config["archs"]["cnn"]["training"] == {"epochs": 2}
+    assert config["archs"]["cnn"]["training"]["epochs"] == 2
 
 
 def test_architecture_training_overrides_are_checked():

@@ -15,7 +15,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from alertvision.models import build_model
 from alertvision.models.fetch import fetch_weights, fetched_record, fetched_weights
-from alertvision.models.inputs import input_norm_for
+from alertvision.models.inputs import input_norm_from_weights
 from alertvision.models.weights import WeightsInvalid, WeightsUnavailable
 
 ZOOBOT = "hf_hub:mwalmsley/zoobot-encoder-convnext_pico"
@@ -125,7 +125,7 @@ def test_zoobot_encoder_is_downloaded_converted_and_loads(hub, tmp_path, encoder
     state = load_file(str(out / "model.safetensors"))
     assert state.keys() == encoder[0].keys() and all(torch.equal(state[k], encoder[0][k]) for k in state)
     weights = fetched_weights(out)
-    assert weights.weight_id == ZOOBOT and input_norm_for(weights) == {"mode": "unit"}
+    assert weights.weight_id == ZOOBOT and input_norm_from_weights(weights) == {"mode": "unit"}
     model = build_model(CONVNEXT, HEAD, weights)
     _assert_backbone_equals(model, encoder[0])
     assert model.backbone.pretrained_load["loaded"] == len(encoder[0])
@@ -142,7 +142,7 @@ def test_safetensors_source_is_copied_and_its_classifier_dropped(hub, tmp_path, 
     assert (out / "model.safetensors").read_bytes() == classifier_weights[1]
     assert record["converted_from"] is None and record["dropped_classifier"] == ["head.fc.bias", "head.fc.weight"]
     weights = fetched_weights(out)
-    assert input_norm_for(weights) == {"mode": "imagenet", "mean": PRETRAINED_CFG["mean"],
+    assert input_norm_from_weights(weights) == {"mode": "imagenet", "mean": PRETRAINED_CFG["mean"],
                                        "std": PRETRAINED_CFG["std"]}
     model = build_model(CONVNEXT, HEAD, weights)
     _assert_backbone_equals(model, classifier_weights[0])

@@ -29,6 +29,7 @@ from alertvision.ingest.kowalski import (
     packet_from_document,
 )
 from alertvision.logs import FORMAT
+from alertvision.triplet import triplet_from_alert
 
 KOWALSKI_TOKEN = "kw-tok-9f8e7d6c5b4a39281706"
 FRITZ_TOKEN = "fritz-tok-0a1b2c3d4e5f60718293"
@@ -126,27 +127,40 @@ def test_compiles_every_source_once_despite_faults(tmp_path, env, services, pack
     ds = open_dataset(tmp_path / "ztf")
     alerts = ds.alerts
 
-    # every listed source's alerts, exactly once
-    assert len(alerts) == 12 and alerts["objectId"].nunique() == 11
-    assert Counter(alerts["objectId"]) == expected_alerts(packets, lists["all"])
-    assert sorted(alerts["candid"]) == sorted(p["candid"] for p in packets)
+    # every listed source's alerts, exactly once, but the dims that peaked at or brighter than 18.5 mag
+    # (BTSbot's dims cut: ZTF20aaelulu at 14.92 and ZTF20aafsnpp at 18.22; ZTF20aafcnby at 19.2 stays)
+    dims_cut = ["ZTF20aaelulu", "ZTF20aafsnpp"]
+    assert sorted(set(lists["dims"]) - {"ZTF20aafcnby"}) == dims_cut
+    assert manifest["dims_cut"] == {"limit": 18.5, "sources": 2, "alerts": 2} and manifest["history"] == "alerts"
+    kept = [o for o in lists["all"] if o not in dims_cut]
+    assert len(alerts) == 10 and alerts["objectId"].nunique() == 9
+    assert Counter(alerts["objectId"]) == expected_alerts(packets, kept)
+    assert sorted(alerts["candid"]) == sorted(p["candid"] for p in packets if p["objectId"] in kept)
     assert alerts["alert_id"].is_unique
+    by_candid = {p["candid"]: p for p in packets}
+    for i, candid in enumerate(alerts["candid"]):  # images.npy was compacted in step with the table
+        np.testing.assert_array_equal(ds.images[i], triplet_from_alert(by_candid[candid]))
+    # history "alerts" (BTSbot's): the derived features see the source's own alerts, not prv_candidates
+    one = alerts[alerts["objectId"] == "ZTF20aafcnby"].iloc[0]
+    assert one["peakmag_so_far"] == pytest.approx(by_candid[one["candid"]]["candidate"]["magpsf"])
     # labels and subsets; rejects exclude the BTS objects Fritz also listed
     subset = alerts.groupby("objectId")["source_set"].first()
-    for name in ("trues", "dims", "vars"):
+    assert sorted(subset[subset == "dims"].index) == ["ZTF20aafcnby"]
+    for name in ("trues", "vars"):
         assert sorted(subset[subset == name].index) == sorted(lists[name])
     assert sorted(subset[subset == "rejects"].index) == sorted(lists["rejects"][:2])
     assert (alerts["label"] == (alerts["source_set"] == "trues")).all()
     # saved_jd: the earliest save to the configured group, NaN for rejects and sources not on Fritz
     saved = alerts.groupby("objectId")["saved_jd"].first()
-    for oid in lists["trues"] + lists["dims"] + lists["vars"][:-1]:
+    for oid in lists["trues"] + ["ZTF20aafcnby"] + lists["vars"][:-1]:
         assert saved[oid] == pytest.approx(iso_to_jd(RCF_SAVED))
     assert math.isnan(saved[lists["vars"][-1]]) and saved[lists["rejects"][:2]].isna().all()
     # classifications.braai rides along where Kowalski has it
     braai = {p["candid"]: round(0.5 + i / 100, 4) for i, p in enumerate(packets) if i % 2 == 0}
     got = alerts.set_index("candid")["new_drb"]
-    assert all(got[c] == pytest.approx(v) for c, v in braai.items())
-    assert manifest["new_drb_from"] == {"classifications.braai": 6, "candidate.drb": 6}
+    assert all(got[c] == pytest.approx(v) for c, v in braai.items() if c in got.index)
+    n_braai = sum(c in got.index for c in braai)
+    assert manifest["new_drb_from"] == {"classifications.braai": n_braai, "candidate.drb": 10 - n_braai}
 
     # each fault was met and overcome by a retry; nothing else was asked twice
     assert services.count(f"ZTF_alerts:{lists['dims'][1]}") == 2
@@ -204,7 +218,7 @@ def test_crash_mid_run_then_rerun_asks_only_for_what_is_missing(tmp_path, env, s
     assert [services.count(f"ZTF_alerts_aux:{oid}") for oid in order[:4]] == [0, 0, 0, 1]
     for oid in order[4:]:
         assert services.count(f"ZTF_alerts:{oid}") == 1
-    assert len(open_dataset(tmp_path / "ztf").alerts) == 12
+    assert len(open_dataset(tmp_path / "ztf").alerts) == 10  # 12, less two dims cut
 
 
 def test_interrupt_mid_fetch_leaves_a_resumable_cache(tmp_path, env, services, lists, monkeypatch):
@@ -227,7 +241,7 @@ def test_interrupt_mid_fetch_leaves_a_resumable_cache(tmp_path, env, services, l
     services.reset_counts()
     ingest_kowalski(config, tmp_path / "ztf", progress=False)
     assert services.count("endpoint:queries") == 23 - asked  # nothing answered before is asked again
-    assert len(open_dataset(tmp_path / "ztf").alerts) == 12
+    assert len(open_dataset(tmp_path / "ztf").alerts) == 10  # 12, less two dims cut
 
 
 def test_a_source_failing_for_good_is_reported_and_fetched_on_rerun(tmp_path, env, services, lists):
@@ -334,6 +348,28 @@ def test_missing_env_var_is_named_before_any_request(tmp_path, env, services, li
     with pytest.raises(CredentialsError, match=named):
         ingest_kowalski(make_config(tmp_path, services, lists), tmp_path / "ztf", progress=False)
     assert services.total_requests() == 0
+
+
+def test_explorer_duplicates_are_dropped_and_an_object_in_two_lists_keeps_the_first(tmp_path, env, services, lists):
+    config = make_config(tmp_path, services, lists, dims_peak_limit=None)
+    bts = config["data"]["kowalski"]["bts"]
+    trues = pd.read_csv(bts["trues"])
+    extra = trues.iloc[[0]].assign(ZTFID=" ZTF20aakyoez ", type="duplicate?")  # a vars object, typed duplicate
+    pd.concat([trues, extra], ignore_index=True).to_csv(bts["trues"], index=False)
+    dims = pd.read_csv(bts["dims"])
+    also = dims.iloc[[0]].assign(ZTFID=lists["vars"][0])  # a vars object in the dims list too
+    dup = dims.iloc[[1]].assign(type="duplicate")  # a dims row the explorer marks as a duplicate
+    pd.concat([dims.iloc[[0, 2]], also, dup], ignore_index=True).to_csv(bts["dims"], index=False)
+    manifest = ingest_kowalski(config, tmp_path / "ztf", progress=False)
+    lists_report = manifest["kowalski"]["lists"]
+    assert lists_report["explorer_duplicates_dropped"] == {"trues": 1, "dims": 1, "vars": 0}
+    assert lists_report["in_several_subsets"] == 1
+    assert lists_report["in_several_subsets_first"] == [f"{lists['vars'][0]}: vars > dims"]
+    subset = open_dataset(tmp_path / "ztf").alerts.groupby("objectId")["source_set"].first()
+    assert subset[lists["vars"][0]] == "vars"
+    assert subset["ZTF20aakyoez"] == "rejects"  # its trues row was typed duplicate?: a reject it stays
+    assert lists["dims"][1] not in subset.index  # typed duplicate: not a source
+    assert manifest["dims_cut"] == {"limit": None, "sources": 0, "alerts": 0}
 
 
 def test_missing_bts_list_names_the_config_key(tmp_path, env, services, lists):

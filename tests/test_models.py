@@ -121,3 +121,44 @@ def test_a_model_saved_before_input_norm_loads_and_scales_as_then(tmp_path):
 def test_an_unknown_input_norm_is_refused():
     with pytest.raises(ValueError, match="unknown input_norm mode"):
         build_model(ARCHS["cnn"], HEAD, input_norm={"mode": "zscore"})
+
+
+# --- the baseline is BTSbot's production CNN ------------------------------------------------------------
+
+
+def _conv(cin, cout, k):
+    return cin * cout * k * k + cout
+
+
+def test_the_default_cnn_is_btsbots_production_model_counted_by_hand():
+    from alertvision.config import model_spec, training_params, validate_config
+
+    config = validate_config({"grid": {"archs": ["cnn"], "modalities": ["image", "multimodal"]}})
+    spec, training = model_spec(config, "cnn", "image"), training_params(config, "cnn", "image")
+    assert {k: spec[k] for k in ("conv1_channels", "conv2_channels", "conv_kernel", "conv_dropout1",
+                                 "conv_dropout2")} == {"conv1_channels": 32, "conv2_channels": 64, "conv_kernel": 5,
+                                                        "conv_dropout1": 0.50, "conv_dropout2": 0.55}
+    assert training["betas"] == [0.99, 0.99]
+    # two conv blocks of two 5x5 convolutions (3 -> 32 -> 32, 32 -> 64 -> 64); 63 -> 31 -> 7 px after the
+    # pools, so 64 x 7 x 7 = 3136 features; head Dense(8) -> ReLU -> Dropout(0.20) -> Dense(1)
+    convs = _conv(3, 32, 5) + _conv(32, 32, 5) + _conv(32, 64, 5) + _conv(64, 64, 5)
+    assert convs == 181_792
+    image_model = build_model(spec, training)
+    assert sum(p.numel() for p in image_model.parameters()) == convs + (3136 * 8 + 8) + (8 + 1) == 206_897
+    assert image_model.backbone.num_features == 3136
+    assert isinstance(image_model.head.body[1], torch.nn.ReLU) and image_model.head.body[2].p == 0.20
+    # multi-modal: BatchNorm1d(25) -> Dense(128) -> ReLU -> Dropout(0.25) -> Dense(128) -> ReLU beside the CNN,
+    # then the same one-layer head on the 3136 + 128 features
+    mm_spec, mm_training = model_spec(config, "cnn", "multimodal"), training_params(config, "cnn", "multimodal")
+    mm = build_model(mm_spec, mm_training)
+    branch = 2 * 25 + (25 * 128 + 128) + (128 * 128 + 128)
+    assert sum(p.numel() for p in mm.metadata.parameters()) == branch == 19_890
+    assert isinstance(mm.metadata.body[2], torch.nn.ReLU) and mm.metadata.body[3].p == 0.25
+    assert sum(p.numel() for p in mm.parameters()) == convs + branch + (3264 * 8 + 8) + 9 == 227_811
+
+
+def test_timm_metadata_branches_use_gelu_and_a_two_layer_head():
+    head = {**HEAD, "meta_dense1": 16, "meta_dense2": 8, "meta_dropout": 0.1}
+    model = build_model({**ARCHS["convnext"], "modality": "multimodal"}, head)
+    assert isinstance(model.metadata.body[2], torch.nn.GELU) and isinstance(model.head.body[1], torch.nn.GELU)
+    assert len(model.head.body) == 5  # Dense, GELU, Dense, GELU, Dropout

@@ -42,7 +42,8 @@ def test_factory_builds_the_multimodal_model_of_every_kind(arch):
     assert model((images, meta)).shape == (4,) and model.embed((images, meta)).shape == (4, HEAD["dense2"])
     branch = model.metadata.body
     assert isinstance(branch[0], torch.nn.BatchNorm1d) and branch[0].num_features == N_FEATURES
-    assert [type(m).__name__ for m in branch] == ["BatchNorm1d", "Linear", "GELU", "Dropout", "Linear", "GELU"]
+    act = "GELU" if arch["kind"] == "timm" else "ReLU"  # BTSbot: ReLU beside its CNN and alone, GELU beside timm
+    assert [type(m).__name__ for m in branch] == ["BatchNorm1d", "Linear", act, "Dropout", "Linear", act]
     backbone = 0 if model.backbone is None else model.backbone.num_features
     assert model.head.body[0].in_features == backbone + HEAD["meta_dense2"]  # fusion of both embeddings
 

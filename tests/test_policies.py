@@ -41,7 +41,7 @@ def test_policies_and_bins():
     assert list(POLICIES) == ["bts_p1", "bts_p2", "prod_p1", "prod_p2"]
     assert POLICIES["bts_p2"] == Policy("bts_p2", 2, 0.5, 19.0, 18.5)
     assert POLICIES["prod_p1"] == Policy("prod_p1", 1, 0.85, 19.0, None)
-    assert PEAK_MAG_BINS.tolist() == [17.0, 17.25, 17.5, 17.75, 18.0, 18.25, 18.5, 18.75]
+    assert PEAK_MAG_BINS.tolist() == [17.0, 17.25, 17.5, 17.75, 18.0, 18.25, 18.5]  # BTSbot's: end at 18.5
 
 
 def test_riser_trigger_indices_and_delay():
@@ -216,7 +216,8 @@ def test_completeness_by_peak_mag():
         "A": (1, two_alerts(0.9, 17.1)),    # 17.0-17.25, triggered
         "B": (1, two_alerts(0.1, 17.0)),    # 17.0-17.25, not triggered (peak on the lower edge)
         "C": (1, two_alerts(0.9, 17.25)),   # 17.25-17.5 (peak on the upper edge of the first bin)
-        "D": (1, two_alerts(0.9, 18.5)),    # 18.5-18.75
+        "D": (1, two_alerts(0.9, 18.5)),    # 18.25-18.5: the last bin is closed, as numpy's histogram
+        "G": (1, two_alerts(0.9, 18.3)),    # 18.25-18.5
         "E": (0, two_alerts(0.1, 17.6)),    # negatives are not binned
         "F": (1, two_alerts(0.9, 16.5)),    # brighter than 17: counted, in no bin
     })
@@ -227,8 +228,10 @@ def test_completeness_by_peak_mag():
     assert bins[0] == {"lo": 17.0, "hi": 17.25, "n_trues": 2, "n_triggered": 1, "completeness": 0.5}
     assert (bins[1]["n_trues"], bins[1]["completeness"]) == (1, 1.0)
     assert bins[2]["n_trues"] == 0 and math.isnan(bins[2]["completeness"])
-    assert (bins[6]["lo"], bins[6]["n_trues"], bins[6]["completeness"]) == (18.5, 1, 1.0)
-    assert m["n_trues"] == 5 and m["completeness"] == pytest.approx(4 / 5)
+    assert len(bins) == 6 and (bins[5]["lo"], bins[5]["hi"], bins[5]["n_trues"]) == (18.25, 18.5, 2)
+    counts, _ = np.histogram([17.1, 17.0, 17.25, 18.5, 16.5, 18.3], bins=PEAK_MAG_BINS)  # BTSbot bins with numpy
+    assert [b["n_trues"] for b in bins] == counts.tolist()
+    assert m["n_trues"] == 6 and m["completeness"] == pytest.approx(5 / 6)
     # JSON-serialisable with plain Python types once NaN becomes null
     def nan_to_none(x):
         if isinstance(x, dict):

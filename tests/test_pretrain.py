@@ -95,8 +95,8 @@ def test_morphologies_look_different():
     face_on = truth.index[(truth.kind == "disk") & (truth.cos_i > 0.7) & (truth.merger == "none")][:15].tolist()
     disks = galaxy_images(face_on, 48, seed=2)
 
-    def colour(ims):
-        return float(np.median([im[2].sum() / im[0].sum() for im in ims]))
+    def colour(ims):  # channels are red, green, blue = z, r, g
+        return float(np.median([im[0].sum() / im[2].sum() for im in ims]))
 
     assert colour(images[15:]) > colour(disks) * 1.1
 

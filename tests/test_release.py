@@ -116,7 +116,7 @@ def test_import_writes_the_contract(imported, release):
         np.testing.assert_array_equal(ds.images[i], images[i])
     m = ds.manifest
     assert (m["source"], m["dataset"], m["synthetic"]) == ("release", "ztf", False)
-    assert m["skipped"] == {"duplicate_alert": 0}
+    assert m["skipped"] == {"duplicate_alert": 0, "nonfinite_triplet": 0}
     assert f"train_triplets_{TAG}.npy" in m["release"]["files"]["images"]
     assert any("new_drb" in note for note in m["notes"])
     assert m["alerts"] == json.loads(json.dumps(m["alerts"])) and m["n_alerts"] == len(source)
@@ -157,7 +157,7 @@ def test_duplicates_are_dropped_and_counted(tmp_path):
     write_release(tmp_path / "rel", release)
     manifest = ingest_release(config_for(tmp_path / "rel", chunk_alerts=4), tmp_path / "out", progress=False)
     ds = open_dataset(tmp_path / "out")
-    assert manifest["skipped"] == {"duplicate_alert": 2}
+    assert manifest["skipped"] == {"duplicate_alert": 2, "nonfinite_triplet": 0}
     assert len(ds.alerts) == sum(SIZES.values()) - 2 and ds.alerts["alert_id"].is_unique
     kept = np.ones(SIZES["val"], bool)
     kept[[5, 9]] = False
@@ -165,6 +165,29 @@ def test_duplicates_are_dropped_and_counted(tmp_path):
     np.testing.assert_array_equal(ds.images, images.transpose(0, 3, 1, 2).astype(np.float32))
     val = ds.alerts[ds.alerts["split"] == "val"]
     np.testing.assert_array_equal(val["candid"], df["candid"][kept])
+
+
+def test_nonfinite_triplets_are_dropped_with_their_rows_and_counted(tmp_path, caplog):
+    release = make_release(2)
+    train_df, train_trip = release["train"]
+    val_df, val_trip = release["val"]
+    train_trip[4, 10, 10, 0] = np.nan        # a NaN pixel in a science cutout
+    val_trip[7, 0, 62, 2] = np.inf           # an infinite pixel in a difference cutout
+    val_trip[8, 1, 1, 1] = -np.inf
+    val_df.loc[11, ["objectId", "jd", "fid"]] = val_df.loc[7, ["objectId", "jd", "fid"]].to_numpy()  # a repeat too
+    write_release(tmp_path / "rel", release)
+    with caplog.at_level("WARNING"):
+        manifest = ingest_release(config_for(tmp_path / "rel", chunk_alerts=3), tmp_path / "out", progress=False)
+    assert manifest["skipped"] == {"duplicate_alert": 1, "nonfinite_triplet": 3}
+    assert "3 triplet(s) hold NaN or infinite pixels" in caplog.text and str(train_df.loc[4, "objectId"]) in caplog.text
+    ds = open_dataset(tmp_path / "out")
+    assert np.isfinite(ds.images).all() and len(ds.alerts) == sum(SIZES.values()) - 4
+    keep_train, keep_val = np.ones(SIZES["train"], bool), np.ones(SIZES["val"], bool)
+    keep_train[4] = False
+    keep_val[[7, 8, 11]] = False
+    images = np.concatenate([train_trip[keep_train], val_trip[keep_val], release["test"][1]])
+    np.testing.assert_array_equal(ds.images, images.transpose(0, 3, 1, 2).astype(np.float32))
+    np.testing.assert_array_equal(ds.alerts.loc[ds.alerts["split"] == "val", "candid"], val_df["candid"][keep_val])
 
 
 def _broken(tmp_path: Path, split: str, change) -> dict:

@@ -74,3 +74,37 @@ def test_fractions_are_nested_and_val_test_whole():
     t = tables[50]
     assert (df.loc[t["row"], "alert_id"].to_numpy() == t["alert_id"].to_numpy()).all()
     assert split_table(df, 10, CFG).equals(tables[10])
+
+
+def test_alert_level_fractions_are_nested_per_subset():
+    df = _alerts(n_sources=400)
+    df["split"] = assign_source_splits(df, [0.81, 0.09, 0.10], seed=1)
+    cfg = {**CFG, "fraction_sampling": "alerts"}
+    tables = {f: split_table(df, f, cfg) for f in (5, 10, 50, 100)}
+    trains = {f: set(t.loc[t["split"] == "train", "alert_id"]) for f, t in tables.items()}
+    assert trains[5] <= trains[10] <= trains[50] <= trains[100]
+    assert trains[100] == set(split_table(df, 100, CFG).query("split == 'train'")["alert_id"])
+    by_subset = df.set_index("alert_id")["source_set"]
+    for subset in ("trues", "dims", "vars", "rejects"):
+        full = sum(by_subset[a] == subset for a in trains[100])
+        assert sum(by_subset[a] == subset for a in trains[10]) == int(np.ceil(0.10 * full - 1e-9))
+    # alert-level sampling splits sources between "in" and "out", source-level never does
+    sources = df.set_index("alert_id")["objectId"]
+    partial = {sources[a] for a in trains[10]} & {sources[a] for a in trains[100] - trains[10]}
+    assert partial
+    for split in ("val", "test"):
+        assert (tables[10]["split"] == split).sum() == (tables[100]["split"] == split).sum()
+
+
+def test_btsbot_s_subsample_data_samples_val_and_test_sources_too():
+    df = _alerts(n_sources=400)
+    df["split"] = assign_source_splits(df, [0.81, 0.09, 0.10], seed=1)
+    whole, sampled = split_table(df, 50, CFG), split_table(df, 50, {**CFG, "fraction_eval": "sampled"})
+    assert whole.query("split == 'train'").reset_index(drop=True).equals(
+        sampled.query("split == 'train'").reset_index(drop=True))
+    for split in ("val", "test"):
+        ids_whole = set(whole.loc[whole["split"] == split, "alert_id"])
+        ids_sampled = set(sampled.loc[sampled["split"] == split, "alert_id"])
+        n_whole = df[df["alert_id"].isin(ids_whole)]["objectId"].nunique()
+        n_sampled = df[df["alert_id"].isin(ids_sampled)]["objectId"].nunique()
+        assert ids_sampled < ids_whole and n_sampled == pytest.approx(0.5 * n_whole, abs=4)

@@ -23,7 +23,7 @@ from alertvision.config import training_params
 from alertvision.contract import open_dataset
 from alertvision.sweeps import (TABLE1, make_objective, make_pruner, open_study, run_worker, search_space,
                                 state_counts, study_name, suggest, summary_table, sweep_finalize, sweep_run)
-from alertvision.sweeps.space import SearchSpaceError
+from alertvision.sweeps.space import CNN_SPACE, SearchSpaceError, split_params
 from alertvision.sweeps.report import trials_frame
 from alertvision.sweeps.storage import display_storage, resolve_storage
 from alertvision.sweeps.worker import SurplusTrial, _admitted
@@ -62,10 +62,39 @@ def test_table1_is_the_default_and_entries_override_add_or_drop():
         search_space({"search_space": {"momentum": {"type": "float", "low": 0, "high": 1}}})
     with pytest.raises(SearchSpaceError, match="sweep.search_space.lr"):
         search_space({"search_space": {"lr": {"type": "float", "low": 0, "high": 1, "log": True}}})
+    # the sweep block is shared: a CNN key searches the CNN only (as metadata keys search multi-modal models only)
+    cnn_key = {"search_space": {"conv_kernel": {"type": "categorical", "choices": [3]}}}
+    assert "conv_kernel" not in search_space(cnn_key, kind="timm")
+    assert search_space(cnn_key, kind="cnn")["conv_kernel"]["choices"] == [3]
     trial = optuna.trial.FixedTrial({"lr": 1e-3, "dropout": 0.5, "weight_decay": 0.01, "dense1": 256,
                                      "warmup_epochs": 2, "batch_size": 16})
     assert suggest(trial, space) == {"lr": 1e-3, "warmup_epochs": 2, "batch_size": 16, "dense1": 256,
                                      "dropout": 0.5, "weight_decay": 0.01}
+
+
+def test_the_cnn_space_adds_its_own_keys_to_table1():
+    space = search_space({}, kind="cnn")
+    assert set(space) == set(TABLE1) | set(CNN_SPACE)
+    assert space["conv1_channels"]["choices"] == [16, 32, 64] and 1e-4 in space["lr"]["choices"]
+    assert set(TABLE1["lr"]["choices"]) <= set(space["lr"]["choices"])
+    assert search_space({}, modality="multimodal", kind="none").keys() == search_space({}, "multimodal").keys()
+    assert split_params({"lr": 1e-4, "conv_kernel": 3, "dense1": 8}) == ({"conv_kernel": 3}, {"lr": 1e-4, "dense1": 8})
+
+
+def test_a_cnn_trial_builds_the_cnn_it_sampled(tiny_datasets, split_file):
+    config = tiny_datasets["config"]
+    space = {"conv1_channels": {"type": "categorical", "choices": [4]},
+             "conv2_channels": {"type": "categorical", "choices": [6]},
+             "conv_kernel": {"type": "categorical", "choices": [3]}}
+    objective = make_objective(tiny_datasets["ztf"], split_file, arch_cfg=config["archs"]["cnn"],
+                               training=cnn_training(tiny_datasets, epochs=1), space=space, seed=0)
+    study = optuna.create_study(direction="maximize")
+    study.optimize(objective, n_trials=1)
+    training = cnn_training(tiny_datasets)
+    convs = (3 * 4 * 9 + 4) + (4 * 4 * 9 + 4) + (4 * 6 * 9 + 6) + (6 * 6 * 9 + 6)
+    head = (6 * 7 * 7 * training["dense1"] + training["dense1"]) + (training["dense1"] + 1)
+    assert training["dense2"] is None
+    assert study.trials[0].user_attrs["metrics"]["params"] == convs + head
 
 
 def test_storage_comes_from_the_config_then_the_environment_then_a_journal(monkeypatch, tmp_path):
@@ -203,7 +232,7 @@ def test_a_trial_never_reads_the_test_split(tiny_datasets, split_file, monkeypat
     config = tiny_datasets["config"]
     objective = make_objective(tiny_datasets["ztf"], split_file, arch_cfg=config["archs"]["cnn"],
                                training=cnn_training(tiny_datasets, epochs=1), space=SPACE, seed=0)
-    value = objective(optuna.trial.FixedTrial({**{k: v["choices"][0] for k, v in TABLE1.items()
+    value = objective(optuna.trial.FixedTrial({**{k: v["choices"][0] for k, v in SPACE.items()
                                                   if v["type"] == "categorical"}, "dropout": 0.5}))
     table = pd.read_parquet(split_file)
     read = recorders[0].rows
@@ -226,7 +255,7 @@ def test_sweep_run_then_finalize_writes_best_trials_and_plot(tiny_datasets, spli
     best = sweep_finalize(tmp_path, study_name=NAME, training=kwargs["training"], sweep_cfg=kwargs["sweep_cfg"])
     saved = yaml.safe_load((tmp_path / "best.yaml").read_text())
     assert saved == best and saved["source"] == "best_trial" and saved["n_trials"] == 2
-    assert 0.0 <= saved["value"] <= 1.0 and set(saved["params"]) == set(TABLE1)
+    assert 0.0 <= saved["value"] <= 1.0 and set(saved["params"]) == set(TABLE1) | set(CNN_SPACE)
     assert saved["config"] == {"dataset": "ztf", "modality": "image", "arch": "cnn", "regimen": "none",
                                "fraction": "100"}
     trials = pd.read_csv(tmp_path / "trials.csv")

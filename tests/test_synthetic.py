@@ -62,7 +62,7 @@ def test_derived_features_match_the_light_curve(tiny_datasets):
         rows, _ = observe(scene, config["cadence_days"], config["nan_patch_rate"], config["edge_rate"])
         if not rows:
             continue
-        # derived over every alert the source issued up to each one (before cuts), as DESIGN.md says
+        # derived over every alert the source issued up to each one (before cuts), as BTSbot does
         raw = pd.DataFrame(rows)
         expected = derive_source_features(raw)[cut_mask(raw).to_numpy()].set_index(["objectId", "jd"])
         for col in DERIVED_FEATURES:

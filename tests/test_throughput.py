@@ -193,4 +193,4 @@ def test_the_benchmark_script_uses_the_configured_architectures():
     for name, arch in script.ARCHS.items():
         assert {k: config["archs"][name][k] for k in arch} == arch
         assert script.TRAIN_BATCH[name] == training_params(config, name)["batch_size"]
-    assert script.HEAD == {k: config["training"][k] for k in script.HEAD}
+        assert script.HEADS[name] == {k: training_params(config, name)[k] for k in script.HEADS[name]}

@@ -13,7 +13,7 @@ from alertvision.config import training_params
 from alertvision.contract import open_dataset
 from alertvision.training.data import Batches, augment
 from alertvision.training.loop import RUN_FILES, train_run
-from alertvision.training.schedule import warmup_cosine
+from alertvision.training.schedule import epoch_warmup_cosine, warmup_cosine
 
 
 
@@ -25,7 +25,7 @@ def _train(tiny_datasets, split_file, out, arch="cnn", **overrides):
 
 
 def test_short_training_lowers_the_loss_and_writes_the_run(tiny_datasets, split_file, tmp_path):
-    metrics = _train(tiny_datasets, split_file, tmp_path, epochs=4, patience=4)
+    metrics = _train(tiny_datasets, split_file, tmp_path, epochs=4, patience=4, min_improvement=0.0)
     history = pd.read_csv(tmp_path / "history.csv")
     assert len(history) == 4
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
@@ -78,3 +78,65 @@ def test_warmup_then_cosine():
     assert warmup_cosine(10, 100, 10) == pytest.approx(1.0)
     assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
     assert warmup_cosine(100, 100, 10) == pytest.approx(0.0, abs=1e-12)
+
+
+# --- BTSbot's recipe ---------------------------------------------------------------------------------
+
+
+def _btsbot_rates(lr: float, warmup: int, epochs: int) -> list[float]:
+    """The rate of each epoch under btsbot/train.py's schedulers, stepped once per epoch."""
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    sched = torch.optim.lr_scheduler.SequentialLR(opt, [
+        torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.01, total_iters=warmup),
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs - warmup), eta_min=lr * 0.01)],
+        milestones=[warmup])
+    rates = []
+    for _ in range(epochs):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return rates
+
+
+@pytest.mark.parametrize("warmup, epochs", [(2, 10), (0, 7), (6, 1000)])
+def test_epoch_schedule_is_btsbots(warmup, epochs):
+    lr = 5e-6
+    ours = [lr * epoch_warmup_cosine(e, warmup, epochs) for e in range(epochs)]
+    np.testing.assert_allclose(ours, _btsbot_rates(lr, warmup, epochs), rtol=1e-9, atol=0)
+    assert ours[0] == pytest.approx(lr * (0.01 if warmup else 1.0))
+    assert epoch_warmup_cosine(epochs, warmup, epochs) == pytest.approx(0.01)  # the floor at the horizon
+    assert epoch_warmup_cosine(epochs + 50, warmup, epochs) == pytest.approx(0.01)  # and after it
+    if epochs == 1000:  # a 1000-epoch horizon keeps the rate near lr for the first 100 epochs
+        assert min(ours[warmup:100]) > 0.97 * lr
+
+
+def test_training_runs_the_epoch_schedule_and_records_each_epoch_s_rate(tiny_datasets, split_file, tmp_path):
+    _train(tiny_datasets, split_file, tmp_path, epochs=5, patience=5, warmup_epochs=2, lr=1e-3, schedule="epoch",
+           min_improvement=0.0)
+    rates = pd.read_csv(tmp_path / "history.csv")["lr"].to_numpy()
+    np.testing.assert_allclose(rates, _btsbot_rates(1e-3, 2, 5), rtol=1e-9)
+    assert rates[0] == pytest.approx(1e-5)
+
+
+def test_early_stopping_needs_the_relative_improvement(tiny_datasets, split_file, tmp_path):
+    common = dict(epochs=6, patience=2, lr=3e-4, schedule="epoch", warmup_epochs=0)
+    runs = {}
+    for name, needed in (("any", 0.0), ("half_percent", 0.005), ("huge", 10.0)):
+        metrics = _train(tiny_datasets, split_file, tmp_path / name, min_improvement=needed, **common)
+        runs[name] = (metrics, pd.read_csv(tmp_path / name / "history.csv")["val_loss"].to_numpy())
+    for name, needed in (("any", 0.0), ("half_percent", 0.005)):
+        metrics, val = runs[name]
+        # the kept epoch is the last one that beat every earlier loss by the margin, as btsbot/train.py keeps it
+        kept = [e for e in range(len(val)) if val[e] * (1 + needed) < min([np.inf, *val[:e]])][-1] + 1
+        assert metrics["best_epoch"] == kept
+    metrics, val = runs["huge"]  # nothing beats the first epoch by 1000%: it is kept, and training stops early
+    assert metrics["best_epoch"] == 1 and len(val) == 1 + common["patience"]
+
+
+def test_drop_last_skips_the_incomplete_batch_and_refuses_a_split_too_small(tiny_datasets, split_file, tmp_path):
+    n_train = int((pd.read_parquet(split_file)["split"] == "train").sum())
+    batches = Batches(np.zeros((n_train, 3, 2, 2), np.float32), np.arange(n_train), np.zeros(n_train), 64,
+                      min_batch=64)
+    assert len(batches) == n_train // 64 and sum(len(y) for _, y, _ in batches) == (n_train // 64) * 64
+    with pytest.raises(ValueError, match="no full batch"):
+        _train(tiny_datasets, split_file, tmp_path, epochs=1, drop_last=True, batch_size=n_train + 1)

@@ -13,7 +13,7 @@ from hf_hub_server import LocalHub, quick_client
 from safetensors.torch import save_file
 
 from alertvision.models import build_model
-from alertvision.models.inputs import input_norm_for
+from alertvision.models.inputs import input_norm_for, input_norm_from_weights
 from alertvision.models.weights import (
     ResolvedWeights,
     WeightsInvalid,
@@ -172,11 +172,91 @@ IMAGENET_CFG = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     ("hf_hub:someone/encoder", {"mean": [0, 0, 0], "std": [1, 1, 1]}, None, {"mode": "unit"}),
     ("convnext_pico.d1_in1k", None, None, {"mode": "imagenet", **IMAGENET_CFG}),  # timm's own cfg for the tag
 ])
-def test_input_norm_follows_the_weights(tmp_path, weight_id, pretrained_cfg, source_id, expected):
+def test_input_norm_weights_follows_the_weights(tmp_path, weight_id, pretrained_cfg, source_id, expected):
     folder = _norm_folder(tmp_path / "w", pretrained_cfg, source_id)
     weights = ResolvedWeights(weight_id, folder, "convnext_pico", "local-dir")
-    assert input_norm_for(weights) == expected
+    assert input_norm_from_weights(weights) == expected
+    assert input_norm_for("weights", weights) == expected
 
 
 def test_no_weights_scale_by_input_scale():
-    assert input_norm_for(None, 63.0) == {"mode": "scale", "scale": 63.0}
+    assert input_norm_from_weights(None, 63.0) == {"mode": "scale", "scale": 63.0}
+
+
+@pytest.mark.parametrize("weight_id, source_id", [
+    ("convnext_pico.d1_in1k", None), ("hf_hub:mwalmsley/zoobot-encoder-convnext_pico", None),
+    ("local-dir:/w", "hf_hub:mwalmsley/zoobot-encoder-convnext_pico"), (None, None)])
+def test_l2_input_is_the_stored_triplet_whatever_the_weights(tmp_path, weight_id, source_id):
+    weights = None if weight_id is None else ResolvedWeights(
+        weight_id, _norm_folder(tmp_path / "w", IMAGENET_CFG, source_id), "convnext_pico", "local-dir")
+    assert input_norm_for("l2", weights) == {"mode": "scale", "scale": 1.0}
+    assert input_norm_for("l2", weights, 63.0) == {"mode": "scale", "scale": 63.0}
+    assert input_norm_for("unit", weights) == {"mode": "unit"}
+
+
+def test_imagenet_input_takes_the_weights_mean_std_or_imagenet_s(tmp_path):
+    weights = ResolvedWeights("hf_hub:someone/encoder", _norm_folder(tmp_path / "w", {"mean": [0.5] * 3, "std": [0.25] * 3}),
+                              "convnext_pico", "local-dir")
+    assert input_norm_for("imagenet", weights) == {"mode": "imagenet", "mean": [0.5] * 3, "std": [0.25] * 3}
+    assert input_norm_for("imagenet", None) == {"mode": "imagenet", **IMAGENET_CFG}
+    with pytest.raises(ValueError, match="unknown regimen input_norm"):
+        input_norm_for("zscore", None)
+
+
+# --- study.yaml: every regimen's backbone sees the same tensors (the paper's comparison) ------------------
+
+
+def _published_folder(path, timm_name, weight_id, mean_std):
+    """A fetched weights folder as the pipeline writes it: config.json (with the weights' own mean/std),
+    model.safetensors and source.json naming the published id."""
+    torch.manual_seed(11)
+    model = timm.create_model(timm_name, pretrained=False, num_classes=0)
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps(
+        {"architecture": timm_name, "num_classes": 0, "num_features": model.num_features,
+         "pretrained_cfg": {"input_size": [3, 224, 224], "mean": mean_std[0], "std": mean_std[1], "num_classes": 0}}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
+    (path / "source.json").write_text(json.dumps({"weight_id": weight_id}))
+    return ResolvedWeights(weight_id, str(path), timm_name, "fetched")
+
+
+def _backbone_input(model, x):
+    seen = []
+    handle = model.backbone.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+    with torch.no_grad():
+        model.eval()(x)
+    handle.remove()
+    return seen[0]
+
+
+@pytest.mark.parametrize("arch", ["convnext", "maxvit"])
+def test_every_study_regimen_feeds_the_backbone_the_same_tensors(tmp_path, arch):
+    from alertvision.config import load_config, model_spec, training_params, weight_id
+    from alertvision.training.loop import build_run_model
+
+    config = load_config("config/study.yaml")
+    regimens = config["grid"]["regimens"]
+    assert {"none", "imagenet", "galaxyzoo"} <= set(regimens)
+    training = training_params(config, arch)
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 63, 63)
+    x = x / x.flatten(2).norm(dim=-1)[..., None, None]  # stored triplets: each cutout of unit L2 norm
+    inputs, specs = {}, {}
+    for regimen in regimens:
+        spec = model_spec(config, arch, "image", regimen)
+        wid = weight_id(config, regimen, arch)
+        weights = None if wid is None else _published_folder(
+            tmp_path / regimen, config["archs"][arch]["timm_name"], wid, ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]))
+        model = build_run_model(spec, training, weights)
+        specs[regimen] = model.input_norm.spec()
+        inputs[regimen] = _backbone_input(model, x)
+    assert all(s == {"mode": "scale", "scale": 1.0} for s in specs.values()), specs
+    size = config["archs"][arch]["input_size"]
+    assert inputs["none"].shape == (2, 3, size, size)
+    for regimen in regimens:
+        assert torch.equal(inputs[regimen], inputs["none"]), regimen
+    # the switch: a regimen told to use ImageNet's normalisation sees other tensors
+    spec = {**model_spec(config, arch, "image", "imagenet"), "input_norm": "imagenet"}
+    weights = ResolvedWeights(weight_id(config, "imagenet", arch), str(tmp_path / "imagenet"),
+                              config["archs"][arch]["timm_name"], "fetched")
+    assert not torch.equal(_backbone_input(build_run_model(spec, training, weights), x), inputs["none"])

@@ -41,7 +41,8 @@ def study(tmp_path_factory) -> Path:
     config = copy.deepcopy(TINY_CONFIG)
     config["grid"]["regimens"] = ["none", "localpre", "synth"]
     config["regimens"] = {"none": {"weights": {}},
-                          "localpre": {"weights": {"convnext": f"local-dir:{workdir / 'weights' / 'convnext'}"}},
+                          "localpre": {"weights": {"convnext": f"local-dir:{workdir / 'weights' / 'convnext'}"},
+                                       "input_norm": "weights"},  # the switch away from BTSbot's input
                           "synth": {"pretrain": {"archs": ["convnext"], "epochs": 1, "batch_size": 16,
                                                  "corpus": {"n_images": 48, "size": 32}}}}
     # Figure 3 at test scale: the multi-modal ConvNeXt and the metadata-only model
@@ -178,8 +179,9 @@ def test_sweeps_feed_the_seed_runs(study):
     assert len(summary) == 4 and set(summary["arch"]) == {"cnn"}  # archs.cnn.sweep only: 2 datasets x 2 fractions
     folder = study / "results" / "sweeps" / "ztf" / "image" / "cnn" / "none" / "f100"
     best = yaml.safe_load((folder / "best.yaml").read_text())
-    assert best["n_trials"] + best["n_pruned"] == 2 and set(best["params"]) == {"lr", "batch_size", "dense1",
-                                                                              "dense2", "dropout"}
+    assert best["n_trials"] + best["n_pruned"] == 2 and set(best["params"]) == {
+        "lr", "batch_size", "dense1", "dense2", "dropout", "conv1_channels", "conv2_channels", "conv_kernel",
+        "conv_dropout1", "conv_dropout2"}  # Table 1 and the CNN's own keys
     trials = pd.read_csv(folder / "trials.csv")
     assert trials["number"].is_unique and (folder / "trials.png").read_bytes()[:4] == b"\x89PNG"
     workers = [json.loads((folder / f"worker{w}.json").read_text()) for w in (0, 1)]
@@ -212,12 +214,12 @@ def test_pretrained_run_records_its_weights(study):
     assert metrics["weight_id"].startswith("local-dir:") and metrics["regimen"] == "localpre"
     fetched = json.loads((study / "resources/weights/localpre/convnext/source.json").read_text())
     assert fetched["architecture"] == "convnext_pico" and fetched["via"] == "local-dir"
-    # config.json carries ImageNet mean/std (as timm's do): [0, 1] pixels, then that mean/std
+    # input_norm: weights, and config.json carries ImageNet mean/std (as timm's do): [0, 1] pixels, then that
     assert metrics["input_norm"]["mode"] == "imagenet" and metrics["input_norm"]["mean"] == [0.485, 0.456, 0.406]
-    synth = json.loads((study / "results/runs/ztf/image/convnext/synth/f100/s0/metrics.json").read_text())
-    assert synth["input_norm"]["mode"] == "unit"  # pre-trained here on [0, 1] images without mean/std
-    random_init = json.loads((study / "results/runs/ztf/image/convnext/none/f100/s0/metrics.json").read_text())
-    assert random_init["input_norm"]["mode"] == "scale"
+    # the default (l2, BTSbot's): every other regimen gets the stored triplet times the arch's input_scale
+    for regimen in ("synth", "none"):
+        other = json.loads((study / f"results/runs/ztf/image/convnext/{regimen}/f100/s0/metrics.json").read_text())
+        assert other["input_norm"] == {"mode": "scale", "scale": 63.0}
 
 
 def test_pretrained_here_regimen_fine_tunes_from_its_encoder(study):

@@ -151,7 +151,7 @@ def cmd_train(args) -> int:
     info = dict(dataset=args.dataset, modality=args.modality, arch=args.arch, regimen=args.regimen,
                 fraction=format_fraction(args.fraction), seed=args.seed)
     metrics = train(args.dataset_dir or paths["dataset"], args.split or paths["split"], args.out_dir or paths["run"],
-                    arch_cfg=model_spec(config, args.arch, args.modality),
+                    arch_cfg=model_spec(config, args.arch, args.modality, args.regimen),
                     training=training_params(config, args.arch, args.modality),
                     seed=args.seed, weights_dir=folder, weight_id=wid, run_info=info, progress=not args.quiet)
     f1 = metrics["policies"][config["policies"]["figure3"]]["f1"]

@@ -297,13 +297,16 @@ def training_params(config: Mapping[str, Any], arch: str, modality: str = "image
     return params
 
 
-def model_spec(config: Mapping[str, Any], arch: str, modality: str) -> dict[str, Any]:
+def model_spec(config: Mapping[str, Any], arch: str, modality: str, regimen: str = "none") -> dict[str, Any]:
     """What the model factory builds for a run: the ``archs.<name>`` block (``{kind: none}`` for the
-    metadata-only model) plus ``modality`` and, for multi-modal runs, ``metadata_fill``."""
+    metadata-only model) plus ``modality``, the regimen's ``input_norm`` and, for multi-modal runs,
+    ``metadata_fill``."""
     spec = {"kind": "none"} if arch == METADATA_ONLY else dict(config["archs"][arch])
     spec.pop("training", None)
     spec.pop("sweep", None)
     spec["modality"] = modality
+    if arch != METADATA_ONLY:
+        spec["input_norm"] = config["regimens"][regimen]["input_norm"]
     if modality == MULTIMODAL:
         spec["metadata_fill"] = config["multimodal"]["metadata_fill"]
     return spec

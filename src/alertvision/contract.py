@@ -155,6 +155,22 @@ class ImageArrayWriter:
             self.abort(exc)
 
 
+def compact_images(path: str | os.PathLike, keep: np.ndarray, chunk: int = 2048) -> int:
+    """Rewrite an image array keeping only the rows where ``keep`` is True, streamed ``chunk`` rows at a
+    time from the memory-mapped file into a new one renamed over it; returns the rows kept."""
+    source = np.load(path, mmap_mode="r")
+    keep = np.asarray(keep, dtype=bool)
+    if len(keep) != len(source):
+        raise ContractError(f"{path}: a mask of {len(keep)} rows for {len(source)} images")
+    with ImageArrayWriter(path, source.shape[1:], source.dtype) as writer:
+        for start in range(0, len(source), chunk):
+            mask = keep[start:start + chunk]
+            if mask.any():
+                writer.append(source[start:start + chunk][mask])
+    del source
+    return writer.count
+
+
 def counts_by_subset_split(df: pd.DataFrame) -> dict[str, dict[str, int]]:
     """Alert counts as {source_set: {split: n}}."""
     out: dict[str, dict[str, int]] = {}

@@ -49,8 +49,9 @@ POLICIES: dict[str, Policy] = {
     "prod_p2": Policy("prod_p2", min_alerts=1, score_threshold=0.85, peak_limit=18.5),
 }
 
-#: Edges of the peak-magnitude bins for completeness: 17.0, 17.25, ..., 18.75 (7 bins, each [lo, hi)).
-PEAK_MAG_BINS: np.ndarray = np.round(np.linspace(17.0, 18.75, 8), 2)
+#: Edges of the peak-magnitude bins for completeness, as BTSbot's: 17.0, 17.25, ..., 18.5 (6 bins, each
+#: [lo, hi) but the last [18.25, 18.5], as numpy's histogram: a true peaking at 18.5 is counted).
+PEAK_MAG_BINS: np.ndarray = np.round(np.linspace(17.0, 18.5, 7), 2)
 
 
 def _resolve(policy: Policy | str) -> Policy:
@@ -181,7 +182,7 @@ def completeness_by_peak_mag(decisions: pd.DataFrame, bins: np.ndarray = PEAK_MA
     trig = trues["triggered"].to_numpy(dtype=bool)
     out = []
     for lo, hi in zip(bins[:-1], bins[1:], strict=True):
-        sel = (peak >= lo) & (peak < hi)
+        sel = (peak >= lo) & ((peak < hi) | ((hi == bins[-1]) & (peak == hi)))
         n_trues, n_trig = int(sel.sum()), int(trig[sel].sum())
         out.append({"lo": float(lo), "hi": float(hi), "n_trues": n_trues, "n_triggered": n_trig,
                     "completeness": _ratio(n_trig, n_trues)})

@@ -8,7 +8,10 @@
   trues, dims and rejects; subsets listed in ``latest_subsets`` (vars, junk) keep their latest
   alerts, in every split, as BTSbot does.
 - Training fractions take a seeded, nested sample of the capped train *sources* per subset (5% is
-  inside 10%, inside 50%); val and test stay whole.
+  inside 10%, inside 50%), as BTSbot's code samples them; ``fraction_sampling: alerts`` samples train
+  *alerts* instead (the paper's wording), nested the same way. Val and test stay whole, as the paper
+  says; ``fraction_eval: sampled`` samples their sources by the same fraction, as BTSbot's
+  ``subsample_data`` does.
 """
 
 from __future__ import annotations
@@ -83,17 +86,39 @@ def fraction_sources(train: pd.DataFrame, fraction: float, seed: int) -> set[str
     return chosen
 
 
+def fraction_alerts(train: pd.DataFrame, fraction: float, seed: int) -> set[int]:
+    """A nested sample of train alerts (by alert_id): ``fraction`` of each subset's alerts (at least one)."""
+    chosen: set[int] = set()
+    for subset, group in train.groupby("source_set", sort=True):
+        ids = np.sort(group["alert_id"].to_numpy())
+        order = _rng(seed, "fraction-alerts", str(subset)).permutation(len(ids))
+        n = max(1, math.ceil(fraction * len(ids) - 1e-9))
+        chosen.update(ids[order[:n]].tolist())
+    return chosen
+
+
 def split_table(alerts: pd.DataFrame, fraction_percent: float, cfg: Mapping) -> pd.DataFrame:
     """The rows one training run uses: columns alert_id, row (into images.npy), split.
 
-    ``cfg`` is the ``splits`` block of the config (seed, max_alerts_per_source, latest_subsets).
+    ``cfg`` is the ``splits`` block of the config (seed, max_alerts_per_source, latest_subsets,
+    fraction_sampling, fraction_eval).
     """
     alerts = alerts.reset_index(drop=True)
     keep = cap_mask(alerts, cfg.get("max_alerts_per_source"), cfg["seed"], cfg.get("latest_subsets", ("vars", "junk")))
     capped = alerts[keep]
+    fraction = fraction_percent / 100.0
     train = capped[capped["split"] == "train"]
-    chosen = fraction_sources(train, fraction_percent / 100.0, cfg["seed"])
-    use = keep & ((alerts["split"] != "train") | alerts["objectId"].isin(chosen)).to_numpy()
+    if cfg.get("fraction_sampling", "sources") == "alerts":
+        in_fraction = alerts["alert_id"].isin(fraction_alerts(train, fraction, cfg["seed"]))
+    else:
+        in_fraction = alerts["objectId"].isin(fraction_sources(train, fraction, cfg["seed"]))
+    sampled = alerts["split"] == "train"
+    if cfg.get("fraction_eval", "whole") == "sampled":
+        for split in ("val", "test"):
+            part = capped[capped["split"] == split]
+            in_fraction |= alerts["objectId"].isin(fraction_sources(part, fraction, cfg["seed"]))
+        sampled = pd.Series(True, index=alerts.index)
+    use = keep & (~sampled | in_fraction).to_numpy()
     out = pd.DataFrame({"alert_id": alerts["alert_id"].to_numpy()[use],
                         "row": np.flatnonzero(use).astype(np.int64),
                         "split": alerts["split"].to_numpy()[use]})

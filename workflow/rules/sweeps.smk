@@ -11,7 +11,7 @@ rule sweep_worker:
     output:
         "results/sweeps/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/worker{worker}.json",
     params:
-        arch=lambda wildcards: model_spec(config, wildcards.arch, wildcards.modality),
+        arch=lambda wildcards: model_spec(config, wildcards.arch, wildcards.modality, wildcards.regimen),
         training=lambda wildcards: training_params(config, wildcards.arch, wildcards.modality),
         sweep=lambda wildcards: sweep_params(config, wildcards.arch),
         study=study_of,
@@ -42,6 +42,7 @@ rule sweep_finalize:
             subcategory="{dataset} {arch} {regimen} f{fraction}",
         ),
     params:
+        arch=lambda wildcards: model_spec(config, wildcards.arch, wildcards.modality, wildcards.regimen),
         training=lambda wildcards: training_params(config, wildcards.arch, wildcards.modality),
         sweep=lambda wildcards: sweep_params(config, wildcards.arch),
         study=study_of,

@@ -30,7 +30,7 @@ rule train:
         metrics="results/runs/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/s{seed}/metrics.json",
         predictions="results/runs/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/s{seed}/predictions.parquet",
     params:
-        arch=lambda wildcards: model_spec(config, wildcards.arch, wildcards.modality),
+        arch=lambda wildcards: model_spec(config, wildcards.arch, wildcards.modality, wildcards.regimen),
         training=lambda wildcards: training_params(config, wildcards.arch, wildcards.modality),
         run_info=run_info,
         weight_id=lambda wildcards: weight_id(config, wildcards.regimen, wildcards.arch),

@@ -8,4 +8,4 @@ setup_logging(snakemake.log[0])
 sweep_finalize(Path(snakemake.output.best).parent, study_name=snakemake.params.study,
                training=snakemake.params.training, sweep_cfg=snakemake.params.sweep,
                best_yaml=snakemake.output.best, trials_csv=snakemake.output.trials, plot=snakemake.output.plot,
-               modality=snakemake.wildcards.modality)
+               modality=snakemake.wildcards.modality, arch_cfg=snakemake.params.arch)

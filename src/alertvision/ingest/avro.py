@@ -94,7 +94,7 @@ def ingest_avro(config: Mapping[str, Any], out_dir: str | os.PathLike, progress:
     if not cfg.get("path") or not cfg.get("labels"):
         raise AvroInputError("data.source 'avro' needs data.avro.path (packets) and data.avro.labels "
                              "(a table of objectId, label, source_set)")
-    labels = read_labels(cfg["labels"])
+    labels, listings = read_labels(cfg["labels"])
     files = packet_files(cfg["path"])
     n_archives = sum(map(_is_archive, files))
     log.info("reading %d packet file(s) and %d archive(s) for %d labelled sources",
@@ -102,7 +102,8 @@ def ingest_avro(config: Mapping[str, Any], out_dir: str | os.PathLike, progress:
     return write_packet_dataset(
         out_dir, iter_packets(files), labels, config["splits"], source="avro",
         digest=config_digest(cfg, config["splits"]), progress=progress,
-        total=None if n_archives else len(files),
+        total=None if n_archives else len(files), history=cfg["history"], dims_peak_limit=cfg["dims_peak_limit"],
         extra={"inputs": {"packet_files": len(files) - n_archives, "archives": n_archives,
-                          "labels": str(cfg["labels"]), "labelled_sources": int(len(labels))}},
+                          "labels": str(cfg["labels"]), "labelled_sources": int(len(labels))},
+               "labels": listings},
     )

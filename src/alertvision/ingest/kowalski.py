@@ -41,7 +41,7 @@ from tqdm import tqdm
 from alertvision.atomic import atomic_path, write_json
 from alertvision.contract import MANIFEST_FILE, config_digest
 from alertvision.ingest.http import REDACTED, AuthError, HttpError, JsonClient, Redactor
-from alertvision.ingest.labels import check_labels
+from alertvision.ingest.labels import check_labels, resolve_listings
 from alertvision.ingest.packets import Skip, write_packet_dataset
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,9 @@ BTS_SUBSETS = ("trues", "dims", "vars")
 REJECTS = "rejects"
 #: ID columns of a BTS sample explorer export, in order of preference.
 ID_COLUMNS = ("ZTFID", "objectId")
+#: The explorer's classification column, and the values BTSbot drops (compile_ZTFIDs.py).
+TYPE_COLUMN = "type"
+DUPLICATE_TYPES = ("duplicate", "duplicate?")
 OBJECT_ID = re.compile(r"^ZTF\d{2}[a-z]{7}$")
 ALERTS_CATALOG = "ZTF_alerts"
 AUX_CATALOG = "ZTF_alerts_aux"
@@ -94,8 +97,12 @@ def _valid_ids(ids: Iterable[Any], origin: str) -> list[str]:
     return list(out)
 
 
-def read_bts_list(path: str | os.PathLike, key: str) -> list[str]:
-    """The objectIds of a BTS sample explorer CSV export (column ZTFID, or objectId); ``key`` names it."""
+def read_bts_list(path: str | os.PathLike, key: str) -> tuple[list[str], int]:
+    """The objectIds of a BTS sample explorer CSV export (column ZTFID, or objectId); ``key`` names it.
+
+    Rows the explorer's ``type`` column marks ``duplicate`` or ``duplicate?`` are dropped, as BTSbot
+    drops them; returns the ids and how many rows were dropped so.
+    """
     path = Path(path)
     if not path.is_file():
         raise KowalskiInputError(f"BTS list {path} not found (config key {key})")
@@ -105,12 +112,20 @@ def read_bts_list(path: str | os.PathLike, key: str) -> list[str]:
     if column is None:
         raise KowalskiInputError(f"BTS list {path} (config key {key}) has no {' or '.join(ID_COLUMNS)} column; "
                                  f"columns: {', '.join(df.columns)}")
-    return _valid_ids(df[column], str(path))
+    duplicate = pd.Series(False, index=df.index)
+    if TYPE_COLUMN in df.columns:
+        duplicate = df[TYPE_COLUMN].fillna("").str.strip().str.lower().isin(DUPLICATE_TYPES)
+        if duplicate.any():
+            log.info("%s: %d row(s) of type duplicate / duplicate? dropped", path, int(duplicate.sum()))
+    return _valid_ids(df.loc[~duplicate, column], str(path)), int(duplicate.sum())
 
 
-def bts_sources(cfg: Mapping[str, Any]) -> pd.DataFrame:
-    """The BTS sources as (objectId, label, source_set): label 1 for trues, 0 for dims and vars."""
-    frames = []
+def bts_sources(cfg: Mapping[str, Any], report: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The BTS sources as (objectId, label, source_set): label 1 for trues, 0 for dims and vars.
+
+    An object in several lists keeps the first of trues, vars, dims (BTSbot's precedence); ``report``
+    (when given) receives the explorer duplicates dropped per list and the objects resolved so."""
+    frames, dropped = [], {}
     for subset in BTS_SUBSETS:
         path = cfg["bts"].get(subset)
         key = f"data.kowalski.bts.{subset}"
@@ -119,15 +134,14 @@ def bts_sources(cfg: Mapping[str, Any]) -> pd.DataFrame:
                 raise KowalskiInputError(f"data.source 'kowalski' needs {key}: a CSV export of the BTS sample "
                                          "explorer (column ZTFID)")
             continue
-        ids = read_bts_list(path, key)
+        ids, dropped[subset] = read_bts_list(path, key)
         frames.append(pd.DataFrame({"objectId": ids, "label": int(subset == "trues"), "source_set": subset}))
-    df = pd.concat(frames, ignore_index=True)
-    dup = df["objectId"].duplicated(keep=False)
-    if dup.any():
-        oid = df.loc[dup, "objectId"].iloc[0]
-        sets = df.loc[df["objectId"] == oid, "source_set"].tolist()
-        raise KowalskiInputError(f"{oid} is listed in more than one BTS list ({', '.join(sets)}: config keys "
-                                 f"{', '.join('data.kowalski.bts.' + s for s in sets)})")
+    df, resolved = resolve_listings(pd.concat(frames, ignore_index=True), "BTS lists")
+    if resolved["in_several_subsets"]:
+        log.warning("%d object(s) are in more than one BTS list; each kept in the first of trues > vars > dims, "
+                    "e.g. %s", resolved["in_several_subsets"], "; ".join(resolved["in_several_subsets_first"][:5]))
+    if report is not None:
+        report.update(explorer_duplicates_dropped=dropped, **resolved)
     return df
 
 
@@ -614,7 +628,7 @@ def _run_parallel(items: Sequence[str], fn: Callable[[str], Any], concurrency: i
 
 
 def _labels(bts: pd.DataFrame, rejects: pd.DataFrame, saved: Mapping[str, float]) -> pd.DataFrame:
-    labels = check_labels(pd.concat([bts, rejects], ignore_index=True), "Kowalski source lists")
+    labels, _ = check_labels(pd.concat([bts, rejects], ignore_index=True), "Kowalski source lists")
     labels["saved_jd"] = labels["objectId"].map(saved).astype(float)
     return labels.sort_values("objectId", kind="stable").reset_index(drop=True)
 
@@ -623,7 +637,8 @@ def fetch_kowalski(config: Mapping[str, Any], progress: bool = True,
                    fetcher: Fetcher | None = None) -> KowalskiFetch:
     """Fill ``data.kowalski.cache_dir`` with every answer the dataset needs; returns the labels table."""
     cfg = config["data"]["kowalski"]
-    bts = bts_sources(cfg)
+    lists: dict[str, Any] = {}
+    bts = bts_sources(cfg, lists)
     fetcher = fetcher or Fetcher(cfg, progress)
     try:
         if any(not fetcher.source_cached(oid) for oid in bts["objectId"]):
@@ -636,6 +651,7 @@ def fetch_kowalski(config: Mapping[str, Any], progress: bool = True,
         fetcher.close()
     env_used = sorted(set(fetcher.kowalski_auth.env_used) | set(fetcher.fritz_auth.env_used))
     stats = {"listed_sources": {s: int((labels["source_set"] == s).sum()) for s in (*BTS_SUBSETS, REJECTS)},
+             "lists": lists,
              "rejects": fetcher.rejects_info, "requests": fetcher.request_stats(), "env_vars_used": env_used}
     return KowalskiFetch(labels, Path(cfg["cache_dir"]), stats)
 
@@ -651,7 +667,7 @@ def ingest_kowalski(config: Mapping[str, Any], out_dir: str | os.PathLike, progr
     manifest = write_packet_dataset(
         out_dir, fetcher.packets(oids, counts), labels, config["splits"], source="kowalski",
         digest=config_digest(cfg, config["splits"]), progress=progress,
-        extra={"kowalski": fetched.stats},
+        history=cfg["history"], dims_peak_limit=cfg["dims_peak_limit"], extra={"kowalski": fetched.stats},
     )
     empty = sorted(oid for oid in oids if counts.get(oid, 0) == 0)
     manifest["kowalski"]["sources_without_alerts"] = len(empty)

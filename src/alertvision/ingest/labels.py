@@ -1,31 +1,75 @@
-"""The labels table of a real-alert source: which objects to keep, their label and subset."""
+"""The labels table of a real-alert source: which objects to keep, their label and subset.
+
+An object listed more than once is resolved as BTSbot compiles its lists (trues, then vars, then
+dims, then rejects; each later list drops the objects already taken): the row of the subset that
+comes first in :data:`SUBSET_PRECEDENCE` wins (subsets not named there come after, alphabetically),
+and the choice is counted. Rows repeating an object with the same subset are dropped and counted.
+An object given two different labels in the same subset is an error naming it.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 LABEL_COLUMNS = ("objectId", "label", "source_set")
+#: BTSbot's order of its source lists (compile_ZTFIDs.py): an object in several keeps the first.
+SUBSET_PRECEDENCE = ("trues", "vars", "dims", "rejects")
+#: Objects named in a report where several are concerned.
+NAME_FIRST = 10
 
 
 class LabelsError(ValueError):
     """A labels table that cannot be used; the message names the file and the problem."""
 
 
-def check_labels(df: pd.DataFrame, origin: str = "labels table") -> pd.DataFrame:
-    """Check a labels table (objectId, label 0/1, source_set; more columns ride along)."""
+def _rank(subset: str) -> tuple[int, str]:
+    return (SUBSET_PRECEDENCE.index(subset), "") if subset in SUBSET_PRECEDENCE else (len(SUBSET_PRECEDENCE), subset)
+
+
+def resolve_listings(df: pd.DataFrame, origin: str = "labels table") -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One row per object: repeated rows dropped, an object in several subsets kept in the first by
+    :data:`SUBSET_PRECEDENCE`. Returns the table and a report (counts and the first objects of each kind)."""
+    report: dict[str, Any] = {"repeated_rows": 0, "in_several_subsets": 0, "in_several_subsets_first": []}
+    if not df["objectId"].duplicated().any():
+        return df.reset_index(drop=True), report
+    labels_per_subset = df.groupby(["objectId", "source_set"], sort=False)["label"].nunique()
+    conflicting = labels_per_subset[labels_per_subset > 1]
+    if len(conflicting):
+        names = list(dict.fromkeys(conflicting.index.get_level_values("objectId")))
+        raise LabelsError(f"{origin}: {len(names)} object(s) listed with different labels in the same subset, "
+                          f"e.g. {', '.join(names[:NAME_FIRST])}: a source has one label; fix the table")
+    deduplicated = df.drop_duplicates(subset=["objectId", "source_set"], keep="first")
+    report["repeated_rows"] = int(len(df) - len(deduplicated))
+    order = deduplicated.assign(_rank=deduplicated["source_set"].map(_rank))
+    order = order.sort_values("_rank", kind="stable")
+    several = order["objectId"].duplicated(keep=False)
+    chosen = order.drop_duplicates(subset="objectId", keep="first")
+    if several.any():
+        examples = []
+        for oid, group in order[several].groupby("objectId", sort=True):
+            examples.append(f"{oid}: {' > '.join(group['source_set'])}")
+        report["in_several_subsets"] = len(examples)
+        report["in_several_subsets_first"] = examples[:NAME_FIRST]
+    # the table keeps its first-listed order
+    kept = chosen.drop(columns="_rank").set_index("objectId")
+    first_seen = pd.unique(df["objectId"])
+    return kept.loc[first_seen].reset_index(), report
+
+
+def check_labels(df: pd.DataFrame, origin: str = "labels table") -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Check a labels table (objectId, label 0/1, source_set; more columns ride along) and resolve objects
+    listed more than once (see the module docstring). Returns the table and the resolution report."""
     missing = [c for c in LABEL_COLUMNS if c not in df.columns]
     if missing:
         raise LabelsError(f"{origin}: lacks column(s) {', '.join(missing)} "
                           f"(needs {', '.join(LABEL_COLUMNS)}; has {', '.join(map(str, df.columns))})")
     df = df.copy()
     df["objectId"] = df["objectId"].astype(str).str.strip()
-    dup = df["objectId"].duplicated()
-    if dup.any():
-        raise LabelsError(f"{origin}: objectId {df.loc[dup, 'objectId'].iloc[0]} is listed more than once")
     label = pd.to_numeric(df["label"], errors="coerce")
     bad = ~label.isin([0, 1])
     if bad.any():
@@ -36,11 +80,11 @@ def check_labels(df: pd.DataFrame, origin: str = "labels table") -> pd.DataFrame
     if blank.any():
         raise LabelsError(f"{origin}: source_set of {df.loc[blank, 'objectId'].iloc[0]} is empty")
     df["source_set"] = df["source_set"].astype(str).str.strip()
-    return df.reset_index(drop=True)
+    return resolve_listings(df, origin)
 
 
-def read_labels(path: str | os.PathLike) -> pd.DataFrame:
-    """Read and check a labels table from CSV or Parquet."""
+def read_labels(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read and check a labels table from CSV or Parquet; returns the table and the resolution report."""
     path = Path(path)
     if not path.is_file():
         raise LabelsError(f"labels table {path} not found (config key data.avro.labels)")

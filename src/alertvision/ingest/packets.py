@@ -5,8 +5,11 @@ A packet is a dict as fastavro reads it from the ZTF Avro schema (or as Kowalski
 detections and non-detections) and the three stamps. Packets stream through
 :func:`write_packet_dataset` one at a time: the cuts are applied on the candidate fields, the
 triplet is written to ``images.npy`` at once, and only the table rows and the detection history
-stay in memory. The derived features are computed per source at the end, over the source's
-alerts and the detections of its ``prv_candidates`` (see :func:`features.derive_source_features`).
+stay in memory. The derived features are computed per source at the end (see
+:func:`features.derive_source_features`) over a history of ``history``: ``alerts`` (BTSbot's: every
+alert packet of the source, cut or not) or ``prv_candidates`` (those plus the detections the
+packets' ``prv_candidates`` list). BTSbot's dims cut drops, at the end, the dims sources whose
+brightest alert is at or brighter than ``dims_peak_limit`` (``images.npy`` is then compacted).
 
 Nothing is dropped silently: every packet that does not become a row is counted in the
 manifest's ``skipped`` under a reason, and the first few of each reason are named in the log.
@@ -20,11 +23,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from alertvision.contract import (IMAGES_FILE, ContractError, ImageArrayWriter, alert_ids, start_dataset,
-                                  write_alerts, write_manifest)
+from alertvision.contract import (IMAGES_FILE, ContractError, ImageArrayWriter, alert_ids, compact_images,
+                                  start_dataset, write_alerts, write_manifest)
 from alertvision.features import METADATA_FEATURES, derive_source_features, passes_cuts
 from alertvision.splits import assign_source_splits
 from alertvision.triplet import StampError, triplet_from_alert
@@ -40,6 +44,8 @@ CANDIDATE_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys((
 )))
 #: Skip reasons logged one by one (up to this many each); the rest are only counted.
 LOG_FIRST = 5
+#: What the derived features' history holds (``data.<source>.history``).
+HISTORIES = ("alerts", "prv_candidates")
 
 
 @dataclass(frozen=True)
@@ -54,13 +60,17 @@ class Skip:
 class PacketCollector:
     """Accumulate packets of labelled sources: rows in memory, triplets straight to the writer."""
 
-    def __init__(self, writer: ImageArrayWriter, labels: pd.DataFrame):
+    def __init__(self, writer: ImageArrayWriter, labels: pd.DataFrame, history: str = "prv_candidates"):
+        if history not in HISTORIES:
+            raise ValueError(f"history {history!r} is not one of {', '.join(HISTORIES)}")
         self.writer = writer
         self.labels = labels.set_index("objectId")
+        self.with_prv = history == "prv_candidates"
         self.rows: list[dict[str, Any]] = []
         self.history: list[tuple[str, float, int, float]] = []
+        self.peak: dict[str, float] = {}  # brightest magpsf of each source's alert packets, cut or not
         self.skipped: Counter = Counter()
-        self.new_drb_from: Counter = Counter()
+        self.new_drb_from: list[str] = []  # per row: where its new_drb came from
         self._seen: set[tuple[str, float, int]] = set()
 
     def skip(self, reason: str, origin: str, detail: str = "") -> None:
@@ -81,7 +91,8 @@ class PacketCollector:
         if object_id not in self.labels.index:
             self.skipped["unlabelled_source"] += 1  # the normal case in a nightly archive: not logged
             return False
-        self._add_history(object_id, packet.get("prv_candidates"))
+        if self.with_prv:
+            self._add_history(object_id, packet.get("prv_candidates"))
         try:
             row = {"objectId": object_id, "candid": packet.get("candid", cand.get("candid")),
                    **{c: cand.get(c) for c in CANDIDATE_COLUMNS}}
@@ -94,6 +105,7 @@ class PacketCollector:
             return False
         if row["magpsf"] is not None:
             self.history.append((object_id, key[1], key[2], float(row["magpsf"])))
+            self.peak[object_id] = min(self.peak.get(object_id, np.inf), float(row["magpsf"]))
         if not passes_cuts(row["isdiffpos"], row["fid"], row["sgscore1"], row["sgscore2"]):
             self.skipped["cut"] += 1
             return False
@@ -104,7 +116,7 @@ class PacketCollector:
             return False
         braai = (packet.get("classifications") or {}).get("braai")
         row["new_drb"] = braai if braai is not None else row["drb"]
-        self.new_drb_from["classifications.braai" if braai is not None else "candidate.drb"] += 1
+        self.new_drb_from.append("classifications.braai" if braai is not None else "candidate.drb")
         self.writer.append(image)
         self._seen.add(key)
         self.rows.append(row)
@@ -136,20 +148,39 @@ class PacketCollector:
         return df
 
 
+def dims_peak_cut(alerts: pd.DataFrame, peak: Mapping[str, float], limit: float | None) -> tuple[np.ndarray, dict]:
+    """Which alerts survive BTSbot's dims cut (dims sources whose brightest alert is at or brighter than
+    ``limit`` are dropped; None keeps all), and what it dropped."""
+    keep = np.ones(len(alerts), dtype=bool)
+    report = {"limit": limit, "sources": 0, "alerts": 0}
+    if limit is None or alerts.empty:
+        return keep, report
+    source_peak = alerts["objectId"].map(peak).to_numpy(dtype=float)
+    cut = (alerts["source_set"] == "dims").to_numpy() & (source_peak <= float(limit))
+    keep[cut] = False
+    report.update(sources=int(alerts.loc[cut, "objectId"].nunique()), alerts=int(cut.sum()))
+    if cut.any():
+        log.info("dims cut: %d dims source(s) peaked at or brighter than %s mag; their %d alert(s) dropped",
+                 report["sources"], limit, report["alerts"])
+    return keep, report
+
+
 def write_packet_dataset(out_dir: str | os.PathLike, stream: Iterable[tuple[str, Mapping[str, Any]] | Skip],
                          labels: pd.DataFrame, splits_cfg: Mapping[str, Any], *, source: str, digest: str,
                          extra: Mapping[str, Any] | None = None, progress: bool = True,
-                         total: int | None = None) -> dict:
+                         total: int | None = None, history: str = "prv_candidates",
+                         dims_peak_limit: float | None = None) -> dict:
     """Write the dataset of the labelled sources' packets in ``stream``; returns the manifest.
 
     ``stream`` yields ``(origin, packet)`` pairs (origin names the file or query, for the log) or
     :class:`Skip` records. ``labels`` has columns objectId, label, source_set (see
     :mod:`alertvision.ingest.labels`); its other columns are carried into ``alerts.parquet``.
-    Splits are drawn per source and subset from ``splits_cfg``.
+    Splits are drawn per source and subset from ``splits_cfg``. ``history`` and ``dims_peak_limit``:
+    see the module docstring.
     """
     out_dir = start_dataset(out_dir)
     with ImageArrayWriter(out_dir / IMAGES_FILE) as writer:
-        collector = PacketCollector(writer, labels)
+        collector = PacketCollector(writer, labels, history)
         bar = tqdm(stream, desc=f"{source} packets", unit="pkt", total=total, disable=not progress, mininterval=2)
         for item in bar:
             if isinstance(item, Skip):
@@ -157,23 +188,32 @@ def write_packet_dataset(out_dir: str | os.PathLike, stream: Iterable[tuple[str,
             else:
                 collector.add(item[1], item[0])
         alerts = collector.table()
-        if alerts.empty:
+        keep, dims_cut = dims_peak_cut(alerts, collector.peak, dims_peak_limit)
+        if not keep.any():
             raise ContractError(f"no alert of the {len(labels)} labelled sources survived ({source}); "
-                                f"skipped: {dict(collector.skipped) or 'nothing'}: check the paths and the labels")
+                                f"skipped: {dict(collector.skipped) or 'nothing'}, dims cut: {dims_cut['alerts']}: "
+                                f"check the paths and the labels")
+    cut_sources = set(alerts.loc[~keep, "objectId"])
+    if not keep.all():
+        compact_images(out_dir / IMAGES_FILE, keep)
+        alerts = alerts[keep].reset_index(drop=True)
+    new_drb_from = Counter(np.asarray(collector.new_drb_from)[keep].tolist())
     alerts["split"] = assign_source_splits(alerts, splits_cfg["probabilities"], splits_cfg["seed"])
     alerts = write_alerts(out_dir, alerts)
-    missing = sorted(set(labels["objectId"]) - set(alerts["objectId"]))
+    missing = sorted(set(labels["objectId"]) - set(alerts["objectId"]) - cut_sources)
     if missing:
         log.warning("%d labelled sources have no alert in the dataset, e.g. %s", len(missing), ", ".join(missing[:5]))
     notes = []
-    if collector.new_drb_from.get("candidate.drb"):
+    if new_drb_from.get("candidate.drb"):
         notes.append("new_drb is the alert's own drb where the packet has no classifications.braai: "
                      "no braai model was run on the triplets.")
     manifest = write_manifest(
         out_dir, alerts, dataset="ztf", source=source, synthetic=False, digest=digest,
         extra={
             "skipped": dict(sorted(collector.skipped.items())),
-            "new_drb_from": dict(collector.new_drb_from),
+            "dims_cut": dims_cut,
+            "history": history,
+            "new_drb_from": dict(new_drb_from),
             "labelled_sources_without_alerts": len(missing),
             "notes": notes,
             **dict(extra or {}),

@@ -14,7 +14,9 @@ not mappable) as sequential byte blocks after their .npy header. Each block beco
 and goes straight to ``images.npy``: peak memory is a few chunks, whatever the release's size.
 
 The release's own split, ``new_drb`` and derived features are kept as they are. Alerts repeated on
-(objectId, jd, fid) keep their first row; the others are counted in the manifest's ``skipped``.
+(objectId, jd, fid) keep their first row, and a triplet holding a NaN or infinite pixel is dropped
+with its row (as BTSbot drops NaN triplets before training); both are counted in the manifest's
+``skipped``.
 """
 
 from __future__ import annotations
@@ -286,9 +288,9 @@ def check_rows_match(info: NpyInfo, n_rows: int, images: ReleaseFile, metadata: 
 
 
 def release_table(tables: Mapping[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """All splits' rows in images.npy order with their alert_id, and per split the mask of rows kept.
+    """All splits' rows in file order with their alert_id, and per split the mask of rows to keep.
 
-    Rows repeating an earlier (objectId, jd, fid) are dropped (the first one stays).
+    Rows repeating an earlier (objectId, jd, fid) are not kept (the first one stays).
     """
     df = pd.concat([tables[s] for s in SPLITS], ignore_index=True)
     if "alert_id" in df.columns:
@@ -301,7 +303,7 @@ def release_table(tables: Mapping[str, pd.DataFrame]) -> tuple[pd.DataFrame, dic
                     row["objectId"], row["jd"], row["fid"], row["split"])
     bounds = np.cumsum([0] + [len(tables[s]) for s in SPLITS])
     keep = {s: ~duplicated[bounds[i]:bounds[i + 1]] for i, s in enumerate(SPLITS)}
-    return df[~duplicated].reset_index(drop=True), keep
+    return df, keep
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -365,7 +367,10 @@ def read_into(fh: IO[bytes], out: np.ndarray, piece: int = READ_BYTES) -> int:
 
 def write_release_images(path: Path, images: Mapping[str, ReleaseFile], infos: Mapping[str, NpyInfo],
                          keep: Mapping[str, np.ndarray], chunk: int, progress: bool) -> int:
-    """Stream the kept triplets of every split, in split order, into ``images.npy``; returns the count."""
+    """Stream the kept triplets of every split, in split order, into ``images.npy``; returns the count.
+
+    A triplet holding a NaN or infinite pixel is not written and its row is cleared in ``keep``.
+    """
     total = int(sum(int(k.sum()) for k in keep.values()))
     with ImageArrayWriter(path) as writer, \
             tqdm(total=total, desc="release alerts", unit="alert", disable=not progress, mininterval=2) as bar:
@@ -373,8 +378,10 @@ def write_release_images(path: Path, images: Mapping[str, ReleaseFile], infos: M
             log.info("reading %d triplets of %s", infos[split].shape[0], images[split])
             start = 0
             for block in iter_triplet_blocks(images[split], infos[split], chunk):
-                mask = keep[split][start:start + len(block)]
+                rows = slice(start, start + len(block))
                 start += len(block)
+                keep[split][rows] &= np.isfinite(block).all(axis=(1, 2, 3))
+                mask = keep[split][rows]
                 writer.append(block if mask.all() else block[mask])
                 bar.update(int(mask.sum()))
         return writer.count
@@ -402,27 +409,43 @@ def ingest_release(config: Mapping[str, Any], out_dir: str | os.PathLike, progre
         check_rows_match(infos[split], len(tables[split]), files["images"][split], files["metadata"][split])
         log.info("%s: %d alerts of %d sources", split, len(tables[split]), tables[split]["objectId"].nunique())
     check_disjoint_sources(tables)
-    alerts, keep = release_table(tables)
+    rows_in_file, keep = release_table(tables)
     rows = {split: len(t) for split, t in tables.items()}
-    del tables  # the per-split tables are copied into ``alerts``: free them before the images stream
-    n_duplicates = sum(rows.values()) - len(alerts)
+    del tables  # the per-split tables are copied into ``rows_in_file``: free them before the images stream
+    n_duplicates = sum(rows.values()) - int(sum(k.sum() for k in keep.values()))
     n_images = write_release_images(out_dir / IMAGES_FILE, files["images"], infos, keep, cfg["chunk_alerts"],
                                     progress)
+    kept = np.concatenate([keep[split] for split in SPLITS])
+    n_nonfinite = sum(rows.values()) - n_duplicates - int(kept.sum())
+    _log_nonfinite(rows_in_file, kept, n_duplicates, n_nonfinite)
+    alerts = rows_in_file[kept].reset_index(drop=True)
+    del rows_in_file
     if n_images != len(alerts):  # cannot happen unless a file changed while it was read
         raise ReleaseError(f"wrote {n_images} triplets for {len(alerts)} alerts")
     alerts = write_alerts(out_dir, alerts)
     manifest = write_manifest(
         out_dir, alerts, dataset="ztf", source="release", synthetic=False,
         digest=config_digest(cfg, config["splits"]),
-        extra=_manifest_extra(cfg, files, rows, n_duplicates),
+        extra=_manifest_extra(cfg, files, rows, n_duplicates, n_nonfinite),
     )
-    log.info("wrote %d release alerts of %d sources to %s (%d repeated alerts dropped)", len(alerts),
-             alerts["objectId"].nunique(), out_dir, n_duplicates)
+    log.info("wrote %d release alerts of %d sources to %s (%d repeated alerts and %d NaN/inf triplets dropped)",
+             len(alerts), alerts["objectId"].nunique(), out_dir, n_duplicates, n_nonfinite)
     return manifest
 
 
+def _log_nonfinite(rows_in_file: pd.DataFrame, kept: np.ndarray, n_duplicates: int, n_nonfinite: int) -> None:
+    """Name the first alerts whose triplet held a NaN or infinite pixel."""
+    if not n_nonfinite:
+        return
+    duplicated = rows_in_file["alert_id"].duplicated(keep="first").to_numpy()
+    dropped = rows_in_file[~kept & ~duplicated]
+    examples = ", ".join(f"{r.objectId} at jd {r.jd:.6f} ({r.split})" for r in dropped.head(LOG_FIRST).itertuples())
+    log.warning("%d triplet(s) hold NaN or infinite pixels and are dropped with their rows, e.g. %s",
+                n_nonfinite, examples)
+
+
 def _manifest_extra(cfg: Mapping[str, Any], files: Mapping[str, Mapping[str, ReleaseFile]],
-                    rows: Mapping[str, int], n_duplicates: int) -> dict[str, Any]:
+                    rows: Mapping[str, int], n_duplicates: int, n_nonfinite: int) -> dict[str, Any]:
     """The manifest's release-specific part: the files read, the rows per split, skips and notes."""
     return {
         "release": {
@@ -432,7 +455,7 @@ def _manifest_extra(cfg: Mapping[str, Any], files: Mapping[str, Mapping[str, Rel
             "read_from": {kind: sorted({str(f.path) for f in per_split.values()}) for kind, per_split in files.items()},
             "rows": dict(rows),
         },
-        "skipped": {"duplicate_alert": int(n_duplicates)},
+        "skipped": {"duplicate_alert": int(n_duplicates), "nonfinite_triplet": int(n_nonfinite)},
         "notes": [
             (f"new_drb and the derived features ({', '.join(DERIVED_FEATURES)}) are the release's own, "
              "not recomputed here."),

@@ -12,7 +12,7 @@ from alertvision import __version__
 from alertvision.config import METADATA_KEYS
 from alertvision.features import METADATA_FEATURES
 from alertvision.models.classifier import AlertClassifier, MLPHead
-from alertvision.models.cnn import BTSbotCNN
+from alertvision.models.cnn import CNN_KEYS, BTSbotCNN
 from alertvision.models.multimodal import MetadataBranch, MultimodalClassifier
 from alertvision.models.weights import ResolvedWeights, load_pretrained_backbone
 
@@ -32,8 +32,7 @@ def _timm_size_kwargs(architecture: str, input_size: int) -> dict[str, Any]:
 def build_cnn(arch_cfg: Mapping[str, Any], weights: ResolvedWeights | None) -> tuple[nn.Module, str]:
     if weights is not None:
         raise ValueError("the baseline CNN has no pretrained weights: train it with regimen 'none'")
-    keys = ("conv1_channels", "conv2_channels", "conv_kernel", "conv_dropout1", "conv_dropout2")
-    return BTSbotCNN(image_size=arch_cfg["input_size"], **{k: arch_cfg[k] for k in keys}), "relu"
+    return BTSbotCNN(image_size=arch_cfg["input_size"], **{k: arch_cfg[k] for k in CNN_KEYS}), "relu"
 
 
 def build_timm(arch_cfg: Mapping[str, Any], weights: ResolvedWeights | None) -> tuple[nn.Module, str]:
@@ -51,12 +50,13 @@ def build_timm(arch_cfg: Mapping[str, Any], weights: ResolvedWeights | None) -> 
 
 
 def build_none(arch_cfg: Mapping[str, Any], weights: ResolvedWeights | None) -> tuple[None, str]:
-    """No image backbone: the metadata-only model of Figure 3 (modality multimodal only)."""
+    """No image backbone: the metadata-only model of Figure 3 (modality multimodal only), ReLU as
+    BTSbot's metadata-only network (``um_nn``)."""
     if weights is not None:
         raise ValueError("the metadata-only model (arch 'none') has no backbone to start from pretrained weights")
     if arch_cfg.get("modality", "image") != "multimodal":
         raise ValueError("architecture kind 'none' (no image backbone) exists only for modality 'multimodal'")
-    return None, "gelu"
+    return None, "relu"
 
 
 #: Architecture kinds by name; each builder returns (backbone with ``num_features`` or None, head activation).
@@ -73,10 +73,12 @@ def build_model(arch_cfg: Mapping[str, Any], head_cfg: Mapping[str, Any],
                 input_norm: Mapping[str, Any] | None = None,
                 metadata_fill: Sequence[float] | None = None) -> AlertClassifier:
     """Build a classifier from a model spec (an ``archs.<name>`` block, optionally with ``modality``)
-    and the head sizes (dense1, dense2, dropout; multi-modal: also meta_dense1, meta_dense2, meta_dropout).
+    and the head sizes (dense1, dense2 (None: a one-layer head), dropout; multi-modal: also meta_dense1,
+    meta_dense2, meta_dropout). The architecture kind sets the activation of the head and of the
+    metadata branch (ReLU for BTSbot's CNN, GELU for timm backbones).
 
-    ``input_norm`` is a spec of :mod:`alertvision.models.inputs` (as ``input_norm_for`` chooses it for
-    the weights); None scales by ``arch_cfg["input_scale"]``. ``metadata_fill``: per-feature values
+    ``input_norm`` is a spec of :mod:`alertvision.models.inputs` (as ``input_norm_for`` makes it from
+    the regimen's ``input_norm``); None scales by ``arch_cfg["input_scale"]``. ``metadata_fill``: per-feature values
     a multi-modal model puts in place of NaN or infinite features (None: none).
     """
     kind, modality = arch_cfg["kind"], arch_cfg.get("modality", "image")
@@ -90,7 +92,7 @@ def build_model(arch_cfg: Mapping[str, Any], head_cfg: Mapping[str, Any],
         head = MLPHead(backbone.num_features, head_cfg["dense1"], head_cfg["dense2"], head_cfg["dropout"], activation)
         return AlertClassifier(backbone, head, size, scale, input_norm)
     metadata = MetadataBranch(len(METADATA_FEATURES), head_cfg["meta_dense1"], head_cfg["meta_dense2"],
-                              head_cfg["meta_dropout"], metadata_fill)
+                              head_cfg["meta_dropout"], metadata_fill, activation)
     fused = metadata.out_features + (backbone.num_features if backbone is not None else 0)
     head = MLPHead(fused, head_cfg["dense1"], head_cfg["dense2"], head_cfg["dropout"], activation)
     return MultimodalClassifier(backbone, metadata, head, size, scale, input_norm)

@@ -11,15 +11,27 @@ from torch import nn
 from alertvision.models.inputs import InputNorm
 
 
-class MLPHead(nn.Module):
-    """Dense(dense1) -> act -> Dense(dense2) -> act -> Dropout -> Dense(1), as BTSbot's heads."""
+def activation_layer(activation: str) -> nn.Module:
+    """The layer of an activation name (``gelu`` or ``relu``)."""
+    if activation not in ("gelu", "relu"):
+        raise ValueError(f"unknown activation {activation!r}; known: gelu, relu")
+    return nn.GELU() if activation == "gelu" else nn.ReLU()
 
-    def __init__(self, in_features: int, dense1: int, dense2: int, dropout: float, activation: str = "gelu"):
+
+class MLPHead(nn.Module):
+    """Dense(dense1) -> act -> Dense(dense2) -> act -> Dropout -> Dense(1), as BTSbot's PyTorch heads.
+
+    ``dense2=None`` leaves out the second Dense: Dense(dense1) -> act -> Dropout -> Dense(1), the
+    combined head of BTSbot's production CNN (Dense(8), dropout 0.20).
+    """
+
+    def __init__(self, in_features: int, dense1: int, dense2: int | None, dropout: float, activation: str = "gelu"):
         super().__init__()
-        act = nn.GELU if activation == "gelu" else nn.ReLU
-        self.body = nn.Sequential(nn.Linear(in_features, dense1), act(), nn.Linear(dense1, dense2), act(),
-                                  nn.Dropout(dropout))
-        self.out = nn.Linear(dense2, 1)
+        layers = [nn.Linear(in_features, dense1), activation_layer(activation)]
+        if dense2:
+            layers += [nn.Linear(dense1, dense2), activation_layer(activation)]
+        self.body = nn.Sequential(*layers, nn.Dropout(dropout))
+        self.out = nn.Linear(dense2 or dense1, 1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The penultimate-layer embedding: the input of the final Linear."""
@@ -59,7 +71,7 @@ class AlertClassifier(nn.Module):
         return x
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate-layer embeddings (B, dense2)."""
+        """Penultimate-layer embeddings (B, dense2), or (B, dense1) for a one-layer head."""
         return self.head.forward_features(self.backbone(self._resize(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

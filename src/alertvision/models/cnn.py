@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from torch import nn
 
+#: The CNN's own keys of an ``archs.<name>`` block (kind cnn); sweeps may search them.
+CNN_KEYS = ("conv1_channels", "conv2_channels", "conv_kernel", "conv_dropout1", "conv_dropout2")
+
 
 class BTSbotCNN(nn.Module):
-    """Conv-Conv-MaxPool(2)-Dropout, Conv-Conv-MaxPool(4)-Dropout, flattened (BTSbot's image branch)."""
+    """Conv-Conv-MaxPool(2)-Dropout, Conv-Conv-MaxPool(4)-Dropout, flattened (BTSbot's image branch).
 
-    def __init__(self, in_chans: int = 3, image_size: int = 63, conv1_channels: int = 16,
-                 conv2_channels: int = 32, conv_kernel: int = 5, conv_dropout1: float = 0.25,
-                 conv_dropout2: float = 0.25):
+    The defaults are BTSbot's production model (train_configs/prod_config.json): channels 32 and 64,
+    kernel 5, dropouts 0.50 and 0.55; ReLU, 'same' padding, channel dropout as its PyTorch port.
+    """
+
+    def __init__(self, in_chans: int = 3, image_size: int = 63, conv1_channels: int = 32,
+                 conv2_channels: int = 64, conv_kernel: int = 5, conv_dropout1: float = 0.50,
+                 conv_dropout2: float = 0.55):
         super().__init__()
         k = conv_kernel
         self.features = nn.Sequential(

@@ -1,10 +1,15 @@
-"""How stored cutouts become backbone inputs: the input normalisation follows the weights.
+"""How stored cutouts become backbone inputs.
 
 Stored images are L2-normalised per cutout (per-pixel RMS about 1/63) and the difference image can
-be negative. Three modes, each a small JSON-able spec that a saved model keeps:
+be negative. BTSbot feeds every model, from random initialisation, ImageNet and Galaxy Zoo weights
+alike, the stored triplet as it is: that is the paper's comparison, so every regimen's default
+(``regimens.<name>.input_norm: l2``) is the stored triplet times the architecture's ``input_scale``
+(1 by default). The other transforms are options a regimen names (see :func:`input_norm_for`).
 
-- ``scale`` (``{"mode": "scale", "scale": s}``): ``x * s``. For random initialisation, and the
-  default: 63 gives a cutout unit per-pixel RMS.
+Three modes, each a small JSON-able spec that a saved model keeps:
+
+- ``scale`` (``{"mode": "scale", "scale": s}``): ``x * s``; s = 1 is BTSbot's input (63 gives a
+  cutout unit per-pixel RMS).
 - ``unit`` (``{"mode": "unit"}``): each image's each channel mapped onto [0, 1] by its own minimum
   and maximum, ``(x - min) / max(max - min, eps)``; a flat channel becomes 0. For weights that
   expect pixels in [0, 1] without mean/std (Zoobot). The mapping ignores any positive factor and
@@ -131,8 +136,26 @@ def _timm_mean_std(weight_id: str) -> tuple[Sequence[float], Sequence[float]] | 
     return cfg.mean, cfg.std
 
 
-def input_norm_for(weights: ResolvedWeights | None, input_scale: float = 63.0) -> dict[str, Any]:
-    """The input normalisation the weights expect.
+#: The values of ``regimens.<name>.input_norm``.
+REGIMEN_INPUT_NORMS = ("l2", "unit", "imagenet", "weights")
+
+
+def _weights_mean_std(weights: ResolvedWeights) -> tuple[list[float], list[float]] | None:
+    """The mean and std the weights were pre-trained with (config.json, else timm's registry); None where
+    they state none."""
+    cfg_file = Path(weights.folder) / "config.json"
+    cfg = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+    found = _mean_std(cfg) or _timm_mean_std(_origin_id(weights))
+    if found is None:
+        return None
+    mean, std = [float(v) for v in found[0]], [float(v) for v in found[1]]
+    if len(mean) == 1:
+        mean, std = mean * 3, std * 3
+    return mean, std
+
+
+def input_norm_from_weights(weights: ResolvedWeights | None, input_scale: float = 1.0) -> dict[str, Any]:
+    """The input normalisation the weights' own pre-training used (``input_norm: weights``).
 
     No weights: ``scale`` by ``input_scale``. Zoobot encoders: ``unit``, whatever their config.json
     says. Otherwise the mean/std of config.json's pretrained_cfg (or timm's, for a timm tag):
@@ -140,17 +163,31 @@ def input_norm_for(weights: ResolvedWeights | None, input_scale: float = 63.0) -
     """
     if weights is None:
         return input_norm_spec({"mode": "scale", "scale": input_scale})
-    weight_id = _origin_id(weights)
-    if is_zoobot(weight_id):
+    if is_zoobot(_origin_id(weights)):
         return {"mode": "unit"}
-    cfg_file = Path(weights.folder) / "config.json"
-    cfg = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
-    found = _mean_std(cfg) or _timm_mean_std(weight_id)
-    if found is None:
+    found = _weights_mean_std(weights)
+    if found is None or (all(m == 0.0 for m in found[0]) and all(s == 1.0 for s in found[1])):
         return {"mode": "unit"}
-    mean, std = [float(v) for v in found[0]], [float(v) for v in found[1]]
-    if len(mean) == 1:
-        mean, std = mean * 3, std * 3
-    if all(m == 0.0 for m in mean) and all(s == 1.0 for s in std):
+    return input_norm_spec({"mode": "imagenet", "mean": found[0], "std": found[1]})
+
+
+def input_norm_for(mode: str, weights: ResolvedWeights | None, input_scale: float = 1.0) -> dict[str, Any]:
+    """The input-normalisation spec of a regimen's ``input_norm`` (see :data:`REGIMEN_INPUT_NORMS`).
+
+    - ``l2`` (the default, BTSbot's): the stored L2-normalised triplet times ``input_scale``, whatever
+      the weights;
+    - ``unit``: each image's each channel min-max mapped onto [0, 1];
+    - ``imagenet``: ``unit``, then the weights' own mean/std (ImageNet's where they state none);
+    - ``weights``: what the weights' pre-training used (:func:`input_norm_from_weights`).
+    """
+    if mode == "l2":
+        return input_norm_spec({"mode": "scale", "scale": input_scale})
+    if mode == "unit":
         return {"mode": "unit"}
-    return input_norm_spec({"mode": "imagenet", "mean": mean, "std": std})
+    if mode == "imagenet":
+        found = _weights_mean_std(weights) if weights is not None else None
+        mean, std = found if found is not None else (list(IMAGENET_MEAN), list(IMAGENET_STD))
+        return input_norm_spec({"mode": "imagenet", "mean": mean, "std": std})
+    if mode == "weights":
+        return input_norm_from_weights(weights, input_scale)
+    raise ValueError(f"unknown regimen input_norm {mode!r}; known: {', '.join(REGIMEN_INPUT_NORMS)}")

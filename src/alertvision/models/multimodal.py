@@ -12,22 +12,23 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from alertvision.models.classifier import AlertClassifier, MLPHead
+from alertvision.models.classifier import AlertClassifier, MLPHead, activation_layer
 
 
 class MetadataBranch(nn.Module):
-    """BatchNorm1d on the features, then Dense -> GELU -> Dropout -> Dense -> GELU (BTSbot's branch).
+    """BatchNorm1d on the features, then Dense -> act -> Dropout -> Dense -> act (BTSbot's branch: ReLU
+    beside its CNN, GELU beside ConvNeXt and MaxViT).
 
     ``fill_values`` (one per feature) replace NaN or infinite features before the BatchNorm, so a
     deployed model fills exactly as in training; without them non-finite features pass through.
     """
 
     def __init__(self, n_features: int, dense1: int, dense2: int, dropout: float,
-                 fill_values: Sequence[float] | None = None):
+                 fill_values: Sequence[float] | None = None, activation: str = "gelu"):
         super().__init__()
         self.n_features = int(n_features)
-        self.body = nn.Sequential(nn.BatchNorm1d(n_features), nn.Linear(n_features, dense1), nn.GELU(),
-                                  nn.Dropout(dropout), nn.Linear(dense1, dense2), nn.GELU())
+        self.body = nn.Sequential(nn.BatchNorm1d(n_features), nn.Linear(n_features, dense1), activation_layer(activation),
+                                  nn.Dropout(dropout), nn.Linear(dense1, dense2), activation_layer(activation))
         fill = torch.as_tensor(list(fill_values) if fill_values is not None else [], dtype=torch.float32)
         if fill.numel() not in (0, n_features):
             raise ValueError(f"{fill.numel()} fill values for {n_features} metadata features")
@@ -56,7 +57,7 @@ class MultimodalClassifier(AlertClassifier):
         return torch.cat(parts, dim=1)
 
     def embed(self, x: tuple[torch.Tensor | None, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
-        """Penultimate-layer embeddings (B, dense2) of the fusion head."""
+        """Penultimate-layer embeddings of the fusion head (the input of its last Linear)."""
         return self.head.forward_features(self._fused(x))
 
     def forward(self, x: tuple[torch.Tensor | None, torch.Tensor]) -> torch.Tensor:  # type: ignore[override]

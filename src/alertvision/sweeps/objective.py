@@ -15,13 +15,13 @@ from typing import Any, Callable, Mapping
 
 import optuna
 
-from alertvision.sweeps.space import suggest
+from alertvision.sweeps.space import split_params, suggest
 
 #: objective -> (training-loop metric, study direction)
 OBJECTIVES = {"val_roc_auc": ("val_roc_auc_best", "maximize"), "val_loss": ("val_loss_best", "minimize")}
 #: intermediate value -> (history column, its natural direction)
 INTERMEDIATES = {"val_loss": ("val_loss", "minimize"), "val_roc_auc": ("val_roc_auc", "maximize")}
-TRIAL_METRICS = ("best_epoch", "epochs_run", "val_loss_best", "val_roc_auc_best", "seconds")
+TRIAL_METRICS = ("best_epoch", "epochs_run", "val_loss_best", "val_roc_auc_best", "params", "seconds")
 
 
 def direction(objective: str) -> str:
@@ -51,14 +51,15 @@ def make_objective(dataset_dir: str | os.PathLike, split_file: str | os.PathLike
         raise ValueError(f"config key sweep.intermediate: {intermediate!r} is not one of {', '.join(INTERMEDIATES)}")
 
     def run(trial: optuna.Trial) -> float:
-        params = suggest(trial, space)
+        arch_params, params = split_params(suggest(trial, space))
 
         def on_epoch(epoch: int, row: dict[str, Any]) -> None:
             trial.report(intermediate_value(row, intermediate, study_direction), epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
-        metrics = train_run(dataset_dir, split_file, None, arch_cfg=arch_cfg, training={**training, **params},
+        metrics = train_run(dataset_dir, split_file, None, arch_cfg={**arch_cfg, **arch_params},
+                            training={**training, **params},
                             seed=int(seed), weights=weights, progress=progress, on_epoch=on_epoch, test_split=False)
         trial.set_user_attr("metrics", {k: metrics[k] for k in TRIAL_METRICS})
         return float(metrics[metric[0]])

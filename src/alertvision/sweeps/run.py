@@ -73,7 +73,7 @@ def sweep_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
     if total > 0:
         check_val_split(dataset_dir, split_file)
         objective = make_objective(dataset_dir, split_file, arch_cfg=arch_cfg, training=training,
-                                   space=search_space(cfg, arch_cfg.get("modality", "image")),
+                                   space=search_space(cfg, arch_cfg.get("modality", "image"), arch_cfg["kind"]),
                                    seed=int(cfg["seed"]), weights=weights,
                                    objective=cfg["objective"], intermediate=cfg["intermediate"], progress=progress)
         study = _study(study_name, storage, cfg, int(training["epochs"]))
@@ -89,17 +89,19 @@ def sweep_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
 def sweep_finalize(out_dir: str | os.PathLike, *, study_name: str, training: Mapping[str, Any],
                    sweep_cfg: Mapping[str, Any] | None, best_yaml: str | os.PathLike | None = None,
                    trials_csv: str | os.PathLike | None = None,
-                   plot: str | os.PathLike | None = None, modality: str = "image") -> dict[str, Any]:
+                   plot: str | os.PathLike | None = None, modality: str = "image",
+                   arch_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write best.yaml, trials.csv and the plot of a study of ``modality`` models whose workers are
-    done (default paths in ``out_dir``); with ``sweep.trials: 0`` best.yaml holds the training block's
-    values. Returns best.yaml's content. Raises when the study holds fewer finished trials than
+    done (default paths in ``out_dir``); with ``sweep.trials: 0`` best.yaml holds the configured values
+    (training block, and ``arch_cfg`` for the CNN's own keys). Returns best.yaml's content. Raises when the study holds fewer finished trials than
     ``sweep.trials``."""
     cfg, out_dir = sweep_settings(sweep_cfg), Path(out_dir)
     best_yaml = best_yaml or out_dir / "best.yaml"
     trials_csv = trials_csv or out_dir / "trials.csv"
     plot = plot or out_dir / "trials.png"
     total = int(cfg["trials"])
-    defaults = default_params(search_space(cfg, modality), training)
+    kind = (arch_cfg or {}).get("kind", "timm")
+    defaults = default_params(search_space(cfg, modality, kind), training, arch_cfg)
     storage = resolve_storage(cfg, out_dir / JOURNAL_FILE)
     study = None
     if total > 0:

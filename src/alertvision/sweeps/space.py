@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Mapping
 
+from alertvision.models.cnn import CNN_KEYS
+
 #: Table 1 (Rehemtulla et al.), keyed by the ``training`` key each parameter sets. The learning rates,
 #: warm-up epochs, batch sizes and dense sizes are the paper's sets; dropout is uniform on [0.3, 0.9].
 TABLE1: dict[str, dict[str, Any]] = {
@@ -24,6 +26,19 @@ METADATA_SPACE: dict[str, dict[str, Any]] = {
     "meta_dense2": {"type": "categorical", "choices": [8, 16, 32]},
     "meta_dropout": {"type": "float", "low": 0.0, "high": 0.5},
 }
+#: BTSbot's CNN (kind cnn): its own keys, added to Table 1. Rehemtulla et al. 2024 swept the CNN with
+#: Weights & Biases, but their ranges are in neither the paper's text nor BTSbot's public code, so these
+#: are ours (docs/fidelity.md, row "sweeps"): each set brackets the production value (channels 32 / 64,
+#: kernel 5, dropouts 0.50 / 0.55, lr 1e-4), and the learning rates extend Table 1's (1e-7 to 5e-6,
+#: chosen for pre-trained backbones) up to BTSbot's 1e-4 for a CNN trained from scratch.
+CNN_SPACE: dict[str, dict[str, Any]] = {
+    "lr": {"type": "categorical", "choices": [1e-7, 5e-7, 1e-6, 5e-6, 1e-5, 5e-5, 1e-4]},
+    "conv1_channels": {"type": "categorical", "choices": [16, 32, 64]},
+    "conv2_channels": {"type": "categorical", "choices": [32, 64, 128]},
+    "conv_kernel": {"type": "categorical", "choices": [3, 5, 7]},
+    "conv_dropout1": {"type": "float", "low": 0.3, "high": 0.7},
+    "conv_dropout2": {"type": "float", "low": 0.3, "high": 0.7},
+}
 PARAM_TYPES = ("float", "int", "categorical")
 
 
@@ -38,23 +53,34 @@ def training_keys() -> set[str]:
     return set(schema()["properties"]["training"]["properties"])
 
 
-def search_space(sweep_cfg: Mapping[str, Any] | None, modality: str = "image") -> dict[str, dict[str, Any]]:
-    """Table 1 (plus :data:`METADATA_SPACE` for multi-modal models) with ``sweep_cfg["search_space"]``
-    applied: an entry replaces that parameter's distribution, a new key adds one, ``null`` drops one
-    (it keeps the training block's value). Image models leave the metadata branch's keys out."""
-    space = copy.deepcopy({**TABLE1, **(METADATA_SPACE if modality == "multimodal" else {})})
+def search_space(sweep_cfg: Mapping[str, Any] | None, modality: str = "image",
+                 kind: str = "timm") -> dict[str, dict[str, Any]]:
+    """Table 1 (plus :data:`METADATA_SPACE` for multi-modal models, :data:`CNN_SPACE` for the CNN) with
+    ``sweep_cfg["search_space"]`` applied: an entry replaces that parameter's distribution, a new key adds
+    one, ``null`` drops one (it keeps the configured value). Image models leave the metadata branch's keys
+    out, other architectures the CNN's."""
+    space = copy.deepcopy({**TABLE1, **(METADATA_SPACE if modality == "multimodal" else {}),
+                           **(CNN_SPACE if kind == "cnn" else {})})
+    cnn_only = set(CNN_KEYS) if kind != "cnn" else set()
     for key, spec in dict((sweep_cfg or {}).get("search_space") or {}).items():
         if spec is None:
             space.pop(key, None)
-        elif modality == "multimodal" or key not in METADATA_SPACE:
+        elif (modality == "multimodal" or key not in METADATA_SPACE) and key not in cnn_only:
             space[key] = dict(spec)
-    known = training_keys()
+    known = training_keys() | set(CNN_KEYS if kind == "cnn" else ())
     for key, spec in space.items():
         if key not in known:
             raise SearchSpaceError(f"config key sweep.search_space.{key}: not a key of the training block "
-                                   f"({', '.join(sorted(known))})")
+                                   f"or of the CNN ({', '.join(sorted(known))})")
         _check(key, spec)
     return space
+
+
+def split_params(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Sampled (or best) values as (architecture keys, training keys): the CNN's own keys go to the
+    ``archs.<name>`` block, the rest to the training block."""
+    arch = {k: v for k, v in params.items() if k in CNN_KEYS}
+    return arch, {k: v for k, v in params.items() if k not in CNN_KEYS}
 
 
 def _check(key: str, spec: Mapping[str, Any]) -> None:
@@ -91,6 +117,9 @@ def suggest(trial: Any, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any
     return params
 
 
-def default_params(space: Mapping[str, Any], training: Mapping[str, Any]) -> dict[str, Any]:
-    """The training block's own values of the searched keys (what a sweep of 0 trials keeps)."""
-    return {key: training[key] for key in space if key in training}
+def default_params(space: Mapping[str, Any], training: Mapping[str, Any],
+                   arch_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The configured values of the searched keys (what a sweep of 0 trials keeps): the training block's,
+    and the architecture's for the CNN's own keys."""
+    values = {**dict(arch_cfg or {}), **dict(training)}
+    return {key: values[key] for key in space if key in values}

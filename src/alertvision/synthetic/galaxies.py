@@ -7,7 +7,8 @@ satellite streak or a bright star with diffraction spikes over a faint galaxy). 
 galaxies may be merging: a companion plus tidal tails (one faint tail for a minor merger, two
 bright ones for a major merger). Three bands (g, r, z): bulges are redder than disks, spiral arms
 bluer. The bands are blurred by a Gaussian PSF, get Gaussian noise, and are asinh-stretched into
-[0, 1].
+[0, 1]; images are stored as colour images are, red, green, blue = z, r, g (the layout of the Legacy
+Survey images the encoders are fine-tuned on).
 
 The labels are vote COUNTS from ``VOLUNTEERS`` simulated volunteers walking a Galaxy-Zoo-like
 decision tree (``QUESTIONS``; column ``<question>_<answer>``):
@@ -51,6 +52,8 @@ QUESTIONS: dict[str, list[str]] = {
 }
 VOLUNTEERS = 40
 BANDS = ("g", "r", "z")
+#: The stored channel order: red, green, blue = z, r, g, as the Legacy Survey colour images.
+CHANNELS = ("z", "r", "g")
 KINDS = ("elliptical", "disk", "artifact")
 KIND_P = (0.32, 0.63, 0.05)
 BARS = ("no", "weak", "strong")
@@ -303,7 +306,7 @@ def render_galaxy(m: Morphology, size: int, rng: np.random.Generator) -> np.ndar
     bands = gaussian_filter(bands, (0.0, sigma, sigma), mode="constant", truncate=3.0)
     bands = bands + m.noise * rng.standard_normal(bands.shape)
     stretched = np.arcsinh(bands / STRETCH_SOFTENING) / np.arcsinh(STRETCH_MAX / STRETCH_SOFTENING)
-    return np.clip(stretched, 0.0, 1.0).astype(np.float32)
+    return np.clip(stretched[[BANDS.index(b) for b in CHANNELS]], 0.0, 1.0).astype(np.float32)
 
 
 def galaxy_images(indices: Iterable[int], size: int, seed: int) -> np.ndarray:
@@ -335,7 +338,7 @@ def write_galaxy_corpus(out_dir: str | os.PathLike, n: int, size: int, seed: int
     if n < 1 or size < 8:
         raise ValueError(f"a galaxy corpus needs n >= 1 and size >= 8 (got n={n}, size={size})")
     manifest = {"synthetic": True, "kind": "galaxy-corpus", "n_images": int(n), "size": int(size),
-                "seed": int(seed), "volunteers": int(volunteers), "bands": list(BANDS),
+                "seed": int(seed), "volunteers": int(volunteers), "bands": list(CHANNELS),
                 "questions": {q: list(a) for q, a in QUESTIONS.items()},
                 "note": "SYNTHETIC galaxies with simulated volunteer votes (alertvision.synthetic.galaxies)"}
     with atomic_dir(out_dir) as tmp:

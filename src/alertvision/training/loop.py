@@ -25,12 +25,13 @@ from tqdm import tqdm
 from alertvision.atomic import write_csv, write_json, write_parquet
 from alertvision.contract import open_dataset
 from alertvision.models import build_model, save_model
+from alertvision.models.classifier import AlertClassifier
 from alertvision.models.inputs import input_norm_for
 from alertvision.models.weights import ResolvedWeights
 from alertvision.policies import evaluate_policies
 from alertvision.training.data import Batches, to_device
 from alertvision.training.metadata import metadata_matrix
-from alertvision.training.schedule import warmup_cosine
+from alertvision.training.schedule import epoch_warmup_cosine, warmup_cosine
 
 log = logging.getLogger(__name__)
 RUN_FILES = ("model.pt", "history.csv", "metrics.json", "predictions.parquet")
@@ -51,6 +52,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def build_run_model(arch_cfg: Mapping[str, Any], training: Mapping[str, Any], weights: ResolvedWeights | None,
+                    metadata_fill: Any = None) -> AlertClassifier:
+    """The model a run trains: the factory's model, fed as the regimen's ``input_norm`` says (default
+    ``l2``: the stored triplet times the architecture's ``input_scale``, whatever the weights)."""
+    input_norm = input_norm_for(arch_cfg.get("input_norm", "l2"), weights, arch_cfg.get("input_scale", 1.0))
+    return build_model(arch_cfg, training, weights, input_norm=input_norm, metadata_fill=metadata_fill)
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -121,22 +130,27 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
     images = None if arch_cfg["kind"] == "none" else data.images  # the metadata-only model reads no image
     bs, ebs = int(training["batch_size"]), int(training["eval_batch_size"])
     train_batches = Batches(images, rows["train"], y_train, bs, shuffle=True,
-                            augment=bool(training["augment"]), seed=seed + 1, metadata=metadata, min_batch=2)
+                            augment=bool(training["augment"]), seed=seed + 1, metadata=metadata,
+                            min_batch=bs if training["drop_last"] else 2)
+    if len(train_batches) == 0:
+        raise ValueError(f"{split_file}: {len(y_train)} training alerts make no full batch of {bs} "
+                         f"(training.drop_last is on): lower training.batch_size or turn drop_last off")
     val_batches = Batches(images, rows["val"], labels[rows["val"]], ebs, metadata=metadata)
 
     # --- model, loss, optimiser ------------------------------------------------------------------
-    input_norm = input_norm_for(weights, arch_cfg.get("input_scale", 1.0))
-    model = build_model(arch_cfg, training, weights, input_norm=input_norm, metadata_fill=metadata_fill).to(device)
+    model = build_run_model(arch_cfg, training, weights, metadata_fill).to(device)
     memory_format = torch.channels_last if training["channels_last"] else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     pos_weight = torch.tensor(n_neg / n_pos, device=device)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(training["lr"]),
-                                  weight_decay=float(training["weight_decay"]))
+                                  weight_decay=float(training["weight_decay"]),
+                                  betas=tuple(float(b) for b in training["betas"]))
     epochs = int(training["epochs"])
     steps = epochs * len(train_batches)
-    warmup = int(round(float(training["warmup_epochs"]) * len(train_batches)))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, steps, warmup))
+    per_epoch = training["schedule"] == "epoch"
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(training, len(train_batches)))
+    min_improvement = float(training["min_improvement"])
     log.info("training %s on %d alerts (%d positive), val %d, test %s, %d epochs of %d steps on %s",
              arch_cfg.get("timm_name", arch_cfg["kind"]), len(y_train), int(n_pos), len(rows["val"]),
              len(rows["test"]) if test_split else "unused", epochs, len(train_batches), device)
@@ -144,9 +158,11 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
     # --- epochs, early stopping on validation loss -----------------------------------------------
     history: list[dict[str, Any]] = []
     best = {"val_loss": float("inf"), "epoch": -1, "state": None}
+    lowest = float("inf")  # the lowest validation loss so far, improvement or not (BTSbot's reference)
     bar = tqdm(total=steps, desc="train", unit="step", disable=not progress, mininterval=5)
     for epoch in range(1, epochs + 1):
         t0 = time.time()
+        lr = optimizer.param_groups[0]["lr"]
         model.train()
         total, n = 0.0, 0
         for x, y, _ in train_batches:
@@ -157,25 +173,34 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            scheduler.step()
+            if not per_epoch:
+                scheduler.step()
             total += loss.item() * len(y)
             n += len(y)
             bar.update(1)
+        if per_epoch:
+            scheduler.step()
+        else:
+            lr = optimizer.param_groups[0]["lr"]
         val_scores, val_loss = predict(model, val_batches, device, loss_fn, autocast, memory_format)
         history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss,
                         "val_roc_auc": roc_auc(labels[rows["val"]], val_scores),
-                        "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - t0})
+                        "lr": lr, "seconds": time.time() - t0})
         log.info("epoch %d: train loss %.4f, val loss %.4f, val AUC %.3f", epoch, history[-1]["train_loss"],
                  val_loss, history[-1]["val_roc_auc"])
         if on_epoch is not None:
             on_epoch(epoch, dict(history[-1]))
-        if val_loss < best["val_loss"]:
+        if val_loss * (1.0 + min_improvement) < lowest:
             best = {"val_loss": val_loss, "epoch": epoch,
                     "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         elif epoch - best["epoch"] >= int(training["patience"]):
-            log.info("early stop: no lower validation loss for %d epochs", training["patience"])
+            log.info("early stop: no improvement of the validation loss for %d epochs", training["patience"])
             break
+        lowest = min(lowest, val_loss)
     bar.close()
+    if best["state"] is None:
+        raise FloatingPointError(f"no epoch gave a finite validation loss (last: {history[-1]['val_loss']}); "
+                                 f"check the dataset for NaN or infinite images or features, or lower training.lr")
     model.load_state_dict(best["state"])
 
     # --- test split and outputs --------------------------------------------------------------------
@@ -223,6 +248,19 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
     if test_split:
         log.info("test ROC AUC %.4f, loss %.4f (best epoch %d)", metrics["test_roc_auc"], test_loss, best["epoch"])
     return metrics
+
+
+def _lr_factor(training: Mapping[str, Any], steps_per_epoch: int) -> Callable[[int], float]:
+    """The factor of ``training.schedule`` as LambdaLR calls it: per epoch (``epoch``) or per step (``step``)."""
+    epochs = int(training["epochs"])
+    if training["schedule"] == "epoch":
+        horizon = int(training["schedule_epochs"] or epochs)
+        warmup = float(training["warmup_epochs"])
+        start, floor = float(training["warmup_start_factor"]), float(training["lr_floor_factor"])
+        return lambda e: epoch_warmup_cosine(e, warmup, horizon, start, floor)
+    steps = epochs * steps_per_epoch
+    warmup_steps = int(round(float(training["warmup_epochs"]) * steps_per_epoch))
+    return lambda s: warmup_cosine(s, steps, warmup_steps)
 
 
 def _finite(value: Any) -> Any:
