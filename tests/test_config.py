@@ -49,6 +49,10 @@ def test_pretrain_regimen_checks():
     ({"archs": {"maxvit": {"kind": "timm", "timm_name": "maxvit_tiny_rw_224", "input_size": 63}},
       "grid": {"archs": ["maxvit"]}}, "archs.maxvit.input_size"),
     ({"tranining": {}}, "(top level)"),
+    ({"legacysurvey": {"product": "png"}}, "legacysurvey.product"),
+    ({"legacysurvey": {"channels": ["g", "g", "z"]}}, "legacysurvey.channels"),
+    ({"legacysurvey": {"channels": ["g", "r", "i"]}}, "legacysurvey.channels.2"),
+    ({"legacysurvey": {"jpeg_blank_value": 256}}, "legacysurvey.jpeg_blank_value"),
 ])
 def test_bad_value_names_the_key(override, key):
     with pytest.raises(ConfigError) as err:
@@ -80,3 +84,24 @@ def test_architecture_training_overrides_are_checked():
         validate_config({"archs": {"cnn": {"kind": "cnn", "training": {"epochs": 0}}}, "grid": {"archs": ["cnn"]}})
     with pytest.raises(ConfigError, match="config key archs.cnn.training.*'epoch' was unexpected"):
         validate_config({"archs": {"cnn": {"kind": "cnn", "training": {"epoch": 3}}}, "grid": {"archs": ["cnn"]}})
+
+
+def test_legacysurvey_product_defaults_and_checks():
+    ls = validate_config({})["legacysurvey"]
+    assert (ls["product"], ls["channels"], ls["jpeg_blank_value"], ls["normalise"]) == ("fits", ["z", "r", "g"], 32, "l2")
+    assert ls["viewer"]["jpeg_url"] == "https://www.legacysurvey.org/viewer/jpeg-cutout"
+    assert ls["viewer"]["jpeg_bands"] == "griy"
+    study = load_config(REPO / "config" / "study.yaml")["legacysurvey"]
+    assert (study["source"], study["product"], study["normalise"], study["channels"]) == \
+        ("viewer", "jpeg", "none", ["z", "r", "g"])
+    # no synthetic JPEGs: the error names the key, with or without the ls dataset in the grid
+    for grid in ({}, {"datasets": ["ztf"]}):
+        with pytest.raises(ConfigError, match="config key legacysurvey.product: 'jpeg' images come from the viewer"):
+            validate_config({"legacysurvey": {"product": "jpeg"}, "grid": grid})
+    viewer_jpeg = {"source": "viewer", "product": "jpeg"}
+    with pytest.raises(ConfigError, match=r"config key legacysurvey.channels: \['g', 'r', 'z'\] applies to product"):
+        validate_config({"legacysurvey": {**viewer_jpeg, "channels": ["g", "r", "z"]}})
+    ls = validate_config({"legacysurvey": {**viewer_jpeg, "viewer": {"jpeg_bands": None}}})["legacysurvey"]
+    assert ls["viewer"]["jpeg_bands"] is None
+    fits = validate_config({"legacysurvey": {"channels": ["g", "r", "z"]}})["legacysurvey"]
+    assert fits["channels"] == ["g", "r", "z"]

@@ -14,7 +14,7 @@ import pytest
 
 from alertvision.config import validate_config
 from alertvision.contract import open_dataset
-from alertvision.gallery import build_outlier_report, grz_rgb, robust_stretch
+from alertvision.gallery import build_outlier_report, ls_rgb, robust_stretch
 
 IFOREST = {"n_estimators": 50, "seed": 0, "top_fraction": 0.01}
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -171,4 +171,13 @@ def test_robust_stretch_maps_to_the_unit_interval():
     assert y.dtype == np.float32 and y.min() >= 0 and y.max() <= 1 and y[1, 1] == 0
     assert np.median(y) > 0.1  # one hot pixel does not crush the rest
     assert not robust_stretch(np.ones((5, 5))).any() and not robust_stretch(np.full((5, 5), np.nan)).any()
-    assert grz_rgb(rng.normal(size=(3, 63, 63))).shape == (63, 63, 3)
+    assert ls_rgb(rng.normal(size=(3, 63, 63))).shape == (63, 63, 3)
+
+
+def test_ls_rgb_puts_z_red_r_green_g_blue_whatever_the_stored_order():
+    rng = np.random.default_rng(1)
+    g, r, z = (rng.normal(size=(63, 63)) + k for k in range(3))
+    expected = np.stack([robust_stretch(x, lower=1.0, upper=99.7, asinh=8.0) for x in (z, r, g)], axis=-1)
+    np.testing.assert_array_equal(ls_rgb(np.stack([z, r, g])), expected)          # the default: z, r, g
+    np.testing.assert_array_equal(ls_rgb(np.stack([g, r, z]), ["g", "r", "z"]), expected)
+    np.testing.assert_array_equal(ls_rgb(np.stack([z, r, g]), ["R=z", "G=r", "B=g"]), expected)  # JPEG

@@ -149,10 +149,24 @@ def _check_consistency(config: Mapping[str, Any]) -> None:
         raise ConfigError("config key legacysurvey.source: 'synthetic' Legacy Survey images exist only "
                           "for data.source 'synthetic': use legacysurvey.source 'viewer' (the DR10 cutout "
                           "service) or leave 'ls' out of grid.datasets")
+    _check_legacysurvey_product(config["legacysurvey"])
     for arch, spec in config["archs"].items():
         if spec["kind"] == "timm" and "maxvit" in spec["timm_name"] and spec["input_size"] % 32:
             raise ConfigError(f"config key archs.{arch}.input_size: MaxViT needs a multiple of 32, "
                               f"got {spec['input_size']}")
+
+
+def _check_legacysurvey_product(ls: Mapping[str, Any]) -> None:
+    """``product: jpeg`` needs the viewer (no synthetic JPEGs) and has a fixed channel order."""
+    if ls["product"] != "jpeg":
+        return
+    if ls["source"] == "synthetic":
+        raise ConfigError("config key legacysurvey.product: 'jpeg' images come from the viewer's JPEG cutout "
+                          "service only; legacysurvey.source 'synthetic' renders FITS-like cubes: use "
+                          "legacysurvey.product 'fits' with it, or legacysurvey.source 'viewer'")
+    if list(ls["channels"]) != ["z", "r", "g"]:
+        raise ConfigError(f"config key legacysurvey.channels: {list(ls['channels'])} applies to product 'fits' "
+                          "only; the viewer's JPEG is always red, green, blue = z, r, g (leave channels out)")
 
 
 def _check_data_inputs(data: Mapping[str, Any]) -> None:

@@ -24,6 +24,7 @@ import pandas as pd
 from alertvision.atomic import atomic_path, write_csv, write_text
 from alertvision.contract import MANIFEST_FILE, Dataset, open_dataset
 from alertvision.latent import outlier_table
+from alertvision.legacysurvey import BANDS, RGB_BANDS, rgb_indices
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +91,11 @@ def ztf_panels(triplet: np.ndarray) -> dict[str, np.ndarray]:
             for i, name in enumerate(ZTF_CHANNELS)}
 
 
-def grz_rgb(image: np.ndarray) -> np.ndarray:
-    """A (3, 63, 63) Legacy Survey [g, r, z] image -> (63, 63, 3) RGB with z red, r green, g blue."""
-    g, r, z = (robust_stretch(image[i], lower=1.0, upper=99.7, asinh=8.0) for i in range(3))
-    return np.stack([z, r, g], axis=-1)
+def ls_rgb(image: np.ndarray, channels: Sequence[str] = RGB_BANDS) -> np.ndarray:
+    """A (3, 63, 63) Legacy Survey image whose channels are labelled ``channels`` (its manifest's: 'z'
+    or 'R=z') -> (63, 63, 3) RGB with z red, r green, g blue."""
+    return np.stack([robust_stretch(image[i], lower=1.0, upper=99.7, asinh=8.0) for i in rgb_indices(channels)],
+                    axis=-1)
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
@@ -105,11 +107,12 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
 
 
 def write_alert_images(alert_id: int, triplet: np.ndarray, ls_image: np.ndarray | None,
-                       img_dir: Path) -> dict[str, str]:
-    """Write an alert's PNGs into ``img_dir``; returns {panel name: path relative to the page}."""
+                       img_dir: Path, ls_channels: Sequence[str] = RGB_BANDS) -> dict[str, str]:
+    """Write an alert's PNGs into ``img_dir``; returns {panel name: path relative to the page}.
+    ``ls_channels`` labels the channels of ``ls_image`` (the ``ls`` manifest's ``channels``)."""
     images = ztf_panels(triplet)
     if ls_image is not None:
-        images["Legacy Survey grz"] = grz_rgb(ls_image)
+        images["Legacy Survey grz"] = ls_rgb(ls_image, ls_channels)
     paths = {}
     for name, image in images.items():
         filename = f"{int(alert_id)}_{'ls' if name.startswith('Legacy') else name}.png"
@@ -194,6 +197,11 @@ def _open_optional(directory: str | os.PathLike | None) -> Dataset | None:
     return open_dataset(directory)
 
 
+def _ls_channels(manifest: Mapping[str, Any]) -> list[str]:
+    """The channel labels of an ``ls`` dataset (manifests before ``channels`` held g, r, z as ``bands``)."""
+    return list(manifest.get("channels") or manifest.get("bands") or BANDS)
+
+
 def _row_of(alerts: pd.DataFrame) -> dict[int, int]:
     return {int(a): i for i, a in enumerate(alerts["alert_id"].to_numpy())}
 
@@ -242,6 +250,7 @@ def _render_cards(shown: pd.DataFrame, ztf: Dataset, ls: Dataset | None, img_dir
     """Write every shown alert's images and render its card; returns the cards and the files written."""
     ztf_row, ls_row = _row_of(ztf.alerts), (_row_of(ls.alerts) if ls is not None else {})
     extra = ["magpsf", "peakmag_so_far", "fid", "jd"]
+    ls_channels = _ls_channels(ls.manifest) if ls is not None else RGB_BANDS
     cards, written = [], set()
     for alert in shown.to_dict("records"):
         aid = int(alert["alert_id"])
@@ -250,7 +259,7 @@ def _render_cards(shown: pd.DataFrame, ztf: Dataset, ls: Dataset | None, img_dir
         row = ztf_row[aid]
         alert.update(ztf.alerts.iloc[row][extra].to_dict())
         ls_image = np.asarray(ls.images[ls_row[aid]]) if aid in ls_row else None
-        images = write_alert_images(aid, np.asarray(ztf.images[row]), ls_image, img_dir)
+        images = write_alert_images(aid, np.asarray(ztf.images[row]), ls_image, img_dir, ls_channels)
         written.update(Path(p).name for p in images.values())
         cards.append(render_card(alert, images, titles))
     return cards, written

@@ -1,8 +1,9 @@
 """Where datasets come from: one registry for ZTF alert sources, one for Legacy Survey images.
 
-``data.source`` picks a ZTF ingester; ``legacysurvey.source`` picks a cube provider. Each
-ingester writes the data contract (see :mod:`alertvision.contract`), so nothing downstream depends
-on the source. New sources register here.
+``data.source`` picks a ZTF ingester; ``legacysurvey.source`` picks a provider of raw cutouts
+(``legacysurvey.product`` says which: FITS cubes or colour JPEGs). Each ingester writes the data
+contract (see :mod:`alertvision.contract`), so nothing downstream depends on the source. New
+sources register here.
 """
 
 from __future__ import annotations
@@ -59,13 +60,14 @@ def _synthetic_cubes(config: Mapping[str, Any]) -> CubeProvider:
 def _viewer_cubes(config: Mapping[str, Any], ztf_dir: str | os.PathLike, out_dir: str | os.PathLike,
                   progress: bool) -> tuple[CubeProvider, dict]:
     from alertvision.contract import open_dataset
-    from alertvision.legacysurvey_fetch import FAILURES_FILE, STATUSES, fetch_cutouts
+    from alertvision.legacysurvey_fetch import FAILURES_FILE, STATUSES, VIEWER_PRODUCTS, fetch_cutouts
 
-    sources = source_positions(open_dataset(ztf_dir).alerts)
-    provider, report = fetch_cutouts(sources, config["legacysurvey"]["viewer"], Path(out_dir) / FAILURES_FILE,
-                                     progress=progress)
     cfg = config["legacysurvey"]["viewer"]
-    return provider, {"fetch": {"url": cfg["url"], "layer": cfg["layer"], "cache_dir": cfg["cache_dir"],
+    product = VIEWER_PRODUCTS[config["legacysurvey"]["product"]]
+    sources = source_positions(open_dataset(ztf_dir).alerts)
+    provider, report = fetch_cutouts(sources, cfg, Path(out_dir) / FAILURES_FILE, progress=progress, product=product)
+    return provider, {"fetch": {"product": product.name, "url": cfg[product.url_key], "layer": cfg["layer"],
+                                "query": product.query(cfg), "cache_dir": cfg["cache_dir"],
                                 **{s: report.counts[s] for s in STATUSES}}}
 
 
