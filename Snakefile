@@ -23,7 +23,13 @@ envvars:
 from alertvision.config import ConfigError, validate_config
 
 
-configfile: "config/config.yaml"
+# The embedded default, unless config files are given on the command line: they replace it (merged in
+# order, the schema filling every key they leave out), so a study config means the same wherever it
+# runs and whatever config/config.yaml holds, and `alertvision --config FILE` resolves it the same way.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
 
 
 try:
@@ -36,6 +42,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/config.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/cutouts.smk"
 include: "workflow/rules/splits.smk"

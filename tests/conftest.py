@@ -103,3 +103,26 @@ def dry_run_jobs(dry_run_output: str) -> dict[str, int]:
             if not parts[0].startswith("-"):
                 counts[parts[0]] = int(parts[1])
     return counts
+
+
+@pytest.fixture
+def mounted_tmpfs(tmp_path):
+    """``mount(name, size, readonly=False)``: a small tmpfs under tmp_path (a full or read-only disk for real);
+    skips, saying why, where this process may not mount (not root, no CAP_SYS_ADMIN)."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(name: str, size: str = "256k", readonly: bool = False) -> Path:
+        point = tmp_path / name
+        point.mkdir()
+        options = f"size={size}" + (",ro" if readonly else "")
+        out = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True, text=True)
+        if out.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({out.stderr.strip() or out.returncode}): needs root")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in reversed(mounted):
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)

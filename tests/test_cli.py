@@ -42,7 +42,7 @@ def test_config_prints_filled_defaults():
 
 
 def test_ingest_and_split_from_the_command_line(tmp_path):
-    out = _run("ingest", "-q", "--set", "data.synthetic.n_sources=30", "--out", str(tmp_path / "ztf"),
+    out = _run("ingest", "-q", "--set", "data.synthetic.n_sources=80", "--out", str(tmp_path / "ztf"),
                "--log", str(tmp_path / "ingest.log"))
     assert out.returncode == 0, out.stderr
     assert "SYNTHETIC" in out.stdout and (tmp_path / "ingest.log").stat().st_size > 0

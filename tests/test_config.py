@@ -105,3 +105,23 @@ def test_legacysurvey_product_defaults_and_checks():
     assert ls["viewer"]["jpeg_bands"] is None
     fits = validate_config({"legacysurvey": {"channels": ["g", "r", "z"]}})["legacysurvey"]
     assert fits["channels"] == ["g", "r", "z"]
+
+
+
+@pytest.mark.parametrize("fractions, message", [
+    ([1e-05, 100], "1e-05 would name its runs f1e-05; fractions are percentages"),
+    ([33.33331, 33.33332], "33.33331 and 33.33332 are the same fraction at six significant digits"),
+])
+def test_fractions_that_cannot_name_a_folder_are_config_errors(fractions, message):
+    """Before: a MissingInputException for 1e-05, and two fractions silently merged into one run."""
+    with pytest.raises(ConfigError, match=message):
+        validate_config({"grid": {"fractions": fractions}})
+
+
+def test_a_typo_in_a_regimen_s_architecture_is_a_config_error():
+    """Before, `weights: {convnxt: ...}` silently trained nothing for the regimen."""
+    with pytest.raises(ConfigError, match="regimens.imagenet.weights.convnxt: 'convnxt' is not an architecture"):
+        validate_config({"grid": {"regimens": ["none", "imagenet"]},
+                         "regimens": {"none": {"weights": {}}, "imagenet": {"weights": {"convnxt": "convnext_pico.d1_in1k"}}}})
+    # a regimen the grid does not train may name architectures the config leaves out
+    validate_config({"grid": {"archs": ["cnn"]}, "archs": {"cnn": {"kind": "cnn"}}})

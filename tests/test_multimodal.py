@@ -131,7 +131,7 @@ def test_multimodal_cnn_trains_and_scores_the_trigger_policies(tiny_datasets, sp
     assert saved["modality"] == "multimodal" and saved["metadata_fill"] == "error" and 0 <= saved["test_roc_auc"] <= 1
     assert set(saved["policies"]) == {"bts_p1", "bts_p2", "prod_p1", "prod_p2"}
     bts = saved["policies"]["bts_p1"]
-    assert bts["n_included"] > 0 and len(bts["completeness_by_peak_mag"]) == 7
+    assert bts["n_included"] > 0 and len(bts["completeness_by_peak_mag"]) == 6
     assert metrics["policies"]["bts_p1"]["tp"] == bts["tp"]
     predictions = pd.read_parquet(tmp_path / "predictions.parquet")
     alerts = open_dataset(tiny_datasets["ztf"]).alerts.set_index("alert_id")

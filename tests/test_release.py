@@ -31,7 +31,8 @@ def make_split(split: str, n: int, rng: np.random.Generator) -> tuple[pd.DataFra
     df["objectId"] = object_ids
     df["jd"] = 2459000.5 + np.round(rng.uniform(0, 300, n), 5)
     df["fid"] = rng.integers(1, 3, n)
-    df["label"] = (rng.uniform(size=n) < 0.4).astype(int)
+    per_source = {oid: int(rng.uniform() < 0.4) for oid in sorted(set(object_ids))}  # a source has one label
+    df["label"] = [per_source[oid] for oid in object_ids]
     df["candid"] = [float(f"{x:.5e}") for x in rng.integers(2 * 10**18, 29 * 10**17, n)]
     df["isdiffpos"] = "t"
     df["source_set"] = rng.choice(["trues", "dims", "vars", "rejects"], n)
@@ -153,7 +154,7 @@ def test_duplicates_are_dropped_and_counted(tmp_path):
     df, triplets = release["val"]
     # rows 5 and 9 repeat rows 2 and 3 (same objectId, jd, fid) with other images and values
     for dup, first in ((5, 2), (9, 3)):
-        df.loc[dup, ["objectId", "jd", "fid"]] = df.loc[first, ["objectId", "jd", "fid"]].to_numpy()
+        df.loc[dup, ["objectId", "jd", "fid", "label"]] = df.loc[first, ["objectId", "jd", "fid", "label"]].to_numpy()
     write_release(tmp_path / "rel", release)
     manifest = ingest_release(config_for(tmp_path / "rel", chunk_alerts=4), tmp_path / "out", progress=False)
     ds = open_dataset(tmp_path / "out")
@@ -174,7 +175,8 @@ def test_nonfinite_triplets_are_dropped_with_their_rows_and_counted(tmp_path, ca
     train_trip[4, 10, 10, 0] = np.nan        # a NaN pixel in a science cutout
     val_trip[7, 0, 62, 2] = np.inf           # an infinite pixel in a difference cutout
     val_trip[8, 1, 1, 1] = -np.inf
-    val_df.loc[11, ["objectId", "jd", "fid"]] = val_df.loc[7, ["objectId", "jd", "fid"]].to_numpy()  # a repeat too
+    key = ["objectId", "jd", "fid", "label"]
+    val_df.loc[11, key] = val_df.loc[7, key].to_numpy()  # a repeat too
     write_release(tmp_path / "rel", release)
     with caplog.at_level("WARNING"):
         manifest = ingest_release(config_for(tmp_path / "rel", chunk_alerts=3), tmp_path / "out", progress=False)

@@ -1,14 +1,90 @@
-"""Atomic file writes: a temporary file in the target's folder, renamed into place on success."""
+"""Atomic file writes: a temporary file in the target's folder, renamed into place on success.
+
+Temporaries are named ``.{name}.{random}{suffix}.tmp`` beside their target; a job that starts cleans
+those a killed predecessor left (:func:`clean_stale_temporaries`). Files get the permissions the
+process's umask gives new files (``tempfile`` would make them private), so group members on a shared
+cluster read datasets and models as any other output. A write that fails on a full disk says so,
+naming the path and the space left.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
+
+#: Free bytes under which a failed write is taken for a full disk (writers fail without saying so).
+FULL_BELOW = 64 * 1024
+
+
+class DiskFullError(OSError):
+    """A write that failed because the file system holding the target is full."""
+
+
+def _umask_by_setting() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: The process's umask at import, for systems without /proc (os.umask can only be read by setting it,
+#: which would race with other threads creating files).
+_UMASK_AT_IMPORT = _umask_by_setting()
+
+
+def current_umask() -> int:
+    """The process's umask now: from /proc/self/status (Linux; no side effect), else as at import."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _UMASK_AT_IMPORT
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether a failed write looks like a full disk: ENOSPC / EDQUOT, or next to no space left (libraries
+    such as torch.save wrap the OS error in their own)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    free = _free_bytes(folder)
+    return isinstance(exc, (OSError, RuntimeError)) and free is not None and free < FULL_BELOW
+
+
+def temporaries(final: str | os.PathLike) -> list[Path]:
+    """The temporaries of ``final`` in its folder (what an interrupted atomic write leaves)."""
+    final = Path(final)
+    if not final.parent.is_dir():
+        return []
+    return sorted(final.parent.glob(f".{final.name}.*.tmp"))
+
+
+def clean_stale_temporaries(targets: Iterable[str | os.PathLike]) -> int:
+    """Remove the temporaries a killed writer left beside each target (files or folders); returns how many.
+    Call it when the job that owns the targets starts: nothing else writes them then."""
+    removed = 0
+    for target in targets:
+        for tmp in temporaries(target):
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 @contextlib.contextmanager
@@ -16,7 +92,8 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     """Yield a temporary path beside ``final``; rename it onto ``final`` when the block succeeds.
 
     On any exception the temporary file is removed, so a crash never leaves a partial file under
-    the final name. ``suffix`` defaults to the final name's suffix, for writers that look at it.
+    the final name; a full disk raises :class:`DiskFullError` naming ``final``. ``suffix`` defaults to
+    the final name's suffix, for writers that look at it. The file gets the umask's permissions.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -28,10 +105,16 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, final)
-    except BaseException:
+    except BaseException as exc:
+        full = _disk_full(exc, final.parent)
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if full:
+            raise DiskFullError(errno.ENOSPC, f"the disk is full: could not write {final} "
+                                f"({_free_bytes(final.parent) or 0:,} bytes free in {final.parent} after removing "
+                                f"the partial file); free space or point the output elsewhere") from exc
         raise
 
 
@@ -45,7 +128,7 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the folder is shared like any other output
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; the folder is shared like any other output
     try:
         yield tmp
         if final.exists():

@@ -281,14 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alertvision", description=(
         "Train and compare vision models for alert classification (Rehemtulla et al.). Each command "
         "is one step of the Snakemake pipeline; `snakemake --cores N` runs them all (target "
-        "results/figure2.pdf: Figure 2 only)."))
+        "results/figure2.pdf: Figure 2 only). Configs resolve as in Snakemake: config/config.yaml, or the "
+        "--config files merged in order instead of it, then --set values; the schema fills every key left "
+        "out."))
     p.add_argument("--version", action="version", version=f"alertvision {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, func, help_text: str, config: bool = True) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_text, description=help_text)
         if config:
-            sp.add_argument("--config", default="config/config.yaml", help="study config (default: %(default)s)")
+            sp.add_argument("--config", action="append", metavar="FILE",
+                            help="study config file; repeat to merge several in order. Given files replace "
+                                 "config/config.yaml (the default) and the schema fills what they leave out, "
+                                 "exactly as `snakemake --configfile FILE ...` resolves them")
             sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                             help="override a config value by dotted key, e.g. --set training.epochs=2")
         sp.add_argument("--log", help="also write the log to this file")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Mapping, MutableMapping
+from typing import Any, Iterable, Iterator, Mapping, MutableMapping
 
 import jsonschema
 import yaml
@@ -112,8 +113,24 @@ def _check_training_overrides(config: MutableMapping[str, Any], sch: Mapping[str
                 _raise_first(errors, path)
 
 
+def _check_fractions(fractions: list) -> None:
+    """Each fraction names a folder (``f{fraction}``): it must be a plain decimal, and no two may share one."""
+    folders: dict[str, Any] = {}
+    for fraction in fractions:
+        folder = format_fraction(fraction)
+        if not PLAIN_DECIMAL.match(folder):
+            raise ConfigError(f"config key grid.fractions: {fraction!r} would name its runs f{folder}; fractions "
+                              f"are percentages of the training alerts (0 < f <= 100) written as plain decimals, "
+                              f"e.g. 0.5, 5 or 100")
+        if folder in folders:
+            raise ConfigError(f"config key grid.fractions: {folders[folder]!r} and {fraction!r} are the same "
+                              f"fraction at six significant digits (folder f{folder}); drop one or make them differ")
+        folders[folder] = fraction
+
+
 def _check_consistency(config: Mapping[str, Any]) -> None:
     grid = config["grid"]
+    _check_fractions(list(grid["fractions"]))
     if METADATA_ONLY in config["archs"]:
         raise ConfigError(f"config key archs.{METADATA_ONLY}: the name {METADATA_ONLY!r} is reserved for the "
                           f"metadata-only model (multimodal.metadata_only); rename the architecture")
@@ -189,7 +206,13 @@ def _check_data_inputs(data: Mapping[str, Any]) -> None:
 
 
 def _check_regimens(config: Mapping[str, Any]) -> None:
+    trained = set(config["grid"]["regimens"]) | set(config["multimodal"]["regimens"] or [])
     for name, spec in config["regimens"].items():
+        for arch in spec["weights"] if name in trained else ():
+            if arch not in config["archs"]:
+                raise ConfigError(f"config key regimens.{name}.weights.{arch}: {arch!r} is not an architecture under "
+                                  f"archs (defined: {', '.join(config['archs'])}); regimen {name!r} would train "
+                                  f"nothing for it")
         block = spec.get("pretrain")
         if block is None:
             continue
@@ -207,12 +230,33 @@ def _check_regimens(config: Mapping[str, Any]) -> None:
                               f"folder (images.npy, labels.parquet, manifest.json)")
 
 
-def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None) -> dict:
-    """Read a YAML config (default ``config/config.yaml``), apply dotted-key overrides, validate."""
-    path = Path(path) if path is not None else DEFAULT_CONFIG
+def update_config(config: MutableMapping[str, Any], overrides: Mapping[str, Any]) -> MutableMapping[str, Any]:
+    """Merge ``overrides`` into ``config`` as Snakemake merges ``--configfile`` files: mappings key by key,
+    at any depth; any other value replaces."""
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(config.get(key), MutableMapping):
+            update_config(config[key], value)
+        else:
+            config[key] = copy.deepcopy(value)
+    return config
+
+
+def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} not found (run from the repository root or pass --config)")
-    config = yaml.safe_load(path.read_text()) or {}
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def load_config(paths: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
+                overrides: Mapping[str, Any] | None = None) -> dict:
+    """The config as the Snakefile resolves it: the files ``paths`` merged in order (as ``--configfile``
+    files, which replace the embedded default), or ``config/config.yaml`` when none is given; then
+    dotted-key ``overrides``; validated, every key left out taking the schema's default."""
+    if paths is None or isinstance(paths, (str, os.PathLike)):
+        paths = [] if paths is None else [paths]
+    config: dict = {}
+    for path in [Path(p) for p in paths] or [DEFAULT_CONFIG]:
+        update_config(config, _read_yaml(path))
     for dotted, value in (overrides or {}).items():
         node = config
         *parents, leaf = dotted.split(".")
@@ -231,6 +275,27 @@ MULTIMODAL_DATASET = "ztf"
 #: Training keys of the metadata branch: part of a multi-modal run's settings only.
 METADATA_KEYS = ("meta_dense1", "meta_dense2", "meta_dropout")
 CORPORA_ROOT = Path("resources") / "corpora"
+
+
+#: A URL's password (scheme://user:PASSWORD@host...).
+URL_PASSWORD = re.compile(r"^([A-Za-z][\w+.-]*://[^:/@\s]*:)([^@\s]*)(@)")
+MASK = "***"
+
+
+def mask_url(value: Any) -> Any:
+    """A URL with its password replaced by ``***`` (anything else unchanged)."""
+    return URL_PASSWORD.sub(rf"\g<1>{MASK}\g<3>", value) if isinstance(value, str) else value
+
+
+def masked_config(config: Mapping[str, Any]) -> dict:
+    """A copy of the config fit to be written or used as Snakemake params: every sweep storage URL (the only
+    place a credential can sit in a config) has its password masked."""
+    out = copy.deepcopy(dict(config))
+    blocks = [out.get("sweep", {})] + [spec.get("sweep", {}) for spec in out.get("archs", {}).values()]
+    for block in blocks:
+        if block.get("storage"):
+            block["storage"] = mask_url(block["storage"])
+    return out
 
 
 def pretrain_archs(config: Mapping[str, Any], regimen: str) -> list[str]:
@@ -294,8 +359,12 @@ def grid_cells(config: Mapping[str, Any], modality: str | None = None) -> Iterat
 
 
 def format_fraction(fraction: float) -> str:
-    """A fraction as it appears in paths: 5 -> '5', 2.5 -> '2.5'."""
+    """A fraction as it appears in paths: 5 -> '5', 2.5 -> '2.5' (six significant digits)."""
     return f"{float(fraction):g}"
+
+
+#: What a fraction's folder name may look like (the rules' wildcard constraint).
+PLAIN_DECIMAL = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 
 
 def training_params(config: Mapping[str, Any], arch: str, modality: str = "image") -> dict[str, Any]:
@@ -326,8 +395,12 @@ def model_spec(config: Mapping[str, Any], arch: str, modality: str, regimen: str
     return spec
 
 
-def sweep_params(config: Mapping[str, Any], arch: str) -> dict[str, Any]:
-    """The sweep block with the architecture's overrides applied (nested blocks merged one level deep)."""
+def sweep_params(config: Mapping[str, Any], arch: str, masked: bool = False) -> dict[str, Any]:
+    """The sweep block with the architecture's overrides applied (nested blocks merged one level deep);
+    ``masked``: the storage URL's password masked (what a Snakemake param may hold: params are stored in
+    ``.snakemake/metadata``; the job reads the real URL from the config or the environment)."""
+    if masked:
+        config = masked_config(config)
     params = copy.deepcopy(dict(config["sweep"]))
     for key, value in config["archs"].get(arch, {}).get("sweep", {}).items():
         if isinstance(value, Mapping) and isinstance(params.get(key), Mapping):

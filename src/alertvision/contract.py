@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from alertvision import __version__
-from alertvision.atomic import atomic_path, write_json, write_parquet
+from alertvision.atomic import DiskFullError, atomic_path, clean_stale_temporaries, write_json, write_parquet
 from alertvision.features import METADATA_FEATURES
 
 IMAGE_SIZE = 63
@@ -78,6 +78,7 @@ def validate_alerts(df: pd.DataFrame) -> pd.DataFrame:
     shared = df.groupby("objectId")["split"].nunique()
     if (shared > 1).any():
         raise ContractError(f"source {shared[shared > 1].index[0]} appears in more than one split")
+    check_source_labels(df)
     out = df.copy()
     out["alert_id"] = out["alert_id"].astype(np.int64)
     out["label"] = out["label"].astype(np.int8)
@@ -88,6 +89,15 @@ def validate_alerts(df: pd.DataFrame) -> pd.DataFrame:
     out["magpsf"] = out["magpsf"].astype(np.float32)
     ordered = list(REQUIRED_COLUMNS) + [c for c in out.columns if c not in REQUIRED_COLUMNS]
     return out[ordered].reset_index(drop=True)
+
+
+def check_source_labels(df: pd.DataFrame, origin: str = "alerts table") -> None:
+    """Every alert of a source has the source's label; raise naming the sources whose label varies."""
+    varying = df.groupby("objectId", sort=True)["label"].nunique()
+    varying = varying[varying > 1]
+    if len(varying):
+        raise ContractError(f"{origin}: the label varies within {len(varying)} source(s), e.g. "
+                            f"{', '.join(map(str, varying.index[:5]))}; a source has one label (fix the table)")
 
 
 def _npy_header(shape: tuple[int, ...], dtype: np.dtype, total: int = 128) -> bytes:
@@ -137,11 +147,16 @@ class ImageArrayWriter:
         self._ctx.__exit__(None, None, None)
 
     def abort(self, exc: BaseException | None = None) -> None:
-        """Drop the partial file."""
-        self._fh.close()
+        """Drop the partial file; a full disk is raised as :class:`DiskFullError` naming the file."""
+        try:
+            self._fh.close()
+        except OSError:  # flushing the buffer of a file on a full disk fails too: it is dropped anyway
+            pass
         exc = exc or RuntimeError("aborted")
         try:
             self._ctx.__exit__(type(exc), exc, None)
+        except DiskFullError:
+            raise
         except BaseException:  # noqa: BLE001 - atomic_path re-raises what we hand it
             pass
 
@@ -185,6 +200,7 @@ def start_dataset(directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MANIFEST_FILE).unlink(missing_ok=True)
+    clean_stale_temporaries(directory / name for name in DATASET_FILES)  # a killed writer's leftovers
     return directory
 
 

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -30,3 +31,15 @@ def setup_logging(log_file: str | os.PathLike | None = None, level: int = loggin
     handler.setFormatter(logging.Formatter(FORMAT))
     root.addHandler(handler)
     logging.captureWarnings(True)
+
+
+def start_job(job: Any) -> None:
+    """What every Snakemake script does first: log to the job's log file, and remove the temporaries a
+    killed earlier attempt left beside the job's outputs (a killed ingest leaves one the size of its
+    dataset)."""
+    from alertvision.atomic import clean_stale_temporaries
+
+    setup_logging(job.log[0])
+    removed = clean_stale_temporaries(list(job.output))
+    if removed:
+        logging.getLogger(__name__).info("removed %d temporary file(s) an interrupted earlier run left", removed)

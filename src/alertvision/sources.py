@@ -42,6 +42,33 @@ def _ingest_kowalski(config: Mapping[str, Any], out_dir: str | os.PathLike, prog
     return ingest_kowalski(config, out_dir, progress=progress)
 
 
+def source_input_files(config: Mapping[str, Any]) -> list[str]:
+    """Every existing file the ZTF source of ``data.source`` reads (packets, archives, labels, release files,
+    BTS lists), sorted; empty for synthetic data. What does not exist is left for the ingest to report."""
+    source = config["data"]["source"]
+    block = config["data"].get(source, {})
+    paths: list[Path] = []
+    if source == "avro":
+        from alertvision.ingest.avro import AvroInputError, packet_files
+
+        for entry in [block["path"]] if isinstance(block["path"], str) else list(block["path"] or []):
+            try:
+                paths += packet_files(entry)
+            except AvroInputError:
+                continue
+        paths.append(Path(block["labels"]) if block.get("labels") else None)
+    elif source == "release":
+        from alertvision.ingest.release import ReleaseError, locate_release
+
+        try:
+            paths += [f.path for per_split in locate_release(block).values() for f in per_split.values()]
+        except ReleaseError:
+            paths += [Path(p) for p in (block.get("images_zip"), block.get("metadata_zip")) if p]
+    elif source == "kowalski":
+        paths += [Path(p) for p in block["bts"].values() if p]
+    return sorted({str(p) for p in paths if p is not None and p.is_file()})
+
+
 ZTF_SOURCES: dict[str, Ingester] = {
     "synthetic": _ingest_synthetic,
     "release": _ingest_release,

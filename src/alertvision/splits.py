@@ -123,3 +123,21 @@ def split_table(alerts: pd.DataFrame, fraction_percent: float, cfg: Mapping) -> 
                         "row": np.flatnonzero(use).astype(np.int64),
                         "split": alerts["split"].to_numpy()[use]})
     return out
+
+
+class SplitError(ValueError):
+    """A split that cannot give the study's numbers (an evaluation split with one class)."""
+
+
+def check_eval_classes(table: pd.DataFrame, labels: np.ndarray, origin: str,
+                       splits: Sequence[str] = ("val", "test")) -> None:
+    """Val (early stopping, sweeps) and test (ROC AUC, the policies) each need both classes; raise
+    :class:`SplitError` naming the split and its counts otherwise."""
+    for split in splits:
+        y = np.asarray(labels)[table.loc[table["split"] == split, "row"].to_numpy()]
+        classes = np.unique(y)
+        if len(classes) < 2:
+            what = "no alert" if len(y) == 0 else f"{len(y)} alert(s), all of label {int(classes[0])}"
+            raise SplitError(f"{origin}: the {split} split holds {what}; its ROC AUC is undefined. Give the "
+                             f"dataset more sources of both classes, or a larger {split} share in "
+                             f"splits.probabilities")

@@ -19,13 +19,27 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def write_resolved_config(config: Mapping[str, Any], out: str | os.PathLike) -> None:
+    """Write the study config as resolved (every default filled in; storage passwords masked) as YAML."""
+    import yaml
+
+    from alertvision.atomic import write_text
+    from alertvision.config import masked_config
+
+    write_text(out, "# The study config as run: every default filled in, storage passwords masked.\n"
+               + yaml.safe_dump(masked_config(config), sort_keys=False))
+    log.info("wrote the resolved config to %s", out)
+
+
 def split(dataset_dir: str | os.PathLike, fraction: float, splits_cfg: Mapping[str, Any],
           out: str | os.PathLike) -> pd.DataFrame:
     """Write the split table of one training fraction (alert_id, row, split)."""
-    from alertvision.splits import split_table
+    from alertvision.splits import check_eval_classes, split_table
 
-    alerts = pd.read_parquet(Path(dataset_dir) / ALERTS_FILE, columns=["alert_id", "objectId", "jd", "source_set", "split"])
+    alerts = pd.read_parquet(Path(dataset_dir) / ALERTS_FILE,
+                             columns=["alert_id", "objectId", "jd", "label", "source_set", "split"])
     table = split_table(alerts, float(fraction), splits_cfg)
+    check_eval_classes(table, alerts["label"].to_numpy(), f"{dataset_dir} at {fraction}%")
     write_parquet(out, table)
     counts = table["split"].value_counts().to_dict()
     log.info("fraction %s%%: %s alerts per split", fraction, counts)

@@ -1,8 +1,6 @@
 # Input functions and path helpers shared by the rules.
-import os
-
-from alertvision.config import (corpus_folder, format_fraction, grid_cells, model_spec, pretrain_regimens,
-                                sweep_params, training_params, weight_id, weights_folder)
+from alertvision.config import (corpus_folder, format_fraction, grid_cells, masked_config, model_spec,
+                                pretrain_regimens, sweep_params, training_params, weight_id, weights_folder)
 
 ENV = "../../envs/alertvision.yaml"
 DATASET_FILES = ("alerts.parquet", "images.npy", "manifest.json")
@@ -22,21 +20,16 @@ def dataset_files(dataset):
 
 
 def ingest_inputs(wildcards):
-    """The files a real-data source reads, so that a changed input reruns the ingest (none for synthetic).
+    """Every file the ZTF source reads, each one an input (none for synthetic data).
 
-    Only files that exist are listed: a missing one is reported by the ingest job itself, naming
-    the config key and where to get the data, and a dry run still shows the whole DAG.
+    Files, not folders: Snakemake sees only a folder's own timestamp, so a file edited in place, added
+    in a subfolder or removed would rerun nothing. Only files that exist are listed: a missing one is
+    reported by the ingest job itself, naming the config key and where to get the data, and a dry run
+    still shows the whole DAG.
     """
-    source = config["data"]["source"]
-    block = config["data"].get(source, {})
-    paths = []
-    if source == "avro":
-        paths = ([block["path"]] if isinstance(block["path"], str) else list(block["path"])) + [block["labels"]]
-    elif source == "release":
-        paths = [block["path"], block["images_zip"], block["metadata_zip"]]
-    elif source == "kowalski":
-        paths = list(block["bts"].values())
-    return [p for p in paths if p and os.path.exists(p)]
+    from alertvision.sources import source_input_files
+
+    return source_input_files(config)
 
 
 def data_params():
@@ -101,9 +94,9 @@ def grid_runs(filename, modality):
 
 
 def all_targets():
-    """Figure 2 and its table (image models), Figure 3 and its table (multi-modal models) when the grid has
-    them; Table 2, Figure 4 and the outlier report when enabled."""
-    targets = []
+    """The resolved config; Figure 2 and its table (image models), Figure 3 and its table (multi-modal models)
+    when the grid has them; Table 2, Figure 4 and the outlier report when enabled."""
+    targets = ["results/config.yaml"]
     if "image" in config["grid"]["modalities"]:
         targets += ["results/figure2.pdf", "results/tables/roc_auc.csv"]
     if "multimodal" in config["grid"]["modalities"]:

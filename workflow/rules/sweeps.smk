@@ -13,7 +13,7 @@ rule sweep_worker:
     params:
         arch=lambda wildcards: model_spec(config, wildcards.arch, wildcards.modality, wildcards.regimen),
         training=lambda wildcards: training_params(config, wildcards.arch, wildcards.modality),
-        sweep=lambda wildcards: sweep_params(config, wildcards.arch),
+        sweep=lambda wildcards: sweep_params(config, wildcards.arch, masked=True),
         study=study_of,
         weight_id=lambda wildcards: weight_id(config, wildcards.regimen, wildcards.arch),
     threads: lambda wildcards: training_params(config, wildcards.arch)["threads"]
@@ -44,7 +44,7 @@ rule sweep_finalize:
     params:
         arch=lambda wildcards: model_spec(config, wildcards.arch, wildcards.modality, wildcards.regimen),
         training=lambda wildcards: training_params(config, wildcards.arch, wildcards.modality),
-        sweep=lambda wildcards: sweep_params(config, wildcards.arch),
+        sweep=lambda wildcards: sweep_params(config, wildcards.arch, masked=True),
         study=study_of,
     log:
         "logs/sweeps/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/finalize.log",

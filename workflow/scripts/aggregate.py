@@ -1,6 +1,6 @@
 """Snakemake adapter: aggregate run metrics into roc_auc.csv."""
-from alertvision.logs import setup_logging
+from alertvision.logs import start_job
 from alertvision.steps import aggregate
 
-setup_logging(snakemake.log[0])
+start_job(snakemake)
 aggregate(snakemake.input.metrics, snakemake.output[0])

@@ -1,10 +1,10 @@
 """Snakemake adapter: Table 2 rows of one architecture (paper protocol and production mode)."""
 from pathlib import Path
 
-from alertvision.logs import setup_logging
+from alertvision.logs import start_job
 from alertvision.throughput import benchmark_run
 
-setup_logging(snakemake.log[0])
+start_job(snakemake)
 benchmark_run(snakemake.input.model, Path(snakemake.input.alerts).parent, snakemake.output[0],
               arch=snakemake.wildcards.arch, arch_cfg=snakemake.params.arch,
               benchmark_cfg=dict(snakemake.params.benchmark, cpu_threads=snakemake.threads),

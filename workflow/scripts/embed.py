@@ -2,8 +2,8 @@
 from pathlib import Path
 
 from alertvision.embeddings import embed_run
-from alertvision.logs import setup_logging
+from alertvision.logs import start_job
 
-setup_logging(snakemake.log[0])
+start_job(snakemake)
 embed_run(snakemake.input.model, Path(snakemake.input.alerts).parent, snakemake.output[0],
           batch_size=snakemake.params.batch_size, threads=snakemake.threads, device=snakemake.params.device)

@@ -1,6 +1,6 @@
 """Snakemake adapter: aggregate the multi-modal runs' trigger policies into f1.csv."""
-from alertvision.logs import setup_logging
+from alertvision.logs import start_job
 from alertvision.steps import f1_table
 
-setup_logging(snakemake.log[0])
+start_job(snakemake)
 f1_table(snakemake.input.metrics, snakemake.output.table, snakemake.output.peak_mag)

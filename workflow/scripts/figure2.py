@@ -1,6 +1,6 @@
 """Snakemake adapter: draw Figure 2."""
-from alertvision.logs import setup_logging
+from alertvision.logs import start_job
 from alertvision.steps import figure2
 
-setup_logging(snakemake.log[0])
+start_job(snakemake)
 figure2(snakemake.input[0], snakemake.output[0])

@@ -1,7 +1,7 @@
 """Snakemake adapter: draw Figure 4 from the UMAP tables of its panels."""
 from alertvision.figure4 import figure4_from_files
-from alertvision.logs import setup_logging
+from alertvision.logs import start_job
 
-setup_logging(snakemake.log[0])
+start_job(snakemake)
 figure4_from_files(dict(zip(snakemake.params.titles, snakemake.input.umap, strict=True)), snakemake.input.manifest,
                    snakemake.output[0], note=snakemake.params.note)

@@ -1,9 +1,9 @@
 """Snakemake adapter: write the ZTF dataset of data.source."""
 from pathlib import Path
 
-from alertvision.logs import setup_logging
+from alertvision.logs import start_job
 from alertvision.sources import ingest_ztf
 
-setup_logging(snakemake.log[0])
+start_job(snakemake)
 config = {"data": snakemake.params.data, "splits": snakemake.params.splits}
 ingest_ztf(config, Path(snakemake.output.alerts).parent)

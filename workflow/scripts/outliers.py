@@ -2,9 +2,9 @@
 from pathlib import Path
 
 from alertvision.gallery import build_outlier_report
-from alertvision.logs import setup_logging
+from alertvision.logs import start_job
 
-setup_logging(snakemake.log[0])
+start_job(snakemake)
 ls_manifest = snakemake.input.get("ls_manifest")
 build_outlier_report(dict(zip(snakemake.params.names, snakemake.input.umap, strict=True)),
                      Path(snakemake.input.ztf_manifest).parent, Path(snakemake.output.csv).parent,

@@ -1,10 +1,10 @@
 """Snakemake adapter: train one grid cell."""
 from pathlib import Path
 
-from alertvision.logs import setup_logging
+from alertvision.logs import start_job
 from alertvision.steps import train
 
-setup_logging(snakemake.log[0])
+start_job(snakemake)
 training = dict(snakemake.params.training, threads=snakemake.threads)
 arch_cfg = dict(snakemake.params.arch)
 run_info = dict(snakemake.params.run_info)

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO, Iterable, Iterator, Mapping
 
 from alertvision.contract import config_digest
 from alertvision.ingest.labels import read_labels
-from alertvision.ingest.packets import Skip, write_packet_dataset
+from alertvision.ingest.packets import ROW_COLUMNS, Skip, write_packet_dataset
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def ingest_avro(config: Mapping[str, Any], out_dir: str | os.PathLike, progress:
     if not cfg.get("path") or not cfg.get("labels"):
         raise AvroInputError("data.source 'avro' needs data.avro.path (packets) and data.avro.labels "
                              "(a table of objectId, label, source_set)")
-    labels, listings = read_labels(cfg["labels"])
+    labels, listings = read_labels(cfg["labels"], reserved=ROW_COLUMNS)
     files = packet_files(cfg["path"])
     n_archives = sum(map(_is_archive, files))
     log.info("reading %d packet file(s) and %d archive(s) for %d labelled sources",

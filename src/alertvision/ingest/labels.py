@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -61,13 +61,27 @@ def resolve_listings(df: pd.DataFrame, origin: str = "labels table") -> tuple[pd
     return kept.loc[first_seen].reset_index(), report
 
 
-def check_labels(df: pd.DataFrame, origin: str = "labels table") -> tuple[pd.DataFrame, dict[str, Any]]:
+def check_labels(df: pd.DataFrame, origin: str = "labels table",
+                 reserved: Iterable[str] = ()) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Check a labels table (objectId, label 0/1, source_set; more columns ride along) and resolve objects
-    listed more than once (see the module docstring). Returns the table and the resolution report."""
+    listed more than once (see the module docstring). Returns the table and the resolution report.
+
+    ``reserved``: the columns an alert already has (its packet's fields, the features, the contract's
+    columns); a labels column of the same name would overwrite them and is an error naming it.
+    """
     missing = [c for c in LABEL_COLUMNS if c not in df.columns]
     if missing:
         raise LabelsError(f"{origin}: lacks column(s) {', '.join(missing)} "
                           f"(needs {', '.join(LABEL_COLUMNS)}; has {', '.join(map(str, df.columns))})")
+    colliding = [c for c in df.columns if c in set(reserved) and c not in LABEL_COLUMNS]
+    if colliding:
+        raise LabelsError(f"{origin}: column(s) {', '.join(map(str, colliding))} would overwrite the alerts' own "
+                          f"fields of that name; rename them (e.g. label_{colliding[0]}) or drop them")
+    blank_id = df["objectId"].isna() | (df["objectId"].astype(str).str.strip() == "")
+    if blank_id.any():
+        rows = [int(i) + 2 for i in np.flatnonzero(blank_id.to_numpy())]
+        raise LabelsError(f"{origin}: {len(rows)} row(s) without an objectId (line(s) "
+                          f"{', '.join(map(str, rows[:NAME_FIRST]))} of the table, counting the header as 1)")
     df = df.copy()
     df["objectId"] = df["objectId"].astype(str).str.strip()
     label = pd.to_numeric(df["label"], errors="coerce")
@@ -83,10 +97,11 @@ def check_labels(df: pd.DataFrame, origin: str = "labels table") -> tuple[pd.Dat
     return resolve_listings(df, origin)
 
 
-def read_labels(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Read and check a labels table from CSV or Parquet; returns the table and the resolution report."""
+def read_labels(path: str | os.PathLike, reserved: Iterable[str] = ()) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Read and check a labels table from CSV or Parquet (see :func:`check_labels`); returns the table and
+    the resolution report."""
     path = Path(path)
     if not path.is_file():
         raise LabelsError(f"labels table {path} not found (config key data.avro.labels)")
     df = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
-    return check_labels(df, str(path))
+    return check_labels(df, str(path), reserved)

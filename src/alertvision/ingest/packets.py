@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from alertvision.contract import (IMAGES_FILE, ContractError, ImageArrayWriter, alert_ids, compact_images,
-                                  start_dataset, write_alerts, write_manifest)
-from alertvision.features import METADATA_FEATURES, derive_source_features, passes_cuts
+from alertvision.contract import (IMAGES_FILE, REQUIRED_COLUMNS, ContractError, ImageArrayWriter, alert_ids,
+                                  compact_images, start_dataset, write_alerts, write_manifest)
+from alertvision.features import DERIVED_FEATURES, METADATA_FEATURES, derive_source_features, passes_cuts
 from alertvision.splits import assign_source_splits
 from alertvision.triplet import StampError, triplet_from_alert
 
@@ -42,6 +42,10 @@ CANDIDATE_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys((
                                                   "maxmag_so_far", "nnotdet", "new_drb")),
     "jdstarthist", "drb", "rb", "magnr", "distnr",
 )))
+#: Every column a packet's row has before the labels table's columns join it: these a labels table may not
+#: carry (they would overwrite the alert's own values).
+ROW_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys((
+    *REQUIRED_COLUMNS, "candid", *CANDIDATE_COLUMNS, *DERIVED_FEATURES, "new_drb")))
 #: Skip reasons logged one by one (up to this many each); the rest are only counted.
 LOG_FIRST = 5
 #: What the derived features' history holds (``data.<source>.history``).

@@ -42,6 +42,7 @@ from alertvision.contract import (
     ContractError,
     ImageArrayWriter,
     alert_ids,
+    check_source_labels,
     config_digest,
     start_dataset,
     write_alerts,
@@ -409,6 +410,7 @@ def ingest_release(config: Mapping[str, Any], out_dir: str | os.PathLike, progre
         check_rows_match(infos[split], len(tables[split]), files["images"][split], files["metadata"][split])
         log.info("%s: %d alerts of %d sources", split, len(tables[split]), tables[split]["objectId"].nunique())
     check_disjoint_sources(tables)
+    check_source_labels(pd.concat([t[["objectId", "label"]] for t in tables.values()]), "the release's tables")
     rows_in_file, keep = release_table(tables)
     rows = {split: len(t) for split, t in tables.items()}
     del tables  # the per-split tables are copied into ``rows_in_file``: free them before the images stream

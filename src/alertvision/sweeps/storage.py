@@ -72,6 +72,14 @@ def resolve_storage(sweep_cfg: Mapping[str, Any], journal_path: str | os.PathLik
     return str(journal_path)
 
 
+def unmasked_sweep(job: Any) -> dict[str, Any]:
+    """A Snakemake job's sweep settings with the real storage URL: its ``params.sweep`` holds the URL with
+    the password masked (params are stored in ``.snakemake/metadata``), the job's config the URL itself."""
+    from alertvision.config import sweep_params
+
+    return {**dict(job.params.sweep), "storage": sweep_params(job.config, job.wildcards.arch)["storage"]}
+
+
 def display_storage(storage_spec: str) -> str:
     """The storage spec with any database password masked, for logs and reports."""
     if not is_url(storage_spec):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -29,6 +30,7 @@ from alertvision.models.classifier import AlertClassifier
 from alertvision.models.inputs import input_norm_for
 from alertvision.models.weights import ResolvedWeights
 from alertvision.policies import evaluate_policies
+from alertvision.splits import check_eval_classes
 from alertvision.training.data import Batches, to_device
 from alertvision.training.metadata import metadata_matrix
 from alertvision.training.schedule import epoch_warmup_cosine, warmup_cosine
@@ -52,6 +54,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def check_writable(folder: str | os.PathLike) -> Path:
+    """Make ``folder`` and prove a file can be written there, before any training; raise naming it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check.", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        raise PermissionError(f"cannot write the run's outputs to {folder}: {exc.strerror or exc}; check the "
+                              f"folder's permissions and that its file system is writable and not full") from exc
+    return folder
 
 
 def build_run_model(arch_cfg: Mapping[str, Any], training: Mapping[str, Any], weights: ResolvedWeights | None,
@@ -106,8 +121,7 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        out_dir = check_writable(out_dir)
 
     # --- data --------------------------------------------------------------------------------------
     data = open_dataset(dataset_dir)
@@ -118,6 +132,7 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
     for split, r in rows.items():
         if len(r) == 0:
             raise ValueError(f"{split_file}: the {split} split is empty")
+    check_eval_classes(table, labels, str(split_file), splits[1:])
     y_train = labels[rows["train"]]
     n_pos, n_neg = float(y_train.sum()), float(len(y_train) - y_train.sum())
     if n_pos == 0 or n_neg == 0:
