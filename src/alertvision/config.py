@@ -328,3 +328,9 @@ def weight_id(config: Mapping[str, Any], regimen: str, arch: str) -> str | None:
     if arch in pretrain_archs(config, regimen):
         return f"local-dir:{weights_folder(regimen, arch)}"
     return config["regimens"][regimen]["weights"].get(arch)
+
+
+def figure3_policies(config: Mapping[str, Any]) -> list[str]:
+    """The trigger policies Figure 3 draws (``policies.figure3``: one name or a list), as a list."""
+    chosen = config["policies"]["figure3"]
+    return [chosen] if isinstance(chosen, str) else list(chosen)

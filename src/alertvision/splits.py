@@ -83,18 +83,35 @@ def fraction_sources(train: pd.DataFrame, fraction: float, seed: int) -> set[str
     return chosen
 
 
+#: Columns of alerts.parquet that the split tables read (besides alert_id).
+SPLIT_COLUMNS = ("objectId", "source_set", "jd", "split")
+
+
+def _capped_train(alerts: pd.DataFrame, cfg: Mapping) -> tuple[np.ndarray, pd.DataFrame]:
+    """(the cap's keep mask, the train alerts it keeps) of ``alerts`` with a fresh index."""
+    keep = cap_mask(alerts, cfg.get("max_alerts_per_source"), cfg["seed"], cfg.get("latest_subsets", ("vars", "junk")))
+    capped = alerts[keep]
+    return keep, capped[capped["split"] == "train"]
+
+
 def split_table(alerts: pd.DataFrame, fraction_percent: float, cfg: Mapping) -> pd.DataFrame:
     """The rows one training run uses: columns alert_id, row (into images.npy), split.
 
     ``cfg`` is the ``splits`` block of the config (seed, max_alerts_per_source, latest_subsets).
     """
     alerts = alerts.reset_index(drop=True)
-    keep = cap_mask(alerts, cfg.get("max_alerts_per_source"), cfg["seed"], cfg.get("latest_subsets", ("vars", "junk")))
-    capped = alerts[keep]
-    train = capped[capped["split"] == "train"]
+    keep, train = _capped_train(alerts, cfg)
     chosen = fraction_sources(train, fraction_percent / 100.0, cfg["seed"])
     use = keep & ((alerts["split"] != "train") | alerts["objectId"].isin(chosen)).to_numpy()
     out = pd.DataFrame({"alert_id": alerts["alert_id"].to_numpy()[use],
                         "row": np.flatnonzero(use).astype(np.int64),
                         "split": alerts["split"].to_numpy()[use]})
     return out
+
+
+def train_alert_counts(alerts: pd.DataFrame, fractions_percent: Sequence[float], cfg: Mapping) -> dict[float, int]:
+    """Training alerts of a run at each fraction: the train rows :func:`split_table` selects (the cap
+    computed once). ``alerts`` needs the columns of :data:`SPLIT_COLUMNS`."""
+    _, train = _capped_train(alerts.reset_index(drop=True), cfg)
+    return {float(f): int(train["objectId"].isin(fraction_sources(train, float(f) / 100.0, cfg["seed"])).sum())
+            for f in fractions_percent}

@@ -1,8 +1,8 @@
 # Input functions and path helpers shared by the rules.
 import os
 
-from alertvision.config import (corpus_folder, format_fraction, grid_cells, model_spec, pretrain_regimens,
-                                sweep_params, training_params, weight_id, weights_folder)
+from alertvision.config import (corpus_folder, figure3_policies, format_fraction, grid_cells, model_spec,
+                                pretrain_regimens, sweep_params, training_params, weight_id, weights_folder)
 
 ENV = "../../envs/alertvision.yaml"
 DATASET_FILES = ("alerts.parquet", "images.npy", "manifest.json")
