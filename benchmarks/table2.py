@@ -4,6 +4,9 @@ Random weights and random L2-normalised cutouts (read from a memory-mapped .npy,
 reads a dataset): throughput and memory do not depend on them. Prints the table, the
 production/paper ratio per architecture and device, and the study's compute estimate from short
 training bursts; writes table2.csv, table2.md, table2_runs.json and table2.log to ``--out``.
+Reading no config and no dataset, the estimate uses an explicit ASSUMED workload (the paper's grid,
+162,000 training alerts at 100%, --epochs / --patience / --sweep-trials), printed as such; the
+pipeline's table2.md reads its workload from the config instead.
 
 Needs only python3 with torch, timm, numpy and pandas (onnxruntime + onnx optional: without them
 the CPU candidates are PyTorch only). alertvision is imported from the src/ beside this folder.
@@ -31,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from alertvision import throughput as tp  # noqa: E402
 from alertvision.models import build_model  # noqa: E402
+from alertvision.workload import StudyWorkload, format_estimate, study_hours, workload_groups  # noqa: E402
 
 log = logging.getLogger("table2")
 
@@ -48,6 +52,40 @@ HEADS = {"cnn": {"dense1": 8, "dense2": None, "dropout": 0.2},
          "convnext": {"dense1": 128, "dense2": 16, "dropout": 0.5},
          "maxvit": {"dense1": 128, "dense2": 16, "dropout": 0.5}}
 TRAIN_BATCH = {"cnn": 32, "convnext": 64, "maxvit": 64}
+
+#: The ASSUMED workload of the compute estimate (no config is read): the paper's grid. Image models on
+#: ZTF and ZTF + Legacy Survey, multi-modal models on ZTF; the CNN from random init, ConvNeXt and
+#: MaxViT from three regimens; four fractions, five seeds; 162,000 training alerts at 100% (our guess
+#: at the BTSbot v10 train split after the cap of 100 alerts per source; fractions scale it).
+ASSUMED_TRAIN_ALERTS = 162_000
+ASSUMED_FRACTIONS = (5, 10, 50, 100)
+ASSUMED_SEEDS = range(5)
+ASSUMED_DATASETS = {"image": ("ztf", "ls"), "multimodal": ("ztf",)}
+ASSUMED_REGIMENS = {"cnn": ("none",), "convnext": ("none", "imagenet", "galaxyzoo"),
+                    "maxvit": ("none", "imagenet", "galaxyzoo")}
+
+
+def count_or_none(text: str) -> int | None:
+    """'none' -> None, else a positive integer."""
+    if text.lower() == "none":
+        return None
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'none', got {text!r}")
+    return value
+
+
+def assumed_workload(args: argparse.Namespace, archs: list[str]) -> StudyWorkload:
+    """The ASSUMED workload of the estimate: every run of the paper's grid for ``archs``, one sweep study
+    of ``--sweep-trials`` trials per (dataset, modality, arch, regimen, fraction)."""
+    cells = ({"arch": arch, "modality": modality, "dataset": dataset, "regimen": regimen, "fraction": fraction,
+              "seed": seed, "epochs": args.epochs, "patience": args.patience, "sweep_trials": args.sweep_trials}
+             for arch in archs for modality, datasets in ASSUMED_DATASETS.items() for dataset in datasets
+             for regimen in ASSUMED_REGIMENS[arch] for fraction in ASSUMED_FRACTIONS for seed in ASSUMED_SEEDS)
+    counts = {f: round(ASSUMED_TRAIN_ALERTS * f / 100) for f in ASSUMED_FRACTIONS}
+    return StudyWorkload.from_plan(workload_groups(cells), counts,
+                                   f"an ASSUMPTION of benchmarks/table2.py ({ASSUMED_TRAIN_ALERTS:,} at 100%, "
+                                   "scaled by the fraction; no dataset was read)")
 
 
 def parse_sizes(items: list[str]) -> dict[str, int]:
@@ -72,8 +110,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="input size on CUDA (default: maxvit=224, the paper's; 'none' for --input-size's)")
     p.add_argument("--cpu-threads", type=int, default=2)
     p.add_argument("--trials", type=int, default=3)
-    p.add_argument("--min-alerts", type=int, default=1024, help="alerts per trial on the CPU")
-    p.add_argument("--gpu-min-alerts", type=int, default=8192, help="alerts per trial on CUDA")
+    p.add_argument("--min-alerts", type=count_or_none, default=1024,
+                   help="alerts per trial on the CPU ('none': the 2048 cutouts once per trial)")
+    p.add_argument("--gpu-min-alerts", type=count_or_none, default=8192,
+                   help="alerts per trial on CUDA ('none': the 2048 cutouts once per trial)")
     p.add_argument("--cpu-batch", type=int, default=256)
     p.add_argument("--gpu-batch", type=int, default=1024)
     p.add_argument("--tolerance", type=float, default=1e-3)
@@ -83,6 +123,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--deadline", type=float, default=360.0,
                    help="seconds into the run after which no further case is started")
     p.add_argument("--no-train", action="store_true", help="skip the training bursts and the compute estimate")
+    p.add_argument("--epochs", type=int, default=1000, help="assumed maximum epochs per run and sweep trial")
+    p.add_argument("--patience", type=int, default=75, help="assumed early-stopping patience (reported only)")
+    p.add_argument("--sweep-trials", type=int, default=50, help="assumed trials per sweep study (0: no sweeps)")
     p.add_argument("--quick", action="store_true", help="2 trials of 256 CPU / 4096 CUDA alerts, 2 training steps")
     return p.parse_args(argv)
 
@@ -92,8 +135,8 @@ def settings_from(args: argparse.Namespace) -> tp.BenchSettings:
                          cpu_threads=args.cpu_threads, cpu_batch_size=args.cpu_batch, gpu_batch_size=args.gpu_batch,
                          compile=not args.no_compile, tolerance=args.tolerance)
     if args.quick:
-        s = replace(s, trials=min(s.trials, 2), min_alerts=min(s.min_alerts, 256),
-                    gpu_min_alerts=min(s.gpu_min_alerts, 4096), train_steps=2, train_warmup=1)
+        s = replace(s, trials=min(s.trials, 2), min_alerts=min(s.min_alerts or 256, 256),
+                    gpu_min_alerts=min(s.gpu_min_alerts or 4096, 4096), train_steps=2, train_warmup=1)
     return s
 
 
@@ -114,7 +157,7 @@ def memmapped_inputs(folder: Path, n: int = 2048) -> tp.AlertInputs:
     data = tp.random_inputs(n)
     np.save(folder / "images.npy", data.images)
     images = np.load(folder / "images.npy", mmap_mode="r")
-    return tp.AlertInputs(images, data.rows, f"{n} random cutouts (memory-mapped)")
+    return replace(data, images=images, source=f"{n} random cutouts (memory-mapped)")
 
 
 def setup_logging(out: Path | None) -> None:
@@ -177,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     for rec in training:
         if rec["arch"] not in largest or rec["input_size"] > largest[rec["arch"]]["input_size"]:
             largest[rec["arch"]] = rec
+    workload = assumed_workload(args, list(largest))
     df = tp.write_table2(rows, list(largest.values()), args.out / "table2.csv" if args.out else None,
-                         args.out / "table2.md" if args.out else None)
+                         args.out / "table2.md" if args.out else None, workload=workload)
     if args.out:
         (args.out / "table2_runs.json").write_text(json.dumps(
             {"settings": asdict(settings), "torch": torch.__version__, "onnxruntime": tp._ort_version(),
@@ -187,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(ratios(rows)))
     if largest:
         print()
-        print(tp.format_estimate(tp.study_hours(list(largest.values()))))
+        print("(ASSUMED workload: this script reads no config; the pipeline's table2.md uses the config's)")
+        print(format_estimate(study_hours(list(largest.values()), workload), workload))
     if skipped:
         print(f"skipped (deadline): {', '.join(skipped)}")
     print(f"total {time.perf_counter() - started:.0f} s")

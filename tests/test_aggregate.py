@@ -57,6 +57,9 @@ def test_figure2_draws_every_panel_and_labels_synthetic(tmp_path, synthetic):
     assert info["lines"][("ztf", "convnext")] == ["CNN baseline", "ConvNeXt, none", "ConvNeXt, imagenet"]
 
 
+POLICY_NAMES = ("bts_p1", "bts_p2", "prod_p1", "prod_p2")
+
+
 def _write_multimodal_runs(tmp_path, synthetic=True):
     """Multi-modal runs with made-up trigger-policy results (F1 = 0.5 + seed / 10 + fraction / 1000)."""
     files = []
@@ -71,7 +74,7 @@ def _write_multimodal_runs(tmp_path, synthetic=True):
                             {"lo": 17.25, "hi": 17.5, "n_trues": 0, "n_triggered": 0, "completeness": None}]
                     policies = {p: {"f1": f1 - (p != "bts_p1") * 0.2, "completeness": 0.8,
                                     "purity": None if seed else 0.6, "trigger_delay_days_median": 1.0 + seed,
-                                    "n_included": 40, "completeness_by_peak_mag": bins} for p in ("bts_p1", "prod_p2")}
+                                    "n_included": 40, "completeness_by_peak_mag": bins} for p in POLICY_NAMES}
                     m = dict(dataset="ztf", modality="multimodal", arch=arch, regimen=regimen, fraction=fraction,
                              seed=seed, test_roc_auc=0.9, test_loss=0.4, n_train_alerts=n, synthetic=synthetic,
                              policies=policies)
@@ -85,7 +88,7 @@ def test_f1_table_aggregates_every_policy_over_seeds(tmp_path):
     from alertvision.aggregate import write_f1_tables
 
     table = write_f1_tables(_write_multimodal_runs(tmp_path), tmp_path / "f1.csv", tmp_path / "peak.csv")
-    assert len(table) == 5 * 2 * 2  # (arch, regimen) pairs x fractions x policies
+    assert len(table) == 5 * 2 * 4  # (arch, regimen) pairs x fractions x policies
     row = table[(table.arch == "convnext") & (table.regimen == "galaxyzoo") & (table.fraction == 100.0)
                 & (table.policy == "bts_p1")].iloc[0]
     assert row.n_seeds == 3 and row.f1_median == pytest.approx(0.7) and row.f1_std == pytest.approx(0.1)
@@ -98,16 +101,32 @@ def test_f1_table_aggregates_every_policy_over_seeds(tmp_path):
 
 
 @pytest.mark.parametrize("synthetic", [True, False])
-def test_figure3_panels_per_backbone_with_cnn_and_metadata_only_lines(tmp_path, synthetic):
+def test_figure3_one_panel_row_per_policy_with_cnn_and_metadata_only_lines(tmp_path, synthetic):
     from alertvision.aggregate import write_f1_tables
     from alertvision.figures import figure3
 
     table = write_f1_tables(_write_multimodal_runs(tmp_path, synthetic), tmp_path / "f1.csv")
-    info = figure3(table, tmp_path / "figure3.pdf", policy="prod_p2")
+    info = figure3(table, tmp_path / "figure3.pdf")  # all four policies by default
     assert (tmp_path / "figure3.pdf").read_bytes()[:5] == b"%PDF-"
-    assert info["panels"] == ["convnext", "maxvit"]
-    assert info["lines"]["convnext"] == ["CNN baseline (multi-modal)", "ConvNeXt, none", "ConvNeXt, galaxyzoo",
-                                         "metadata only"]
-    assert "prod_p2" in info["title"] and ("SYNTHETIC DATA" in info["title"]) is synthetic
+    assert info["panels"] == [(p, a) for p in POLICY_NAMES for a in ("convnext", "maxvit")]
+    for policy in POLICY_NAMES:
+        assert info["lines"][(policy, "convnext")] == ["CNN baseline (multi-modal)", "ConvNeXt, none",
+                                                       "ConvNeXt, galaxyzoo", "metadata only"]
+        assert info["lines"][(policy, "maxvit")] == ["CNN baseline (multi-modal)", "MaxViT, none", "metadata only"]
+    title = info["title"]
+    assert ("SYNTHETIC DATA" in title) is synthetic
+    # the suptitle names BTSbot's production triggers and what every policy needs
+    assert "BTSbot production trigger prod_p1: >= 1 alert with score > 0.85 and magpsf < 19" in title
+    assert "BTSbot production trigger prod_p2: >= 1 alert with score > 0.85 and magpsf < 19, source seen at " \
+           "magpsf <= 18.5" in title
+    assert "\nbts_p1: >= 2 alerts with score > 0.5 and magpsf < 19" in title
+    assert "production trigger bts" not in title
+    # one policy, as a string or a list, is one row; the order of a list is the order of the rows
+    info = figure3(table, tmp_path / "one.pdf", policies="prod_p2")
+    assert info["panels"] == [("prod_p2", "convnext"), ("prod_p2", "maxvit")] and "bts_p1" not in info["title"]
+    info = figure3(table, tmp_path / "two.pdf", policies=["prod_p1", "bts_p2"])
+    assert [p for p, _ in info["panels"]] == ["prod_p1", "prod_p1", "bts_p2", "bts_p2"]
     with pytest.raises(ValueError, match="policy 'bts_p2'"):
-        figure3(table, tmp_path / "x.pdf", policy="bts_p2")
+        figure3(table[table["policy"] != "bts_p2"], tmp_path / "x.pdf")
+    with pytest.raises(ValueError, match="unknown policies"):
+        figure3(table, tmp_path / "x.pdf", policies=["bts_p3"])

@@ -61,11 +61,12 @@ def test_metadata_only_model_to_figure3_from_the_command_line(tmp_path):
     out = _run("train", "-q", "--modality", "multimodal", "--arch", "none", "--set", "training.epochs=1",
                "--dataset-dir", str(tmp_path / "ztf"), "--split", str(tmp_path / "f.parquet"), "--out-dir", str(run))
     assert out.returncode == 0, out.stderr
-    assert "bts_p1 F1" in out.stdout and (run / "model.pt").is_file()
+    assert "bts_p1 F1" in out.stdout and "prod_p2 F1" in out.stdout and (run / "model.pt").is_file()
     out = _run("f1", str(run / "metrics.json"), "--out", str(tmp_path / "f1.csv"), "--peak-mag-out",
                str(tmp_path / "peak.csv"))
     assert out.returncode == 0, out.stderr
-    out = _run("figure3", "--table", str(tmp_path / "f1.csv"), "--policy", "prod_p1", "--out", str(tmp_path / "f3.pdf"))
+    out = _run("figure3", "--table", str(tmp_path / "f1.csv"), "--policy", "prod_p1", "bts_p1", "--out",
+               str(tmp_path / "f3.pdf"))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "f3.pdf").read_bytes()[:5] == b"%PDF-" and (tmp_path / "peak.csv").is_file()
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from alertvision.config import ConfigError, grid_cells, load_config, training_params, validate_config, weight_id
+from alertvision.config import (ConfigError, figure3_policies, grid_cells, load_config, training_params, validate_config,
+                                weight_id)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,3 +126,26 @@ def test_a_typo_in_a_regimen_s_architecture_is_a_config_error():
                          "regimens": {"none": {"weights": {}}, "imagenet": {"weights": {"convnxt": "convnext_pico.d1_in1k"}}}})
     # a regimen the grid does not train may name architectures the config leaves out
     validate_config({"grid": {"archs": ["cnn"]}, "archs": {"cnn": {"kind": "cnn"}}})
+
+
+def test_figure3_policies_are_a_name_or_a_list():
+    assert figure3_policies(validate_config({})) == ["bts_p1", "bts_p2", "prod_p1", "prod_p2"]
+    assert figure3_policies(validate_config({"policies": {"figure3": "prod_p2"}})) == ["prod_p2"]
+    chosen = validate_config({"policies": {"figure3": ["prod_p1", "bts_p1"]}})
+    assert figure3_policies(chosen) == ["prod_p1", "bts_p1"]
+    for bad in ("prod_p3", ["bts_p1", "bts_p1"], [], ["bts_p1", "prod"]):
+        with pytest.raises(ConfigError, match="config key policies.figure3"):
+            validate_config({"policies": {"figure3": bad}})
+
+
+def test_benchmark_times_the_whole_test_split_in_the_study_config():
+    default = validate_config({})["benchmark"]
+    assert (default["min_alerts"], default["gpu_min_alerts"], default["cpu_threads"]) == (1024, 16384, 2)
+    study = load_config(REPO / "config" / "study.yaml")
+    assert study["benchmark"]["cpu_threads"] == 12
+    assert study["benchmark"]["min_alerts"] is None and study["benchmark"]["gpu_min_alerts"] is None
+    assert figure3_policies(study) == ["bts_p1", "bts_p2", "prod_p1", "prod_p2"]
+    # `snakemake --config benchmark="{min_alerts: null}"` hands the value over as a string
+    assert validate_config({"benchmark": {"min_alerts": "null"}})["benchmark"]["min_alerts"] is None
+    with pytest.raises(ConfigError, match="benchmark.gpu_min_alerts"):
+        validate_config({"benchmark": {"gpu_min_alerts": 0}})

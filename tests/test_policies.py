@@ -40,7 +40,10 @@ def decision(df: pd.DataFrame, policy: str, oid: str) -> pd.Series:
 def test_policies_and_bins():
     assert list(POLICIES) == ["bts_p1", "bts_p2", "prod_p1", "prod_p2"]
     assert POLICIES["bts_p2"] == Policy("bts_p2", 2, 0.5, 19.0, 18.5)
-    assert POLICIES["prod_p1"] == Policy("prod_p1", 1, 0.85, 19.0, None)
+    assert POLICIES["prod_p1"] == Policy("prod_p1", 1, 0.85, 19.0, None, production=True)
+    assert [n for n, p in POLICIES.items() if p.production] == ["prod_p1", "prod_p2"]
+    assert POLICIES["bts_p2"].describe() == (">= 2 alerts with score > 0.5 and magpsf < 19, "
+                                             "source seen at magpsf <= 18.5")
     assert PEAK_MAG_BINS.tolist() == [17.0, 17.25, 17.5, 17.75, 18.0, 18.25, 18.5]  # BTSbot's: end at 18.5
 
 

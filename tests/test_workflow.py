@@ -145,8 +145,12 @@ def test_table2_has_both_modes_per_architecture(study):
     assert table["device"].str.len().gt(0).all() and (table["threads"] == 2).all()
     assert (table.loc[table["mode"] == "production", "max_score_dev"] <= 1e-3).all()
     assert dict(zip(table["arch"], table["input_size"], strict=False)) == {"cnn": 63, "convnext": 63, "maxvit": 64}
+    assert (table["alerts_timed"] == 64).all() and table["scope"].str.contains("test split").all()  # min_alerts 64
     md = (study / "results" / "table2.md").read_text()
     assert "alerts/s" in md and "hours" in md.lower()
+    # the estimate's workload is the config's: the multi-modal ConvNeXt, the metadata-only model (no rate)
+    assert "- convnext, multimodal: datasets ztf; regimens none; fractions 50%, 100%" in md
+    assert "results/data/ztf/alerts.parquet" in md and "none (2 runs, 0 sweep trials)" in md
     assert "\\begin{tabular}" in (study / "results" / "table2.tex").read_text()
 
 
@@ -166,6 +170,9 @@ def test_figure4_and_outlier_report(study):
 def test_benchmark_and_embed_settings_rerun_only_their_steps(study):
     out = snakemake(study, "-n", "--config", "benchmark={trials: 2}")
     assert _jobs(out.stdout) == {"benchmark_throughput", "table2", "all"}
+    # the compute estimate's workload reaches table2 through params, never the benchmarks
+    out = snakemake(study, "-n", "results/table2.md", "--config", "grid={seeds: [0, 1]}")
+    assert _jobs(out.stdout) == {"table2"}
     out = snakemake(study, "-n", "--config", "embed={umap: {seed: 5}}")
     assert _jobs(out.stdout) == {"umap", "figure4", "outliers", "all"}
     out = snakemake(study, "-n", "--config", "benchmark={enabled: false}", "embed={enabled: false}")

@@ -136,7 +136,8 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from alertvision.config import format_fraction, model_spec, training_params, weight_id, weights_folder
+    from alertvision.config import (figure3_policies, format_fraction, model_spec, training_params, weight_id,
+                                    weights_folder)
     from alertvision.steps import train
 
     config = _config(args)
@@ -154,9 +155,9 @@ def cmd_train(args) -> int:
                     arch_cfg=model_spec(config, args.arch, args.modality, args.regimen),
                     training=training_params(config, args.arch, args.modality),
                     seed=args.seed, weights_dir=folder, weight_id=wid, run_info=info, progress=not args.quiet)
-    f1 = metrics["policies"][config["policies"]["figure3"]]["f1"]
+    f1 = "; ".join(f"{p} F1 {metrics['policies'][p]['f1']:.3f}" for p in figure3_policies(config))
     print(f"test ROC AUC {metrics['test_roc_auc']:.4f} on {metrics['n_test_alerts']} alerts "
-          f"({metrics['n_train_alerts']} training alerts); {config['policies']['figure3']} F1 {f1:.3f}")
+          f"({metrics['n_train_alerts']} training alerts); {f1}")
     return 0
 
 
@@ -179,7 +180,7 @@ def cmd_f1(args) -> int:
 def cmd_figure3(args) -> int:
     from alertvision.steps import figure3
 
-    figure3(args.table, args.out, policy=args.policy)
+    figure3(args.table, args.out, policies=args.policy)
     print(args.out)
     return 0
 
@@ -218,10 +219,15 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_table2(args) -> int:
+    from alertvision.contract import ALERTS_FILE
     from alertvision.throughput import table2
+    from alertvision.workload import StudyWorkload, workload_plan
 
+    config = _config(args)
+    workload = StudyWorkload.from_dataset(workload_plan(config), Path(args.dataset_dir) / ALERTS_FILE,
+                                          config["splits"])
     out = Path(args.out_dir)
-    table = table2(args.json, out / "table2.csv", out / "table2.md", out / "table2.tex")
+    table = table2(args.json, out / "table2.csv", out / "table2.md", out / "table2.tex", workload)
     print(table.to_string(index=False))
     return 0
 
@@ -348,10 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("metrics", nargs="+", help="metrics.json files (multi-modal runs for Figure 3)")
     sp.add_argument("--out", default="results/tables/f1.csv")
     sp.add_argument("--peak-mag-out", default="results/tables/completeness_peak_mag.csv")
-    sp = add("figure3", cmd_figure3, "draw Figure 3 (F1 of a trigger policy, multi-modal models) from f1.csv",
-             config=False)
+    sp = add("figure3", cmd_figure3, "draw Figure 3 (F1 of the trigger policies, one panel row each, multi-modal "
+             "models) from f1.csv", config=False)
     sp.add_argument("--table", default="results/tables/f1.csv")
-    sp.add_argument("--policy", default="bts_p1", choices=["bts_p1", "bts_p2", "prod_p1", "prod_p2"])
+    sp.add_argument("--policy", "--policies", nargs="+", choices=["bts_p1", "bts_p2", "prod_p1", "prod_p2"],
+                    help="policies to draw, one panel row each, in this order (default: all four)")
     sp.add_argument("--out", default="results/figure3.pdf")
     sp = add("benchmark", cmd_benchmark, "Table 2 rows of one architecture: inference throughput and memory on the "
              "test split (paper protocol and production mode, CPU and CUDA when present) and a training burst")
@@ -361,9 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "first seed)")
     sp.add_argument("--dataset-dir", help="dataset folder whose test split is scored (default: RESULTS/data/ztf)")
     sp.add_argument("--out", help="JSON to write (default: RESULTS/table2/ARCH.json)")
-    sp = add("table2", cmd_table2, "gather benchmark JSON files into table2.csv, .md and .tex", config=False)
+    sp = add("table2", cmd_table2, "gather benchmark JSON files into table2.csv, .md and .tex, with the compute "
+             "estimate of the config's grid and sweeps")
     sp.add_argument("json", nargs="+", help="files written by `alertvision benchmark`")
     sp.add_argument("--out-dir", default="results", help="folder of the table files (default: %(default)s)")
+    sp.add_argument("--dataset-dir", default="results/data/ztf",
+                    help="ZTF dataset whose train split the estimate counts (default: %(default)s)")
     sp = add("embed", cmd_embed, "penultimate-layer embeddings of a run's test alerts (Figure 4's input)")
     sp.add_argument("--arch", required=True)
     sp.add_argument("--regimen", default="none")

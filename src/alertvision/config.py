@@ -207,9 +207,11 @@ def _check_data_inputs(data: Mapping[str, Any]) -> None:
 
 def _check_regimens(config: Mapping[str, Any]) -> None:
     trained = set(config["grid"]["regimens"]) | set(config["multimodal"]["regimens"] or [])
+    # the default regimens name the default architectures; a config that leaves one of those out may keep them
+    default_archs = set(schema()["properties"]["archs"]["default"])
     for name, spec in config["regimens"].items():
         for arch in spec["weights"] if name in trained else ():
-            if arch not in config["archs"]:
+            if arch not in config["archs"] and arch not in default_archs:
                 raise ConfigError(f"config key regimens.{name}.weights.{arch}: {arch!r} is not an architecture under "
                                   f"archs (defined: {', '.join(config['archs'])}); regimen {name!r} would train "
                                   f"nothing for it")
@@ -418,3 +420,9 @@ def weight_id(config: Mapping[str, Any], regimen: str, arch: str) -> str | None:
     if arch in pretrain_archs(config, regimen):
         return f"local-dir:{weights_folder(regimen, arch)}"
     return config["regimens"][regimen]["weights"].get(arch)
+
+
+def figure3_policies(config: Mapping[str, Any]) -> list[str]:
+    """The trigger policies Figure 3 draws (``policies.figure3``: one name or a list), as a list."""
+    chosen = config["policies"]["figure3"]
+    return [chosen] if isinstance(chosen, str) else list(chosen)

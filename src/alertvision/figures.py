@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 import matplotlib
 import matplotlib.ticker
@@ -14,6 +15,7 @@ import pandas as pd  # noqa: E402
 
 from alertvision.atomic import atomic_path  # noqa: E402
 from alertvision.config import METADATA_ONLY  # noqa: E402
+from alertvision.policies import POLICIES  # noqa: E402
 
 DATASET_TITLES = {"ztf": "ZTF", "ls": "Legacy Survey"}
 ARCH_TITLES = {"convnext": "ConvNeXt", "maxvit": "MaxViT", "cnn": "CNN", "none": "metadata only"}
@@ -92,45 +94,69 @@ def figure2(table: pd.DataFrame, out_pdf: str | os.PathLike, modality: str = "im
     return drawn
 
 
-def figure3(table: pd.DataFrame, out_pdf: str | os.PathLike, policy: str = "bts_p1") -> dict:
-    """F1 of a follow-up trigger policy against number of training alerts for the multi-modal models.
+def policy_note(policies: Sequence[str]) -> list[str]:
+    """One line per policy in words, BTSbot's production triggers first and named so."""
+    chosen = [POLICIES[p] for p in policies]
+    return ([f"BTSbot production trigger {p.name}: {p.describe()}" for p in chosen if p.production]
+            + [f"{p.name}: {p.describe()}" for p in chosen if not p.production])
 
-    One panel per image backbone other than the CNN, one line per regimen (median over seeds, band =
-    one standard deviation), the multi-modal CNN baseline in grey and the metadata-only model (arch
-    ``none``) dashed in every panel. Returns the title, the panels and each panel's line labels.
+
+def figure3(table: pd.DataFrame, out_pdf: str | os.PathLike,
+            policies: str | Sequence[str] | None = None) -> dict:
+    """F1 of follow-up trigger policies against number of training alerts for the multi-modal models.
+
+    One panel row per policy (in the order given; a single name is one row; None: all four), one column per image
+    backbone other than the CNN; in each panel one line per regimen (median over seeds, band = one
+    standard deviation), the multi-modal CNN baseline in grey and the metadata-only model (arch
+    ``none``) dashed. The suptitle says which policies are BTSbot's production triggers and what each
+    needs. Returns the title, the panels (policy, arch) and each panel's line labels.
     """
-    table = table[(table["modality"] == "multimodal") & (table["policy"] == policy)]
-    if table.empty:
-        raise ValueError(f"no multimodal runs scored with policy {policy!r} in the table")
+    policies = list(POLICIES) if policies is None else [policies] if isinstance(policies, str) else list(policies)
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown or not policies:
+        raise ValueError(f"unknown policies {unknown} (known: {', '.join(POLICIES)})")
+    table = table[table["modality"] == "multimodal"]
+    for policy in policies:
+        if not (table["policy"] == policy).any():
+            raise ValueError(f"no multimodal runs scored with policy {policy!r} in the table")
+    table = table[table["policy"].isin(policies)]
     archs = [a for a in table["arch"].unique() if a not in (BASELINE_ARCH, METADATA_ONLY)]
     archs = archs or [a for a in (BASELINE_ARCH, METADATA_ONLY) if a in set(table["arch"])][:1]
     regimens = sorted(set(table.loc[table["arch"].isin(archs), "regimen"]), key=lambda r: (r != "none", r))
     colours = {r: REGIMEN_COLOURS[i % len(REGIMEN_COLOURS)] for i, r in enumerate(regimens)}
     drawn: dict = {"panels": [], "lines": {}}
-    base, meta = table[table["arch"] == BASELINE_ARCH], table[table["arch"] == METADATA_ONLY]
-    fig, axes = plt.subplots(1, len(archs), figsize=(4.2 * len(archs), 3.6), squeeze=False, sharey=True)
-    for j, arch in enumerate(archs):
-        ax = axes[0][j]
-        if not base.empty and arch != BASELINE_ARCH:
-            _line(ax, base, "0.55", "CNN baseline (multi-modal)", metric="f1")
-        for regimen in regimens:
-            rows = table[(table["arch"] == arch) & (table["regimen"] == regimen)]
-            if not rows.empty:
-                _line(ax, rows, colours[regimen], f"{ARCH_TITLES.get(arch, arch)}, {regimen}", metric="f1")
-        if not meta.empty and arch != METADATA_ONLY:
-            _line(ax, meta, "black", "metadata only", metric="f1", style="--")
-        drawn["panels"].append(arch)
-        drawn["lines"][arch] = [line.get_label() for line in ax.get_lines()]
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_title(f"{ARCH_TITLES.get(arch, arch)} + metadata", fontsize=10)
-        ax.grid(alpha=0.3, which="both")
-        ax.set_xlabel("number of training alerts")
-        if j == 0:
-            ax.set_ylabel(f"F1 of {policy} triggers (test sources)")
-        ax.legend(fontsize=7, loc="lower right")
-    title, colour = _title(f"ZTF multi-modal models: {policy} F1 against training-set size", table)
-    fig.suptitle(title, fontsize=11, color=colour)
+    fig, axes = plt.subplots(len(policies), len(archs), figsize=(4.6 * len(archs), 3.1 * len(policies) + 1.2),
+                             squeeze=False, sharex=True, sharey=True)
+    for i, policy in enumerate(policies):
+        scored = table[table["policy"] == policy]
+        base, meta = scored[scored["arch"] == BASELINE_ARCH], scored[scored["arch"] == METADATA_ONLY]
+        name = f"{policy} (production)" if POLICIES[policy].production else policy
+        for j, arch in enumerate(archs):
+            ax = axes[i][j]
+            if not base.empty and arch != BASELINE_ARCH:
+                _line(ax, base, "0.55", "CNN baseline (multi-modal)", metric="f1")
+            for regimen in regimens:
+                rows = scored[(scored["arch"] == arch) & (scored["regimen"] == regimen)]
+                if not rows.empty:
+                    _line(ax, rows, colours[regimen], f"{ARCH_TITLES.get(arch, arch)}, {regimen}", metric="f1")
+            if not meta.empty and arch != METADATA_ONLY:
+                _line(ax, meta, "black", "metadata only", metric="f1", style="--")
+            drawn["panels"].append((policy, arch))
+            drawn["lines"][(policy, arch)] = [line.get_label() for line in ax.get_lines()]
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.set_title(f"{ARCH_TITLES.get(arch, arch)} + metadata: {name}", fontsize=10)
+            ax.grid(alpha=0.3, which="both")
+            if i == len(policies) - 1:
+                ax.set_xlabel("number of training alerts")
+            if j == 0:
+                ax.set_ylabel(f"F1 of {policy} triggers (test sources)", fontsize=9)
+            if i == 0:
+                ax.legend(fontsize=7, loc="lower right")
+    title, colour = _title("ZTF multi-modal models: F1 of follow-up trigger policies against training-set size",
+                           table)
+    title = "\n".join([title, *policy_note(policies)])
+    fig.suptitle(title, fontsize=10, color=colour)
     _save(fig, out_pdf)
     drawn["title"] = title
     return drawn

@@ -8,6 +8,9 @@ where its condition holds over the source's alerts up to and including that one:
 * ``prod_p1``: at least 1 alert so far with score > 0.85 and magpsf < 19;
 * ``prod_p2``: as ``prod_p1``, once the source has been seen at magpsf <= 18.5.
 
+BTSbot's validation code (``val.py``) names ``prod_p1`` and ``prod_p2`` its production triggers
+(:attr:`Policy.production`); ``bts_p1`` and ``bts_p2`` need two alerts with score > 0.5.
+
 Sources with fewer than 2 alerts, and positive sources (``label == 1``) never brighter than 18.5 mag, are left out
 of every count.
 """
@@ -33,20 +36,30 @@ EXCLUDED_FAINT = "true fainter than 18.5"
 @dataclass(frozen=True)
 class Policy:
     """A follow-up trigger: ``min_alerts`` alerts with score > ``score_threshold`` and magpsf < ``mag_limit``,
-    and (when ``peak_limit`` is set) a magpsf <= ``peak_limit`` seen so far."""
+    and (when ``peak_limit`` is set) a magpsf <= ``peak_limit`` seen so far. ``production``: one of
+    BTSbot's production triggers."""
 
     name: str
     min_alerts: int
     score_threshold: float
     mag_limit: float = 19.0
     peak_limit: float | None = None
+    production: bool = False
+
+    def describe(self) -> str:
+        """The condition in words, e.g. '>= 2 alerts with score > 0.5 and magpsf < 19'."""
+        text = (f">= {self.min_alerts} alert{'s' if self.min_alerts > 1 else ''} with score > {self.score_threshold:g} "
+                f"and magpsf < {self.mag_limit:g}")
+        if self.peak_limit is not None:
+            text += f", source seen at magpsf <= {self.peak_limit:g}"
+        return text
 
 
 POLICIES: dict[str, Policy] = {
     "bts_p1": Policy("bts_p1", min_alerts=2, score_threshold=0.5),
     "bts_p2": Policy("bts_p2", min_alerts=2, score_threshold=0.5, peak_limit=18.5),
-    "prod_p1": Policy("prod_p1", min_alerts=1, score_threshold=0.85),
-    "prod_p2": Policy("prod_p2", min_alerts=1, score_threshold=0.85, peak_limit=18.5),
+    "prod_p1": Policy("prod_p1", min_alerts=1, score_threshold=0.85, production=True),
+    "prod_p2": Policy("prod_p2", min_alerts=1, score_threshold=0.85, peak_limit=18.5, production=True),
 }
 
 #: Edges of the peak-magnitude bins for completeness, as BTSbot's: 17.0, 17.25, ..., 18.5 (6 bins, each

@@ -97,6 +97,24 @@ def fraction_alerts(train: pd.DataFrame, fraction: float, seed: int) -> set[int]
     return chosen
 
 
+#: Columns of alerts.parquet that the split tables read.
+SPLIT_COLUMNS = ("alert_id", "objectId", "source_set", "jd", "split")
+
+
+def _capped(alerts: pd.DataFrame, cfg: Mapping) -> tuple[np.ndarray, pd.DataFrame]:
+    """(the cap's keep mask, the alerts it keeps) of ``alerts`` with a fresh index."""
+    keep = cap_mask(alerts, cfg.get("max_alerts_per_source"), cfg["seed"], cfg.get("latest_subsets", ("vars", "junk")))
+    return keep, alerts[keep]
+
+
+def in_fraction(alerts: pd.DataFrame, part: pd.DataFrame, fraction: float, cfg: Mapping) -> pd.Series:
+    """Which of ``alerts`` are in the ``fraction`` (0-1) sample drawn from ``part`` (capped alerts of one
+    split): its sources (``fraction_sampling: sources``, BTSbot's) or its alerts (``alerts``)."""
+    if cfg.get("fraction_sampling", "sources") == "alerts":
+        return alerts["alert_id"].isin(fraction_alerts(part, fraction, cfg["seed"]))
+    return alerts["objectId"].isin(fraction_sources(part, fraction, cfg["seed"]))
+
+
 def split_table(alerts: pd.DataFrame, fraction_percent: float, cfg: Mapping) -> pd.DataFrame:
     """The rows one training run uses: columns alert_id, row (into images.npy), split.
 
@@ -104,21 +122,16 @@ def split_table(alerts: pd.DataFrame, fraction_percent: float, cfg: Mapping) -> 
     fraction_sampling, fraction_eval).
     """
     alerts = alerts.reset_index(drop=True)
-    keep = cap_mask(alerts, cfg.get("max_alerts_per_source"), cfg["seed"], cfg.get("latest_subsets", ("vars", "junk")))
-    capped = alerts[keep]
+    keep, capped = _capped(alerts, cfg)
     fraction = fraction_percent / 100.0
-    train = capped[capped["split"] == "train"]
-    if cfg.get("fraction_sampling", "sources") == "alerts":
-        in_fraction = alerts["alert_id"].isin(fraction_alerts(train, fraction, cfg["seed"]))
-    else:
-        in_fraction = alerts["objectId"].isin(fraction_sources(train, fraction, cfg["seed"]))
+    chosen = in_fraction(alerts, capped[capped["split"] == "train"], fraction, cfg)
     sampled = alerts["split"] == "train"
-    if cfg.get("fraction_eval", "whole") == "sampled":
+    if cfg.get("fraction_eval", "whole") == "sampled":  # BTSbot's subsample_data: val and test sources too
         for split in ("val", "test"):
             part = capped[capped["split"] == split]
-            in_fraction |= alerts["objectId"].isin(fraction_sources(part, fraction, cfg["seed"]))
+            chosen |= alerts["objectId"].isin(fraction_sources(part, fraction, cfg["seed"]))
         sampled = pd.Series(True, index=alerts.index)
-    use = keep & (~sampled | in_fraction).to_numpy()
+    use = keep & (~sampled | chosen).to_numpy()
     out = pd.DataFrame({"alert_id": alerts["alert_id"].to_numpy()[use],
                         "row": np.flatnonzero(use).astype(np.int64),
                         "split": alerts["split"].to_numpy()[use]})
@@ -141,3 +154,11 @@ def check_eval_classes(table: pd.DataFrame, labels: np.ndarray, origin: str,
             raise SplitError(f"{origin}: the {split} split holds {what}; its ROC AUC is undefined. Give the "
                              f"dataset more sources of both classes, or a larger {split} share in "
                              f"splits.probabilities")
+
+
+def train_alert_counts(alerts: pd.DataFrame, fractions_percent: Sequence[float], cfg: Mapping) -> dict[float, int]:
+    """Training alerts of a run at each fraction: the train rows :func:`split_table` selects (the cap
+    computed once). ``alerts`` needs the columns of :data:`SPLIT_COLUMNS`."""
+    _, capped = _capped(alerts.reset_index(drop=True), cfg)
+    train = capped[capped["split"] == "train"]
+    return {float(f): int(in_fraction(train, train, float(f) / 100.0, cfg).sum()) for f in fractions_percent}

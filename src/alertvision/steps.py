@@ -6,7 +6,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
@@ -142,8 +142,10 @@ def f1_table(metric_files: Iterable[str | os.PathLike], out_csv: str | os.PathLi
     return write_f1_tables(metric_files, out_csv, peak_mag_csv)
 
 
-def figure3(table_csv: str | os.PathLike, out_pdf: str | os.PathLike, policy: str = "bts_p1") -> None:
-    """Draw Figure 3 from ``f1.csv``: the F1 of ``policy`` for the multi-modal models."""
+def figure3(table_csv: str | os.PathLike, out_pdf: str | os.PathLike,
+            policies: str | Sequence[str] | None = None) -> None:
+    """Draw Figure 3 from ``f1.csv``: the F1 of each of ``policies`` (one panel row each; None: all four) for the
+    multi-modal models."""
     from alertvision.figures import figure3 as draw
 
-    draw(pd.read_csv(table_csv), out_pdf, policy=policy)
+    draw(pd.read_csv(table_csv), out_pdf, policies=policies)

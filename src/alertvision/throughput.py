@@ -3,7 +3,8 @@
 Two modes are measured side by side on each device (CPU, and CUDA when present):
 
 - **paper**: the paper's protocol. The test split is read from the memory-mapped images in
-  batches of 32 (cycled to reach ``min_alerts`` alerts per trial), scored in float32 by the eager
+  batches of 32 (the whole split once per trial when ``min_alerts`` is None, else cycled to reach
+  ``min_alerts`` alerts per trial), scored in float32 by the eager
   model (``eval`` + ``torch.inference_mode``; TF32 off on CUDA); alerts/s is the median of the
   timed trials after a warm-up pass, memory is the peak RSS of the process on CPU and
   ``torch.cuda.max_memory_allocated`` on CUDA.
@@ -13,9 +14,10 @@ Two modes are measured side by side on each device (CPU, and CUDA when present):
   A candidate whose sigmoid scores differ from the paper mode's float32 scores by more than
   ``tolerance`` is never chosen; the reported deviation is the maximum over every measured alert.
 
-Trials of the two modes alternate, so that a busy machine slows both alike. The module also times
-short training bursts per architecture and scales them to the GPU-hours of the paper's study
-(:class:`StudyWorkload` states the assumptions), and writes ``table2.csv`` / ``.md`` / ``.tex``.
+Trials of the two modes alternate, so that a busy machine slows both alike. Every row says what
+was timed (alerts per trial and their scope). The module also times short training bursts per
+architecture, scales them to the device-hours of a study's grid and sweeps
+(:mod:`alertvision.workload` states the assumptions), and writes ``table2.csv`` / ``.md`` / ``.tex``.
 
 Only torch, numpy, pandas and timm are needed at import time (``benchmarks/table2.py`` runs on
 machines without the rest of the pipeline's dependencies); ONNX Runtime is optional.
@@ -46,6 +48,7 @@ from torch import nn
 
 from alertvision.atomic import write_csv, write_json, write_text
 from alertvision.models import build_model, load_model
+from alertvision.workload import StudyWorkload, format_estimate, study_hours
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +64,8 @@ class BenchSettings:
 
     batch_size: int = 32
     trials: int = 3
-    min_alerts: int = 1024
-    gpu_min_alerts: int = 16384
+    min_alerts: int | None = 1024
+    gpu_min_alerts: int | None = 16384
     cpu_threads: int = 2
     gpu_batch_size: int = 1024
     cpu_batch_size: int = 256
@@ -80,8 +83,9 @@ class BenchSettings:
         names = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in flat.items() if k in names})
 
-    def min_alerts_for(self, device: torch.device) -> int:
-        """Alerts per trial on ``device`` (GPUs need more work per trial to be timed)."""
+    def min_alerts_for(self, device: torch.device) -> int | None:
+        """Alerts per trial on ``device`` (GPUs need more work per trial to be timed); None: the whole
+        split once per trial."""
         return self.gpu_min_alerts if device.type == "cuda" else self.min_alerts
 
 
@@ -103,7 +107,8 @@ class Row:
     max_score_dev: float
     within_tolerance: bool
     setup: str
-    alerts_per_trial: int
+    alerts_timed: int
+    scope: str
     trials: int
 
 
@@ -171,11 +176,13 @@ def _sync(device: torch.device) -> None:
 
 @dataclass(frozen=True)
 class AlertInputs:
-    """Images (memory-mapped or in memory) and the rows of them to score."""
+    """Images (memory-mapped or in memory), the rows of them to score, where they come from and what
+    the rows are (``label``, the scope column of Table 2)."""
 
     images: np.ndarray
     rows: np.ndarray
     source: str
+    label: str = "test split"
 
 
 def split_inputs(dataset_dir: str | os.PathLike, split: str = "test") -> AlertInputs:
@@ -185,7 +192,7 @@ def split_inputs(dataset_dir: str | os.PathLike, split: str = "test") -> AlertIn
 
     data = open_dataset(dataset_dir)
     rows = split_rows(data.alerts, split)
-    return AlertInputs(data.images, rows, f"{dataset_dir} ({split} split, {len(rows)} alerts)")
+    return AlertInputs(data.images, rows, f"{dataset_dir} ({split} split, {len(rows)} alerts)", f"{split} split")
 
 
 def random_inputs(n: int = 2048, seed: int = 0, channels: int = 3, size: int = 63) -> AlertInputs:
@@ -193,17 +200,31 @@ def random_inputs(n: int = 2048, seed: int = 0, channels: int = 3, size: int = 6
     rng = np.random.default_rng(seed)
     images = rng.standard_normal((n, channels, size, size), dtype=np.float32)
     images /= np.linalg.norm(images.reshape(n, channels, -1), axis=-1)[..., None, None]
-    return AlertInputs(images, np.arange(n), f"{n} random cutouts")
+    return AlertInputs(images, np.arange(n), f"{n} random cutouts", "random cutouts")
 
 
-def alert_sequence(rows: np.ndarray, min_alerts: int, batch_size: int) -> np.ndarray:
-    """The rows one trial scores: ``rows`` cycled to at least ``min_alerts``, in whole batches.
+def alert_sequence(rows: np.ndarray, min_alerts: int | None, batch_size: int) -> np.ndarray:
+    """The rows one trial scores: ``rows`` once (``min_alerts`` None; the last batch may be short), or
+    ``rows`` cycled to at least ``min_alerts``, in whole batches.
 
     Every sequence is a prefix of the same cycle, so two modes score the same alert at the same
     position whatever their batch sizes.
     """
+    if min_alerts is None:
+        return np.asarray(rows)
     n = math.ceil(max(min_alerts, 1) / batch_size) * batch_size
     return np.resize(np.asarray(rows), n)
+
+
+def timed_scope(inputs: AlertInputs, n_timed: int) -> str:
+    """What a trial of ``n_timed`` alerts scored: 'test split' (each alert once), 'test split cycled to N'
+    or 'first N of the test split'."""
+    n_rows = len(inputs.rows)
+    if n_timed == n_rows:
+        return inputs.label
+    if n_timed > n_rows:
+        return f"{inputs.label} cycled to {n_timed:,}"
+    return f"first {n_timed:,} of the {inputs.label}"
 
 
 def _chunks(seq: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
@@ -527,7 +548,7 @@ def _own_bytes(scorer: Scorer) -> int:
     return module_bytes(getattr(model, "_orig_mod", model))
 
 
-def accept_production(ranked: Ranked, fallback: TorchScorer, inputs: AlertInputs, min_alerts: int,
+def accept_production(ranked: Ranked, fallback: TorchScorer, inputs: AlertInputs, min_alerts: int | None,
                       reference: np.ndarray, settings: BenchSettings) -> ModeResult:
     """The fastest candidate whose full warm-up pass stays within tolerance (else the paper setup).
 
@@ -600,8 +621,8 @@ def _timm_name(arch_cfg: Mapping[str, Any]) -> str:
 
 
 def device_rows(arch: str, arch_cfg: Mapping[str, Any], device: torch.device, results: Mapping[str, ModeResult],
-                settings: BenchSettings) -> list[Row]:
-    """The two Table 2 rows of one device."""
+                settings: BenchSettings, inputs: AlertInputs) -> list[Row]:
+    """The two Table 2 rows of one device (``inputs``: what the trials scored, for the scope column)."""
     paper_rate = float(np.median(results[PAPER].rates))
     memory = "GPU allocated" if device.type == "cuda" else "process peak RSS"
     rows = []
@@ -614,8 +635,8 @@ def device_rows(arch: str, arch_cfg: Mapping[str, Any], device: torch.device, re
         rows.append(Row(arch=arch, timm_name=_timm_name(arch_cfg), input_size=int(arch_cfg["input_size"]), mode=mode,
                         device=device_name(device), threads=settings.cpu_threads, batch_size=r.scorer.batch_size,
                         alerts_per_s=rate, speedup=rate / paper_rate, peak_memory_mb=r.peak_mb, memory=memory,
-                        max_score_dev=r.max_dev, within_tolerance=ok, setup=setup, alerts_per_trial=len(r.seq),
-                        trials=len(r.rates)))
+                        max_score_dev=r.max_dev, within_tolerance=ok, setup=setup, alerts_timed=len(r.seq),
+                        scope=timed_scope(inputs, len(r.seq)), trials=len(r.rates)))
     return rows
 
 
@@ -629,7 +650,7 @@ def benchmark_model(model: nn.Module, arch: str, arch_cfg: Mapping[str, Any], in
     for device in devices or available_devices():
         log.info("%s on %s: %s", arch, device_name(device), inputs.source)
         results, candidates = benchmark_device(model, device, inputs, settings)
-        rows += device_rows(arch, arch_cfg, device, results, settings)
+        rows += device_rows(arch, arch_cfg, device, results, settings, inputs)
         report += candidates
         for row in rows[-2:]:
             log.info("%s %s on %s: %.1f alerts/s (x%.2f), %.0f MB, max score deviation %.1e, %s", arch, row.mode,
@@ -690,95 +711,6 @@ def training_record(arch: str, arch_cfg: Mapping[str, Any], head_cfg: Mapping[st
     return record
 
 
-@dataclass(frozen=True)
-class StudyWorkload:
-    """The paper study's training workload (assumptions: change them here or pass your own).
-
-    - ``train_alerts``: training alerts at 100% of the training set. 162,000 is the size we assume
-      for the BTSbot v10 train split after the cap of 100 alerts per source (an assumption of this
-      estimate: replace it with the count in your dataset's manifest).
-    - ``fractions``: training-set fractions of the data-efficiency grid (5, 10, 50, 100%).
-    - ``seeds``: seeds per grid cell; ``pretrained_regimens``: regimens of the timm models (none,
-      ImageNet, Galaxy Zoo); the CNN has one (none); ``datasets``: ZTF and ZTF + Legacy Survey.
-    - ``epochs``: epochs per run (an upper bound: early stopping usually ends runs sooner).
-    - sweeps: one hyperparameter sweep per (architecture, regimen, dataset), ``sweep_trials``
-      trials (the paper ran fewer than 60) of ``sweep_epochs`` epochs on 100% of the training set.
-    - Not counted: validation / test passes (inference, a few % of the training cost), data
-      loading, pre-training (the weights are downloaded).
-    """
-
-    train_alerts: int = 162_000
-    fractions: tuple[float, ...] = (0.05, 0.10, 0.50, 1.00)
-    seeds: int = 5
-    pretrained_regimens: int = 3
-    cnn_regimens: int = 1
-    datasets: int = 2
-    epochs: int = 20
-    sweep_trials: int = 60
-    sweep_epochs: int = 20
-
-    def regimens(self, kind: str) -> int:
-        return self.cnn_regimens if kind == "cnn" else self.pretrained_regimens
-
-    def runs(self, kind: str) -> int:
-        """Training runs of one architecture in the grid."""
-        return len(self.fractions) * self.seeds * self.regimens(kind) * self.datasets
-
-    def grid_alerts(self, kind: str) -> float:
-        """Alerts passed forward and backward by the grid's runs of one architecture."""
-        return (self.train_alerts * sum(self.fractions) * self.seeds * self.regimens(kind) * self.datasets
-                * self.epochs)
-
-    def sweep_alerts(self, kind: str) -> float:
-        """Alerts passed forward and backward by the sweeps of one architecture."""
-        return self.train_alerts * self.sweep_trials * self.sweep_epochs * self.regimens(kind) * self.datasets
-
-
-def study_hours(training: Sequence[Mapping[str, Any]], workload: StudyWorkload = StudyWorkload()) -> pd.DataFrame:
-    """Device-hours of the study per architecture at the measured training rates (naive and production)."""
-    rows = []
-    for rec in training:
-        grid, sweeps = workload.grid_alerts(rec["kind"]), workload.sweep_alerts(rec["kind"])
-        total = grid + sweeps
-        rows.append({"arch": rec["arch"], "input_size": rec["input_size"], "device": rec["device"],
-                     "device_type": rec.get("device_type", "unknown"), "runs": workload.runs(rec["kind"]),
-                     "sweep_trials": workload.sweep_trials * workload.regimens(rec["kind"]) * workload.datasets,
-                     "alert_steps": total,
-                     "naive_alerts_per_s": rec["naive_alerts_per_s"],
-                     "production_alerts_per_s": rec["production_alerts_per_s"],
-                     "grid_hours_naive": grid / rec["naive_alerts_per_s"] / 3600,
-                     "sweep_hours_naive": sweeps / rec["naive_alerts_per_s"] / 3600,
-                     "hours_naive": total / rec["naive_alerts_per_s"] / 3600,
-                     "hours_production": total / rec["production_alerts_per_s"] / 3600})
-    return pd.DataFrame(rows)
-
-
-def format_estimate(hours: pd.DataFrame, workload: StudyWorkload = StudyWorkload()) -> str:
-    """The estimate as markdown: assumptions, one line per architecture, the total."""
-    w = workload
-    lines = ["## Compute of the full paper study (estimate)", "",
-             f"Assumptions: {w.train_alerts:,} training alerts at 100%; fractions "
-             f"{', '.join(f'{f:.0%}' for f in w.fractions)}; {w.seeds} seeds; {w.pretrained_regimens} regimens "
-             f"(CNN: {w.cnn_regimens}); {w.datasets} datasets; {w.epochs} epochs per run; sweeps of "
-             f"{w.sweep_trials} trials x {w.sweep_epochs} epochs at 100% per (architecture, regimen, dataset). "
-             "Rates: measured training bursts (forward + backward + AdamW, random data at the architecture's "
-             "input size). Not counted: validation/test passes, data loading, pre-training.", "",
-             "| Architecture | Input | Device | Runs | Sweep trials | Train alerts/s (fp32 eager) "
-             "| Train alerts/s (production) | Hours (fp32 eager) | Hours (production) |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
-    for _, r in hours.iterrows():
-        lines.append(f"| {r['arch']} | {r['input_size']} | {r['device']} | {r['runs']} | {r['sweep_trials']} "
-                     f"| {r['naive_alerts_per_s']:.0f} | {r['production_alerts_per_s']:.0f} "
-                     f"| {r['hours_naive']:,.1f} | {r['hours_production']:,.1f} |")
-    devices = ", ".join(sorted(set(hours["device"]))) if len(hours) else "-"
-    types = set(hours["device_type"]) if len(hours) else set()
-    unit = {frozenset({"cuda"}): "GPU-hours", frozenset({"cpu"}): "CPU-hours"}.get(frozenset(types), "device-hours")
-    lines += ["", f"Total: {hours['hours_naive'].sum():,.1f} {unit} in float32 eager, "
-              f"{hours['hours_production'].sum():,.1f} with production settings ({devices}); the sweeps are "
-              f"{hours['sweep_hours_naive'].sum() / max(hours['hours_naive'].sum(), 1e-12):.0%} of it."]
-    return "\n".join(lines) + "\n"
-
-
 # --- Table 2 files ---------------------------------------------------------------------------------
 
 #: (column, header, format) of the markdown and LaTeX tables.
@@ -787,13 +719,21 @@ TABLE_COLUMNS = (
     ("mode", "Mode", "{}"), ("device", "Device", "{}"), ("threads", "Threads", "{}"), ("batch_size", "Batch", "{}"),
     ("alerts_per_s", "Alerts/s", "{:,.1f}"), ("speedup", "x paper", "{:.2f}"),
     ("peak_memory_mb", "Peak memory (MB)", "{:,.0f}"), ("max_score_dev", "Max score dev.", "{:.1e}"),
-    ("setup", "Setup", "{}"),
+    ("alerts_timed", "Alerts timed", "{:,}"), ("scope", "Scope", "{}"), ("setup", "Setup", "{}"),
 )
 TABLE_NOTE = ("Paper: test split read from the memory-mapped images, batch 32, float32 eager, median of the "
               "timed trials after a warm-up pass. Production: the fastest measured candidate whose sigmoid scores "
               "stay within the tolerance of the float32 scores (max score dev. is over every measured alert). "
+              "Alerts timed: alerts scored in each timed trial; scope: what they are. 'test split': the ZTF "
+              "dataset's whole test split, each alert once per trial (benchmark.min_alerts / gpu_min_alerts: "
+              "null); 'test split cycled to N': the split repeated to N alerts in whole batches (min_alerts: N, "
+              "for a split too small to time). "
               "Peak memory: torch.cuda.max_memory_allocated (the mode's weights and working memory) on GPU rows, "
               "the process's peak RSS on CPU rows. Threads: CPU threads of the process.")
+
+
+#: Columns printed with "{}" but right-aligned.
+INTEGER_COLUMNS = ("input_size", "threads", "batch_size")
 
 
 def table_frame(rows: Iterable[Row | Mapping[str, Any]]) -> pd.DataFrame:
@@ -805,7 +745,7 @@ def table_frame(rows: Iterable[Row | Mapping[str, Any]]) -> pd.DataFrame:
 def to_markdown(df: pd.DataFrame) -> str:
     """Table 2 as a markdown table."""
     lines = ["| " + " | ".join(h for _, h, _ in TABLE_COLUMNS) + " |",
-             "|" + "|".join("---:" if f != "{}" or c in ("input_size", "threads", "batch_size") else "---"
+             "|" + "|".join("---:" if f != "{}" or c in INTEGER_COLUMNS else "---"
                             for c, _, f in TABLE_COLUMNS) + "|"]
     for _, r in df.iterrows():
         lines.append("| " + " | ".join(f.format(r[c]).replace("|", "/") for c, _, f in TABLE_COLUMNS) + " |")
@@ -821,7 +761,7 @@ def _tex(text: str) -> str:
 
 def to_latex(df: pd.DataFrame) -> str:
     """Table 2 as a LaTeX tabular (booktabs-free: \\hline only)."""
-    align = "".join("r" if f != "{}" or c in ("input_size", "threads", "batch_size") else "l"
+    align = "".join("r" if f != "{}" or c in INTEGER_COLUMNS else "l"
                     for c, _, f in TABLE_COLUMNS)
     lines = [f"\\begin{{tabular}}{{{align}}}", "\\hline",
              " & ".join(_tex(h) for _, h, _ in TABLE_COLUMNS) + r" \\", "\\hline"]
@@ -842,10 +782,11 @@ def markdown_report(df: pd.DataFrame, estimate: str | None = None) -> str:
 def write_table2(rows: Iterable[Row | Mapping[str, Any]], training: Sequence[Mapping[str, Any]],
                  out_csv: str | os.PathLike | None, out_md: str | os.PathLike | None,
                  out_tex: str | os.PathLike | None = None,
-                 workload: StudyWorkload = StudyWorkload()) -> pd.DataFrame:
-    """Write Table 2 (csv, md with the compute estimate below, tex) atomically; returns the table."""
+                 workload: StudyWorkload | None = None) -> pd.DataFrame:
+    """Write Table 2 (csv, md with the compute estimate of ``workload`` below, tex) atomically; returns the
+    table. No estimate without a workload or training records."""
     df = table_frame(rows)
-    estimate = format_estimate(study_hours(training, workload), workload) if training else None
+    estimate = format_estimate(study_hours(training, workload), workload) if training and workload else None
     if estimate:
         log.info("%s", estimate)
     if out_csv is not None:
@@ -880,6 +821,7 @@ def benchmark_run(model_path: str | os.PathLike, dataset_dir: str | os.PathLike,
     training = training_record(arch, arch_cfg, training_cfg, train_device(), int(training_cfg["batch_size"]),
                                settings)
     out = {"arch": arch, "model": str(model_path), "model_info": info, "inputs": inputs.source,
+           "test_alerts": len(inputs.rows),
            "settings": asdict(settings), "torch": torch.__version__, "onnxruntime": _ort_version(),
            "rows": [asdict(r) for r in rows], "candidates": [asdict(c) for c in candidates], "training": training}
     write_json(out_json, out)
@@ -887,8 +829,10 @@ def benchmark_run(model_path: str | os.PathLike, dataset_dir: str | os.PathLike,
 
 
 def table2(json_files: Iterable[str | os.PathLike], out_csv: str | os.PathLike, out_md: str | os.PathLike,
-           out_tex: str | os.PathLike, workload: StudyWorkload = StudyWorkload()) -> pd.DataFrame:
-    """Gather the per-architecture JSON files of :func:`benchmark_run` into Table 2."""
+           out_tex: str | os.PathLike, workload: StudyWorkload | None = None) -> pd.DataFrame:
+    """Gather the per-architecture JSON files of :func:`benchmark_run` into Table 2 (with the compute
+    estimate of ``workload``, e.g. :meth:`StudyWorkload.from_dataset` of
+    :func:`alertvision.workload.workload_plan`)."""
     rows, training = [], []
     for path in json_files:
         data = json.loads(Path(path).read_text())

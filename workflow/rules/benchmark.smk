@@ -2,6 +2,8 @@
 # measured on the test split with the model of the largest training fraction, and the study's
 # compute estimate from short training bursts.
 
+from alertvision.workload import workload_plan
+
 
 rule benchmark_throughput:
     input:
@@ -27,13 +29,19 @@ rule benchmark_throughput:
         "../scripts/benchmark_throughput.py"
 
 
+# The compute estimate below the table reads the workload from the config (params: a changed grid,
+# epochs or sweep reruns this job only) and counts the training alerts in the ZTF dataset.
 rule table2:
     input:
-        expand("results/table2/{arch}.json", arch=config["grid"]["archs"]),
+        json=expand("results/table2/{arch}.json", arch=config["grid"]["archs"]),
+        alerts=dataset_files("ztf")["alerts"],
     output:
         csv=report("results/table2.csv", caption="../report/table2.rst", category="Tables"),
         md=report("results/table2.md", caption="../report/table2.rst", category="Tables"),
         tex="results/table2.tex",
+    params:
+        workload=workload_plan(config),
+        splits=config["splits"],
     log:
         "logs/benchmark/table2.log",
     conda:

@@ -1,5 +1,5 @@
 # Input functions and path helpers shared by the rules.
-from alertvision.config import (corpus_folder, format_fraction, grid_cells, masked_config, model_spec,
+from alertvision.config import (corpus_folder, figure3_policies, format_fraction, grid_cells, masked_config, model_spec,
                                 pretrain_regimens, sweep_params, training_params, weight_id, weights_folder)
 
 ENV = "../../envs/alertvision.yaml"

@@ -28,7 +28,7 @@ rule figure3:
             category="Figures",
         ),
     params:
-        policy=config["policies"]["figure3"],
+        policies=figure3_policies(config),
     log:
         "logs/figures/figure3.log",
     conda:

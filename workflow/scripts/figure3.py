@@ -3,4 +3,4 @@ from alertvision.logs import start_job
 from alertvision.steps import figure3
 
 start_job(snakemake)
-figure3(snakemake.input[0], snakemake.output[0], policy=snakemake.params.policy)
+figure3(snakemake.input[0], snakemake.output[0], policies=snakemake.params.policies)
