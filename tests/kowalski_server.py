@@ -1,6 +1,6 @@
 """A local Kowalski and Fritz for the tests: the real ZTF packets behind both services' HTTP APIs.
 
-:class:`FakeServices` runs a ``ThreadingHTTPServer`` on 127.0.0.1 (port 0) in a thread and
+:class:`FakeServices` runs a threading HTTP server on 127.0.0.1 (port 0) in a thread and
 speaks the parts of the two protocols that :mod:`alertvision.ingest.kowalski` uses:
 
 - Kowalski ``POST /api/auth`` ({username, password} -> token) and ``POST /api/queries`` (``find``
@@ -24,9 +24,11 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
+
+from local_server import LocalHTTPServer
 
 STAMPS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
 FAULT_KINDS = ("500", "401", "delay", "broken")
@@ -113,13 +115,6 @@ def aux_documents(packets: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, A
     return out
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # clients that time out and hang up are part of the tests
-
-
 class FakeServices:
     """Kowalski and Fritz on one local port, serving the given packets and Fritz records."""
 
@@ -152,7 +147,7 @@ class FakeServices:
 
     def start(self) -> FakeServices:
         """Listen on a free local port in a background thread."""
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server = LocalHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.app = self  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)

@@ -26,12 +26,14 @@ import io
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 from astropy.io import fits
 from PIL import Image
+
+from local_server import LocalHTTPServer
 
 BACKGROUND = {"g": 0.01, "r": 0.02, "z": 0.04}   # nanomaggies per pixel
 NORTH_FLUX = {"g": 30.0, "r": 50.0, "z": 80.0}  # the point source 10" north
@@ -121,8 +123,7 @@ class ViewerServer:
         self.slow_s = slow_s
         self._fired: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
+        self._server = LocalHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

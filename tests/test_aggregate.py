@@ -85,9 +85,10 @@ def _write_multimodal_runs(tmp_path, synthetic=True):
 
 
 def test_f1_table_aggregates_every_policy_over_seeds(tmp_path):
-    from alertvision.aggregate import write_f1_tables
+    from alertvision.aggregate import read_metrics, write_policy_tables
 
-    table = write_f1_tables(_write_multimodal_runs(tmp_path), tmp_path / "f1.csv", tmp_path / "peak.csv")
+    table = write_policy_tables(read_metrics(_write_multimodal_runs(tmp_path)), tmp_path / "f1.csv",
+                                tmp_path / "peak.csv")
     assert len(table) == 5 * 2 * 4  # (arch, regimen) pairs x fractions x policies
     row = table[(table.arch == "convnext") & (table.regimen == "galaxyzoo") & (table.fraction == 100.0)
                 & (table.policy == "bts_p1")].iloc[0]
@@ -102,10 +103,10 @@ def test_f1_table_aggregates_every_policy_over_seeds(tmp_path):
 
 @pytest.mark.parametrize("synthetic", [True, False])
 def test_figure3_one_panel_row_per_policy_with_cnn_and_metadata_only_lines(tmp_path, synthetic):
-    from alertvision.aggregate import write_f1_tables
+    from alertvision.aggregate import read_metrics, write_policy_tables
     from alertvision.figures import figure3
 
-    table = write_f1_tables(_write_multimodal_runs(tmp_path, synthetic), tmp_path / "f1.csv")
+    table = write_policy_tables(read_metrics(_write_multimodal_runs(tmp_path, synthetic)), tmp_path / "f1.csv")
     info = figure3(table, tmp_path / "figure3.pdf")  # all four policies by default
     assert (tmp_path / "figure3.pdf").read_bytes()[:5] == b"%PDF-"
     assert info["panels"] == [(p, a) for p in POLICY_NAMES for a in ("convnext", "maxvit")]
@@ -130,3 +131,34 @@ def test_figure3_one_panel_row_per_policy_with_cnn_and_metadata_only_lines(tmp_p
         figure3(table[table["policy"] != "bts_p2"], tmp_path / "x.pdf")
     with pytest.raises(ValueError, match="unknown policies"):
         figure3(table, tmp_path / "x.pdf", policies=["bts_p3"])
+
+
+def test_policies_are_scored_from_the_predictions_and_the_exclusion_list_leaves_sources_out(tmp_path):
+    """The evaluation stage scores the policies (training does not); a user's list (RCFJunk) leaves sources out."""
+    from alertvision.aggregate import write_f1_tables
+    from alertvision.policies import evaluate_policies
+
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = []
+    for i, (oid, label, score) in enumerate([("ZTFa", 1, 0.9), ("ZTFb", 1, 0.9), ("ZTFc", 0, 0.9), ("ZTFd", 0, 0.1)]):
+        for k in range(2):
+            rows.append({"alert_id": 10 * i + k, "objectId": oid, "jd": 100.0 + k, "source_set": "x",
+                         "label": label, "magpsf": 18.0, "score": score})
+    predictions = pd.DataFrame(rows)
+    predictions.to_parquet(run / "predictions.parquet")
+    (run / "metrics.json").write_text(json.dumps(dict(dataset="ztf", modality="multimodal", arch="cnn", regimen="none",
+                                                      fraction="100", seed=0, test_roc_auc=0.8, test_loss=0.5,
+                                                      n_train_alerts=10, synthetic=True)))
+    table = write_f1_tables([run / "metrics.json"], tmp_path / "f1.csv")
+    bts = table[table.policy == "bts_p1"].iloc[0]
+    assert bts.f1_median == pytest.approx(2 * 2 / (2 * 2 + 1)) == evaluate_policies(predictions)["bts_p1"]["f1"]
+    (tmp_path / "rcfjunk.csv").write_text("objectId,reason\nZTFc,junk\n")
+    table = write_f1_tables([run / "metrics.json"], tmp_path / "f1.csv", exclude_sources=tmp_path / "rcfjunk.csv")
+    bts = table[table.policy == "bts_p1"].iloc[0]
+    assert bts.f1_median == pytest.approx(1.0) and bts.n_sources == 3  # the false positive is on the list
+    (tmp_path / "rcfjunk.txt").write_text("# RCFJunk\nZTFc\n\nZTFd  # another\n")
+    assert evaluate_policies(predictions, ["bts_p1"], {"ZTFc", "ZTFd"})["bts_p1"]["n_excluded_listed"] == 2
+    from alertvision.policies import read_exclusion_list
+
+    assert read_exclusion_list(tmp_path / "rcfjunk.txt") == {"ZTFc", "ZTFd"}

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from alertvision.policies import evaluate_policies
 from conftest import TINY_CONFIG, dry_run_jobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,17 +123,22 @@ def test_figure3_and_f1_table_cover_the_multimodal_grid(study):
     assert (table.dataset == "ztf").all() and (table.modality == "multimodal").all() and table.synthetic.all()
     assert table.f1_median.between(0, 1).all() and (table.n_sources > 0).all()
     peak = pd.read_csv(study / "results" / "tables" / "completeness_peak_mag.csv")
-    assert sorted(peak.lo.unique()) == [17.0, 17.25, 17.5, 17.75, 18.0, 18.25, 18.5]
+    assert sorted(peak.lo.unique()) == [17.0, 17.25, 17.5, 17.75, 18.0, 18.25]  # BTSbot's bins end at 18.5
     run = study / "results" / "runs" / "ztf" / "multimodal" / "none" / "none" / "f100" / "s0"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["modality"] == "multimodal" and metrics["arch"] == "none" and metrics["input_norm"] is None
     row = table[(table.arch == "none") & (table.fraction == 100) & (table.policy == "bts_p1")].iloc[0]
-    assert row.f1_median == pytest.approx(metrics["policies"]["bts_p1"]["f1"])
+    scored = evaluate_policies(pd.read_parquet(run / "predictions.parquet"))  # scored from the predictions
+    assert row.f1_median == pytest.approx(scored["bts_p1"]["f1"])
     # the plotted policy redraws Figure 3 only; the metadata branch reruns only multi-modal runs
     out = snakemake(study, "-n", "--config", "policies={figure3: prod_p1}")
-    assert _jobs(out.stdout) == {"figure3", "all"}
+    assert _jobs(out.stdout) == {"figure3", "all", "resolved_config"}
+    # an exclusion list (RCFJunk, say) re-scores the policies, never retrains
+    (study / "junk.txt").write_text("ZTF20aaaaaaa\n")
+    out = snakemake(study, "-n", "--config", "policies={exclude_sources: junk.txt}")
+    assert _jobs(out.stdout) == {"aggregate_f1", "figure3", "all", "resolved_config"}
     out = snakemake(study, "-n", "--config", "training={meta_dense1: 8}")
-    assert _jobs(out.stdout) == {"train", "aggregate_f1", "figure3", "all"}
+    assert _jobs(out.stdout) == {"train", "aggregate_f1", "figure3", "all", "resolved_config"}
     outputs = [line for line in out.stdout.splitlines() if line.strip().startswith("output: results/runs/")]
     assert {line.split("/")[3] for line in outputs} == {"multimodal"}
 
@@ -169,14 +175,14 @@ def test_figure4_and_outlier_report(study):
 
 def test_benchmark_and_embed_settings_rerun_only_their_steps(study):
     out = snakemake(study, "-n", "--config", "benchmark={trials: 2}")
-    assert _jobs(out.stdout) == {"benchmark_throughput", "table2", "all"}
+    assert _jobs(out.stdout) == {"benchmark_throughput", "table2", "all", "resolved_config"}
     # the compute estimate's workload reaches table2 through params, never the benchmarks
     out = snakemake(study, "-n", "results/table2.md", "--config", "grid={seeds: [0, 1]}")
     assert _jobs(out.stdout) == {"table2"}
     out = snakemake(study, "-n", "--config", "embed={umap: {seed: 5}}")
-    assert _jobs(out.stdout) == {"umap", "figure4", "outliers", "all"}
+    assert _jobs(out.stdout) == {"umap", "figure4", "outliers", "all", "resolved_config"}
     out = snakemake(study, "-n", "--config", "benchmark={enabled: false}", "embed={enabled: false}")
-    assert _jobs(out.stdout) == set()
+    assert _jobs(out.stdout) == {"all", "resolved_config"}  # only the recorded config changes
 
 
 def test_sweeps_feed_the_seed_runs(study):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable
+from pathlib import Path
+from typing import Collection, Iterable
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,8 @@ import pandas as pd
 from alertvision.atomic import write_csv
 
 KEYS = ("dataset", "modality", "arch", "regimen", "fraction")
+#: A run's test scores, beside its metrics.json.
+PREDICTIONS_FILE = "predictions.parquet"
 
 
 def read_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
@@ -61,7 +64,7 @@ def write_roc_auc_table(metric_files: Iterable[str | os.PathLike], out_csv: str 
 def policy_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     """One row per (run, policy) from the runs' ``policies`` metrics."""
     if "policies" not in metrics.columns:
-        raise ValueError("metrics lack the trigger policies (runs trained before policies were scored: rerun them)")
+        raise ValueError("metrics lack the trigger policies: score them first (score_policies)")
     rows = []
     for _, run in metrics.iterrows():
         for policy, values in (run["policies"] or {}).items():
@@ -107,10 +110,33 @@ def aggregate_peak_mag(rows: pd.DataFrame) -> pd.DataFrame:
                  completeness_std=("completeness", _std)).reset_index()
 
 
+def score_policies(metric_files: Iterable[str | os.PathLike], exclude: Collection[str] = ()) -> pd.DataFrame:
+    """The runs' metrics with a ``policies`` column: every trigger policy scored on the run's test predictions
+    (``predictions.parquet`` beside its ``metrics.json``), the sources in ``exclude`` left out."""
+    from alertvision.policies import evaluate_policies
+
+    paths = [Path(p) for p in metric_files]
+    metrics = read_metrics(paths)
+    metrics["policies"] = [evaluate_policies(pd.read_parquet(p.parent / PREDICTIONS_FILE), exclude=exclude)
+                           for p in paths]
+    return metrics
+
+
 def write_f1_tables(metric_files: Iterable[str | os.PathLike], out_csv: str | os.PathLike,
-                    peak_mag_csv: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Read runs, aggregate the trigger policies, write ``f1.csv`` (and the peak-magnitude table)."""
-    rows = policy_rows(read_metrics(metric_files))
+                    peak_mag_csv: str | os.PathLike | None = None,
+                    exclude_sources: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Score the runs' trigger policies (see :func:`score_policies`; ``exclude_sources`` an exclusion list
+    file), aggregate them over seeds, write ``f1.csv`` (and the peak-magnitude table)."""
+    from alertvision.policies import read_exclusion_list
+
+    exclude = read_exclusion_list(exclude_sources) if exclude_sources else set()
+    return write_policy_tables(score_policies(metric_files, exclude), out_csv, peak_mag_csv)
+
+
+def write_policy_tables(metrics: pd.DataFrame, out_csv: str | os.PathLike,
+                        peak_mag_csv: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Aggregate runs whose ``policies`` are scored into ``f1.csv`` (and the peak-magnitude table)."""
+    rows = policy_rows(metrics)
     table = aggregate_f1(rows)
     write_csv(out_csv, table)
     if peak_mag_csv is not None:

@@ -151,11 +151,19 @@ def cmd_train(args) -> int:
                              f"--arch {args.arch}` (or `alertvision pretrain` for a pre-training regimen) first")
     info = dict(dataset=args.dataset, modality=args.modality, arch=args.arch, regimen=args.regimen,
                 fraction=format_fraction(args.fraction), seed=args.seed)
-    metrics = train(args.dataset_dir or paths["dataset"], args.split or paths["split"], args.out_dir or paths["run"],
+    run_dir = Path(args.out_dir or paths["run"])
+    metrics = train(args.dataset_dir or paths["dataset"], args.split or paths["split"], run_dir,
                     arch_cfg=model_spec(config, args.arch, args.modality, args.regimen),
                     training=training_params(config, args.arch, args.modality),
                     seed=args.seed, weights_dir=folder, weight_id=wid, run_info=info, progress=not args.quiet)
-    f1 = "; ".join(f"{p} F1 {metrics['policies'][p]['f1']:.3f}" for p in figure3_policies(config))
+    import pandas as pd
+
+    from alertvision.policies import evaluate_policies, read_exclusion_list
+
+    exclude = config["policies"]["exclude_sources"]
+    policies = evaluate_policies(pd.read_parquet(run_dir / "predictions.parquet"), figure3_policies(config),
+                                 read_exclusion_list(exclude) if exclude else ())
+    f1 = "; ".join(f"{p} F1 {policies[p]['f1']:.3f}" for p in policies)
     print(f"test ROC AUC {metrics['test_roc_auc']:.4f} on {metrics['n_test_alerts']} alerts "
           f"({metrics['n_train_alerts']} training alerts); {f1}")
     return 0
@@ -172,7 +180,7 @@ def cmd_aggregate(args) -> int:
 def cmd_f1(args) -> int:
     from alertvision.steps import f1_table
 
-    table = f1_table(args.metrics, args.out, args.peak_mag_out)
+    table = f1_table(args.metrics, args.out, args.peak_mag_out, args.exclude_sources)
     print(table.to_string(index=False))
     return 0
 
@@ -349,11 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("figure2", cmd_figure2, "draw Figure 2 from roc_auc.csv", config=False)
     sp.add_argument("--table", default="results/tables/roc_auc.csv")
     sp.add_argument("--out", default="results/figure2.pdf")
-    sp = add("f1", cmd_f1, "aggregate the trigger policies of metrics.json files into f1.csv (median, std over "
-             "seeds) and completeness per peak-magnitude bin", config=False)
-    sp.add_argument("metrics", nargs="+", help="metrics.json files (multi-modal runs for Figure 3)")
+    sp = add("f1", cmd_f1, "score the trigger policies on the runs' test predictions and aggregate them into "
+             "f1.csv (median, std over seeds) and completeness per peak-magnitude bin", config=False)
+    sp.add_argument("metrics", nargs="+", help="metrics.json files (multi-modal runs for Figure 3); each run's "
+                                               "predictions.parquet is read from beside it")
     sp.add_argument("--out", default="results/tables/f1.csv")
     sp.add_argument("--peak-mag-out", default="results/tables/completeness_peak_mag.csv")
+    sp.add_argument("--exclude-sources", help="a file of objectIds the policies leave out (RCFJunk, say)")
     sp = add("figure3", cmd_figure3, "draw Figure 3 (F1 of the trigger policies, one panel row each, multi-modal "
              "models) from f1.csv", config=False)
     sp.add_argument("--table", default="results/tables/f1.csv")

@@ -11,14 +11,16 @@ where its condition holds over the source's alerts up to and including that one:
 BTSbot's validation code (``val.py``) names ``prod_p1`` and ``prod_p2`` its production triggers
 (:attr:`Policy.production`); ``bts_p1`` and ``bts_p2`` need two alerts with score > 0.5.
 
-Sources with fewer than 2 alerts, and positive sources (``label == 1``) never brighter than 18.5 mag, are left out
-of every count.
+Sources with fewer than 2 alerts, positive sources (``label == 1``) never brighter than 18.5 mag, and the sources of
+an exclusion list (BTSbot leaves out its RCFJunk sources; ``policies.exclude_sources``) are left out of every count.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Iterable
+from pathlib import Path
+from typing import Collection, Iterable
 
 import numpy as np
 import pandas as pd
@@ -31,6 +33,7 @@ MIN_SOURCE_ALERTS = 2
 FAINT_TRUE_LIMIT = 18.5
 EXCLUDED_FEW = "fewer than 2 alerts"
 EXCLUDED_FAINT = "true fainter than 18.5"
+EXCLUDED_LISTED = "on the exclusion list"
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,26 @@ def _check(predictions: pd.DataFrame) -> None:
             raise ValueError(f"column {col!r} has {int(bad.sum())} NaN value(s), e.g. for objectId {oid!r}")
 
 
-def source_decisions(predictions: pd.DataFrame, policy: Policy | str) -> pd.DataFrame:
+def read_exclusion_list(path: str | os.PathLike) -> set[str]:
+    """The objectIds of an exclusion list (BTSbot leaves out the RCFJunk sources): a CSV with an objectId
+    (or ZTFID) column, or a text file with one objectId per line (blank lines and # comments ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"exclusion list {path} not found (config key policies.exclude_sources)")
+    text = path.read_text()
+    first = text.lstrip().splitlines()[0] if text.strip() else ""
+    if path.suffix.lower() == ".csv" or "," in first:
+        table = pd.read_csv(path, dtype=str)
+        column = next((c for c in ("objectId", "ZTFID") if c in table.columns), None)
+        if column is None:
+            raise ValueError(f"exclusion list {path} has no objectId or ZTFID column; columns: "
+                             f"{', '.join(table.columns)}")
+        return {str(v).strip() for v in table[column].dropna() if str(v).strip()}
+    return {line.split("#")[0].strip() for line in text.splitlines() if line.split("#")[0].strip()}
+
+
+def source_decisions(predictions: pd.DataFrame, policy: Policy | str,
+                     exclude: Collection[str] = ()) -> pd.DataFrame:
     """One row per source (sorted by objectId): its label, alert count, peak magnitude, first jd, whether and when
     the policy triggers, and whether it is included in the counts (``excluded`` says why not).
 
@@ -169,6 +191,8 @@ def source_decisions(predictions: pd.DataFrame, policy: Policy | str) -> pd.Data
     excluded = np.full(n_src, "", dtype=object)
     excluded[(label == 1) & (peak > FAINT_TRUE_LIMIT)] = EXCLUDED_FAINT
     excluded[n_alerts < MIN_SOURCE_ALERTS] = EXCLUDED_FEW
+    if exclude:
+        excluded[np.isin(np.asarray(uniques, dtype=object), list(exclude))] = EXCLUDED_LISTED
     return pd.DataFrame({
         "objectId": np.asarray(uniques),
         "label": label,
@@ -202,10 +226,10 @@ def completeness_by_peak_mag(decisions: pd.DataFrame, bins: np.ndarray = PEAK_MA
     return out
 
 
-def policy_metrics(predictions: pd.DataFrame, policy: Policy | str) -> dict:
+def policy_metrics(predictions: pd.DataFrame, policy: Policy | str, exclude: Collection[str] = ()) -> dict:
     """Completeness, purity, F1, trigger delay and completeness by peak magnitude of one policy over the sources."""
     policy = _resolve(policy)
-    dec = source_decisions(predictions, policy)
+    dec = source_decisions(predictions, policy, exclude)
     inc = dec[dec["included"]]
     pos = inc["label"].to_numpy() == 1
     trig = inc["triggered"].to_numpy(dtype=bool)
@@ -220,6 +244,7 @@ def policy_metrics(predictions: pd.DataFrame, policy: Policy | str) -> dict:
         "n_included": int(len(inc)),
         "n_excluded_few_alerts": int((dec["excluded"] == EXCLUDED_FEW).sum()),
         "n_excluded_faint_trues": int((dec["excluded"] == EXCLUDED_FAINT).sum()),
+        "n_excluded_listed": int((dec["excluded"] == EXCLUDED_LISTED).sum()),
         "n_trues": int(pos.sum()),
         "tp": tp,
         "fp": fp,
@@ -235,10 +260,12 @@ def policy_metrics(predictions: pd.DataFrame, policy: Policy | str) -> dict:
     }
 
 
-def evaluate_policies(predictions: pd.DataFrame, names: Iterable[str] = tuple(POLICIES)) -> dict[str, dict]:
-    """policy_metrics for each named policy, keyed by name; an unknown name raises ValueError."""
+def evaluate_policies(predictions: pd.DataFrame, names: Iterable[str] = tuple(POLICIES),
+                      exclude: Collection[str] = ()) -> dict[str, dict]:
+    """policy_metrics for each named policy, keyed by name, the sources in ``exclude`` left out; an
+    unknown name raises ValueError."""
     names = list(names)
     unknown = [n for n in names if n not in POLICIES]
     if unknown:
         raise ValueError(f"unknown policy name(s) {', '.join(map(repr, unknown))}; known: {', '.join(POLICIES)}")
-    return {name: policy_metrics(predictions, name) for name in names}
+    return {name: policy_metrics(predictions, name, exclude) for name in names}

@@ -135,11 +135,13 @@ def figure2(table_csv: str | os.PathLike, out_pdf: str | os.PathLike) -> None:
 
 
 def f1_table(metric_files: Iterable[str | os.PathLike], out_csv: str | os.PathLike,
-             peak_mag_csv: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Aggregate the runs' trigger policies into ``f1.csv`` (and completeness per peak-magnitude bin)."""
+             peak_mag_csv: str | os.PathLike | None = None,
+             exclude_sources: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Score the runs' trigger policies on their test predictions (the sources of ``exclude_sources`` left
+    out) and aggregate them into ``f1.csv`` (and completeness per peak-magnitude bin)."""
     from alertvision.aggregate import write_f1_tables
 
-    return write_f1_tables(metric_files, out_csv, peak_mag_csv)
+    return write_f1_tables(metric_files, out_csv, peak_mag_csv, exclude_sources)
 
 
 def figure3(table_csv: str | os.PathLike, out_pdf: str | os.PathLike,

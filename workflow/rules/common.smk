@@ -93,6 +93,12 @@ def grid_runs(filename, modality):
     ]
 
 
+def policy_exclusions(wildcards):
+    """The exclusion list of the trigger policies, when the config names one (a changed list re-scores them)."""
+    path = config["policies"]["exclude_sources"]
+    return {"exclude": path} if path else {}
+
+
 def all_targets():
     """The resolved config; Figure 2 and its table (image models), Figure 3 and its table (multi-modal models)
     when the grid has them; Table 2, Figure 4 and the outlier report when enabled."""

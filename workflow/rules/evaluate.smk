@@ -16,7 +16,9 @@ rule aggregate_roc_auc:
 
 rule aggregate_f1:
     input:
+        unpack(policy_exclusions),
         metrics=grid_runs("metrics.json", "multimodal"),
+        predictions=grid_runs("predictions.parquet", "multimodal"),
     output:
         table="results/tables/f1.csv",
         peak_mag="results/tables/completeness_peak_mag.csv",

@@ -3,4 +3,5 @@ from alertvision.logs import start_job
 from alertvision.steps import f1_table
 
 start_job(snakemake)
-f1_table(snakemake.input.metrics, snakemake.output.table, snakemake.output.peak_mag)
+f1_table(snakemake.input.metrics, snakemake.output.table, snakemake.output.peak_mag,
+         snakemake.input.get("exclude"))

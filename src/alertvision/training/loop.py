@@ -1,8 +1,9 @@
 """The training loop: one run of one grid cell, from a dataset folder and a split table to a model.
 
 Read top to bottom: set-up, data, model, loss and optimiser, the epoch loop with early stopping on
-the validation loss, then the test split, its follow-up trigger policies and the outputs (model.pt,
-history.csv, metrics.json, predictions.parquet), each written atomically. A multi-modal run (model
+the validation loss, then the test split and the outputs (model.pt, history.csv, metrics.json,
+predictions.parquet with what the trigger policies need), each written atomically. The policies are
+scored by the evaluation stage (:mod:`alertvision.aggregate`), from predictions.parquet. A multi-modal run (model
 spec ``modality: multimodal``) also feeds the 25 metadata features of each alert. A sweep trial
 passes ``out_dir=None`` and ``test_split=False``: nothing is written and the test split is never read.
 """
@@ -29,7 +30,6 @@ from alertvision.models import build_model, save_model
 from alertvision.models.classifier import AlertClassifier
 from alertvision.models.inputs import input_norm_for
 from alertvision.models.weights import ResolvedWeights
-from alertvision.policies import evaluate_policies
 from alertvision.splits import check_eval_classes
 from alertvision.training.data import Batches, to_device
 from alertvision.training.metadata import metadata_matrix
@@ -227,8 +227,7 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
                                     "objectId": test["objectId"].to_numpy(), "jd": test["jd"].to_numpy(),
                                     "source_set": test["source_set"].to_numpy(), "label": test["label"].to_numpy(),
                                     "magpsf": test["magpsf"].to_numpy(), "score": test_scores})
-        test_metrics = {"test_roc_auc": roc_auc(test["label"].to_numpy(), test_scores), "test_loss": test_loss,
-                        "policies": evaluate_policies(predictions)}
+        test_metrics = {"test_roc_auc": roc_auc(test["label"].to_numpy(), test_scores), "test_loss": test_loss}
     train_alerts = data.alerts.iloc[rows["train"]]
     metrics = {
         **dict(run_info or {}),
