@@ -20,7 +20,7 @@ from alertvision.config import ConfigError, validate_config
 from alertvision.contract import open_dataset
 from alertvision.ingest.avro import AvroInputError, ingest_avro, iter_packets
 from alertvision.ingest.labels import LabelsError
-from alertvision.ingest.packets import Skip
+from alertvision.ingest.packets import InputReport, Skip
 from alertvision.sources import ingest_ztf
 from alertvision.triplet import decode_stamp, triplet_from_alert
 from conftest import packet_paths
@@ -130,19 +130,53 @@ def test_corrupt_packets_and_stamps_are_skipped_counted_and_named(tmp_path, pack
     assert "x_truncated.avro" in logged and "ZTF99badgz" in logged and "ZTF99nan" in logged
 
 
+def _split(items) -> tuple[list, list[Skip], list[InputReport]]:
+    """Packets, skips and archive reports of a packet stream."""
+    items = list(items)
+    return ([i for i in items if isinstance(i, tuple)], [i for i in items if isinstance(i, Skip)],
+            [i for i in items if isinstance(i, InputReport)])
+
+
 def test_archives_stream_and_a_broken_archive_is_counted(tmp_path, packets):
     archive = tmp_path / "ztf_public_20200202.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         for path in packet_paths():
             tar.add(path, arcname=path.name)
-    items = list(iter_packets(archive))
-    assert len(items) == 12 and not any(isinstance(i, Skip) for i in items)
-    assert all(origin.startswith(str(archive)) for origin, _ in items)
+    found, skips, reports = _split(iter_packets(archive))
+    assert len(found) == 12 and not skips and all(origin.startswith(str(archive)) for origin, _ in found)
+    assert [r.origin for r in reports] == [str(archive)] and reports[0].counts["members_read"] == 12
     broken = tmp_path / "broken.tar.gz"
     broken.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
-    items = list(iter_packets(broken))
-    skips = [i for i in items if isinstance(i, Skip)]
-    assert len(skips) == 1 and skips[0].reason == "corrupt_archive" and 0 < len(items) - 1 < 12
+    found, skips, reports = _split(iter_packets(broken))
+    assert len(skips) == 1 and skips[0].reason == "corrupt_archive" and 0 < len(found) < 12
+    assert "truncated" in skips[0].detail and reports[0].counts["members_damaged"] == 1
+
+
+def test_a_garbled_archive_keeps_the_packets_after_the_damage_and_counts_it(tmp_path, packets, caplog):
+    """2,000 bytes garbled over a tar header mid-archive: that packet is lost, counted and named; every
+    other packet, before and after, is kept, and the manifest says what the archive lost."""
+    archive = tmp_path / "night.tar"
+    with tarfile.open(archive, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for path in packet_paths():
+            tar.add(path, arcname=f"night/{path.name}")
+    with tarfile.open(archive) as tar:
+        infos = tar.getmembers()
+    data = bytearray(archive.read_bytes())
+    start = infos[5].offset  # from the sixth header on: the packets before it stay whole
+    data[start:start + 2000] = np.random.default_rng(5).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    archive.write_bytes(bytes(data))
+    found, skips, _ = _split(iter_packets(archive))
+    assert sorted(origin for origin, _ in found) == sorted(f"{archive}:{m.name}" for i, m in enumerate(infos) if i != 5)
+    assert [(s.reason, s.origin) for s in skips] == [("corrupt_archive", f"{archive}@{infos[5].offset}")]
+    labels = _labels(tmp_path, [p["objectId"] for p in packets])
+    with caplog.at_level(logging.WARNING):
+        manifest = ingest_avro(_config(str(archive), labels), tmp_path / "ztf", progress=False)
+    assert manifest["skipped"]["corrupt_archive"] == 1 and manifest["n_alerts"] == 11
+    lost = infos[6].offset - infos[5].offset
+    assert manifest["archives_read"] == {str(archive): {
+        "members_read": 11, "members_damaged": 0, "bad_headers": 1, "damaged_regions": 1,
+        "bytes_unreadable": lost, "tar_bytes_unreadable": lost}}
+    assert f"{archive}@{infos[5].offset}" in caplog.text and "is damaged" in caplog.text
 
 
 def test_duplicates_and_unlabelled_sources_are_counted(tmp_path, packets):

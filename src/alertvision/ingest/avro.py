@@ -1,10 +1,11 @@
 """Raw ZTF alert packets: .avro files, or .tar / .tar.gz archives of them as the public nightly
 alert archive (ztf.uw.edu/alerts/public) ships them, plus a labels table -> the data contract.
 
-Packets stream through :func:`alertvision.ingest.packets.write_packet_dataset`. A file or archive
-that cannot be read to its end is skipped from the point where it breaks (the packets before that
-are kept), counted under ``corrupt_packet`` / ``corrupt_archive`` in the manifest, and named in
-the log; it never stops the run.
+Packets stream through :func:`alertvision.ingest.packets.write_packet_dataset`. A packet file that
+cannot be read to its end is skipped from the point where it breaks (the packets before that are
+kept) and counted under ``corrupt_packet``; an archive is read past its damage by
+:mod:`alertvision.ingest.archive`, each damaged region counted under ``corrupt_archive`` and each
+archive's totals in the manifest's ``archives_read``. All are named in the log; none stops the run.
 """
 
 from __future__ import annotations
@@ -12,18 +13,18 @@ from __future__ import annotations
 import io
 import logging
 import os
-import tarfile
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator, Mapping
 
 from alertvision.contract import config_digest
+from alertvision.ingest.archive import Member, read_archive
 from alertvision.ingest.labels import read_labels
-from alertvision.ingest.packets import ROW_COLUMNS, Skip, write_packet_dataset
+from alertvision.ingest.packets import ROW_COLUMNS, InputReport, Skip, write_packet_dataset
 
 log = logging.getLogger(__name__)
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-PacketItem = "tuple[str, dict[str, Any]] | Skip"
+PacketItem = "tuple[str, dict[str, Any]] | Skip | InputReport"
 
 
 class AvroInputError(ValueError):
@@ -66,20 +67,30 @@ def _read_avro(fh: BinaryIO, origin: str) -> Iterator[PacketItem]:
         yield Skip("corrupt_packet", origin, f"unreadable{where}: {type(exc).__name__}: {exc}")
 
 
+def _is_avro(name: str) -> bool:
+    return name.lower().endswith(".avro")
+
+
 def _read_archive(path: Path) -> Iterator[PacketItem]:
+    """The packets of an archive's .avro members, a skip per damaged region, then the archive's report
+    (see :mod:`alertvision.ingest.archive`)."""
     try:
-        with tarfile.open(path, mode="r|*") as tar:  # streamed: an archive is never held whole
-            for member in tar:
-                if not member.isfile() or not member.name.lower().endswith(".avro"):
+        with open(path, "rb") as fh:
+            for item in read_archive(fh, str(path), wanted=_is_avro):
+                if isinstance(item, Member):
+                    yield from _read_avro(io.BytesIO(item.data), f"{path}:{item.name}")
                     continue
-                data = tar.extractfile(member).read()
-                yield from _read_avro(io.BytesIO(data), f"{path}:{member.name}")
-    except (tarfile.TarError, EOFError, OSError) as exc:
+                if isinstance(item, InputReport) and item.counts["damaged_regions"]:
+                    counts = ", ".join(f"{key} {n}" for key, n in item.counts.items())
+                    log.warning("archive %s is damaged: %s", path, counts)
+                yield item
+    except OSError as exc:
         yield Skip("corrupt_archive", str(path), f"unreadable from here on: {type(exc).__name__}: {exc}")
 
 
 def iter_packets(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> Iterator[PacketItem]:
-    """Every packet under ``paths`` as ``(origin, packet)``, or a :class:`Skip` where reading fails."""
+    """Every packet under ``paths`` as ``(origin, packet)``, a :class:`Skip` where reading fails, and an
+    :class:`InputReport` after each archive."""
     for path in packet_files(paths):
         if _is_archive(path):
             yield from _read_archive(path)

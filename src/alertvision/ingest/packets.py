@@ -61,6 +61,15 @@ class Skip:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class InputReport:
+    """What reading one input came to (an archive: members read and damaged, bytes unreadable), for the
+    manifest's ``archives_read``; it follows the input's packets in the stream."""
+
+    origin: str
+    counts: Mapping[str, int]
+
+
 class PacketCollector:
     """Accumulate packets of labelled sources: rows in memory, triplets straight to the writer."""
 
@@ -176,19 +185,24 @@ def write_packet_dataset(out_dir: str | os.PathLike, stream: Iterable[tuple[str,
                          dims_peak_limit: float | None = None) -> dict:
     """Write the dataset of the labelled sources' packets in ``stream``; returns the manifest.
 
-    ``stream`` yields ``(origin, packet)`` pairs (origin names the file or query, for the log) or
-    :class:`Skip` records. ``labels`` has columns objectId, label, source_set (see
-    :mod:`alertvision.ingest.labels`); its other columns are carried into ``alerts.parquet``.
+    ``stream`` yields ``(origin, packet)`` pairs (origin names the file or query, for the log),
+    :class:`Skip` records, and :class:`InputReport` records (gathered into the manifest's
+    ``archives_read``, by origin, when there are any). ``labels`` has columns objectId, label,
+    source_set (see :mod:`alertvision.ingest.labels`); its other columns are carried into
+    ``alerts.parquet``.
     Splits are drawn per source and subset from ``splits_cfg``. ``history`` and ``dims_peak_limit``:
     see the module docstring.
     """
     out_dir = start_dataset(out_dir)
     with ImageArrayWriter(out_dir / IMAGES_FILE) as writer:
         collector = PacketCollector(writer, labels, history)
+        reports: dict[str, dict[str, int]] = {}
         bar = tqdm(stream, desc=f"{source} packets", unit="pkt", total=total, disable=not progress, mininterval=2)
         for item in bar:
             if isinstance(item, Skip):
                 collector.skip(item.reason, item.origin, item.detail)
+            elif isinstance(item, InputReport):
+                reports[item.origin] = dict(item.counts)
             else:
                 collector.add(item[1], item[0])
         alerts = collector.table()
@@ -220,6 +234,7 @@ def write_packet_dataset(out_dir: str | os.PathLike, stream: Iterable[tuple[str,
             "new_drb_from": dict(new_drb_from),
             "labelled_sources_without_alerts": len(missing),
             "notes": notes,
+            **({"archives_read": reports} if reports else {}),
             **dict(extra or {}),
         },
     )
