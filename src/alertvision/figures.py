@@ -42,6 +42,24 @@ def _title(text: str, table: pd.DataFrame) -> tuple[str, str]:
     return ("SYNTHETIC DATA - " + text, "firebrick") if synthetic else (text, "black")
 
 
+def _finish_panel(ax, drawn: dict, key: tuple, title: str, *, bottom: bool, ylabel: str | None, legend: bool,
+                  ylabel_size: float | None = None) -> None:
+    """Record a panel's lines in ``drawn`` and give it the figures' common look: log x axis, grid, title,
+    the x label on the bottom row, ``ylabel`` where given, a legend where asked."""
+    drawn["panels"].append(key)
+    drawn["lines"][key] = [line.get_label() for line in ax.get_lines()]
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    if bottom:
+        ax.set_xlabel("number of training alerts")
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=ylabel_size)
+    if legend:
+        ax.legend(fontsize=7, loc="lower right")
+
+
 def _save(fig, out_pdf: str | os.PathLike) -> None:
     fig.tight_layout()
     with atomic_path(out_pdf) as tmp:
@@ -76,17 +94,9 @@ def figure2(table: pd.DataFrame, out_pdf: str | os.PathLike, modality: str = "im
                 rows = table[(table["dataset"] == dataset) & (table["arch"] == arch) & (table["regimen"] == regimen)]
                 if not rows.empty:
                     _line(ax, rows, colours[regimen], f"{ARCH_TITLES.get(arch, arch)}, {regimen}")
-            drawn["panels"].append((dataset, arch))
-            drawn["lines"][(dataset, arch)] = [line.get_label() for line in ax.get_lines()]
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-            ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)}: {ARCH_TITLES.get(arch, arch)}", fontsize=10)
-            ax.grid(alpha=0.3, which="both")
-            if i == len(datasets) - 1:
-                ax.set_xlabel("number of training alerts")
-            if j == 0:
-                ax.set_ylabel("test ROC AUC")
-            ax.legend(fontsize=7, loc="lower right")
+            _finish_panel(ax, drawn, (dataset, arch),
+                          f"{DATASET_TITLES.get(dataset, dataset)}: {ARCH_TITLES.get(arch, arch)}",
+                          bottom=i == len(datasets) - 1, ylabel="test ROC AUC" if j == 0 else None, legend=True)
     title, colour = _title("Test ROC AUC against training-set size", table)
     fig.suptitle(title, fontsize=11, color=colour)
     _save(fig, out_pdf)
@@ -141,18 +151,10 @@ def figure3(table: pd.DataFrame, out_pdf: str | os.PathLike,
                     _line(ax, rows, colours[regimen], f"{ARCH_TITLES.get(arch, arch)}, {regimen}", metric="f1")
             if not meta.empty and arch != METADATA_ONLY:
                 _line(ax, meta, "black", "metadata only", metric="f1", style="--")
-            drawn["panels"].append((policy, arch))
-            drawn["lines"][(policy, arch)] = [line.get_label() for line in ax.get_lines()]
-            ax.set_xscale("log")
-            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-            ax.set_title(f"{ARCH_TITLES.get(arch, arch)} + metadata: {name}", fontsize=10)
-            ax.grid(alpha=0.3, which="both")
-            if i == len(policies) - 1:
-                ax.set_xlabel("number of training alerts")
-            if j == 0:
-                ax.set_ylabel(f"F1 of {policy} triggers (test sources)", fontsize=9)
-            if i == 0:
-                ax.legend(fontsize=7, loc="lower right")
+            _finish_panel(ax, drawn, (policy, arch), f"{ARCH_TITLES.get(arch, arch)} + metadata: {name}",
+                          bottom=i == len(policies) - 1,
+                          ylabel=f"F1 of {policy} triggers (test sources)" if j == 0 else None, legend=i == 0,
+                          ylabel_size=9)
     title, colour = _title("ZTF multi-modal models: F1 of follow-up trigger policies against training-set size",
                            table)
     title = "\n".join([title, *policy_note(policies)])
