@@ -22,14 +22,12 @@ envvars:
 
 from alertvision.config import ConfigError, validate_config
 
-
 # The embedded default, unless config files are given on the command line: they replace it (merged in
 # order, the schema filling every key they leave out), so a study config means the same wherever it
 # runs and whatever config/config.yaml holds, and `alertvision --config FILE` resolves it the same way.
 if not workflow.overwrite_configfiles:
 
     configfile: "config/config.yaml"
-
 
 
 try:
@@ -56,6 +54,6 @@ include: "workflow/rules/embed.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

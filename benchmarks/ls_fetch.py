@@ -21,20 +21,35 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from alertvision.legacysurvey_fetch import ViewerFetcher  # noqa: E402
 from legacysurvey_server import ViewerServer  # noqa: E402
+
+from alertvision.data.legacysurvey_fetch import ViewerFetcher  # noqa: E402
 
 
 def sources(n: int, seed: int = 0) -> pd.DataFrame:
     """``n`` random positions in the northern sky, as (objectId, ra, dec)."""
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"objectId": [f"ZTF25bench{i:05d}" for i in range(n)],
-                         "ra": rng.uniform(0, 360, n), "dec": rng.uniform(-20, 80, n)})
+    return pd.DataFrame(
+        {
+            "objectId": [f"ZTF25bench{i:05d}" for i in range(n)],
+            "ra": rng.uniform(0, 360, n),
+            "dec": rng.uniform(-20, 80, n),
+        }
+    )
 
 
 def fetch(url: str, cache: Path, srcs: pd.DataFrame, concurrency: int) -> tuple[float, dict]:
-    cfg = {"url": url, "layer": "ls-dr10", "cache_dir": str(cache), "concurrency": concurrency,
-           "rate_per_s": 1e6, "timeout_s": 30.0, "retries": 2, "backoff_s": 0.0, "max_failed_fraction": 0.0}
+    cfg = {
+        "url": url,
+        "layer": "ls-dr10",
+        "cache_dir": str(cache),
+        "concurrency": concurrency,
+        "rate_per_s": 1e6,
+        "timeout_s": 30.0,
+        "retries": 2,
+        "backoff_s": 0.0,
+        "max_failed_fraction": 0.0,
+    }
     fetcher = ViewerFetcher(cfg)
     start = time.perf_counter()
     report = fetcher.fetch_all(srcs, progress=False)
@@ -47,7 +62,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=2000, help="sources (default %(default)s)")
     p.add_argument("--latency", type=float, default=0.05, help="seconds added to every answer (default %(default)s)")
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight to compare with 1 (default %(default)s)")
+    p.add_argument(
+        "--concurrency", type=int, default=8, help="requests in flight to compare with 1 (default %(default)s)"
+    )
     args = p.parse_args()
     srcs = sources(args.n)
     with ViewerServer(latency_s=args.latency) as server, tempfile.TemporaryDirectory() as tmp:
@@ -59,8 +76,10 @@ def main() -> None:
         asked = sum(server.counts.values())
         t2, c2 = fetch(server.url, Path(tmp) / "many", srcs, args.concurrency)
         hits = c2.get("cached", 0) / args.n
-        print(f"second run: cache hit rate {hits:.1%}, {sum(server.counts.values()) - asked} requests, "
-              f"{args.n / t2:.0f} sources/s ({t2:.1f} s)")
+        print(
+            f"second run: cache hit rate {hits:.1%}, {sum(server.counts.values()) - asked} requests, "
+            f"{args.n / t2:.0f} sources/s ({t2:.1f} s)"
+        )
 
 
 if __name__ == "__main__":

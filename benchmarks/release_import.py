@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from alertvision.ingest.release import CANDIDATE_HEADER, RELEASE_COLUMNS
+from alertvision.data.ingest.release import CANDIDATE_HEADER, RELEASE_COLUMNS
 
 TAG = "v10_N100_programid1"
 SPLIT_SHARES = {"train": 0.81, "val": 0.09, "test": 0.10}
@@ -98,8 +98,9 @@ def write_npy_member(zf: zipfile.ZipFile, name: str, n: int, rng: np.random.Gene
 def build_release(folder: Path, n: int, zipped: bool, seed: int = 0) -> list[Path]:
     """Write a SYNTHETIC release of n alerts to ``folder``; returns the files holding the triplets."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "SYNTHETIC_DATA.txt").write_text("Synthetic benchmark data in the BTSbot release format: "
-                                               "random values, not observations.\n")
+    (folder / "SYNTHETIC_DATA.txt").write_text(
+        "Synthetic benchmark data in the BTSbot release format: random values, not observations.\n"
+    )
     rng = np.random.default_rng(seed)
     sizes = split_sizes(n)
     tables = {s: synthetic_candidates(s, k, rng) for s, k in sizes.items()}
@@ -165,23 +166,39 @@ def peak_rss_kib() -> int:
 def child_import(folder: str, out: str, chunk: int) -> None:
     """Run in the child process: import the release, print timing and peak memory as JSON."""
     from alertvision.config import validate_config
-    from alertvision.ingest.release import ingest_release
+    from alertvision.data.ingest.release import ingest_release
 
-    config = validate_config({"data": {"source": "release", "release": {"path": folder, "chunk_alerts": chunk}},
-                              "grid": {"datasets": ["ztf"]}})
+    config = validate_config(
+        {
+            "data": {"source": "release", "release": {"path": folder, "chunk_alerts": chunk}},
+            "grid": {"datasets": ["ztf"]},
+        }
+    )
     before = peak_rss_kib()
     start = time.perf_counter()
     manifest = ingest_release(config, out, progress=False)
     seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "n_alerts": manifest["n_alerts"], "peak_rss_kib": peak_rss_kib(),
-                      "peak_rss_kib_before_import": before}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "n_alerts": manifest["n_alerts"],
+                "peak_rss_kib": peak_rss_kib(),
+                "peak_rss_kib_before_import": before,
+            }
+        )
+    )
 
 
 def run_import(folder: Path, out: Path, chunk: int) -> tuple[dict, float]:
     """Import in a child process; returns its report and its wall time."""
     start = time.perf_counter()
-    res = subprocess.run([sys.executable, __file__, "--child", str(folder), str(out), str(chunk)],
-                         check=False, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, __file__, "--child", str(folder), str(out), str(chunk)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - start
     if res.returncode:
         sys.exit(f"import failed:\n{res.stderr}")
@@ -194,8 +211,11 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=2048, help="data.release.chunk_alerts of the import (default 2048)")
     p.add_argument("--workdir", type=Path, default=None, help="where to build the release (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the generated release and the imported dataset")
-    p.add_argument("--zip", action="store_true", help="pack the release as images_v10.zip / metadata_v10.zip "
-                                                      "(deflated) instead of extracted files")
+    p.add_argument(
+        "--zip",
+        action="store_true",
+        help="pack the release as images_v10.zip / metadata_v10.zip (deflated) instead of extracted files",
+    )
     p.add_argument("--child", nargs=3, metavar=("FOLDER", "OUT", "CHUNK"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -216,22 +236,30 @@ def bench(root: Path, args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     inputs = build_release(folder, args.n, args.zip)
     in_bytes = sum(f.stat().st_size for f in inputs)
-    print(f"SYNTHETIC release: {args.n} alerts {split_sizes(args.n)}, {'zipped' if args.zip else 'extracted'}, "
-          f"{in_bytes / 1e9:.2f} GB of triplet files, built in {time.perf_counter() - t0:.0f} s in {folder}")
+    print(
+        f"SYNTHETIC release: {args.n} alerts {split_sizes(args.n)}, {'zipped' if args.zip else 'extracted'}, "
+        f"{in_bytes / 1e9:.2f} GB of triplet files, built in {time.perf_counter() - t0:.0f} s in {folder}"
+    )
     cold = drop_page_cache(inputs)
     raw_s, raw_bytes = raw_read_seconds(folder, args.zip, args.chunk * int(np.prod(TRIPLET)) * 8)
-    print(f"baseline: plain sequential read of {raw_bytes / 1e9:.2f} GB: {raw_s:.1f} s "
-          f"({raw_bytes / 1e9 / raw_s:.2f} GB/s){'' if cold else ' (page cache not dropped)'}")
+    print(
+        f"baseline: plain sequential read of {raw_bytes / 1e9:.2f} GB: {raw_s:.1f} s "
+        f"({raw_bytes / 1e9 / raw_s:.2f} GB/s){'' if cold else ' (page cache not dropped)'}"
+    )
     drop_page_cache(inputs)
     report, wall = run_import(folder, out, args.chunk)
     out_bytes = (out / "images.npy").stat().st_size
     children_maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    print(f"import (chunk_alerts {args.chunk}): {report['seconds']:.1f} s, "
-          f"{report['n_alerts'] / report['seconds']:.0f} alerts/s (child wall time {wall:.1f} s); "
-          f"images.npy {out_bytes / 1e9:.2f} GB")
-    print(f"import peak RSS: {report['peak_rss_kib'] / 1024:.0f} MB (child VmHWM; "
-          f"{report['peak_rss_kib_before_import'] / 1024:.0f} MB after its imports, before the import); "
-          f"RUSAGE_CHILDREN ru_maxrss {children_maxrss / 1024:.0f} MB (Linux carries the parent's peak into it)")
+    print(
+        f"import (chunk_alerts {args.chunk}): {report['seconds']:.1f} s, "
+        f"{report['n_alerts'] / report['seconds']:.0f} alerts/s (child wall time {wall:.1f} s); "
+        f"images.npy {out_bytes / 1e9:.2f} GB"
+    )
+    print(
+        f"import peak RSS: {report['peak_rss_kib'] / 1024:.0f} MB (child VmHWM; "
+        f"{report['peak_rss_kib_before_import'] / 1024:.0f} MB after its imports, before the import); "
+        f"RUSAGE_CHILDREN ru_maxrss {children_maxrss / 1024:.0f} MB (Linux carries the parent's peak into it)"
+    )
     print(f"ratio import_time / raw_read_time: {report['seconds'] / raw_s:.2f}")
     print(f"total wall time {time.perf_counter() - (t0):.0f} s")
 

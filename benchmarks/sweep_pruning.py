@@ -21,27 +21,45 @@ from pathlib import Path
 import optuna
 
 from alertvision.config import load_config, training_params
-from alertvision.sources import ingest_ztf
-from alertvision.steps import split
+from alertvision.data.sources import ingest_ztf
+from alertvision.study.steps import split
 from alertvision.sweeps import make_objective, make_pruner, open_study, run_worker, search_space, study_name
 
 
 def run_sweep(root: Path, data: Path, split_file: Path, config: dict, args: argparse.Namespace, pruner: str) -> dict:
     training = {**training_params(config, args.arch), "threads": args.threads}
     pruner_cfg = {"kind": pruner, "startup_trials": args.pruner_startup, "warmup_epochs": args.pruner_warmup}
-    objective = make_objective(data, split_file, arch_cfg=config["archs"][args.arch], training=training,
-                               space=search_space({}), seed=args.seed, intermediate=args.intermediate, progress=False)
-    study = open_study(study_name("ztf", "image", args.arch, "none", 100), str(root / f"{pruner}.journal"),
-                       args.seed, make_pruner(pruner_cfg, int(training["epochs"])), startup_trials=args.startup_trials)
+    objective = make_objective(
+        data,
+        split_file,
+        arch_cfg=config["archs"][args.arch],
+        training=training,
+        space=search_space({}),
+        seed=args.seed,
+        intermediate=args.intermediate,
+        progress=False,
+    )
+    study = open_study(
+        study_name("ztf", "image", args.arch, "none", 100),
+        str(root / f"{pruner}.journal"),
+        args.seed,
+        make_pruner(pruner_cfg, int(training["epochs"])),
+        startup_trials=args.startup_trials,
+    )
     start = time.perf_counter()
     run_worker(study, objective, args.trials)
     seconds = time.perf_counter() - start
     trials = study.trials
-    return {"pruner": pruner, "epochs": sum(len(t.intermediate_values) for t in trials), "seconds": seconds,
-            "best": study.best_value, "best_trial": study.best_trial.number, "max_epochs": int(training["epochs"]),
-            "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
-            "values": [round(t.value, 3) if t.state == optuna.trial.TrialState.COMPLETE else "pruned"
-                       for t in trials]}
+    return {
+        "pruner": pruner,
+        "epochs": sum(len(t.intermediate_values) for t in trials),
+        "seconds": seconds,
+        "best": study.best_value,
+        "best_trial": study.best_trial.number,
+        "max_epochs": int(training["epochs"]),
+        "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
+        "values": [round(t.value, 3) if t.state == optuna.trial.TrialState.COMPLETE else "pruned" for t in trials],
+    }
 
 
 def main() -> None:
@@ -53,8 +71,12 @@ def main() -> None:
     p.add_argument("--pruner-startup", type=int, default=3, help="median: finished trials before pruning starts")
     p.add_argument("--pruner-warmup", type=int, default=2, help="earliest epoch a trial can be pruned at")
     p.add_argument("--startup-trials", type=int, default=10, help="TPE's random start-up trials")
-    p.add_argument("--intermediate", default="val_loss", choices=["val_loss", "val_roc_auc"],
-                   help="what each epoch reports to the pruner")
+    p.add_argument(
+        "--intermediate",
+        default="val_loss",
+        choices=["val_loss", "val_roc_auc"],
+        help="what each epoch reports to the pruner",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
@@ -65,20 +87,28 @@ def main() -> None:
         root = Path(tmp)
         ingest_ztf(config, root / "ztf", progress=False)
         split(root / "ztf", 100, config["splits"], root / "f100.parquet")
-        results = [run_sweep(root, root / "ztf", root / "f100.parquet", config, args, pruner)
-                   for pruner in ("none", args.pruner)]
-    print(f"{args.trials} trials of {args.arch} (at most {results[0]['max_epochs']} epochs each), seed {args.seed}, "
-          f"{args.threads} thread(s); {args.pruner} pruner on {args.intermediate} (startup {args.pruner_startup} "
-          f"trials, from epoch {args.pruner_warmup})")
+        results = [
+            run_sweep(root, root / "ztf", root / "f100.parquet", config, args, pruner)
+            for pruner in ("none", args.pruner)
+        ]
+    print(
+        f"{args.trials} trials of {args.arch} (at most {results[0]['max_epochs']} epochs each), seed {args.seed}, "
+        f"{args.threads} thread(s); {args.pruner} pruner on {args.intermediate} (startup {args.pruner_startup} "
+        f"trials, from epoch {args.pruner_warmup})"
+    )
     print(f"{'pruner':10s} {'epochs':>6s} {'pruned':>6s} {'wall s':>7s} {'best val AUC':>12s} {'best trial':>10s}")
     for r in results:
-        print(f"{r['pruner']:10s} {r['epochs']:6d} {r['pruned']:6d} {r['seconds']:7.1f} {r['best']:12.4f} "
-              f"{r['best_trial']:10d}")
+        print(
+            f"{r['pruner']:10s} {r['epochs']:6d} {r['pruned']:6d} {r['seconds']:7.1f} {r['best']:12.4f} "
+            f"{r['best_trial']:10d}"
+        )
     for r in results:
         print(f"values ({r['pruner']}): {r['values']}")
     base, pruned = results
-    print(f"epochs with {args.pruner} / without: {pruned['epochs'] / base['epochs']:.2f}; "
-          f"wall time ratio {pruned['seconds'] / base['seconds']:.2f}")
+    print(
+        f"epochs with {args.pruner} / without: {pruned['epochs'] / base['epochs']:.2f}; "
+        f"wall time ratio {pruned['seconds'] / base['seconds']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -32,25 +32,35 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from alertvision import throughput as tp  # noqa: E402
 from alertvision.models import build_model  # noqa: E402
-from alertvision.workload import StudyWorkload, format_estimate, study_hours, workload_groups  # noqa: E402
+from alertvision.reports import throughput as tp  # noqa: E402
+from alertvision.reports.workload import StudyWorkload, format_estimate, study_hours, workload_groups  # noqa: E402
 
 log = logging.getLogger("table2")
 
 #: The architectures of config/config.yaml with the schema's defaults filled in (kept in step by
 #: tests/test_throughput.py), so that this script needs neither yaml nor jsonschema.
 ARCHS = {
-    "cnn": {"kind": "cnn", "input_size": 63, "input_scale": 63.0, "conv1_channels": 32, "conv2_channels": 64,
-            "conv_kernel": 5, "conv_dropout1": 0.50, "conv_dropout2": 0.55},
+    "cnn": {
+        "kind": "cnn",
+        "input_size": 63,
+        "input_scale": 63.0,
+        "conv1_channels": 32,
+        "conv2_channels": 64,
+        "conv_kernel": 5,
+        "conv_dropout1": 0.50,
+        "conv_dropout2": 0.55,
+    },
     "convnext": {"kind": "timm", "timm_name": "convnext_pico", "input_size": 63, "input_scale": 63.0},
     "maxvit": {"kind": "timm", "timm_name": "maxvit_tiny_rw_224", "input_size": 64, "input_scale": 63.0},
 }
 #: The head of each architecture (BTSbot's one-layer head for the CNN, the training block's for the
 #: others) and the training batch size per architecture.
-HEADS = {"cnn": {"dense1": 8, "dense2": None, "dropout": 0.2},
-         "convnext": {"dense1": 128, "dense2": 16, "dropout": 0.5},
-         "maxvit": {"dense1": 128, "dense2": 16, "dropout": 0.5}}
+HEADS = {
+    "cnn": {"dense1": 8, "dense2": None, "dropout": 0.2},
+    "convnext": {"dense1": 128, "dense2": 16, "dropout": 0.5},
+    "maxvit": {"dense1": 128, "dense2": 16, "dropout": 0.5},
+}
 TRAIN_BATCH = {"cnn": 32, "convnext": 64, "maxvit": 64}
 
 #: The ASSUMED workload of the compute estimate (no config is read): the paper's grid. Image models on
@@ -61,8 +71,11 @@ ASSUMED_TRAIN_ALERTS = 162_000
 ASSUMED_FRACTIONS = (5, 10, 50, 100)
 ASSUMED_SEEDS = range(5)
 ASSUMED_DATASETS = {"image": ("ztf", "ls"), "multimodal": ("ztf",)}
-ASSUMED_REGIMENS = {"cnn": ("none",), "convnext": ("none", "imagenet", "galaxyzoo"),
-                    "maxvit": ("none", "imagenet", "galaxyzoo")}
+ASSUMED_REGIMENS = {
+    "cnn": ("none",),
+    "convnext": ("none", "imagenet", "galaxyzoo"),
+    "maxvit": ("none", "imagenet", "galaxyzoo"),
+}
 
 
 def count_or_none(text: str) -> int | None:
@@ -78,14 +91,32 @@ def count_or_none(text: str) -> int | None:
 def assumed_workload(args: argparse.Namespace, archs: list[str]) -> StudyWorkload:
     """The ASSUMED workload of the estimate: every run of the paper's grid for ``archs``, one sweep study
     of ``--sweep-trials`` trials per (dataset, modality, arch, regimen, fraction)."""
-    cells = ({"arch": arch, "modality": modality, "dataset": dataset, "regimen": regimen, "fraction": fraction,
-              "seed": seed, "epochs": args.epochs, "patience": args.patience, "sweep_trials": args.sweep_trials}
-             for arch in archs for modality, datasets in ASSUMED_DATASETS.items() for dataset in datasets
-             for regimen in ASSUMED_REGIMENS[arch] for fraction in ASSUMED_FRACTIONS for seed in ASSUMED_SEEDS)
+    cells = (
+        {
+            "arch": arch,
+            "modality": modality,
+            "dataset": dataset,
+            "regimen": regimen,
+            "fraction": fraction,
+            "seed": seed,
+            "epochs": args.epochs,
+            "patience": args.patience,
+            "sweep_trials": args.sweep_trials,
+        }
+        for arch in archs
+        for modality, datasets in ASSUMED_DATASETS.items()
+        for dataset in datasets
+        for regimen in ASSUMED_REGIMENS[arch]
+        for fraction in ASSUMED_FRACTIONS
+        for seed in ASSUMED_SEEDS
+    )
     counts = {f: round(ASSUMED_TRAIN_ALERTS * f / 100) for f in ASSUMED_FRACTIONS}
-    return StudyWorkload.from_plan(workload_groups(cells), counts,
-                                   f"an ASSUMPTION of benchmarks/table2.py ({ASSUMED_TRAIN_ALERTS:,} at 100%, "
-                                   "scaled by the fraction; no dataset was read)")
+    return StudyWorkload.from_plan(
+        workload_groups(cells),
+        counts,
+        f"an ASSUMPTION of benchmarks/table2.py ({ASSUMED_TRAIN_ALERTS:,} at 100%, "
+        "scaled by the fraction; no dataset was read)",
+    )
 
 
 def parse_sizes(items: list[str]) -> dict[str, int]:
@@ -104,24 +135,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="folder for table2.csv, table2.md, table2_runs.json, table2.log")
     p.add_argument("--archs", nargs="+", default=list(ARCHS), choices=list(ARCHS))
     p.add_argument("--devices", nargs="+", choices=["cpu", "cuda"], help="default: cpu, and cuda when present")
-    p.add_argument("--input-size", action="append", default=[], metavar="ARCH=SIZE",
-                   help="input size on every device (default: config/config.yaml's)")
-    p.add_argument("--gpu-input-size", action="append", default=None, metavar="ARCH=SIZE",
-                   help="input size on CUDA (default: maxvit=224, the paper's; 'none' for --input-size's)")
+    p.add_argument(
+        "--input-size",
+        action="append",
+        default=[],
+        metavar="ARCH=SIZE",
+        help="input size on every device (default: config/config.yaml's)",
+    )
+    p.add_argument(
+        "--gpu-input-size",
+        action="append",
+        default=None,
+        metavar="ARCH=SIZE",
+        help="input size on CUDA (default: maxvit=224, the paper's; 'none' for --input-size's)",
+    )
     p.add_argument("--cpu-threads", type=int, default=2)
     p.add_argument("--trials", type=int, default=3)
-    p.add_argument("--min-alerts", type=count_or_none, default=1024,
-                   help="alerts per trial on the CPU ('none': the 2048 cutouts once per trial)")
-    p.add_argument("--gpu-min-alerts", type=count_or_none, default=8192,
-                   help="alerts per trial on CUDA ('none': the 2048 cutouts once per trial)")
+    p.add_argument(
+        "--min-alerts",
+        type=count_or_none,
+        default=1024,
+        help="alerts per trial on the CPU ('none': the 2048 cutouts once per trial)",
+    )
+    p.add_argument(
+        "--gpu-min-alerts",
+        type=count_or_none,
+        default=8192,
+        help="alerts per trial on CUDA ('none': the 2048 cutouts once per trial)",
+    )
     p.add_argument("--cpu-batch", type=int, default=256)
     p.add_argument("--gpu-batch", type=int, default=1024)
     p.add_argument("--tolerance", type=float, default=1e-3)
     p.add_argument("--no-compile", action="store_true", help="no torch.compile on CUDA")
-    p.add_argument("--compile-budget", type=float, default=240.0,
-                   help="seconds into the run after which torch.compile is no longer tried")
-    p.add_argument("--deadline", type=float, default=360.0,
-                   help="seconds into the run after which no further case is started")
+    p.add_argument(
+        "--compile-budget",
+        type=float,
+        default=240.0,
+        help="seconds into the run after which torch.compile is no longer tried",
+    )
+    p.add_argument(
+        "--deadline", type=float, default=360.0, help="seconds into the run after which no further case is started"
+    )
     p.add_argument("--no-train", action="store_true", help="skip the training bursts and the compute estimate")
     p.add_argument("--epochs", type=int, default=1000, help="assumed maximum epochs per run and sweep trial")
     p.add_argument("--patience", type=int, default=75, help="assumed early-stopping patience (reported only)")
@@ -131,12 +185,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def settings_from(args: argparse.Namespace) -> tp.BenchSettings:
-    s = tp.BenchSettings(trials=args.trials, min_alerts=args.min_alerts, gpu_min_alerts=args.gpu_min_alerts,
-                         cpu_threads=args.cpu_threads, cpu_batch_size=args.cpu_batch, gpu_batch_size=args.gpu_batch,
-                         compile=not args.no_compile, tolerance=args.tolerance)
+    s = tp.BenchSettings(
+        trials=args.trials,
+        min_alerts=args.min_alerts,
+        gpu_min_alerts=args.gpu_min_alerts,
+        cpu_threads=args.cpu_threads,
+        cpu_batch_size=args.cpu_batch,
+        gpu_batch_size=args.gpu_batch,
+        compile=not args.no_compile,
+        tolerance=args.tolerance,
+    )
     if args.quick:
-        s = replace(s, trials=min(s.trials, 2), min_alerts=min(s.min_alerts or 256, 256),
-                    gpu_min_alerts=min(s.gpu_min_alerts or 4096, 4096), train_steps=2, train_warmup=1)
+        s = replace(
+            s,
+            trials=min(s.trials, 2),
+            min_alerts=min(s.min_alerts or 256, 256),
+            gpu_min_alerts=min(s.gpu_min_alerts or 4096, 4096),
+            train_steps=2,
+            train_warmup=1,
+        )
     return s
 
 
@@ -165,8 +232,9 @@ def setup_logging(out: Path | None) -> None:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(out / "table2.log", mode="w"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        handlers=handlers, force=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True
+    )
 
 
 def ratios(rows: list[tp.Row]) -> list[str]:
@@ -174,8 +242,10 @@ def ratios(rows: list[tp.Row]) -> list[str]:
     lines = []
     for r in rows:
         if r.mode == tp.PRODUCTION:
-            lines.append(f"{r.arch} at {r.input_size} px on {r.device} ({r.threads} threads): "
-                         f"production / paper = {r.speedup:.2f}x ({r.setup})")
+            lines.append(
+                f"{r.arch} at {r.input_size} px on {r.device} ({r.threads} threads): "
+                f"production / paper = {r.speedup:.2f}x ({r.setup})"
+            )
     return lines
 
 
@@ -198,8 +268,14 @@ def main(argv: list[str] | None = None) -> int:
         for arch, size, device in cases(args, devices):
             elapsed = time.perf_counter() - started
             if elapsed > args.deadline:
-                log.warning("%.0f s in (--deadline %.0f): %s at %d px on %s skipped", elapsed, args.deadline, arch,
-                            size, device.type)
+                log.warning(
+                    "%.0f s in (--deadline %.0f): %s at %d px on %s skipped",
+                    elapsed,
+                    args.deadline,
+                    arch,
+                    size,
+                    device.type,
+                )
                 skipped.append(f"{arch} at {size} px on {device.type}")
                 continue
             cfg = tp.with_input_size(ARCHS[arch], size)
@@ -221,12 +297,27 @@ def main(argv: list[str] | None = None) -> int:
         if rec["arch"] not in largest or rec["input_size"] > largest[rec["arch"]]["input_size"]:
             largest[rec["arch"]] = rec
     workload = assumed_workload(args, list(largest))
-    df = tp.write_table2(rows, list(largest.values()), args.out / "table2.csv" if args.out else None,
-                         args.out / "table2.md" if args.out else None, workload=workload)
+    df = tp.write_table2(
+        rows,
+        list(largest.values()),
+        args.out / "table2.csv" if args.out else None,
+        args.out / "table2.md" if args.out else None,
+        workload=workload,
+    )
     if args.out:
-        (args.out / "table2_runs.json").write_text(json.dumps(
-            {"settings": asdict(settings), "torch": torch.__version__, "onnxruntime": tp._ort_version(),
-             "rows": [asdict(r) for r in rows], "candidates": candidates, "training": training}, indent=2))
+        (args.out / "table2_runs.json").write_text(
+            json.dumps(
+                {
+                    "settings": asdict(settings),
+                    "torch": torch.__version__,
+                    "onnxruntime": tp._ort_version(),
+                    "rows": [asdict(r) for r in rows],
+                    "candidates": candidates,
+                    "training": training,
+                },
+                indent=2,
+            )
+        )
     print(tp.to_markdown(df))
     print("\n".join(ratios(rows)))
     if largest:

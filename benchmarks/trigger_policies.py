@@ -20,20 +20,22 @@ import time
 import numpy as np
 import pandas as pd
 
-from alertvision.policies import POLICIES, evaluate_policies, source_decisions, trigger_index
+from alertvision.evaluation.policies import POLICIES, evaluate_policies, source_decisions, trigger_index
 
 
 def predictions(n_sources: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     n_alerts = rng.integers(1, 21, n_sources)
     source = np.repeat(np.arange(n_sources), n_alerts)
-    frame = pd.DataFrame({
-        "objectId": np.char.add("SYN", source.astype(str)),
-        "jd": 2459000.5 + rng.uniform(0, 100, len(source)),
-        "label": np.repeat(rng.integers(0, 2, n_sources), n_alerts),
-        "score": rng.uniform(0, 1, len(source)),
-        "magpsf": rng.uniform(16.5, 20.5, len(source)),
-    })
+    frame = pd.DataFrame(
+        {
+            "objectId": np.char.add("SYN", source.astype(str)),
+            "jd": 2459000.5 + rng.uniform(0, 100, len(source)),
+            "label": np.repeat(rng.integers(0, 2, n_sources), n_alerts),
+            "score": rng.uniform(0, 1, len(source)),
+            "magpsf": rng.uniform(16.5, 20.5, len(source)),
+        }
+    )
     return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
@@ -62,10 +64,12 @@ def main() -> None:
     args = parser.parse_args()
 
     frame = predictions(args.sources, args.seed)
-    subset_ids = frame["objectId"].drop_duplicates().iloc[:args.baseline_sources]
+    subset_ids = frame["objectId"].drop_duplicates().iloc[: args.baseline_sources]
     subset = frame[frame["objectId"].isin(subset_ids)]
-    print(f"SYNTHETIC predictions: {len(frame):,} alerts of {args.sources:,} sources; baseline subset "
-          f"{len(subset):,} alerts of {len(subset_ids):,} sources")
+    print(
+        f"SYNTHETIC predictions: {len(frame):,} alerts of {args.sources:,} sources; baseline subset "
+        f"{len(subset):,} alerts of {len(subset_ids):,} sources"
+    )
 
     loop, t_loop = timed(loop_triggers, subset)
     _, t_fast = timed(evaluate_policies, subset)

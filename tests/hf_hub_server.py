@@ -35,8 +35,9 @@ from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
 LFS_SUFFIXES = (".bin", ".safetensors", ".pt", ".pth", ".h5", ".onnx")
-GATED_MESSAGE = ("Access to model {repo} is restricted. You must have access to it and be authenticated to "
-                 "access it. Please log in.")
+GATED_MESSAGE = (
+    "Access to model {repo} is restricted. You must have access to it and be authenticated to access it. Please log in."
+)
 
 
 def git_blob_id(data: bytes) -> str:
@@ -46,8 +47,9 @@ def git_blob_id(data: bytes) -> str:
 
 def lfs_pointer(data: bytes) -> bytes:
     """The git-lfs pointer file the repo stores in place of a large file."""
-    return (f"version https://git-lfs.github.com/spec/v1\noid sha256:{hashlib.sha256(data).hexdigest()}\n"
-            f"size {len(data)}\n").encode()
+    return (
+        f"version https://git-lfs.github.com/spec/v1\noid sha256:{hashlib.sha256(data).hexdigest()}\nsize {len(data)}\n"
+    ).encode()
 
 
 class Repo:
@@ -68,20 +70,41 @@ class Repo:
         for name, data in sorted(self.files.items()):
             if self.is_lfs(name):
                 pointer = lfs_pointer(data)
-                entries.append({"type": "file", "path": name, "size": len(data), "oid": git_blob_id(pointer),
-                                "lfs": {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
-                                        "pointerSize": len(pointer)}})
+                entries.append(
+                    {
+                        "type": "file",
+                        "path": name,
+                        "size": len(data),
+                        "oid": git_blob_id(pointer),
+                        "lfs": {
+                            "oid": hashlib.sha256(data).hexdigest(),
+                            "size": len(data),
+                            "pointerSize": len(pointer),
+                        },
+                    }
+                )
             else:
                 entries.append({"type": "file", "path": name, "size": len(data), "oid": git_blob_id(data)})
         return entries
 
     def info(self) -> dict:
-        return {"_id": self.commit[:24], "id": self.repo_id, "modelId": self.repo_id,
-                "author": self.repo_id.split("/")[0], "sha": self.commit, "private": False, "gated": False,
-                "disabled": False, "downloads": 0, "likes": 0,
-                "library_name": "timm", "tags": ["timm", "image-classification"],
-                "lastModified": "2024-01-01T00:00:00.000Z", "createdAt": "2024-01-01T00:00:00.000Z",
-                "siblings": [{"rfilename": name} for name in sorted(self.files)]}
+        return {
+            "_id": self.commit[:24],
+            "id": self.repo_id,
+            "modelId": self.repo_id,
+            "author": self.repo_id.split("/")[0],
+            "sha": self.commit,
+            "private": False,
+            "gated": False,
+            "disabled": False,
+            "downloads": 0,
+            "likes": 0,
+            "library_name": "timm",
+            "tags": ["timm", "image-classification"],
+            "lastModified": "2024-01-01T00:00:00.000Z",
+            "createdAt": "2024-01-01T00:00:00.000Z",
+            "siblings": [{"rfilename": name} for name in sorted(self.files)],
+        }
 
 
 class LocalHub:
@@ -89,8 +112,9 @@ class LocalHub:
 
     def __init__(self, repos: Mapping[str, Mapping[str, bytes]], cdn_host: str = "localhost"):
         self.repos = {repo_id: Repo(repo_id, files) for repo_id, files in repos.items()}
-        self.blobs = {hashlib.sha256(data).hexdigest(): data
-                      for repo in self.repos.values() for data in repo.files.values()}
+        self.blobs = {
+            hashlib.sha256(data).hexdigest(): data for repo in self.repos.values() for data in repo.files.values()
+        }
         self.cdn_host = cdn_host
         self.requests: list[tuple[str, str]] = []
         self.mode: str | None = None
@@ -102,8 +126,7 @@ class LocalHub:
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
     def fail(self, mode: str | None, only: str | None = None, delay: float = 5.0) -> None:
@@ -148,16 +171,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if hub._closing.is_set():
                 return
         if failing and hub.mode == "500":
-            return self._error(500, None, "Internal Error - We're working hard to fix this as soon as possible!",
-                               body)
+            return self._error(500, None, "Internal Error - We're working hard to fix this as soon as possible!", body)
         if failing and hub.mode == "401" and not path.startswith("/cdn/"):
             repo = self._repo_of(path)
             return self._error(401, "GatedRepo", GATED_MESSAGE.format(repo=repo), body)
         truncate = failing and hub.mode == "truncate"
         if path.startswith("/cdn/"):
-            return self._cdn(path[len("/cdn/"):], body, truncate)
+            return self._cdn(path[len("/cdn/") :], body, truncate)
         if path.startswith("/api/models/"):
-            return self._api(path[len("/api/models/"):], body)
+            return self._api(path[len("/api/models/") :], body)
         if "/resolve/" in path:
             return self._resolve(path, body, truncate)
         self._error(404, None, "Not Found", body)
@@ -199,10 +221,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             sha = hashlib.sha256(data).hexdigest()
             location = f"http://{self.hub.cdn_host}:{self.hub.port}/cdn/{sha}"
             text = f"Found. Redirecting to {location}".encode()
-            return self._send(302, text if body else None, {
-                "Location": location, "X-Repo-Commit": repo.commit, "ETag": f'"{git_blob_id(lfs_pointer(data))}"',
-                "X-Linked-Etag": f'"{sha}"', "X-Linked-Size": str(len(data)), "Content-Type": "text/plain",
-                "Content-Length": str(len(text))})
+            return self._send(
+                302,
+                text if body else None,
+                {
+                    "Location": location,
+                    "X-Repo-Commit": repo.commit,
+                    "ETag": f'"{git_blob_id(lfs_pointer(data))}"',
+                    "X-Linked-Etag": f'"{sha}"',
+                    "X-Linked-Size": str(len(data)),
+                    "Content-Type": "text/plain",
+                    "Content-Length": str(len(text)),
+                },
+            )
         self._file(data, body, truncate, {"X-Repo-Commit": repo.commit, "ETag": f'"{git_blob_id(data)}"'})
 
     def _cdn(self, sha: str, body: bool, truncate: bool) -> None:
@@ -220,13 +251,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             status = 206
             headers = {**headers, "Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
         part = data[start:]
-        headers = {**headers, "Content-Type": "application/octet-stream", "Accept-Ranges": "bytes",
-                   "Content-Length": str(len(part))}
+        headers = {
+            **headers,
+            "Content-Type": "application/octet-stream",
+            "Accept-Ranges": "bytes",
+            "Content-Length": str(len(part)),
+        }
         if not body:
             return self._send(status, None, headers)
         if truncate:
             cut = len(data) // 2  # the same place on every try: a resumed request gets nothing more
-            part = data[start:max(start, cut)]
+            part = data[start : max(start, cut)]
         self._send(status, part, headers)
         if truncate:
             self.close_connection = True
@@ -237,8 +272,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _error(self, status: int, code: str | None, message: str, body: bool, extra: dict | None = None) -> None:
         data = json.dumps({"error": message}).encode()
-        headers = {"Content-Type": "application/json", "Content-Length": str(len(data)), "X-Error-Message": message,
-                   **(extra or {})}
+        headers = {
+            "Content-Type": "application/json",
+            "Content-Length": str(len(data)),
+            "X-Error-Message": message,
+            **(extra or {}),
+        }
         if code:
             headers["X-Error-Code"] = code
         self._send(status, data if body else None, headers)

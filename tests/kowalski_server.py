@@ -1,7 +1,7 @@
 """A local Kowalski and Fritz for the tests: the real ZTF packets behind both services' HTTP APIs.
 
 :class:`FakeServices` runs a threading HTTP server on 127.0.0.1 (port 0) in a thread and
-speaks the parts of the two protocols that :mod:`alertvision.ingest.kowalski` uses:
+speaks the parts of the two protocols that :mod:`alertvision.data.ingest.kowalski` uses:
 
 - Kowalski ``POST /api/auth`` ({username, password} -> token) and ``POST /api/queries`` (``find``
   on ``ZTF_alerts`` by objectId and ``candidate.programid`` ``$in``, on ``ZTF_alerts_aux`` by
@@ -106,8 +106,9 @@ def aux_documents(packets: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, A
     """ZTF_alerts_aux documents: each object's prv_candidates of all its packets, de-duplicated."""
     out: dict[str, dict[str, Any]] = {}
     for packet in packets:
-        doc = out.setdefault(packet["objectId"], {"_id": packet["objectId"], "prv_candidates": [],
-                                                  "cross_matches": {"Gaia_EDR3": []}})
+        doc = out.setdefault(
+            packet["objectId"], {"_id": packet["objectId"], "prv_candidates": [], "cross_matches": {"Gaia_EDR3": []}}
+        )
         seen = {(p["jd"], p["fid"], p.get("candid")) for p in doc["prv_candidates"]}
         for p in packet.get("prv_candidates") or []:
             if (p["jd"], p["fid"], p.get("candid")) not in seen:
@@ -118,9 +119,18 @@ def aux_documents(packets: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, A
 class FakeServices:
     """Kowalski and Fritz on one local port, serving the given packets and Fritz records."""
 
-    def __init__(self, packets: Sequence[Mapping[str, Any]], *, kowalski_token: str, fritz_token: str,
-                 username: str = "user", password: str = "pass", candidates: Sequence[str] = (),
-                 fritz_sources: Mapping[str, list[dict[str, Any]]] | None = None, echo_credentials: bool = True):
+    def __init__(
+        self,
+        packets: Sequence[Mapping[str, Any]],
+        *,
+        kowalski_token: str,
+        fritz_token: str,
+        username: str = "user",
+        password: str = "pass",
+        candidates: Sequence[str] = (),
+        fritz_sources: Mapping[str, list[dict[str, Any]]] | None = None,
+        echo_credentials: bool = True,
+    ):
         self.alerts = alert_documents(packets)
         self.aux = aux_documents(packets)
         self.kowalski_tokens = {kowalski_token}
@@ -135,7 +145,7 @@ class FakeServices:
         self.revoke_after: int | None = None
         self.alert_queries_answered = 0
         self.lock = threading.Lock()
-        self._server: _Server | None = None
+        self._server: LocalHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # ---- control
@@ -149,8 +159,7 @@ class FakeServices:
         """Listen on a free local port in a background thread."""
         self._server = LocalHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.app = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
 
@@ -226,7 +235,7 @@ class FakeServices:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _Server
+    server: LocalHTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -311,8 +320,10 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.app.arrive("auth", "auth")
         if self._apply_fault(fault):
             return
-        if not isinstance(body, Mapping) or (body.get("username"), body.get("password")) != \
-                (self.app.username, self.app.password):
+        if not isinstance(body, Mapping) or (body.get("username"), body.get("password")) != (
+            self.app.username,
+            self.app.password,
+        ):
             echo = f" for {body!r}" if self.app.echo_credentials else ""
             self._error(401, f"wrong credentials{echo}")
             return
@@ -367,9 +378,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with self.app.lock:
             self.app.counts[f"candidates_params:{json.dumps(dict(sorted(params.items())))}"] += 1
-        chunk = self.app.candidates[(page - 1) * per_page: page * per_page]
-        data = {"candidates": [{"id": oid, "ra": 10.0, "dec": 20.0} for oid in chunk],
-                "totalMatches": len(self.app.candidates), "pageNumber": page, "numPerPage": per_page}
+        chunk = self.app.candidates[(page - 1) * per_page : page * per_page]
+        data = {
+            "candidates": [{"id": oid, "ra": 10.0, "dec": 20.0} for oid in chunk],
+            "totalMatches": len(self.app.candidates),
+            "pageNumber": page,
+            "numPerPage": per_page,
+        }
         self._send(200, {"status": "success", "data": data}, fault)
 
     def _source(self, oid: str) -> None:
@@ -379,6 +394,12 @@ class _Handler(BaseHTTPRequestHandler):
         if oid not in self.app.fritz_sources:
             self._error(404, f"Invalid source ID: {oid}")
             return
-        data = {"id": oid, "ra": 10.0, "dec": 20.0, "groups": self.app.fritz_sources[oid],
-                "photometry": [], "comments": []}
+        data = {
+            "id": oid,
+            "ra": 10.0,
+            "dec": 20.0,
+            "groups": self.app.fritz_sources[oid],
+            "photometry": [],
+            "comments": [],
+        }
         self._send(200, {"status": "success", "data": data}, fault)

@@ -31,17 +31,16 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 from astropy.io import fits
+from local_server import LocalHTTPServer
 from PIL import Image
 
-from local_server import LocalHTTPServer
-
-BACKGROUND = {"g": 0.01, "r": 0.02, "z": 0.04}   # nanomaggies per pixel
+BACKGROUND = {"g": 0.01, "r": 0.02, "z": 0.04}  # nanomaggies per pixel
 NORTH_FLUX = {"g": 30.0, "r": 50.0, "z": 80.0}  # the point source 10" north
-EAST_FLUX = {"g": 10.0, "r": 12.0, "z": 15.0}   # the point source 10" east
+EAST_FLUX = {"g": 10.0, "r": 12.0, "z": 15.0}  # the point source 10" east
 OFFSET_ARCSEC = 10.0
-JPEG_BLANK = 32                                  # the viewer's grey where there is no data
-JPEG_NORTH = np.array([150.0, 90.0, 40.0])       # R, G, B peak of the point source 10" north
-JPEG_EAST = np.array([30.0, 80.0, 140.0])        # and of the one 10" east
+JPEG_BLANK = 32  # the viewer's grey where there is no data
+JPEG_NORTH = np.array([150.0, 90.0, 40.0])  # R, G, B peak of the point source 10" north
+JPEG_EAST = np.array([30.0, 80.0, 140.0])  # and of the one 10" east
 FITS_PATH, JPEG_PATH = "/viewer/cutout.fits", "/viewer/jpeg-cutout"
 
 
@@ -49,8 +48,9 @@ def position_key(ra: float, dec: float) -> str:
     return f"{float(ra):.6f}{float(dec):+.6f}"
 
 
-def sky_cube(ra: float, dec: float, bands: str, size: int, pixscale: float, partial: bool = False,
-             blank: bool = False) -> np.ndarray:
+def sky_cube(
+    ra: float, dec: float, bands: str, size: int, pixscale: float, partial: bool = False, blank: bool = False
+) -> np.ndarray:
     """The cube the service serves, FITS row order (row 0 south), columns east (left) to west."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     c = (size - 1) / 2.0
@@ -59,18 +59,21 @@ def sky_cube(ra: float, dec: float, bands: str, size: int, pixscale: float, part
     cube = np.empty((len(bands), size, size), dtype=np.float32)
     for i, band in enumerate(bands):
         img = np.full((size, size), BACKGROUND[band])
-        for x0, y0, flux in ((c, c + off, NORTH_FLUX[band]),      # north: larger row index in FITS order
-                             (c - off, c, EAST_FLUX[band])):       # east: smaller column index
+        for x0, y0, flux in (
+            (c, c + off, NORTH_FLUX[band]),  # north: larger row index in FITS order
+            (c - off, c, EAST_FLUX[band]),
+        ):  # east: smaller column index
             g = np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma**2))
             img += flux * g / g.sum()
         if partial:
-            img[:, size // 2:] = 0.0  # the western half outside the footprint
+            img[:, size // 2 :] = 0.0  # the western half outside the footprint
         cube[i] = 0.0 if blank else img
     return cube
 
 
-def fits_bytes(ra: float, dec: float, bands: str, size: int, pixscale: float, partial: bool = False,
-               blank: bool = False) -> bytes:
+def fits_bytes(
+    ra: float, dec: float, bands: str, size: int, pixscale: float, partial: bool = False, blank: bool = False
+) -> bytes:
     hdu = fits.PrimaryHDU(sky_cube(ra, dec, bands, size, pixscale, partial, blank))
     h = hdu.header
     h["CTYPE1"], h["CTYPE2"] = "RA---TAN", "DEC--TAN"
@@ -85,8 +88,9 @@ def fits_bytes(ra: float, dec: float, bands: str, size: int, pixscale: float, pa
     return buf.getvalue()
 
 
-def sky_rgb(ra: float, dec: float, size: int = 63, pixscale: float = 1.0, partial: bool = False,
-            blank: bool = False) -> np.ndarray:
+def sky_rgb(
+    ra: float, dec: float, size: int = 63, pixscale: float = 1.0, partial: bool = False, blank: bool = False
+) -> np.ndarray:
     """The colour image the JPEG service draws: (size, size, 3) uint8 RGB, row 0 north, east left."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     c = (size - 1) / 2.0
@@ -98,17 +102,19 @@ def sky_rgb(ra: float, dec: float, size: int = 63, pixscale: float = 1.0, partia
     for x0, y0, peak in ((c, c - off, JPEG_NORTH), (c - off, c, JPEG_EAST)):  # north: row above; east: left
         img += np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * sigma**2))[..., None] * peak
     if partial:
-        img[:, size // 2:] = JPEG_BLANK  # the western half outside the footprint
+        img[:, size // 2 :] = JPEG_BLANK  # the western half outside the footprint
     if blank:
         img[:] = JPEG_BLANK
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
-def jpeg_bytes(ra: float, dec: float, size: int = 63, pixscale: float = 1.0, partial: bool = False,
-               blank: bool = False) -> bytes:
+def jpeg_bytes(
+    ra: float, dec: float, size: int = 63, pixscale: float = 1.0, partial: bool = False, blank: bool = False
+) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(sky_rgb(ra, dec, size, pixscale, partial, blank)).save(buf, format="JPEG", quality=95,
-                                                                          subsampling=0)
+    Image.fromarray(sky_rgb(ra, dec, size, pixscale, partial, blank)).save(
+        buf, format="JPEG", quality=95, subsampling=0
+    )
     return buf.getvalue()
 
 
@@ -174,19 +180,31 @@ class ViewerServer:
                     time.sleep(server.latency_s)
                 fault = server.faults.get(key)
                 if fault == "no_overlap":
-                    return self._send(500, b"Server Error: no overlap with layer ls-dr10 at this position\n",
-                                      "text/plain")
+                    return self._send(
+                        500, b"Server Error: no overlap with layer ls-dr10 at this position\n", "text/plain"
+                    )
                 if fault == "500_always" or server._once(key, "500_once"):
                     return self._send(500, b"Internal Server Error", "text/html")
                 if server._once(key, "slow_once"):
                     time.sleep(server.slow_s)
                 empty = {"partial": fault == "partial", "blank": fault == "blank"}
                 if url.path == JPEG_PATH:
-                    body, ctype = jpeg_bytes(ra, dec, int(q.get("size", 256)), float(q.get("pixscale", 0.262)),
-                                             **empty), "image/jpeg"
+                    body, ctype = (
+                        jpeg_bytes(ra, dec, int(q.get("size", 256)), float(q.get("pixscale", 0.262)), **empty),
+                        "image/jpeg",
+                    )
                 else:
-                    body, ctype = fits_bytes(ra, dec, q.get("bands", "grz"), int(q.get("size", 252)),
-                                             float(q.get("pixscale", 0.25)), **empty), "image/fits"
+                    body, ctype = (
+                        fits_bytes(
+                            ra,
+                            dec,
+                            q.get("bands", "grz"),
+                            int(q.get("size", 252)),
+                            float(q.get("pixscale", 0.25)),
+                            **empty,
+                        ),
+                        "image/fits",
+                    )
                 if server._once(key, "truncated_once"):
                     self._send(200, body[: len(body) // 3], ctype, length=len(body))
                     self.close_connection = True

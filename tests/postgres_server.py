@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from apt import apt_install
 
 PACKAGES = ["postgresql"]
@@ -34,8 +33,10 @@ DB_NAME = "sweeps"
 
 def _bindir() -> Path | None:
     """The newest installed server's bin folder (Debian keeps it off PATH)."""
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
     if candidates:
         return Path(candidates[-1]).parent
     found = shutil.which("initdb")
@@ -104,16 +105,33 @@ def postgres_url() -> Iterator[str]:
             shutil.chown(path, user, user)
     server: subprocess.Popen | None = None
     try:
-        _run([str(bindir / "initdb"), "-D", str(data), "-U", DB_USER, "--auth=trust", "-E", "UTF8", "--no-sync"],
-             user)
+        _run([str(bindir / "initdb"), "-D", str(data), "-U", DB_USER, "--auth=trust", "-E", "UTF8", "--no-sync"], user)
         port = _free_port()
         with open(logfile, "ab") as fh:
             if user:
                 shutil.chown(logfile, user, user)
-            server = subprocess.Popen([str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sockets),
-                                       "-h", "127.0.0.1", "-F", "-c", "max_connections=100"],
-                                      user=user, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      start_new_session=True, cwd="/")
+            server = subprocess.Popen(
+                [
+                    str(bindir / "postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(port),
+                    "-k",
+                    str(sockets),
+                    "-h",
+                    "127.0.0.1",
+                    "-F",
+                    "-c",
+                    "max_connections=100",
+                ],
+                user=user,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd="/",
+            )
         deadline = time.time() + 60
         while not _ready(bindir, port):
             if server.poll() is not None or time.time() > deadline:

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from apt import apt_install
 
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
@@ -86,8 +85,7 @@ def ensure_slurm_installed() -> None:
     if not missing:
         return
     if shutil.which("apt-get") is None:
-        pytest.skip(f"SLURM commands missing ({', '.join(missing)}) and no apt-get to install "
-                    f"{' '.join(PACKAGES)}")
+        pytest.skip(f"SLURM commands missing ({', '.join(missing)}) and no apt-get to install {' '.join(PACKAGES)}")
     reason = apt_install(PACKAGES)
     if reason:
         pytest.skip(f"cannot install SLURM: {reason}")
@@ -95,8 +93,10 @@ def ensure_slurm_installed() -> None:
     if missing:
         pytest.skip(f"SLURM commands still missing after installing {' '.join(PACKAGES)}: {', '.join(missing)}")
     if SYSTEM_SLURM_CONF.exists():
-        pytest.skip(f"{SYSTEM_SLURM_CONF} exists: srun inside the test's jobs would use that cluster's config "
-                    "(the slurm-jobstep plugin drops SLURM_CONF), so a private test cluster cannot run here")
+        pytest.skip(
+            f"{SYSTEM_SLURM_CONF} exists: srun inside the test's jobs would use that cluster's config "
+            "(the slurm-jobstep plugin drops SLURM_CONF), so a private test cluster cannot run here"
+        )
 
 
 def _munge_works() -> bool:
@@ -122,8 +122,15 @@ def _start_munged(log: Path) -> subprocess.Popen | None:
     shutil.chown(MUNGE_SOCKET_DIR, "munge", "munge")
     MUNGE_SOCKET_DIR.chmod(0o755)
     with open(log, "ab") as fh:
-        proc = subprocess.Popen(["munged", "--foreground"], user="munge", group="munge", stdout=fh,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            ["munged", "--foreground"],
+            user="munge",
+            group="munge",
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     _wait(_munge_works, 20, f"munged did not answer; see {log}")
     return proc
 
@@ -223,11 +230,21 @@ def _start_daemons(cluster: SlurmCluster, port: int, daemons: list[subprocess.Po
         out = cluster.run("sinfo", "-h", "-N", "-o", "%N %t", timeout=10)
         return out.returncode == 0 and f"{cluster.node} idle" in out.stdout
 
-    for daemon, args, env in (("slurmctld", ["-f", str(cluster.conf)], cluster.env),
-                              ("slurmd", ["--conf-server", f"127.0.0.1:{port}"], configless_env)):
+    for daemon, args, env in (
+        ("slurmctld", ["-f", str(cluster.conf)], cluster.env),
+        ("slurmd", ["--conf-server", f"127.0.0.1:{port}"], configless_env),
+    ):
         with open(cluster.root / f"{daemon}.out", "ab") as fh:
-            daemons.append(subprocess.Popen([daemon, "-D", *args], env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True))
+            daemons.append(
+                subprocess.Popen(
+                    [daemon, "-D", *args],
+                    env=env,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
         if daemon == "slurmctld":  # slurmd fetches its config from slurmctld, so that must answer first
             _wait(ctld_up, 30, "slurmctld did not answer `scontrol ping` within 30 s")
     _wait(node_idle, 60, "the SLURM node did not become idle within 60 s")
@@ -243,8 +260,15 @@ def slurm_cluster(tmp_path_factory) -> Iterator[SlurmCluster]:
     memory_mb = _memory_mb()
     port = _free_port()
     conf = write_slurm_conf(root, node, cpus, memory_mb, port)
-    cluster = SlurmCluster(conf=conf, partition=PARTITION, node=node, cpus=cpus, memory_mb=memory_mb, root=root,
-                           env={**os.environ, "SLURM_CONF": str(conf)})
+    cluster = SlurmCluster(
+        conf=conf,
+        partition=PARTITION,
+        node=node,
+        cpus=cpus,
+        memory_mb=memory_mb,
+        root=root,
+        env={**os.environ, "SLURM_CONF": str(conf)},
+    )
 
     had_run_dir = CONFIGLESS_LINK.parent.exists()
     munged: subprocess.Popen | None = None
@@ -254,16 +278,25 @@ def slurm_cluster(tmp_path_factory) -> Iterator[SlurmCluster]:
             munged = _start_munged(root / "munged.log")
             _start_daemons(cluster, port, daemons)
         except RuntimeError as exc:
-            pytest.fail("\n".join([str(exc)] + [f"--- {name}\n{_tail(root / name)}" for name in
-                                                ("munged.log", "slurmctld.log", "slurmctld.out", "slurmd.log",
-                                                 "slurmd.out")]))
+            pytest.fail(
+                "\n".join(
+                    [str(exc)]
+                    + [
+                        f"--- {name}\n{_tail(root / name)}"
+                        for name in ("munged.log", "slurmctld.log", "slurmctld.out", "slurmd.log", "slurmd.out")
+                    ]
+                )
+            )
         yield cluster
     finally:
         if daemons:
             try:
                 cluster.run("scancel", "--partition", PARTITION, timeout=15)
-                _wait(lambda: not cluster.run("squeue", "-h", timeout=10).stdout.strip(), 30,
-                      "jobs still listed after scancel")
+                _wait(
+                    lambda: not cluster.run("squeue", "-h", timeout=10).stdout.strip(),
+                    30,
+                    "jobs still listed after scancel",
+                )
             except (RuntimeError, OSError, subprocess.TimeoutExpired):
                 pass  # the daemons are stopped below regardless
         for proc in reversed(daemons):

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alertvision.aggregate import aggregate_roc_auc, write_roc_auc_table
-from alertvision.figures import figure2
+from alertvision.evaluation.aggregate import aggregate_roc_auc, write_roc_auc_table
+from alertvision.reports.figures import figure2
 
 
 def _write_runs(tmp_path, synthetic=True):
@@ -20,9 +20,18 @@ def _write_runs(tmp_path, synthetic=True):
             for regimen in regimens:
                 for fraction, n in (("10", 100), ("100", 1000)):
                     for seed, auc in enumerate((0.80, 0.90, 0.85)):
-                        m = dict(dataset=dataset, modality="image", arch=arch, regimen=regimen, fraction=fraction,
-                                 seed=seed, test_roc_auc=auc + 0.01 * rng.random(), test_loss=0.5,
-                                 n_train_alerts=n + seed, synthetic=synthetic)
+                        m = dict(
+                            dataset=dataset,
+                            modality="image",
+                            arch=arch,
+                            regimen=regimen,
+                            fraction=fraction,
+                            seed=seed,
+                            test_roc_auc=auc + 0.01 * rng.random(),
+                            test_loss=0.5,
+                            n_train_alerts=n + seed,
+                            synthetic=synthetic,
+                        )
                         path = tmp_path / f"{dataset}_{arch}_{regimen}_{fraction}_{seed}.json"
                         path.write_text(json.dumps(m))
                         files.append(path)
@@ -41,8 +50,22 @@ def test_median_and_std_over_seeds(tmp_path):
 
 
 def test_one_seed_has_no_std(tmp_path):
-    metrics = pd.DataFrame([dict(dataset="ztf", modality="image", arch="cnn", regimen="none", fraction=5.0, seed=0,
-                                 test_roc_auc=0.7, test_loss=0.6, n_train_alerts=10, synthetic=True)])
+    metrics = pd.DataFrame(
+        [
+            dict(
+                dataset="ztf",
+                modality="image",
+                arch="cnn",
+                regimen="none",
+                fraction=5.0,
+                seed=0,
+                test_roc_auc=0.7,
+                test_loss=0.6,
+                n_train_alerts=10,
+                synthetic=True,
+            )
+        ]
+    )
     table = aggregate_roc_auc(metrics)
     assert np.isnan(table.loc[0, "roc_auc_std"])
 
@@ -63,21 +86,50 @@ POLICY_NAMES = ("bts_p1", "bts_p2", "prod_p1", "prod_p2")
 def _write_multimodal_runs(tmp_path, synthetic=True):
     """Multi-modal runs with made-up trigger-policy results (F1 = 0.5 + seed / 10 + fraction / 1000)."""
     files = []
-    for arch, regimens in (("cnn", ["none"]), ("convnext", ["none", "galaxyzoo"]), ("maxvit", ["none"]),
-                           ("none", ["none"])):
+    for arch, regimens in (
+        ("cnn", ["none"]),
+        ("convnext", ["none", "galaxyzoo"]),
+        ("maxvit", ["none"]),
+        ("none", ["none"]),
+    ):
         for regimen in regimens:
             for fraction, n in (("10", 100), ("100", 1000)):
                 for seed in range(3):
                     f1 = 0.5 + seed / 10 + int(fraction) / 1000
-                    bins = [{"lo": 17.0, "hi": 17.25, "n_trues": 2, "n_triggered": seed % 2 + 1,
-                             "completeness": (seed % 2 + 1) / 2},
-                            {"lo": 17.25, "hi": 17.5, "n_trues": 0, "n_triggered": 0, "completeness": None}]
-                    policies = {p: {"f1": f1 - (p != "bts_p1") * 0.2, "completeness": 0.8,
-                                    "purity": None if seed else 0.6, "trigger_delay_days_median": 1.0 + seed,
-                                    "n_included": 40, "completeness_by_peak_mag": bins} for p in POLICY_NAMES}
-                    m = dict(dataset="ztf", modality="multimodal", arch=arch, regimen=regimen, fraction=fraction,
-                             seed=seed, test_roc_auc=0.9, test_loss=0.4, n_train_alerts=n, synthetic=synthetic,
-                             policies=policies)
+                    bins = [
+                        {
+                            "lo": 17.0,
+                            "hi": 17.25,
+                            "n_trues": 2,
+                            "n_triggered": seed % 2 + 1,
+                            "completeness": (seed % 2 + 1) / 2,
+                        },
+                        {"lo": 17.25, "hi": 17.5, "n_trues": 0, "n_triggered": 0, "completeness": None},
+                    ]
+                    policies = {
+                        p: {
+                            "f1": f1 - (p != "bts_p1") * 0.2,
+                            "completeness": 0.8,
+                            "purity": None if seed else 0.6,
+                            "trigger_delay_days_median": 1.0 + seed,
+                            "n_included": 40,
+                            "completeness_by_peak_mag": bins,
+                        }
+                        for p in POLICY_NAMES
+                    }
+                    m = dict(
+                        dataset="ztf",
+                        modality="multimodal",
+                        arch=arch,
+                        regimen=regimen,
+                        fraction=fraction,
+                        seed=seed,
+                        test_roc_auc=0.9,
+                        test_loss=0.4,
+                        n_train_alerts=n,
+                        synthetic=synthetic,
+                        policies=policies,
+                    )
                     path = tmp_path / f"mm_{arch}_{regimen}_{fraction}_{seed}.json"
                     path.write_text(json.dumps(m))
                     files.append(path)
@@ -85,13 +137,18 @@ def _write_multimodal_runs(tmp_path, synthetic=True):
 
 
 def test_f1_table_aggregates_every_policy_over_seeds(tmp_path):
-    from alertvision.aggregate import read_metrics, write_policy_tables
+    from alertvision.evaluation.aggregate import read_metrics, write_policy_tables
 
-    table = write_policy_tables(read_metrics(_write_multimodal_runs(tmp_path)), tmp_path / "f1.csv",
-                                tmp_path / "peak.csv")
+    table = write_policy_tables(
+        read_metrics(_write_multimodal_runs(tmp_path)), tmp_path / "f1.csv", tmp_path / "peak.csv"
+    )
     assert len(table) == 5 * 2 * 4  # (arch, regimen) pairs x fractions x policies
-    row = table[(table.arch == "convnext") & (table.regimen == "galaxyzoo") & (table.fraction == 100.0)
-                & (table.policy == "bts_p1")].iloc[0]
+    row = table[
+        (table.arch == "convnext")
+        & (table.regimen == "galaxyzoo")
+        & (table.fraction == 100.0)
+        & (table.policy == "bts_p1")
+    ].iloc[0]
     assert row.n_seeds == 3 and row.f1_median == pytest.approx(0.7) and row.f1_std == pytest.approx(0.1)
     assert row.purity_median == pytest.approx(0.6) and np.isnan(row.purity_std)  # one seed had triggers
     assert row.trigger_delay_days_median == pytest.approx(2.0)
@@ -103,23 +160,29 @@ def test_f1_table_aggregates_every_policy_over_seeds(tmp_path):
 
 @pytest.mark.parametrize("synthetic", [True, False])
 def test_figure3_one_panel_row_per_policy_with_cnn_and_metadata_only_lines(tmp_path, synthetic):
-    from alertvision.aggregate import read_metrics, write_policy_tables
-    from alertvision.figures import figure3
+    from alertvision.evaluation.aggregate import read_metrics, write_policy_tables
+    from alertvision.reports.figures import figure3
 
     table = write_policy_tables(read_metrics(_write_multimodal_runs(tmp_path, synthetic)), tmp_path / "f1.csv")
     info = figure3(table, tmp_path / "figure3.pdf")  # all four policies by default
     assert (tmp_path / "figure3.pdf").read_bytes()[:5] == b"%PDF-"
     assert info["panels"] == [(p, a) for p in POLICY_NAMES for a in ("convnext", "maxvit")]
     for policy in POLICY_NAMES:
-        assert info["lines"][(policy, "convnext")] == ["CNN baseline (multi-modal)", "ConvNeXt, none",
-                                                       "ConvNeXt, galaxyzoo", "metadata only"]
+        assert info["lines"][(policy, "convnext")] == [
+            "CNN baseline (multi-modal)",
+            "ConvNeXt, none",
+            "ConvNeXt, galaxyzoo",
+            "metadata only",
+        ]
         assert info["lines"][(policy, "maxvit")] == ["CNN baseline (multi-modal)", "MaxViT, none", "metadata only"]
     title = info["title"]
     assert ("SYNTHETIC DATA" in title) is synthetic
     # the suptitle names BTSbot's production triggers and what every policy needs
     assert "BTSbot production trigger prod_p1: >= 1 alert with score > 0.85 and magpsf < 19" in title
-    assert "BTSbot production trigger prod_p2: >= 1 alert with score > 0.85 and magpsf < 19, source seen at " \
-           "magpsf <= 18.5" in title
+    assert (
+        "BTSbot production trigger prod_p2: >= 1 alert with score > 0.85 and magpsf < 19, source seen at "
+        "magpsf <= 18.5" in title
+    )
     assert "\nbts_p1: >= 2 alerts with score > 0.5 and magpsf < 19" in title
     assert "production trigger bts" not in title
     # one policy, as a string or a list, is one row; the order of a list is the order of the rows
@@ -135,21 +198,43 @@ def test_figure3_one_panel_row_per_policy_with_cnn_and_metadata_only_lines(tmp_p
 
 def test_policies_are_scored_from_the_predictions_and_the_exclusion_list_leaves_sources_out(tmp_path):
     """The evaluation stage scores the policies (training does not); a user's list (RCFJunk) leaves sources out."""
-    from alertvision.aggregate import write_f1_tables
-    from alertvision.policies import evaluate_policies
+    from alertvision.evaluation.aggregate import write_f1_tables
+    from alertvision.evaluation.policies import evaluate_policies
 
     run = tmp_path / "run"
     run.mkdir()
     rows = []
     for i, (oid, label, score) in enumerate([("ZTFa", 1, 0.9), ("ZTFb", 1, 0.9), ("ZTFc", 0, 0.9), ("ZTFd", 0, 0.1)]):
         for k in range(2):
-            rows.append({"alert_id": 10 * i + k, "objectId": oid, "jd": 100.0 + k, "source_set": "x",
-                         "label": label, "magpsf": 18.0, "score": score})
+            rows.append(
+                {
+                    "alert_id": 10 * i + k,
+                    "objectId": oid,
+                    "jd": 100.0 + k,
+                    "source_set": "x",
+                    "label": label,
+                    "magpsf": 18.0,
+                    "score": score,
+                }
+            )
     predictions = pd.DataFrame(rows)
     predictions.to_parquet(run / "predictions.parquet")
-    (run / "metrics.json").write_text(json.dumps(dict(dataset="ztf", modality="multimodal", arch="cnn", regimen="none",
-                                                      fraction="100", seed=0, test_roc_auc=0.8, test_loss=0.5,
-                                                      n_train_alerts=10, synthetic=True)))
+    (run / "metrics.json").write_text(
+        json.dumps(
+            dict(
+                dataset="ztf",
+                modality="multimodal",
+                arch="cnn",
+                regimen="none",
+                fraction="100",
+                seed=0,
+                test_roc_auc=0.8,
+                test_loss=0.5,
+                n_train_alerts=10,
+                synthetic=True,
+            )
+        )
+    )
     table = write_f1_tables([run / "metrics.json"], tmp_path / "f1.csv")
     bts = table[table.policy == "bts_p1"].iloc[0]
     assert bts.f1_median == pytest.approx(2 * 2 / (2 * 2 + 1)) == evaluate_policies(predictions)["bts_p1"]["f1"]
@@ -159,6 +244,6 @@ def test_policies_are_scored_from_the_predictions_and_the_exclusion_list_leaves_
     assert bts.f1_median == pytest.approx(1.0) and bts.n_sources == 3  # the false positive is on the list
     (tmp_path / "rcfjunk.txt").write_text("# RCFJunk\nZTFc\n\nZTFd  # another\n")
     assert evaluate_policies(predictions, ["bts_p1"], {"ZTFc", "ZTFd"})["bts_p1"]["n_excluded_listed"] == 2
-    from alertvision.policies import read_exclusion_list
+    from alertvision.evaluation.policies import read_exclusion_list
 
     assert read_exclusion_list(tmp_path / "rcfjunk.txt") == {"ZTFc", "ZTFd"}

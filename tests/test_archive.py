@@ -1,4 +1,4 @@
-"""Archives read as a stream that counts damage and reads on after it (alertvision.ingest.archive).
+"""Archives read as a stream that counts damage and reads on after it (alertvision.data.ingest.archive).
 
 The archive of these tests is a night of 15 alerts: the 12 real packets and 3 variants of them, each
 re-serialised with fastavro (a fixed sync marker, so the bytes are the same on every run), as a
@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import fastavro
 import pytest
-
-from alertvision.ingest.archive import READ_SIZE, REPORT_KEYS, Member, read_archive
-from alertvision.ingest.packets import InputReport, Skip
 from conftest import packet_paths
+
+from alertvision.data.ingest.archive import READ_SIZE, REPORT_KEYS, Member, read_archive
+from alertvision.data.ingest.packets import InputReport, Skip
 
 GARBLE = 2000
 ORIGIN = "night"
@@ -38,7 +38,7 @@ class Night:
     tar: bytes
     tgz: bytes
     header: dict[str, int]  # tar offset of each member's header
-    end: dict[str, int]     # tar offset just past each member's data
+    end: dict[str, int]  # tar offset just past each member's data
 
     @property
     def names(self) -> list[str]:
@@ -57,8 +57,12 @@ def _avro(schema: dict, packet: dict, i: int) -> bytes:
 def _variant(packet: dict, i: int) -> dict:
     """Another alert made from a real packet: a new objectId, candid and jd."""
     candid = packet["candid"] + 1000 + i
-    return {**packet, "objectId": f"ZTF99night{i}", "candid": candid,
-            "candidate": {**packet["candidate"], "candid": candid, "jd": packet["candidate"]["jd"] + 1 + i}}
+    return {
+        **packet,
+        "objectId": f"ZTF99night{i}",
+        "candid": candid,
+        "candidate": {**packet["candidate"], "candid": candid, "jd": packet["candidate"]["jd"] + 1 + i},
+    }
 
 
 def _tar(members: dict[str, bytes], fmt: int = tarfile.USTAR_FORMAT, extra=()) -> bytes:
@@ -82,13 +86,18 @@ def night(packets) -> Night:
     tar = _tar(members)
     with tarfile.open(fileobj=io.BytesIO(tar)) as t:
         infos = t.getmembers()
-    return Night(members, tar, gzip.compress(tar, compresslevel=9, mtime=0),
-                 {m.name: m.offset for m in infos}, {m.name: m.offset_data + m.size for m in infos})
+    return Night(
+        members,
+        tar,
+        gzip.compress(tar, compresslevel=9, mtime=0),
+        {m.name: m.offset for m in infos},
+        {m.name: m.offset_data + m.size for m in infos},
+    )
 
 
 def _garble(data: bytes, offset: int, seed: int = 0) -> bytes:
     """``data`` with GARBLE deterministic random bytes from ``offset`` on."""
-    return data[:offset] + random.Random(seed).randbytes(GARBLE) + data[offset + GARBLE:]
+    return data[:offset] + random.Random(seed).randbytes(GARBLE) + data[offset + GARBLE :]
 
 
 @dataclass(frozen=True)
@@ -150,7 +159,7 @@ def test_gnu_long_names_pax_headers_and_other_entries_read_as_tarfile_reads_them
 
 def test_a_multi_member_gzip_and_zero_padding_are_read_whole(night):
     third = len(night.tar) // 3
-    pieces = [night.tar[:third], night.tar[third:2 * third], night.tar[2 * third:]]
+    pieces = [night.tar[:third], night.tar[third : 2 * third], night.tar[2 * third :]]
     data = b"".join(gzip.compress(p, mtime=0) for p in pieces) + bytes(1000)
     read = _read(data)
     assert read.members == night.members and read.skips == []
@@ -175,9 +184,13 @@ def test_the_file_is_read_in_small_pieces_even_where_it_is_damaged(night):
 
 def _tar_offsets(night: Night) -> dict[str, int]:
     names = night.names
-    return {"in a header": night.header[names[4]] - 100,
-            "in member data": (night.header[names[7]] + night.end[names[7]]) // 2,
-            "at 25%": len(night.tar) // 4, "at 50%": len(night.tar) // 2, "at 75%": 3 * len(night.tar) // 4}
+    return {
+        "in a header": night.header[names[4]] - 100,
+        "in member data": (night.header[names[7]] + night.end[names[7]]) // 2,
+        "at 25%": len(night.tar) // 4,
+        "at 50%": len(night.tar) // 2,
+        "at 75%": 3 * len(night.tar) // 4,
+    }
 
 
 @pytest.mark.parametrize("where", ["in a header", "in member data", "at 25%", "at 50%", "at 75%"])
@@ -216,8 +229,14 @@ def test_a_truncated_tar_keeps_the_members_before_the_cut_and_counts_the_cut(nig
 
 
 def _report(read, damaged, bad, unreadable, tar_unreadable) -> dict[str, int]:
-    return {"members_read": read, "members_damaged": damaged, "bad_headers": bad, "damaged_regions": 1,
-            "bytes_unreadable": unreadable, "tar_bytes_unreadable": tar_unreadable}
+    return {
+        "members_read": read,
+        "members_damaged": damaged,
+        "bad_headers": bad,
+        "damaged_regions": 1,
+        "bytes_unreadable": unreadable,
+        "tar_bytes_unreadable": tar_unreadable,
+    }
 
 
 #: What each damage of the recorded .tar.gz comes to: indices of the members kept, and the report.

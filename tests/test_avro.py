@@ -15,15 +15,15 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.io import fits
+from conftest import packet_paths
 
 from alertvision.config import ConfigError, validate_config
-from alertvision.contract import open_dataset
-from alertvision.ingest.avro import AvroInputError, ingest_avro, iter_packets
-from alertvision.ingest.labels import LabelsError
-from alertvision.ingest.packets import InputReport, Skip
-from alertvision.sources import ingest_ztf
-from alertvision.triplet import decode_stamp, triplet_from_alert
-from conftest import packet_paths
+from alertvision.data.contract import open_dataset
+from alertvision.data.ingest.avro import AvroInputError, ingest_avro, iter_packets
+from alertvision.data.ingest.labels import LabelsError
+from alertvision.data.ingest.packets import InputReport, Skip
+from alertvision.data.sources import ingest_ztf
+from alertvision.data.triplet import decode_stamp, triplet_from_alert
 
 SPLITS = [0.5, 0.25, 0.25]
 
@@ -51,16 +51,26 @@ def _with_stamp(packet: dict, field: str, data: bytes) -> dict:
 
 def _labels(tmp_path: Path, object_ids, name: str = "labels.csv") -> Path:
     ids = sorted(set(object_ids))
-    df = pd.DataFrame({"objectId": ids, "label": [i % 2 for i in range(len(ids))],
-                       "source_set": ["trues" if i % 2 else "rejects" for i in range(len(ids))]})
+    df = pd.DataFrame(
+        {
+            "objectId": ids,
+            "label": [i % 2 for i in range(len(ids))],
+            "source_set": ["trues" if i % 2 else "rejects" for i in range(len(ids))],
+        }
+    )
     path = tmp_path / name
     df.to_csv(path, index=False)
     return path
 
 
 def _config(path, labels) -> dict:
-    return validate_config({"data": {"source": "avro", "avro": {"path": path, "labels": str(labels)}},
-                            "splits": {"probabilities": SPLITS}, "grid": {"datasets": ["ztf"]}})
+    return validate_config(
+        {
+            "data": {"source": "avro", "avro": {"path": path, "labels": str(labels)}},
+            "splits": {"probabilities": SPLITS},
+            "grid": {"datasets": ["ztf"]},
+        }
+    )
 
 
 def test_real_packets_become_the_contract(tmp_path, packets):
@@ -107,15 +117,21 @@ def test_corrupt_packets_and_stamps_are_skipped_counted_and_named(tmp_path, pack
     base = packets[0]
     good = decode_stamp(base["cutoutScience"]["stampData"])
     # a truncated file, a bad gzip, a 52x63 stamp (padded, kept), an all-NaN stamp; each a new alert
-    raw = (src / "x_truncated.avro")
+    raw = src / "x_truncated.avro"
     _write_packet(raw, {**base, "objectId": "ZTF99trunc", "candid": 1})
     raw.write_bytes(raw.read_bytes()[: len(raw.read_bytes()) // 2])
-    _write_packet(src / "x_badgzip.avro", _with_stamp({**base, "objectId": "ZTF99badgz", "candid": 2},
-                                                      "cutoutScience", b"\x1f\x8b not really gzip"))
-    _write_packet(src / "x_short.avro", _with_stamp({**base, "objectId": "ZTF99short", "candid": 3},
-                                                    "cutoutDifference", _stamp(good[:52, :])))
-    _write_packet(src / "x_nan.avro", _with_stamp({**base, "objectId": "ZTF99nan", "candid": 4},
-                                                  "cutoutTemplate", _stamp(np.full((63, 63), np.nan))))
+    _write_packet(
+        src / "x_badgzip.avro",
+        _with_stamp({**base, "objectId": "ZTF99badgz", "candid": 2}, "cutoutScience", b"\x1f\x8b not really gzip"),
+    )
+    _write_packet(
+        src / "x_short.avro",
+        _with_stamp({**base, "objectId": "ZTF99short", "candid": 3}, "cutoutDifference", _stamp(good[:52, :])),
+    )
+    _write_packet(
+        src / "x_nan.avro",
+        _with_stamp({**base, "objectId": "ZTF99nan", "candid": 4}, "cutoutTemplate", _stamp(np.full((63, 63), np.nan))),
+    )
     ids = [p["objectId"] for p in packets] + ["ZTF99trunc", "ZTF99badgz", "ZTF99short", "ZTF99nan"]
     labels = _labels(tmp_path, ids)
     with caplog.at_level(logging.WARNING):
@@ -133,8 +149,11 @@ def test_corrupt_packets_and_stamps_are_skipped_counted_and_named(tmp_path, pack
 def _split(items) -> tuple[list, list[Skip], list[InputReport]]:
     """Packets, skips and archive reports of a packet stream."""
     items = list(items)
-    return ([i for i in items if isinstance(i, tuple)], [i for i in items if isinstance(i, Skip)],
-            [i for i in items if isinstance(i, InputReport)])
+    return (
+        [i for i in items if isinstance(i, tuple)],
+        [i for i in items if isinstance(i, Skip)],
+        [i for i in items if isinstance(i, InputReport)],
+    )
 
 
 def test_archives_stream_and_a_broken_archive_is_counted(tmp_path, packets):
@@ -163,7 +182,7 @@ def test_a_garbled_archive_keeps_the_packets_after_the_damage_and_counts_it(tmp_
         infos = tar.getmembers()
     data = bytearray(archive.read_bytes())
     start = infos[5].offset  # from the sixth header on: the packets before it stay whole
-    data[start:start + 2000] = np.random.default_rng(5).integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    data[start : start + 2000] = np.random.default_rng(5).integers(0, 256, 2000, dtype=np.uint8).tobytes()
     archive.write_bytes(bytes(data))
     found, skips, _ = _split(iter_packets(archive))
     assert sorted(origin for origin, _ in found) == sorted(f"{archive}:{m.name}" for i, m in enumerate(infos) if i != 5)
@@ -173,9 +192,16 @@ def test_a_garbled_archive_keeps_the_packets_after_the_damage_and_counts_it(tmp_
         manifest = ingest_avro(_config(str(archive), labels), tmp_path / "ztf", progress=False)
     assert manifest["skipped"]["corrupt_archive"] == 1 and manifest["n_alerts"] == 11
     lost = infos[6].offset - infos[5].offset
-    assert manifest["archives_read"] == {str(archive): {
-        "members_read": 11, "members_damaged": 0, "bad_headers": 1, "damaged_regions": 1,
-        "bytes_unreadable": lost, "tar_bytes_unreadable": lost}}
+    assert manifest["archives_read"] == {
+        str(archive): {
+            "members_read": 11,
+            "members_damaged": 0,
+            "bad_headers": 1,
+            "damaged_regions": 1,
+            "bytes_unreadable": lost,
+            "tar_bytes_unreadable": lost,
+        }
+    }
     assert f"{archive}@{infos[5].offset}" in caplog.text and "is damaged" in caplog.text
 
 
@@ -223,8 +249,10 @@ def test_bad_inputs_fail_with_the_key_to_fix(tmp_path, packets):
 
 def _subset_labels(tmp_path: Path, subsets: dict[str, str], rows: list[tuple] = ()) -> Path:
     """A labels table giving each object the subset named (label 1 for trues), plus extra raw rows."""
-    df = pd.DataFrame([{"objectId": o, "label": int(s == "trues"), "source_set": s} for o, s in subsets.items()]
-                      + [dict(zip(("objectId", "label", "source_set"), r)) for r in rows])
+    df = pd.DataFrame(
+        [{"objectId": o, "label": int(s == "trues"), "source_set": s} for o, s in subsets.items()]
+        + [dict(zip(("objectId", "label", "source_set"), r)) for r in rows]
+    )
     path = tmp_path / "labels.csv"
     df.to_csv(path, index=False)
     return path
@@ -255,8 +283,11 @@ def test_history_alerts_leaves_prv_candidates_out(tmp_path, packets):
     assert manifest["history"] == "alerts"
     alerts = open_dataset(tmp_path / "ztf").alerts.set_index("candid")
     for packet in packets:
-        own = [q["candidate"] for q in packets if q["objectId"] == packet["objectId"]
-               and q["candidate"]["jd"] <= packet["candidate"]["jd"]]
+        own = [
+            q["candidate"]
+            for q in packets
+            if q["objectId"] == packet["objectId"] and q["candidate"]["jd"] <= packet["candidate"]["jd"]
+        ]
         row = alerts.loc[packet["candid"]]
         assert row["peakmag_so_far"] == pytest.approx(min(c["magpsf"] for c in own), abs=1e-4)
         first = min([c["jd"] for c in own] + [packet["candidate"]["jdstarthist"]])
@@ -267,14 +298,19 @@ def test_history_alerts_leaves_prv_candidates_out(tmp_path, packets):
 
 def test_an_object_in_several_subsets_keeps_btsbot_s_first_and_is_counted(tmp_path, packets):
     subsets = {p["objectId"]: "rejects" for p in packets}
-    rows = [("ZTF20aaelulu", 1, "trues"), ("ZTF20aaelulu", 0, "dims"),  # listed three times: trues wins
-            ("ZTF20aahgyet", 0, "vars"),                                # rejects and vars: vars wins
-            ("ZTF20aafcnby", 0, "rejects")]                             # the same row twice
+    rows = [
+        ("ZTF20aaelulu", 1, "trues"),
+        ("ZTF20aaelulu", 0, "dims"),  # listed three times: trues wins
+        ("ZTF20aahgyet", 0, "vars"),  # rejects and vars: vars wins
+        ("ZTF20aafcnby", 0, "rejects"),
+    ]  # the same row twice
     cfg = _config(str(packet_paths()[0].parent), _subset_labels(tmp_path, subsets, rows))
     manifest = ingest_avro(cfg, tmp_path / "ztf", progress=False)
     assert manifest["labels"]["repeated_rows"] == 1 and manifest["labels"]["in_several_subsets"] == 2
-    assert manifest["labels"]["in_several_subsets_first"] == ["ZTF20aaelulu: trues > dims > rejects",
-                                                               "ZTF20aahgyet: vars > rejects"]
+    assert manifest["labels"]["in_several_subsets_first"] == [
+        "ZTF20aaelulu: trues > dims > rejects",
+        "ZTF20aahgyet: vars > rejects",
+    ]
     alerts = open_dataset(tmp_path / "ztf").alerts.groupby("objectId")[["source_set", "label"]].first()
     assert tuple(alerts.loc["ZTF20aaelulu"]) == ("trues", 1) and tuple(alerts.loc["ZTF20aahgyet"]) == ("vars", 0)
     bad = _subset_labels(tmp_path, subsets, [("ZTF20aafcnby", 1, "rejects")])  # two labels in one subset

@@ -9,8 +9,31 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ["config", "ingest", "fetch-kowalski", "ls-dataset", "split", "weights", "galaxy-corpus", "pretrain", "train",
-            "aggregate", "figure2", "f1", "figure3", "benchmark", "table2", "embed", "umap", "figure4", "outliers"]
+COMMANDS = [
+    "config",
+    "ingest",
+    "fetch-kowalski",
+    "ls-dataset",
+    "split",
+    "weights",
+    "galaxy-corpus",
+    "pretrain",
+    "train",
+    "sweep",
+    "sweep-worker",
+    "sweep-finalize",
+    "sweep-summary",
+    "aggregate",
+    "figure2",
+    "f1",
+    "figure3",
+    "benchmark",
+    "table2",
+    "embed",
+    "umap",
+    "figure4",
+    "outliers",
+]
 
 
 def _run(*args, cwd=REPO):
@@ -42,11 +65,21 @@ def test_config_prints_filled_defaults():
 
 
 def test_ingest_and_split_from_the_command_line(tmp_path):
-    out = _run("ingest", "-q", "--set", "data.synthetic.n_sources=80", "--out", str(tmp_path / "ztf"),
-               "--log", str(tmp_path / "ingest.log"))
+    out = _run(
+        "ingest",
+        "-q",
+        "--set",
+        "data.synthetic.n_sources=80",
+        "--out",
+        str(tmp_path / "ztf"),
+        "--log",
+        str(tmp_path / "ingest.log"),
+    )
     assert out.returncode == 0, out.stderr
     assert "SYNTHETIC" in out.stdout and (tmp_path / "ingest.log").stat().st_size > 0
-    out = _run("split", "--dataset-dir", str(tmp_path / "ztf"), "--fraction", "50", "--out", str(tmp_path / "f50.parquet"))
+    out = _run(
+        "split", "--dataset-dir", str(tmp_path / "ztf"), "--fraction", "50", "--out", str(tmp_path / "f50.parquet")
+    )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "f50.parquet").is_file()
 
@@ -54,19 +87,43 @@ def test_ingest_and_split_from_the_command_line(tmp_path):
 def test_metadata_only_model_to_figure3_from_the_command_line(tmp_path):
     out = _run("ingest", "-q", "--set", "data.synthetic.n_sources=80", "--out", str(tmp_path / "ztf"))
     assert out.returncode == 0, out.stderr
-    out = _run("split", "--dataset-dir", str(tmp_path / "ztf"), "--fraction", "100", "--out",
-               str(tmp_path / "f.parquet"))
+    out = _run(
+        "split", "--dataset-dir", str(tmp_path / "ztf"), "--fraction", "100", "--out", str(tmp_path / "f.parquet")
+    )
     assert out.returncode == 0, out.stderr
     run = tmp_path / "run"
-    out = _run("train", "-q", "--modality", "multimodal", "--arch", "none", "--set", "training.epochs=1",
-               "--dataset-dir", str(tmp_path / "ztf"), "--split", str(tmp_path / "f.parquet"), "--out-dir", str(run))
+    out = _run(
+        "train",
+        "-q",
+        "--modality",
+        "multimodal",
+        "--arch",
+        "none",
+        "--set",
+        "training.epochs=1",
+        "--dataset-dir",
+        str(tmp_path / "ztf"),
+        "--split",
+        str(tmp_path / "f.parquet"),
+        "--out-dir",
+        str(run),
+    )
     assert out.returncode == 0, out.stderr
     assert "bts_p1 F1" in out.stdout and "prod_p2 F1" in out.stdout and (run / "model.pt").is_file()
-    out = _run("f1", str(run / "metrics.json"), "--out", str(tmp_path / "f1.csv"), "--peak-mag-out",
-               str(tmp_path / "peak.csv"))
+    out = _run(
+        "f1", str(run / "metrics.json"), "--out", str(tmp_path / "f1.csv"), "--peak-mag-out", str(tmp_path / "peak.csv")
+    )
     assert out.returncode == 0, out.stderr
-    out = _run("figure3", "--table", str(tmp_path / "f1.csv"), "--policy", "prod_p1", "bts_p1", "--out",
-               str(tmp_path / "f3.pdf"))
+    out = _run(
+        "figure3",
+        "--table",
+        str(tmp_path / "f1.csv"),
+        "--policy",
+        "prod_p1",
+        "bts_p1",
+        "--out",
+        str(tmp_path / "f3.pdf"),
+    )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "f3.pdf").read_bytes()[:5] == b"%PDF-" and (tmp_path / "peak.csv").is_file()
 
@@ -78,14 +135,39 @@ def test_weights_command_fetches_a_folder_and_explains_a_missing_id(tmp_path):
     from test_weights import _write_hub_folder
 
     _write_hub_folder(tmp_path / "w")
-    out = _run("weights", "--regimen", "imagenet", "--arch", "convnext", "--id", f"local-dir:{tmp_path / 'w'}",
-               "--out", str(tmp_path / "fetched"))
+    out = _run(
+        "weights",
+        "--regimen",
+        "imagenet",
+        "--arch",
+        "convnext",
+        "--id",
+        f"local-dir:{tmp_path / 'w'}",
+        "--out",
+        str(tmp_path / "fetched"),
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads((tmp_path / "fetched" / "source.json").read_text())["architecture"] == "convnext_pico"
     assert (tmp_path / "fetched" / "model.safetensors").is_file()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache")}
-    out = subprocess.run([sys.executable, "-m", "alertvision", "weights", "--regimen", "galaxyzoo", "--arch", "maxvit",
-                          "--out", str(tmp_path / "gz")], cwd=REPO, capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alertvision",
+            "weights",
+            "--regimen",
+            "galaxyzoo",
+            "--arch",
+            "maxvit",
+            "--out",
+            str(tmp_path / "gz"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert out.returncode == 1
     assert "hf_hub:mwalmsley/baseline-encoder-regression-maxvit_tiny" in out.stderr and "local_dirs" in out.stderr
     assert str(tmp_path / "gz") in out.stderr and not (tmp_path / "gz").exists()
@@ -96,10 +178,82 @@ def test_ingest_real_packets_from_the_command_line(tmp_path):
 
     packet_dir = packet_paths()[0].parent
     (tmp_path / "labels.csv").write_text("objectId,label,source_set\nZTF20aajcdad,1,trues\nZTF20aaelulu,0,rejects\n")
-    out = _run("ingest", "-q", "--set", "data.source=avro", "--set", f"data.avro.path={packet_dir}",
-               "--set", f"data.avro.labels={tmp_path / 'labels.csv'}", "--set", "grid.datasets=[ztf]",
-               "--out", str(tmp_path / "ztf"))
+    out = _run(
+        "ingest",
+        "-q",
+        "--set",
+        "data.source=avro",
+        "--set",
+        f"data.avro.path={packet_dir}",
+        "--set",
+        f"data.avro.labels={tmp_path / 'labels.csv'}",
+        "--set",
+        "grid.datasets=[ztf]",
+        "--out",
+        str(tmp_path / "ztf"),
+    )
     assert out.returncode == 0, out.stderr
     assert "3 alerts of 2 sources (avro)" in out.stdout
-    out = _run("ingest", "-q", "--set", "data.source=avro", "--set", "grid.datasets=[ztf]", "--out", str(tmp_path / "x"))
+    out = _run(
+        "ingest", "-q", "--set", "data.source=avro", "--set", "grid.datasets=[ztf]", "--out", str(tmp_path / "x")
+    )
     assert out.returncode == 2 and "config key data.avro" in out.stderr
+
+
+def test_sweep_then_train_from_the_command_line_as_snakemake_does(tmp_path):
+    """A swept architecture: `train` stops until `sweep` has written best.yaml, then trains with it; every file
+    lands where the Snakemake rules put it (the study plan's paths)."""
+    import json
+
+    import yaml
+
+    from alertvision.study.plan import Layout, Run
+
+    config = tmp_path / "study.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "data": {"synthetic": {"n_sources": 80}},
+                "grid": {"archs": ["cnn"]},
+                "archs": {
+                    "cnn": {
+                        "kind": "cnn",
+                        "input_size": 63,
+                        "conv1_channels": 4,
+                        "conv2_channels": 8,
+                        "conv_kernel": 3,
+                        "sweep": {"trials": 2, "workers": 1},
+                    }
+                },
+                "training": {"epochs": 1, "batch_size": 16},
+            }
+        )
+    )
+    layout, run = Layout(), Run("ztf", "image", "cnn", "none", "100", 0)
+    common = ("-q", "--config", str(config))
+    assert _run("ingest", *common, cwd=tmp_path).returncode == 0
+    out = _run(
+        "split",
+        *common,
+        "--dataset-dir",
+        layout.dataset_dir("ztf"),
+        "--fraction",
+        "100",
+        "--out",
+        layout.split_file("ztf", "100"),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    out = _run("train", *common, "--arch", "cnn", cwd=tmp_path)
+    assert out.returncode == 1 and "alertvision sweep" in out.stderr and "best.yaml" in out.stderr
+    out = _run("sweep", *common, "--arch", "cnn", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    best = tmp_path / layout.sweep_dir(run) / "best.yaml"
+    assert best.is_file() and (best.parent / "trials.csv").is_file()
+    out = _run("train", *common, "--arch", "cnn", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    metrics = json.loads((tmp_path / layout.run_file("metrics.json", run)).read_text())
+    assert metrics["hyperparameters_from"] == str(Path(layout.sweep_dir(run)) / "best.yaml")
+    assert metrics["hyperparameters"] == yaml.safe_load(best.read_text())["params"]
+    out = _run("sweep-summary", str(best), "--out", layout.sweep_summary(), cwd=tmp_path)
+    assert out.returncode == 0 and (tmp_path / layout.sweep_summary()).is_file()

@@ -7,8 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from alertvision.config import (ConfigError, figure3_policies, grid_cells, load_config, training_params, validate_config,
-                                weight_id)
+from alertvision.config import (
+    ConfigError,
+    figure3_policies,
+    grid_cells,
+    load_config,
+    training_params,
+    validate_config,
+    weight_id,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,21 +47,29 @@ def test_pretrain_regimen_checks():
     assert [c["arch"] for c in grid_cells(config) if c["regimen"] == "sg"] == ["maxvit"] * 8
 
 
-@pytest.mark.parametrize("override, key", [
-    ({"training": {"epochs": 0}}, "training.epochs"),
-    ({"training": {"lr": "fast"}}, "training.lr"),
-    ({"data": {"synthetic": {"n_sources": 2}}}, "data.synthetic.n_sources"),
-    ({"grid": {"archs": ["resnet"]}}, "grid.archs"),
-    ({"grid": {"fractions": [0]}}, "grid.fractions"),
-    ({"splits": {"probabilities": [0.5, 0.2, 0.2]}}, "splits.probabilities"),
-    ({"archs": {"maxvit": {"kind": "timm", "timm_name": "maxvit_tiny_rw_224", "input_size": 63}},
-      "grid": {"archs": ["maxvit"]}}, "archs.maxvit.input_size"),
-    ({"tranining": {}}, "(top level)"),
-    ({"legacysurvey": {"product": "png"}}, "legacysurvey.product"),
-    ({"legacysurvey": {"channels": ["g", "g", "z"]}}, "legacysurvey.channels"),
-    ({"legacysurvey": {"channels": ["g", "r", "i"]}}, "legacysurvey.channels.2"),
-    ({"legacysurvey": {"jpeg_blank_value": 256}}, "legacysurvey.jpeg_blank_value"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ({"training": {"epochs": 0}}, "training.epochs"),
+        ({"training": {"lr": "fast"}}, "training.lr"),
+        ({"data": {"synthetic": {"n_sources": 2}}}, "data.synthetic.n_sources"),
+        ({"grid": {"archs": ["resnet"]}}, "grid.archs"),
+        ({"grid": {"fractions": [0]}}, "grid.fractions"),
+        ({"splits": {"probabilities": [0.5, 0.2, 0.2]}}, "splits.probabilities"),
+        (
+            {
+                "archs": {"maxvit": {"kind": "timm", "timm_name": "maxvit_tiny_rw_224", "input_size": 63}},
+                "grid": {"archs": ["maxvit"]},
+            },
+            "archs.maxvit.input_size",
+        ),
+        ({"tranining": {}}, "(top level)"),
+        ({"legacysurvey": {"product": "png"}}, "legacysurvey.product"),
+        ({"legacysurvey": {"channels": ["g", "g", "z"]}}, "legacysurvey.channels"),
+        ({"legacysurvey": {"channels": ["g", "r", "i"]}}, "legacysurvey.channels.2"),
+        ({"legacysurvey": {"jpeg_blank_value": 256}}, "legacysurvey.jpeg_blank_value"),
+    ],
+)
 def test_bad_value_names_the_key(override, key):
     with pytest.raises(ConfigError) as err:
         validate_config(copy.deepcopy(override))
@@ -70,13 +85,16 @@ def test_regimens_only_train_the_archs_they_list():
 
 def test_strings_from_the_snakemake_command_line_are_read_as_yaml():
     # `snakemake --config training="{epochs: 2}"` hands nested values over as strings
-    config = validate_config({"training": {"epochs": "2", "bf16": "true", "lr": "1e-4"},
-                              "grid": {"fractions": ["5", "50"]}})
+    config = validate_config(
+        {"training": {"epochs": "2", "bf16": "true", "lr": "1e-4"}, "grid": {"fractions": ["5", "50"]}}
+    )
     assert config["training"]["epochs"] == 2 and config["training"]["bf16"] is True
     assert config["training"]["lr"] == 1e-4 and config["grid"]["fractions"] == [5, 50]
     with pytest.raises(ConfigError, match="training.epochs"):
         validate_config({"training": {"epochs": "two"}})
-    config = validate_config({"archs": {"cnn": {"kind": "cnn", "training": {"epochs": "2"}}}, "grid": {"archs": ["cnn"]}})
+    config = validate_config(
+        {"archs": {"cnn": {"kind": "cnn", "training": {"epochs": "2"}}}, "grid": {"archs": ["cnn"]}}
+    )
     assert config["archs"]["cnn"]["training"]["epochs"] == 2
 
 
@@ -89,12 +107,21 @@ def test_architecture_training_overrides_are_checked():
 
 def test_legacysurvey_product_defaults_and_checks():
     ls = validate_config({})["legacysurvey"]
-    assert (ls["product"], ls["channels"], ls["jpeg_blank_value"], ls["normalise"]) == ("fits", ["z", "r", "g"], 32, "l2")
+    assert (ls["product"], ls["channels"], ls["jpeg_blank_value"], ls["normalise"]) == (
+        "fits",
+        ["z", "r", "g"],
+        32,
+        "l2",
+    )
     assert ls["viewer"]["jpeg_url"] == "https://www.legacysurvey.org/viewer/jpeg-cutout"
     assert ls["viewer"]["jpeg_bands"] == "griy"
     study = load_config(REPO / "config" / "study.yaml")["legacysurvey"]
-    assert (study["source"], study["product"], study["normalise"], study["channels"]) == \
-        ("viewer", "jpeg", "none", ["z", "r", "g"])
+    assert (study["source"], study["product"], study["normalise"], study["channels"]) == (
+        "viewer",
+        "jpeg",
+        "none",
+        ["z", "r", "g"],
+    )
     # no synthetic JPEGs: the error names the key, with or without the ls dataset in the grid
     for grid in ({}, {"datasets": ["ztf"]}):
         with pytest.raises(ConfigError, match="config key legacysurvey.product: 'jpeg' images come from the viewer"):
@@ -108,11 +135,13 @@ def test_legacysurvey_product_defaults_and_checks():
     assert fits["channels"] == ["g", "r", "z"]
 
 
-
-@pytest.mark.parametrize("fractions, message", [
-    ([1e-05, 100], "1e-05 would name its runs f1e-05; fractions are percentages"),
-    ([33.33331, 33.33332], "33.33331 and 33.33332 are the same fraction at six significant digits"),
-])
+@pytest.mark.parametrize(
+    "fractions, message",
+    [
+        ([1e-05, 100], "1e-05 would name its runs f1e-05; fractions are percentages"),
+        ([33.33331, 33.33332], "33.33331 and 33.33332 are the same fraction at six significant digits"),
+    ],
+)
 def test_fractions_that_cannot_name_a_folder_are_config_errors(fractions, message):
     """Before: a MissingInputException for 1e-05, and two fractions silently merged into one run."""
     with pytest.raises(ConfigError, match=message):
@@ -122,8 +151,12 @@ def test_fractions_that_cannot_name_a_folder_are_config_errors(fractions, messag
 def test_a_typo_in_a_regimen_s_architecture_is_a_config_error():
     """Before, `weights: {convnxt: ...}` silently trained nothing for the regimen."""
     with pytest.raises(ConfigError, match="regimens.imagenet.weights.convnxt: 'convnxt' is not an architecture"):
-        validate_config({"grid": {"regimens": ["none", "imagenet"]},
-                         "regimens": {"none": {"weights": {}}, "imagenet": {"weights": {"convnxt": "convnext_pico.d1_in1k"}}}})
+        validate_config(
+            {
+                "grid": {"regimens": ["none", "imagenet"]},
+                "regimens": {"none": {"weights": {}}, "imagenet": {"weights": {"convnxt": "convnext_pico.d1_in1k"}}},
+            }
+        )
     # a regimen the grid does not train may name architectures the config leaves out
     validate_config({"grid": {"archs": ["cnn"]}, "archs": {"cnn": {"kind": "cnn"}}})
 

@@ -7,8 +7,14 @@ import pandas as pd
 import pytest
 
 from alertvision.atomic import atomic_path
-from alertvision.contract import (REQUIRED_COLUMNS, ContractError, ImageArrayWriter, alert_ids, open_dataset,
-                                  validate_alerts)
+from alertvision.data.contract import (
+    REQUIRED_COLUMNS,
+    ContractError,
+    ImageArrayWriter,
+    alert_ids,
+    open_dataset,
+    validate_alerts,
+)
 
 
 def test_image_writer_streams_a_loadable_memmap(tmp_path):

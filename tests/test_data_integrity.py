@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import dry_run_jobs, packet_paths
 from postgres_server import postgres_url  # noqa: F401 (the fixture)
 
@@ -52,11 +51,15 @@ def test_any_added_removed_or_edited_packet_reruns_the_ingest(tmp_path):
     import fastavro
 
     ids = sorted({next(iter(fastavro.reader(open(p, "rb"))))["objectId"] for p in paths})
-    (tmp_path / "labels.csv").write_text("objectId,label,source_set\n"
-                                         + "".join(f"{o},{i % 2},{'trues' if i % 2 else 'rejects'}\n"
-                                                   for i, o in enumerate(ids)))
-    config = {"data": {"source": "avro", "avro": {"path": "packets", "labels": "labels.csv", "dims_peak_limit": None}},
-              "splits": {"probabilities": [0.5, 0.25, 0.25]}, "grid": {"datasets": ["ztf"]}}
+    (tmp_path / "labels.csv").write_text(
+        "objectId,label,source_set\n"
+        + "".join(f"{o},{i % 2},{'trues' if i % 2 else 'rejects'}\n" for i, o in enumerate(ids))
+    )
+    config = {
+        "data": {"source": "avro", "avro": {"path": "packets", "labels": "labels.csv", "dims_peak_limit": None}},
+        "splits": {"probabilities": [0.5, 0.25, 0.25]},
+        "grid": {"datasets": ["ztf"]},
+    }
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     snakemake(tmp_path, "--cores", "1", "results/data/ztf/manifest.json")
@@ -103,23 +106,36 @@ def test_a_release_table_edited_in_place_reruns_the_ingest(tmp_path):
 def test_the_cli_resolves_a_config_file_as_snakemake_does(tmp_path):
     """Before, the CLI read only the file it was given while Snakemake merged it over config/config.yaml."""
     partial = tmp_path / "partial.yaml"
-    partial.write_text(yaml.safe_dump({"training": {"epochs": 2}, "grid": {"archs": ["cnn"], "datasets": ["ztf"],
-                                                                            "modalities": ["image"]},
-                                       "benchmark": {"enabled": False}, "embed": {"enabled": False}}))
+    partial.write_text(
+        yaml.safe_dump(
+            {
+                "training": {"epochs": 2},
+                "grid": {"archs": ["cnn"], "datasets": ["ztf"], "modalities": ["image"]},
+                "benchmark": {"enabled": False},
+                "embed": {"enabled": False},
+            }
+        )
+    )
     work = tmp_path / "work"
     shutil.copytree(REPO / "config", work / "config")  # the embedded default a run from the repository sees
     snakemake(work, "--cores", "1", "results/config.yaml", "--configfile", str(partial))
     seen_by_snakemake = yaml.safe_load((work / "results" / "config.yaml").read_text())
-    cli = subprocess.run([sys.executable, "-m", "alertvision", "config", "--config", str(partial)], cwd=work,
-                         capture_output=True, text=True, check=True)
+    cli = subprocess.run(
+        [sys.executable, "-m", "alertvision", "config", "--config", str(partial)],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert yaml.safe_load(cli.stdout) == seen_by_snakemake
     # the file replaced the embedded default (its 450 synthetic sources, its input_scale 63): schema defaults
     assert seen_by_snakemake["data"]["synthetic"]["n_sources"] == 560
     assert seen_by_snakemake["archs"]["cnn"]["input_scale"] == 1.0 and seen_by_snakemake["training"]["epochs"] == 2
     # and with no file, both read config/config.yaml
     snakemake(work, "--cores", "1", "results/config.yaml", "--forceall")
-    cli = subprocess.run([sys.executable, "-m", "alertvision", "config"], cwd=work, capture_output=True, text=True,
-                         check=True)
+    cli = subprocess.run(
+        [sys.executable, "-m", "alertvision", "config"], cwd=work, capture_output=True, text=True, check=True
+    )
     default = yaml.safe_load((work / "results" / "config.yaml").read_text())
     assert yaml.safe_load(cli.stdout) == default and default["data"]["synthetic"]["n_sources"] == 450
 
@@ -128,12 +144,19 @@ def test_a_storage_password_never_reaches_snakemake_records_logs_or_results(tmp_
     """Before, sweep.storage was a rule param, stored in plain text in .snakemake/metadata."""
     password = postgres_url.split(":")[2].split("@")[0]
     assert password and password in postgres_url
-    config = {"data": {"synthetic": {"n_sources": 60, "seed": 3}}, "grid": {"datasets": ["ztf"], "archs": ["cnn"],
-              "modalities": ["image"], "fractions": [100]},
-              "archs": {"cnn": {"kind": "cnn", "input_scale": 63, "training": {"epochs": 1}}},
-              "sweep": {"trials": 1, "storage": postgres_url, "study_prefix": f"secret{os.getpid()}",
-                        "search_space": {"lr": {"type": "categorical", "choices": [0.001]}}},
-              "benchmark": {"enabled": False}, "embed": {"enabled": False}}
+    config = {
+        "data": {"synthetic": {"n_sources": 60, "seed": 3}},
+        "grid": {"datasets": ["ztf"], "archs": ["cnn"], "modalities": ["image"], "fractions": [100]},
+        "archs": {"cnn": {"kind": "cnn", "input_scale": 63, "training": {"epochs": 1}}},
+        "sweep": {
+            "trials": 1,
+            "storage": postgres_url,
+            "study_prefix": f"secret{os.getpid()}",
+            "search_space": {"lr": {"type": "categorical", "choices": [0.001]}},
+        },
+        "benchmark": {"enabled": False},
+        "embed": {"enabled": False},
+    }
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     snakemake(tmp_path, "--cores", "1", "results/sweeps/ztf/image/cnn/none/f100/best.yaml", "results/config.yaml")
@@ -163,14 +186,21 @@ def test_a_full_disk_names_the_path_and_leaves_no_partial_file(mounted_tmpfs):
     with pytest.raises(DiskFullError, match=f"the disk is full: could not write {disk / 'big.txt'}"):
         write_text(disk / "big.txt", "x" * 400_000)
     head = {"dense1": 8, "dense2": None, "dropout": 0.2}
-    arch = {"kind": "cnn", "input_size": 63, "conv1_channels": 32, "conv2_channels": 64, "conv_kernel": 5,
-            "conv_dropout1": 0.5, "conv_dropout2": 0.55}
+    arch = {
+        "kind": "cnn",
+        "input_size": 63,
+        "conv1_channels": 32,
+        "conv2_channels": 64,
+        "conv_kernel": 5,
+        "conv_dropout1": 0.5,
+        "conv_dropout2": 0.55,
+    }
     model = build_model(arch, head)  # 206,897 float32 parameters: about 830 kB
     with pytest.raises(DiskFullError, match=f"could not write {disk / 'model.pt'}") as err:
         save_model(model, disk / "model.pt", arch_cfg=arch, head_cfg=head, info={})
     assert "bytes free" in str(err.value)
     assert sorted(p.name for p in disk.iterdir()) == []  # nothing partial, under any name
-    from alertvision.contract import ImageArrayWriter
+    from alertvision.data.contract import ImageArrayWriter
 
     with pytest.raises(DiskFullError, match="images.npy"):
         with ImageArrayWriter(disk / "images.npy") as writer:
@@ -186,8 +216,15 @@ def test_an_unwritable_run_folder_stops_before_training(mounted_tmpfs, tiny_data
     readonly = mounted_tmpfs("ro", readonly=True)
     config = tiny_datasets["config"]
     with caplog.at_level("INFO"), pytest.raises(PermissionError, match=f"cannot write the run's outputs to {readonly}"):
-        train_run(tiny_datasets["ztf"], split_file, readonly, arch_cfg=config["archs"]["cnn"],
-                  training=training_params(config, "cnn"), seed=0, progress=False)
+        train_run(
+            tiny_datasets["ztf"],
+            split_file,
+            readonly,
+            arch_cfg=config["archs"]["cnn"],
+            training=training_params(config, "cnn"),
+            seed=0,
+            progress=False,
+        )
     assert "epoch 1" not in caplog.text and "training" not in caplog.text  # not one step was taken
 
 
@@ -196,7 +233,7 @@ def test_a_killed_writer_s_temporary_is_cleaned_when_the_job_starts(tmp_path, ti
     from types import SimpleNamespace
 
     from alertvision.atomic import temporaries
-    from alertvision.contract import start_dataset
+    from alertvision.data.contract import start_dataset
     from alertvision.logs import start_job
 
     folder = tmp_path / "ztf"
@@ -214,8 +251,9 @@ def test_a_killed_writer_s_temporary_is_cleaned_when_the_job_starts(tmp_path, ti
     (out.parent / ".table.csv.q8.csv.tmp").write_text("partial")
     (tmp_path / "resources").mkdir()
     (tmp_path / "resources" / ".convnext.w1.tmp").mkdir()
-    job = SimpleNamespace(log=[str(tmp_path / "logs" / "job.log")],
-                          output=[str(out), str(tmp_path / "resources" / "convnext")])
+    job = SimpleNamespace(
+        log=[str(tmp_path / "logs" / "job.log")], output=[str(out), str(tmp_path / "resources" / "convnext")]
+    )
     start_job(job)
     assert temporaries(out) == [] and temporaries(tmp_path / "resources" / "convnext") == []
 
@@ -241,29 +279,34 @@ def test_written_files_take_the_umask(tmp_path, umask, mode):
 
 def test_a_labels_table_may_not_overwrite_alert_fields(tmp_path, packets):
     """Before, labels columns magpsf, ra, dec, sgscore1 silently replaced every alert's values (exit code 0)."""
-    from alertvision.ingest.avro import ingest_avro
-    from alertvision.ingest.labels import LabelsError
     from test_avro import _config
+
+    from alertvision.data.ingest.avro import ingest_avro
+    from alertvision.data.ingest.labels import LabelsError
 
     ids = sorted({p["objectId"] for p in packets})
     labels = tmp_path / "labels.csv"
-    labels.write_text("objectId,label,source_set,magpsf,ra,dec,sgscore1,comment\n"
-                      + "".join(f"{o},{i % 2},{'trues' if i % 2 else 'rejects'},12.0,1.0,2.0,0.5,ok\n"
-                                for i, o in enumerate(ids)))
+    labels.write_text(
+        "objectId,label,source_set,magpsf,ra,dec,sgscore1,comment\n"
+        + "".join(f"{o},{i % 2},{'trues' if i % 2 else 'rejects'},12.0,1.0,2.0,0.5,ok\n" for i, o in enumerate(ids))
+    )
     with pytest.raises(LabelsError, match="column\\(s\\) magpsf, ra, dec, sgscore1 would overwrite"):
         ingest_avro(_config(str(packet_paths()[0].parent), labels), tmp_path / "ztf", progress=False)
     assert not (tmp_path / "ztf" / "manifest.json").exists()
     # other columns ride along, as documented
-    labels.write_text("objectId,label,source_set,comment\n"
-                      + "".join(f"{o},{i % 2},{'trues' if i % 2 else 'rejects'},note{i}\n" for i, o in enumerate(ids)))
+    labels.write_text(
+        "objectId,label,source_set,comment\n"
+        + "".join(f"{o},{i % 2},{'trues' if i % 2 else 'rejects'},note{i}\n" for i, o in enumerate(ids))
+    )
     manifest = ingest_avro(_config(str(packet_paths()[0].parent), labels), tmp_path / "ztf", progress=False)
     assert manifest["n_alerts"] >= 10
 
 
 def test_an_empty_object_id_is_named_before_any_packet_is_read(tmp_path, monkeypatch):
-    from alertvision.ingest import avro
-    from alertvision.ingest.labels import LabelsError
     from test_avro import _config
+
+    from alertvision.data.ingest import avro
+    from alertvision.data.ingest.labels import LabelsError
 
     labels = tmp_path / "labels.csv"
     labels.write_text("objectId,label,source_set\nZTF20aaelulu,1,trues\n,0,rejects\n   ,0,rejects\n")
@@ -276,9 +319,10 @@ def test_an_empty_object_id_is_named_before_any_packet_is_read(tmp_path, monkeyp
 
 def test_labels_varying_within_a_source_stop_the_import_naming_it(tmp_path):
     """Before, a release source with alerts of both labels imported fine and broke only the policies later."""
-    from alertvision.contract import ContractError
-    from alertvision.ingest.release import ingest_release
     from test_release import config_for, make_release, write_release
+
+    from alertvision.data.contract import ContractError
+    from alertvision.data.ingest.release import ingest_release
 
     release = make_release(4)
     df, _ = release["train"]
@@ -297,9 +341,9 @@ def test_a_single_class_evaluation_split_is_an_error_not_a_null_auc(tmp_path, ti
     import pandas as pd
 
     from alertvision.atomic import write_parquet
-    from alertvision.contract import open_dataset
-    from alertvision.splits import SplitError
-    from alertvision.steps import split
+    from alertvision.data.contract import open_dataset
+    from alertvision.data.splits import SplitError
+    from alertvision.study.steps import split
 
     data = open_dataset(tiny_datasets["ztf"])
     alerts = data.alerts.copy()

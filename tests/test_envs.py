@@ -10,8 +10,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 #: conda-forge names that differ from PyPI's
-CONDA_TO_PYPI = {"matplotlib-base": "matplotlib", "snakemake-minimal": "snakemake", "huggingface_hub": "huggingface-hub",
-                 "psycopg2": "psycopg2-binary"}
+CONDA_TO_PYPI = {
+    "matplotlib-base": "matplotlib",
+    "snakemake-minimal": "snakemake",
+    "huggingface_hub": "huggingface-hub",
+    "psycopg2": "psycopg2-binary",
+}
 
 
 def _name(requirement: str) -> str:

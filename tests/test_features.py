@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from alertvision.features import METADATA_FEATURES, cut_mask, derive_source_features, passes_cuts
+from alertvision.data.features import METADATA_FEATURES, cut_mask, derive_source_features, passes_cuts
 
 
 def test_25_features_in_btsbot_order():
@@ -15,14 +15,16 @@ def test_25_features_in_btsbot_order():
 
 def test_derived_features_use_only_alerts_so_far():
     # one source, rows deliberately out of time order; a second source interleaved
-    df = pd.DataFrame({
-        "objectId": ["A", "B", "A", "A", "A"],
-        "jd": [13.0, 5.0, 10.0, 11.0, 12.0],
-        "magpsf": [17.5, 19.0, 19.0, 18.0, 18.0],
-        "jdstarthist": [9.0, 4.0, 9.0, 9.0, 9.0],
-        "ncovhist": [50, 10, 47, 48, 49],
-        "ndethist": [5, 1, 2, 3, 4],
-    })
+    df = pd.DataFrame(
+        {
+            "objectId": ["A", "B", "A", "A", "A"],
+            "jd": [13.0, 5.0, 10.0, 11.0, 12.0],
+            "magpsf": [17.5, 19.0, 19.0, 18.0, 18.0],
+            "jdstarthist": [9.0, 4.0, 9.0, 9.0, 9.0],
+            "ncovhist": [50, 10, 47, 48, 49],
+            "ndethist": [5, 1, 2, 3, 4],
+        }
+    )
     out = derive_source_features(df).set_index(["objectId", "jd"])
     a = out.loc["A"]
     assert list(a.loc[[10.0, 11.0, 12.0, 13.0], "peakmag_so_far"]) == [19.0, 18.0, 18.0, 17.5]
@@ -41,36 +43,62 @@ def test_derived_features_use_only_alerts_so_far():
 
 
 def test_cuts():
-    df = pd.DataFrame({
-        "isdiffpos": ["t", "f", "t", "t", "1", "t"],
-        "fid": [1, 2, 3, 2, 2, 1],
-        "sgscore1": [0.1, 0.1, 0.1, -999.0, 0.5, -999.0],
-        "sgscore2": [-999.0, 0.2, 0.2, 0.3, 0.1, -999.0],
-    })
+    df = pd.DataFrame(
+        {
+            "isdiffpos": ["t", "f", "t", "t", "1", "t"],
+            "fid": [1, 2, 3, 2, 2, 1],
+            "sgscore1": [0.1, 0.1, 0.1, -999.0, 0.5, -999.0],
+            "sgscore2": [-999.0, 0.2, 0.2, 0.3, 0.1, -999.0],
+        }
+    )
     assert list(cut_mask(df)) == [True, False, False, True, True, False]
 
 
 def test_history_detections_count_as_earlier_alerts_but_get_no_row():
-    alerts = pd.DataFrame({"objectId": ["A", "A"], "jd": [20.0, 22.0], "fid": [1, 2], "magpsf": [18.0, 18.5],
-                           "jdstarthist": [15.0, 15.0], "ncovhist": [9, 10], "ndethist": [3, 4]})
+    alerts = pd.DataFrame(
+        {
+            "objectId": ["A", "A"],
+            "jd": [20.0, 22.0],
+            "fid": [1, 2],
+            "magpsf": [18.0, 18.5],
+            "jdstarthist": [15.0, 15.0],
+            "ncovhist": [9, 10],
+            "ndethist": [3, 4],
+        }
+    )
     # prv_candidates: an earlier brighter detection, a copy of the first alert, one after both alerts
-    history = pd.DataFrame({"objectId": ["A", "A", "A", "B"], "jd": [14.0, 20.0, 30.0, 1.0], "fid": [2, 1, 1, 1],
-                            "magpsf": [17.0, 12.0, 10.0, 5.0]})
+    history = pd.DataFrame(
+        {
+            "objectId": ["A", "A", "A", "B"],
+            "jd": [14.0, 20.0, 30.0, 1.0],
+            "fid": [2, 1, 1, 1],
+            "magpsf": [17.0, 12.0, 10.0, 5.0],
+        }
+    )
     out = derive_source_features(alerts, history)
     assert len(out) == 2
     assert list(out["peakmag_so_far"]) == [17.0, 17.0]  # the copy at jd 20 (mag 12) is ignored
-    assert list(out["maxmag_so_far"]) == [18.0, 18.5]    # nothing after jd 22 leaks in
-    assert list(out["age"]) == [6.0, 8.0]                # first detection at jd 14 < jdstarthist 15
+    assert list(out["maxmag_so_far"]) == [18.0, 18.5]  # nothing after jd 22 leaks in
+    assert list(out["age"]) == [6.0, 8.0]  # first detection at jd 14 < jdstarthist 15
     assert list(out["days_since_peak"]) == [6.0, 8.0] and list(out["days_to_peak"]) == [0.0, 0.0]
     without = derive_source_features(alerts)
     assert list(without["peakmag_so_far"]) == [18.0, 18.0] and list(without["age"]) == [5.0, 7.0]
 
 
-@pytest.mark.parametrize("row", [
-    ("t", 1, 0.5, -99.0), ("f", 1, 0.5, 0.5), ("1", 2, -1.0, 0.0), ("t", 3, 0.5, 0.5),
-    ("t", 2, -1.0, -1.0), ("t", 1, None, 0.2), ("t", 1, None, None),
-])
+@pytest.mark.parametrize(
+    "row",
+    [
+        ("t", 1, 0.5, -99.0),
+        ("f", 1, 0.5, 0.5),
+        ("1", 2, -1.0, 0.0),
+        ("t", 3, 0.5, 0.5),
+        ("t", 2, -1.0, -1.0),
+        ("t", 1, None, 0.2),
+        ("t", 1, None, None),
+    ],
+)
 def test_scalar_cut_agrees_with_the_table_cut(row):
     df = pd.DataFrame([row], columns=["isdiffpos", "fid", "sgscore1", "sgscore2"]).astype(
-        {"sgscore1": float, "sgscore2": float})
+        {"sgscore1": float, "sgscore2": float}
+    )
     assert passes_cuts(*row) == bool(cut_mask(df).iloc[0])

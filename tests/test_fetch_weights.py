@@ -28,15 +28,31 @@ CONVNEXT = {"kind": "timm", "timm_name": "convnext_pico", "input_size": 63}
 #: What timm's push_to_hub writes for a convnext_pico encoder, as Zoobot's config.json does: the
 #: architecture and num_classes 0, and timm's default pretrained_cfg (ImageNet mean/std included,
 #: although Zoobot encoders take pixels in [0, 1]).
-PRETRAINED_CFG = {"tag": "", "custom_load": False, "input_size": [3, 224, 224], "fixed_input_size": False,
-                  "interpolation": "bicubic", "crop_pct": 0.95, "crop_mode": "center", "mean": [0.485, 0.456, 0.406],
-                  "std": [0.229, 0.224, 0.225], "num_classes": 0, "pool_size": [7, 7], "first_conv": "stem.0",
-                  "classifier": "head.fc"}
+PRETRAINED_CFG = {
+    "tag": "",
+    "custom_load": False,
+    "input_size": [3, 224, 224],
+    "fixed_input_size": False,
+    "interpolation": "bicubic",
+    "crop_pct": 0.95,
+    "crop_mode": "center",
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+    "num_classes": 0,
+    "pool_size": [7, 7],
+    "first_conv": "stem.0",
+    "classifier": "head.fc",
+}
 
 
 def _config(architecture="convnext_pico", num_classes=0) -> bytes:
-    cfg = {"architecture": architecture, "num_classes": num_classes, "num_features": 512, "global_pool": "avg",
-           "pretrained_cfg": {**PRETRAINED_CFG, "num_classes": num_classes}}
+    cfg = {
+        "architecture": architecture,
+        "num_classes": num_classes,
+        "num_features": 512,
+        "global_pool": "avg",
+        "pretrained_cfg": {**PRETRAINED_CFG, "num_classes": num_classes},
+    }
     return json.dumps(cfg, indent=2).encode()
 
 
@@ -65,8 +81,10 @@ def classifier_weights(encoder):
 @pytest.fixture
 def hub(monkeypatch, encoder, classifier_weights):
     quick_client(monkeypatch)
-    repos = {ZOOBOT_REPO: {"config.json": _config(), "pytorch_model.bin": encoder[1], "README.md": b"# Zoobot\n"},
-             IMAGENET_REPO: {"config.json": _config(num_classes=1000), "model.safetensors": classifier_weights[1]}}
+    repos = {
+        ZOOBOT_REPO: {"config.json": _config(), "pytorch_model.bin": encoder[1], "README.md": b"# Zoobot\n"},
+        IMAGENET_REPO: {"config.json": _config(num_classes=1000), "model.safetensors": classifier_weights[1]},
+    }
     with LocalHub(repos) as server:
         yield server
 
@@ -93,16 +111,22 @@ def _assert_backbone_equals(model, state):
 
 # --- the local hub speaks the protocol ---------------------------------------------------------------
 
+
 def test_local_hub_serves_snapshot_download_and_hf_hub_download(hub, tmp_path, encoder):
     from huggingface_hub import hf_hub_download, snapshot_download
 
-    folder = snapshot_download(ZOOBOT_REPO, endpoint=hub.url, cache_dir=tmp_path / "a",
-                               allow_patterns=["config.json", "model.safetensors", "pytorch_model.bin"])
+    folder = snapshot_download(
+        ZOOBOT_REPO,
+        endpoint=hub.url,
+        cache_dir=tmp_path / "a",
+        allow_patterns=["config.json", "model.safetensors", "pytorch_model.bin"],
+    )
     names = sorted(p.name for p in (tmp_path / "a").glob("models--*/snapshots/*/*"))
     assert names == ["config.json", "pytorch_model.bin"]
-    assert (tmp_path / "a" / f"models--{ZOOBOT_REPO.replace('/', '--')}" / "snapshots" / hub.repos[ZOOBOT_REPO].commit
-            ).samefile(folder)
-    assert (folder and open(f"{folder}/pytorch_model.bin", "rb").read() == encoder[1])
+    assert (
+        tmp_path / "a" / f"models--{ZOOBOT_REPO.replace('/', '--')}" / "snapshots" / hub.repos[ZOOBOT_REPO].commit
+    ).samefile(folder)
+    assert folder and open(f"{folder}/pytorch_model.bin", "rb").read() == encoder[1]
     assert ("GET", f"/api/models/{ZOOBOT_REPO}/revision/main") in hub.requests
     assert any(p.startswith(f"/api/models/{ZOOBOT_REPO}/tree/") for _, p in hub.requests)
     # the LFS file: a HEAD on /resolve/ answered by a redirect the client does not follow, then a GET on the CDN
@@ -113,14 +137,17 @@ def test_local_hub_serves_snapshot_download_and_hf_hub_download(hub, tmp_path, e
 
 # --- successful fetches ----------------------------------------------------------------------------
 
+
 def test_zoobot_encoder_is_downloaded_converted_and_loads(hub, tmp_path, encoder):
     out = tmp_path / "resources" / "weights" / "galaxyzoo" / "convnext"
     record = fetch_weights(ZOOBOT, out, cache_dir=str(tmp_path / "hub"), endpoint=hub.url)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "source.json"]
     assert record["via"] == "download" and record["architecture"] == "convnext_pico"
     assert record["revision"] == hub.repos[ZOOBOT_REPO].commit and record["converted_from"] == "pytorch_model.bin"
-    assert record["files"]["pytorch_model.bin"] == {"sha256": hashlib.sha256(encoder[1]).hexdigest(),
-                                                    "size": len(encoder[1])}
+    assert record["files"]["pytorch_model.bin"] == {
+        "sha256": hashlib.sha256(encoder[1]).hexdigest(),
+        "size": len(encoder[1]),
+    }
     assert json.loads((out / "source.json").read_text())["weight_id"] == ZOOBOT
     state = load_file(str(out / "model.safetensors"))
     assert state.keys() == encoder[0].keys() and all(torch.equal(state[k], encoder[0][k]) for k in state)
@@ -142,8 +169,11 @@ def test_safetensors_source_is_copied_and_its_classifier_dropped(hub, tmp_path, 
     assert (out / "model.safetensors").read_bytes() == classifier_weights[1]
     assert record["converted_from"] is None and record["dropped_classifier"] == ["head.fc.bias", "head.fc.weight"]
     weights = fetched_weights(out)
-    assert input_norm_from_weights(weights) == {"mode": "imagenet", "mean": PRETRAINED_CFG["mean"],
-                                       "std": PRETRAINED_CFG["std"]}
+    assert input_norm_from_weights(weights) == {
+        "mode": "imagenet",
+        "mean": PRETRAINED_CFG["mean"],
+        "std": PRETRAINED_CFG["std"],
+    }
     model = build_model(CONVNEXT, HEAD, weights)
     _assert_backbone_equals(model, classifier_weights[0])
     assert model.backbone.num_classes == 0
@@ -171,12 +201,16 @@ def test_a_folder_filled_by_hand_is_used_offline(tmp_path, monkeypatch, encoder)
 
 # --- failures ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("mode, only, hint", [
-    ("500", None, "HTTP 500"),
-    ("401", None, "gated or private"),
-    ("timeout", "/cdn/", "did not answer in time"),
-    ("truncate", "/cdn/", "broke off before the file was complete"),
-])
+
+@pytest.mark.parametrize(
+    "mode, only, hint",
+    [
+        ("500", None, "HTTP 500"),
+        ("401", None, "gated or private"),
+        ("timeout", "/cdn/", "did not answer in time"),
+        ("truncate", "/cdn/", "broke off before the file was complete"),
+    ],
+)
 def test_hub_failures_are_clear_and_leave_no_folder(hub, tmp_path, monkeypatch, mode, only, hint):
     if mode == "timeout":
         quick_client(monkeypatch, timeout=0.25)  # the client gives up long before the hub answers (5 s)
@@ -201,8 +235,10 @@ def test_offline_without_weights_names_the_id_and_the_folder_to_fill(tmp_path, m
     _assert_no_output(out)
 
 
-@pytest.mark.parametrize("case", ["no weights file", "no config", "unknown architecture", "shape mismatch",
-                                  "missing tensor", "not a state dict"])
+@pytest.mark.parametrize(
+    "case",
+    ["no weights file", "no config", "unknown architecture", "shape mismatch", "missing tensor", "not a state dict"],
+)
 def test_broken_weights_name_the_file(tmp_path, encoder, case):
     config, files = _config(), {"pytorch_model.bin": encoder[1]}
     named = "pytorch_model.bin"

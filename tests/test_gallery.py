@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from alertvision.config import validate_config
-from alertvision.contract import open_dataset
-from alertvision.gallery import build_outlier_report, ls_rgb, robust_stretch
+from alertvision.data.contract import open_dataset
+from alertvision.reports.gallery import build_outlier_report, ls_rgb, robust_stretch
 
 IFOREST = {"n_estimators": 50, "seed": 0, "top_fraction": 0.01}
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -28,7 +28,7 @@ def chromium() -> str | None:
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory) -> dict[str, Path]:
     """A tiny synthetic ZTF dataset and its Legacy Survey pair (some sources uncovered)."""
-    from alertvision.sources import ingest_ls, ingest_ztf
+    from alertvision.data.sources import ingest_ls, ingest_ztf
 
     config = validate_config({"data": {"synthetic": {"n_sources": 40}}, "grid": {"datasets": ["ztf", "ls"]}})
     root = tmp_path_factory.mktemp("gallery")
@@ -74,9 +74,21 @@ def _dump_dom(page: Path, profile: Path) -> str:
     exe = chromium()
     if exe is None:
         pytest.skip("no Chromium binary found (install it: apt-get install -y chromium)")
-    out = subprocess.run([exe, "--headless", "--disable-gpu", "--no-sandbox", f"--user-data-dir={profile}",
-                          "--virtual-time-budget=5000", "--dump-dom", page.resolve().as_uri()],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            exe,
+            "--headless",
+            "--disable-gpu",
+            "--no-sandbox",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 
@@ -88,9 +100,14 @@ def report(datasets, tmp_path_factory) -> dict:
     shared = _one_row_per_subset(datasets["ztf"])
     files = _umap_files(datasets["ztf"], tmp, {"maxvit_none": shared, "maxvit_imagenet": shared})
     out = tmp / "outliers"
-    summary = build_outlier_report(files, datasets["ztf"], out, IFOREST, ls_dir=datasets["ls"],
-                                   titles={"maxvit_none": "MaxViT (no pre-training)",
-                                           "maxvit_imagenet": "MaxViT (ImageNet)"})
+    summary = build_outlier_report(
+        files,
+        datasets["ztf"],
+        out,
+        IFOREST,
+        ls_dir=datasets["ls"],
+        titles={"maxvit_none": "MaxViT (no pre-training)", "maxvit_imagenet": "MaxViT (ImageNet)"},
+    )
     return {"summary": summary, "out": out, "shared": shared, "tmp": tmp}
 
 
@@ -148,8 +165,11 @@ def test_chromium_check_catches_a_missing_image(report, tmp_path):
 
 
 def test_an_empty_intersection_shows_the_union_and_says_so(datasets, tmp_path):
-    files = _umap_files(datasets["ztf"], tmp_path, {"m1": _one_row_per_subset(datasets["ztf"], 0),
-                                                    "m2": _one_row_per_subset(datasets["ztf"], 1)})
+    files = _umap_files(
+        datasets["ztf"],
+        tmp_path,
+        {"m1": _one_row_per_subset(datasets["ztf"], 0), "m2": _one_row_per_subset(datasets["ztf"], 1)},
+    )
     out = tmp_path / "outliers"
     (out / "img").mkdir(parents=True)
     (out / "img" / "stale.png").write_bytes(b"old")
@@ -178,6 +198,6 @@ def test_ls_rgb_puts_z_red_r_green_g_blue_whatever_the_stored_order():
     rng = np.random.default_rng(1)
     g, r, z = (rng.normal(size=(63, 63)) + k for k in range(3))
     expected = np.stack([robust_stretch(x, lower=1.0, upper=99.7, asinh=8.0) for x in (z, r, g)], axis=-1)
-    np.testing.assert_array_equal(ls_rgb(np.stack([z, r, g])), expected)          # the default: z, r, g
+    np.testing.assert_array_equal(ls_rgb(np.stack([z, r, g])), expected)  # the default: z, r, g
     np.testing.assert_array_equal(ls_rgb(np.stack([g, r, z]), ["g", "r", "z"]), expected)
     np.testing.assert_array_equal(ls_rgb(np.stack([z, r, g]), ["R=z", "G=r", "B=g"]), expected)  # JPEG

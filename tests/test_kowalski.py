@@ -15,9 +15,9 @@ import pytest
 from kowalski_server import FakeServices, encode_stamp
 
 from alertvision.config import ConfigError, validate_config
-from alertvision.contract import open_dataset
-from alertvision.ingest.http import AuthError, HttpError, JsonClient, RateLimiter, Redactor
-from alertvision.ingest.kowalski import (
+from alertvision.data.contract import open_dataset
+from alertvision.data.ingest.http import AuthError, HttpError, JsonClient, RateLimiter, Redactor
+from alertvision.data.ingest.kowalski import (
     CredentialsError,
     KowalskiInputError,
     cap_sources,
@@ -28,8 +28,8 @@ from alertvision.ingest.kowalski import (
     iso_to_jd,
     packet_from_document,
 )
+from alertvision.data.triplet import triplet_from_alert
 from alertvision.logs import FORMAT
-from alertvision.triplet import triplet_from_alert
 
 KOWALSKI_TOKEN = "kw-tok-9f8e7d6c5b4a39281706"
 FRITZ_TOKEN = "fritz-tok-0a1b2c3d4e5f60718293"
@@ -52,8 +52,14 @@ def lists(packets) -> dict[str, list[str]]:
     rest = [o for o in oids if o not in trues]
     dims, vars_, rejects = rest[:3], rest[3:5], rest[5:]
     candidates = [rejects[0], trues[1], "ZTF21aaaaaaa", dims[0], rejects[1]]
-    return {"trues": trues, "dims": dims, "vars": vars_, "rejects": rejects + ["ZTF21aaaaaaa"],
-            "candidates": candidates, "all": oids}
+    return {
+        "trues": trues,
+        "dims": dims,
+        "vars": vars_,
+        "rejects": rejects + ["ZTF21aaaaaaa"],
+        "candidates": candidates,
+        "all": oids,
+    }
 
 
 @pytest.fixture
@@ -68,18 +74,41 @@ def env(monkeypatch) -> None:
 def services(packets, lists):
     """The fake services; every BTS source but the last vars one is on Fritz, saved to RCF and another group."""
     bts = lists["trues"] + lists["dims"] + lists["vars"][:-1]
-    groups = {oid: [{"id": OTHER, "name": "Other", "saved_at": "2020-01-01T00:00:00"},
-                    {"id": RCF, "name": "RCF", "saved_at": RCF_SAVED}] for oid in bts}
-    with FakeServices(packets, kowalski_token=KOWALSKI_TOKEN, fritz_token=FRITZ_TOKEN, username=USERNAME,
-                      password=PASSWORD, candidates=lists["candidates"], fritz_sources=groups) as fake:
+    groups = {
+        oid: [
+            {"id": OTHER, "name": "Other", "saved_at": "2020-01-01T00:00:00"},
+            {"id": RCF, "name": "RCF", "saved_at": RCF_SAVED},
+        ]
+        for oid in bts
+    }
+    with FakeServices(
+        packets,
+        kowalski_token=KOWALSKI_TOKEN,
+        fritz_token=FRITZ_TOKEN,
+        username=USERNAME,
+        password=PASSWORD,
+        candidates=lists["candidates"],
+        fritz_sources=groups,
+    ) as fake:
         yield fake
 
 
 def write_explorer_csv(path: Path, ids: list[str], id_column: str = "ZTFID") -> Path:
     """A BTS sample explorer export of ``ids`` (with the explorer's other columns)."""
-    rows = [{"ZTFID": f" {oid} ", "IAUID": f"SN 2020a{i}", "RA": "10:00:00.00", "Dec": "+20:00:00.0",
-             "peakt": 58880.5 + i, "peakfilt": "r", "peakmag": 18.2, "type": "SN Ia", "redshift": "-"}
-            for i, oid in enumerate(ids)]
+    rows = [
+        {
+            "ZTFID": f" {oid} ",
+            "IAUID": f"SN 2020a{i}",
+            "RA": "10:00:00.00",
+            "Dec": "+20:00:00.0",
+            "peakt": 58880.5 + i,
+            "peakfilt": "r",
+            "peakmag": 18.2,
+            "type": "SN Ia",
+            "redshift": "-",
+        }
+        for i, oid in enumerate(ids)
+    ]
     df = pd.DataFrame(rows, columns=EXPLORER_COLUMNS).rename(columns={"ZTFID": id_column})
     df.to_csv(path, index=False)
     return path
@@ -88,15 +117,33 @@ def write_explorer_csv(path: Path, ids: list[str], id_column: str = "ZTFID") -> 
 def make_config(tmp_path: Path, services: FakeServices, lists: dict, **kowalski) -> dict:
     """A validated config for the fake services, with small timeouts and no backoff."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    csv = {s: str(write_explorer_csv(tmp_path / f"{s}.csv", lists[s], "objectId" if s == "vars" else "ZTFID"))
-           for s in ("trues", "dims", "vars")}
-    block = {"kowalski_url": services.url, "fritz_url": services.url, "bts": csv,
-             "rejects": {"enabled": True, "group_ids": [RCF], "start_date": "2020-01-01", "end_date": "2020-03-01"},
-             "cache_dir": str(tmp_path / "cache"), "concurrency": 3, "rate_per_s": 500.0, "timeout_s": 0.5,
-             "retries": 3, "backoff_s": 0.0, "page_size": 2}
+    csv = {
+        s: str(write_explorer_csv(tmp_path / f"{s}.csv", lists[s], "objectId" if s == "vars" else "ZTFID"))
+        for s in ("trues", "dims", "vars")
+    }
+    block = {
+        "kowalski_url": services.url,
+        "fritz_url": services.url,
+        "bts": csv,
+        "rejects": {"enabled": True, "group_ids": [RCF], "start_date": "2020-01-01", "end_date": "2020-03-01"},
+        "cache_dir": str(tmp_path / "cache"),
+        "concurrency": 3,
+        "rate_per_s": 500.0,
+        "timeout_s": 0.5,
+        "retries": 3,
+        "backoff_s": 0.0,
+        "page_size": 2,
+    }
     block.update(kowalski)
-    return dict(validate_config({"data": {"source": "kowalski", "kowalski": block}, "grid": {"datasets": ["ztf"]},
-                                 "splits": {"probabilities": [0.5, 0.25, 0.25], "seed": 2}}))
+    return dict(
+        validate_config(
+            {
+                "data": {"source": "kowalski", "kowalski": block},
+                "grid": {"datasets": ["ztf"]},
+                "splits": {"probabilities": [0.5, 0.25, 0.25], "seed": 2},
+            }
+        )
+    )
 
 
 def files_text(root: Path) -> str:
@@ -222,7 +269,7 @@ def test_crash_mid_run_then_rerun_asks_only_for_what_is_missing(tmp_path, env, s
 
 
 def test_interrupt_mid_fetch_leaves_a_resumable_cache(tmp_path, env, services, lists, monkeypatch):
-    from alertvision.ingest import kowalski
+    from alertvision.data.ingest import kowalski
 
     real_find, calls = kowalski.kowalski_find, Counter()
 
@@ -259,23 +306,29 @@ def test_a_source_failing_for_good_is_reported_and_fetched_on_rerun(tmp_path, en
 
 
 def test_rejects_cap_and_switch_off(tmp_path, env, services, lists):
-    fetched = fetch_kowalski(make_config(tmp_path / "a", services, lists, rejects={
-        "enabled": True, "group_ids": [RCF], "max_sources": 2}), progress=False)
+    fetched = fetch_kowalski(
+        make_config(tmp_path / "a", services, lists, rejects={"enabled": True, "group_ids": [RCF], "max_sources": 2}),
+        progress=False,
+    )
     rejects = fetched.labels.loc[fetched.labels["source_set"] == "rejects", "objectId"].tolist()
     assert len(rejects) == 2 and set(rejects) <= set(lists["rejects"])
     assert rejects == cap_sources(lists["rejects"], 2)
     assert (fetched.labels.loc[fetched.labels["source_set"] == "rejects", "label"] == 0).all()
     services.reset_counts()
-    fetched = fetch_kowalski(make_config(tmp_path / "b", services, lists, rejects={"enabled": False}),
-                             progress=False)
+    fetched = fetch_kowalski(make_config(tmp_path / "b", services, lists, rejects={"enabled": False}), progress=False)
     assert services.count("endpoint:candidates") == 0 and "rejects" not in set(fetched.labels["source_set"])
 
 
 def test_rejects_page_parameters_and_groups_required(tmp_path, env, services, lists):
     fetch_kowalski(make_config(tmp_path / "a", services, lists), progress=False)
     params = [k for k in services.counts if k.startswith("candidates_params:")]
-    assert all('"groupIDs": "41"' in k and '"savedStatus": "notSavedToAnySelected"' in k
-               and '"startDate": "2020-01-01"' in k and '"numPerPage": "2"' in k for k in params)
+    assert all(
+        '"groupIDs": "41"' in k
+        and '"savedStatus": "notSavedToAnySelected"' in k
+        and '"startDate": "2020-01-01"' in k
+        and '"numPerPage": "2"' in k
+        for k in params
+    )
     assert len(params) == 3
     with pytest.raises(ConfigError, match="rejects.group_ids"):  # the config check stops it first
         make_config(tmp_path / "b", services, lists, rejects={"enabled": True, "group_ids": []})
@@ -310,11 +363,18 @@ def test_token_never_written_logged_or_raised(tmp_path, env, services, lists, ca
         logging.getLogger().removeHandler(handler)
         handler.close()
     assert services.count("auth") == 1 and manifest["kowalski"]["env_vars_used"] == [
-        "FRITZ_TOKEN", "KOWALSKI_PASSWORD", "KOWALSKI_USERNAME"]
+        "FRITZ_TOKEN",
+        "KOWALSKI_PASSWORD",
+        "KOWALSKI_USERNAME",
+    ]
     secrets = (services.issued_token, PASSWORD, FRITZ_TOKEN, KOWALSKI_TOKEN)
-    texts = {"exception": "".join(traceback.format_exception(err.value)), "caplog": caplog.text,
-             "log file": log_file.read_text(), "output": files_text(tmp_path / "ztf"),
-             "cache": files_text(tmp_path / "cache") + files_text(tmp_path / "b" / "cache")}
+    texts = {
+        "exception": "".join(traceback.format_exception(err.value)),
+        "caplog": caplog.text,
+        "log file": log_file.read_text(),
+        "output": files_text(tmp_path / "ztf"),
+        "cache": files_text(tmp_path / "cache") + files_text(tmp_path / "b" / "cache"),
+    }
     assert "urllib3" in caplog.text and "retrying" in caplog.text  # the scan looked at real records
     for where, text in texts.items():
         for secret in secrets:
@@ -389,9 +449,12 @@ def test_missing_bts_list_names_the_config_key(tmp_path, env, services, lists):
 def test_extended_json_stamps_in_every_form(packets):
     stamp = packets[0]["cutoutScience"]["stampData"]
     for style in range(3):
-        doc = {"objectId": "ZTF20aaelulu", "candid": {"$numberLong": "1105522281015015000"},
-               "candidate": {"jd": {"$numberDouble": "2458881.7"}, "fid": {"$numberInt": "1"}},
-               "cutoutScience": {"fileName": "x.fits.gz", "stampData": encode_stamp(stamp, style)}}
+        doc = {
+            "objectId": "ZTF20aaelulu",
+            "candid": {"$numberLong": "1105522281015015000"},
+            "candidate": {"jd": {"$numberDouble": "2458881.7"}, "fid": {"$numberInt": "1"}},
+            "cutoutScience": {"fileName": "x.fits.gz", "stampData": encode_stamp(stamp, style)},
+        }
         packet = packet_from_document(doc, [{"jd": 1.0}])
         assert packet["cutoutScience"]["stampData"] == stamp
         assert packet["candid"] == 1105522281015015000 and packet["candidate"] == {"jd": 2458881.7, "fid": 1}
@@ -401,8 +464,11 @@ def test_extended_json_stamps_in_every_form(packets):
 
 
 def test_saved_jd_takes_the_earliest_save_to_the_groups():
-    groups = [{"id": 1, "saved_at": "2021-01-02T00:00:00"}, {"id": 2, "saved_at": "2021-01-01T12:00:00Z"},
-              {"id": 3, "saved_at": None}]
+    groups = [
+        {"id": 1, "saved_at": "2021-01-02T00:00:00"},
+        {"id": 2, "saved_at": "2021-01-01T12:00:00Z"},
+        {"id": 3, "saved_at": None},
+    ]
     assert earliest_saved_jd(groups, []) == pytest.approx(2459216.0)
     assert earliest_saved_jd(groups, [1]) == pytest.approx(2459216.5)
     assert math.isnan(earliest_saved_jd(groups, [3]))
@@ -440,8 +506,16 @@ def test_redactor_blanks_known_secrets_and_token_shapes():
 def test_client_retries_a_broken_body_and_a_timeout(services):
     services.inject("candidates:1", "broken")
     services.inject("candidates:2", "delay", delay_s=0.6)
-    client = JsonClient(services.url, "Fritz", timeout_s=0.3, retries=1, backoff_s=0, rate_per_s=100,
-                        redactor=Redactor(), credentials=lambda c: f"token {services.fritz_token}")
+    client = JsonClient(
+        services.url,
+        "Fritz",
+        timeout_s=0.3,
+        retries=1,
+        backoff_s=0,
+        rate_per_s=100,
+        redactor=Redactor(),
+        credentials=lambda c: f"token {services.fritz_token}",
+    )
     params = {"savedStatus": "notSavedToAnySelected", "groupIDs": "1", "numPerPage": 2}
     for page in (1, 2):
         assert client.get("/api/candidates", {**params, "pageNumber": page})["status"] == "success"

@@ -16,12 +16,19 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from alertvision.config import validate_config  # noqa: E402
-from alertvision.contract import open_dataset  # noqa: E402
-from alertvision.embeddings import embed_run, embedding_columns  # noqa: E402
-from alertvision.embedplan import embed_plan  # noqa: E402
-from alertvision.latent import (anomaly_table, flagged_by_all, flagged_by_any, outlier_table, top_count,  # noqa: E402
-                                umap_2d, umap_table)
+from alertvision.data.contract import open_dataset  # noqa: E402
+from alertvision.evaluation.embeddings import embed_run, embedding_columns  # noqa: E402
+from alertvision.evaluation.latent import (
+    anomaly_table,
+    flagged_by_all,
+    flagged_by_any,
+    outlier_table,
+    top_count,  # noqa: E402
+    umap_2d,
+    umap_table,
+)
 from alertvision.models import build_model, save_model  # noqa: E402
+from alertvision.study.embedplan import embed_plan  # noqa: E402
 
 IFOREST = {"n_estimators": 50, "seed": 0, "top_fraction": 0.01}
 UMAP = {"n_neighbors": 8, "min_dist": 0.1, "seed": 0}
@@ -29,7 +36,7 @@ UMAP = {"n_neighbors": 8, "min_dist": 0.1, "seed": 0}
 
 @pytest.fixture(scope="module")
 def tiny_ztf(tmp_path_factory) -> Path:
-    from alertvision.sources import ingest_ztf
+    from alertvision.data.sources import ingest_ztf
 
     config = validate_config({"data": {"synthetic": {"n_sources": 40}}, "grid": {"datasets": ["ztf"]}})
     out = tmp_path_factory.mktemp("latent") / "ztf"
@@ -45,12 +52,24 @@ def _blobs(n: int = 60, d: int = 16, seed: int = 0) -> np.ndarray:
 
 # --- which runs -----------------------------------------------------------------------------------
 
+
 def test_plan_takes_the_cnn_and_each_maxvit_regimen_at_the_largest_fraction_first_seed():
-    config = validate_config({"grid": {"archs": ["cnn", "convnext", "maxvit"], "regimens": ["none", "imagenet"],
-                                       "fractions": [5, 100, 50], "seeds": [3, 1]}})
+    config = validate_config(
+        {
+            "grid": {
+                "archs": ["cnn", "convnext", "maxvit"],
+                "regimens": ["none", "imagenet"],
+                "fractions": [5, 100, 50],
+                "seeds": [3, 1],
+            }
+        }
+    )
     plan = embed_plan(config)
-    assert [(r.arch, r.regimen) for r in plan.figure_runs] == [("cnn", "none"), ("maxvit", "none"),
-                                                               ("maxvit", "imagenet")]
+    assert [(r.arch, r.regimen) for r in plan.figure_runs] == [
+        ("cnn", "none"),
+        ("maxvit", "none"),
+        ("maxvit", "imagenet"),
+    ]
     assert [r.name for r in plan.outlier_runs] == ["maxvit_none", "maxvit_imagenet"]
     assert plan.note is None
     assert plan.figure_runs[0].model_path == "results/runs/ztf/image/cnn/none/f100/s3/model.pt"
@@ -68,8 +87,19 @@ def test_plan_without_a_maxvit_uses_another_architecture_and_says_so():
 # --- embeddings ---------------------------------------------------------------------------------------
 
 ARCHS = {
-    "cnn": ({"kind": "cnn", "input_size": 63, "conv1_channels": 4, "conv2_channels": 8, "conv_kernel": 5,
-             "conv_dropout1": 0.25, "conv_dropout2": 0.25, "input_scale": 63.0}, 16),
+    "cnn": (
+        {
+            "kind": "cnn",
+            "input_size": 63,
+            "conv1_channels": 4,
+            "conv2_channels": 8,
+            "conv_kernel": 5,
+            "conv_dropout1": 0.25,
+            "conv_dropout2": 0.25,
+            "input_scale": 63.0,
+        },
+        16,
+    ),
     "timm": ({"kind": "timm", "timm_name": "test_convnext", "input_size": 63, "input_scale": 63.0}, 12),
 }
 
@@ -99,6 +129,7 @@ def test_embeddings_have_the_head_width_and_the_models_scores(arch, tiny_ztf, tm
 
 # --- UMAP and Isolation Forest ------------------------------------------------------------------------
 
+
 def test_umap_is_deterministic_under_its_seed():
     x = _blobs()
     first, second = umap_2d(x, n_neighbors=10, seed=4), umap_2d(x, n_neighbors=10, seed=4)
@@ -122,10 +153,18 @@ def _coords(n_per_subset: int = 30, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     subsets = ["trues", "dims", "vars"]
     n = n_per_subset * len(subsets)
-    return pd.DataFrame({"alert_id": np.arange(n) + 100, "objectId": [f"ZTF{i:04d}" for i in range(n)],
-                         "candid": np.arange(n) + 10**12, "source_set": np.repeat(subsets, n_per_subset),
-                         "label": np.repeat([1, 0, 0], n_per_subset), "score": rng.uniform(size=n),
-                         "umap_x": rng.normal(size=n), "umap_y": rng.normal(size=n)})
+    return pd.DataFrame(
+        {
+            "alert_id": np.arange(n) + 100,
+            "objectId": [f"ZTF{i:04d}" for i in range(n)],
+            "candid": np.arange(n) + 10**12,
+            "source_set": np.repeat(subsets, n_per_subset),
+            "label": np.repeat([1, 0, 0], n_per_subset),
+            "score": rng.uniform(size=n),
+            "umap_x": rng.normal(size=n),
+            "umap_y": rng.normal(size=n),
+        }
+    )
 
 
 def test_isolation_forest_is_deterministic_and_flags_the_top_fraction_per_subset():
@@ -154,9 +193,11 @@ def test_the_intersection_is_what_every_model_flags():
 
     # one alert per subset is flagged (top_fraction 0.01 of 30): move chosen alerts far out
     base = _coords()
-    far = {"m1": {"trues": 100, "dims": 130, "vars": 160},   # alert ids of the trues, dims, vars outliers
-           "m2": {"trues": 100, "dims": 130, "vars": 161},
-           "m3": {"trues": 100, "dims": 131, "vars": 162}}
+    far = {
+        "m1": {"trues": 100, "dims": 130, "vars": 160},  # alert ids of the trues, dims, vars outliers
+        "m2": {"trues": 100, "dims": 130, "vars": 161},
+        "m3": {"trues": 100, "dims": 131, "vars": 162},
+    }
     models = {}
     for name, outliers in far.items():
         coords = base.copy()
@@ -174,13 +215,19 @@ def test_the_intersection_is_what_every_model_flags():
 
 # --- the figure ---------------------------------------------------------------------------------------
 
+
 def test_figure4_draws_a_panel_per_model_and_says_synthetic(tmp_path):
-    from alertvision.figure4 import figure4, subset_order
+    from alertvision.reports.figure4 import figure4, subset_order
 
     coords = _coords(10)
     coords.loc[coords.index[:3], "source_set"] = "rejects"
-    drawn = figure4([("CNN", coords), ("MaxViT (no pre-training)", coords)], tmp_path / "figure4.pdf",
-                    dataset="ztf", synthetic=True, note="the grid has no MaxViT: ConvNeXt stands in for it")
+    drawn = figure4(
+        [("CNN", coords), ("MaxViT (no pre-training)", coords)],
+        tmp_path / "figure4.pdf",
+        dataset="ztf",
+        synthetic=True,
+        note="the grid has no MaxViT: ConvNeXt stands in for it",
+    )
     assert (tmp_path / "figure4.pdf").read_bytes().startswith(b"%PDF")
     assert drawn["title"].startswith("SYNTHETIC DATA")
     assert "ConvNeXt stands in" in drawn["title"]

@@ -10,17 +10,34 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import packet_paths
+from legacysurvey_server import (
+    BACKGROUND,
+    EAST_FLUX,
+    JPEG_PATH,
+    NORTH_FLUX,
+    OFFSET_ARCSEC,
+    ViewerServer,
+    fits_bytes,
+    jpeg_bytes,
+    position_key,
+)
 
 from alertvision.config import validate_config
-from alertvision.contract import open_dataset
-from alertvision.ingest.avro import ingest_avro, iter_packets
-from alertvision.legacysurvey import CutoutUnavailable, cube_to_image, image_product, normalise, source_positions
-from alertvision.legacysurvey_fetch import (FAILURES_FILE, JPEG, BadCutout, LegacySurveyFetchError, ViewerFetcher,
-                                            cache_path, read_cube, read_jpeg)
-from alertvision.sources import ingest_ls
-from conftest import packet_paths
-from legacysurvey_server import (BACKGROUND, EAST_FLUX, JPEG_PATH, NORTH_FLUX, OFFSET_ARCSEC, ViewerServer, fits_bytes,
-                                 jpeg_bytes, position_key)
+from alertvision.data.contract import open_dataset
+from alertvision.data.ingest.avro import ingest_avro, iter_packets
+from alertvision.data.legacysurvey import CutoutUnavailable, cube_to_image, image_product, normalise, source_positions
+from alertvision.data.legacysurvey_fetch import (
+    FAILURES_FILE,
+    JPEG,
+    BadCutout,
+    LegacySurveyFetchError,
+    ViewerFetcher,
+    cache_path,
+    read_cube,
+    read_jpeg,
+)
+from alertvision.data.sources import ingest_ls
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +45,23 @@ def ztf_dir(tmp_path_factory):
     """The real packets as a ZTF dataset (real sky positions)."""
     root = tmp_path_factory.mktemp("ztf")
     ids = sorted({packet["objectId"] for _, packet in iter_packets(packet_paths()[0].parent)})
-    pd.DataFrame({"objectId": ids, "label": [i % 2 for i in range(len(ids))],
-                  "source_set": ["trues" if i % 2 else "rejects" for i in range(len(ids))]}).to_csv(
-        root / "labels.csv", index=False)
-    cfg = validate_config({"data": {"source": "avro", "avro": {"path": str(packet_paths()[0].parent),
-                                                               "labels": str(root / "labels.csv")}},
-                           "grid": {"datasets": ["ztf"]}, "splits": {"probabilities": [0.5, 0.25, 0.25]}})
+    pd.DataFrame(
+        {
+            "objectId": ids,
+            "label": [i % 2 for i in range(len(ids))],
+            "source_set": ["trues" if i % 2 else "rejects" for i in range(len(ids))],
+        }
+    ).to_csv(root / "labels.csv", index=False)
+    cfg = validate_config(
+        {
+            "data": {
+                "source": "avro",
+                "avro": {"path": str(packet_paths()[0].parent), "labels": str(root / "labels.csv")},
+            },
+            "grid": {"datasets": ["ztf"]},
+            "splits": {"probabilities": [0.5, 0.25, 0.25]},
+        }
+    )
     ingest_avro(cfg, root / "data", progress=False)
     return root / "data"
 
@@ -45,10 +73,22 @@ def server():
 
 
 def config(server, cache, ls: dict | None = None, **viewer) -> dict:
-    block = {"url": server.url, "jpeg_url": server.jpeg_url, "cache_dir": str(cache), "timeout_s": 0.5,
-             "backoff_s": 0.0, "retries": 3, "rate_per_s": 1000.0, **viewer}
-    return validate_config({"data": {"source": "avro", "avro": {"path": "x", "labels": "y"}},
-                            "legacysurvey": {"source": "viewer", **(ls or {}), "viewer": block}})
+    block = {
+        "url": server.url,
+        "jpeg_url": server.jpeg_url,
+        "cache_dir": str(cache),
+        "timeout_s": 0.5,
+        "backoff_s": 0.0,
+        "retries": 3,
+        "rate_per_s": 1000.0,
+        **viewer,
+    }
+    return validate_config(
+        {
+            "data": {"source": "avro", "avro": {"path": "x", "labels": "y"}},
+            "legacysurvey": {"source": "viewer", **(ls or {}), "viewer": block},
+        }
+    )
 
 
 def positions(ztf_dir) -> pd.DataFrame:
@@ -79,12 +119,12 @@ def test_cutout_is_binned_with_flux_kept_and_oriented_north_up_east_left(server,
     for b, band in enumerate("grz"):
         # the northern source sits above the centre (row 0 is north), the eastern one to its left
         sky = 25 * 16 * BACKGROUND[band]  # 5x5 binned pixels of 4x4 background pixels each
-        north = image[b, 31 - off - 2:31 - off + 3, 29:34].sum() - sky
-        east = image[b, 29:34, 31 - off - 2:31 - off + 3].sum() - sky
+        north = image[b, 31 - off - 2 : 31 - off + 3, 29:34].sum() - sky
+        east = image[b, 29:34, 31 - off - 2 : 31 - off + 3].sum() - sky
         assert north == pytest.approx(NORTH_FLUX[band], rel=0.05)
         assert east == pytest.approx(EAST_FLUX[band], rel=0.1)
-        assert image[b, 31 + off - 2:31 + off + 3, 29:34].sum() - sky < 0.01 * NORTH_FLUX[band]  # nothing south
-        assert image[b, 29:34, 31 + off - 2:31 + off + 3].sum() - sky < 0.01 * EAST_FLUX[band]  # nor west
+        assert image[b, 31 + off - 2 : 31 + off + 3, 29:34].sum() - sky < 0.01 * NORTH_FLUX[band]  # nothing south
+        assert image[b, 29:34, 31 + off - 2 : 31 + off + 3].sum() - sky < 0.01 * EAST_FLUX[band]  # nor west
 
 
 def test_header_orientation_and_band_order_are_followed():
@@ -93,7 +133,7 @@ def test_header_orientation_and_band_order_are_followed():
     raw = fits_bytes(10.0, 20.0, "grz", 252, 0.25)
     cube = read_cube(raw)
     with fits.open(io.BytesIO(raw)) as hdul:
-        hdul[0].data = hdul[0].data[::-1, ::-1, :]           # bands z, r, g; rows north first
+        hdul[0].data = hdul[0].data[::-1, ::-1, :]  # bands z, r, g; rows north first
         hdul[0].header["BAND0"], hdul[0].header["BAND2"] = "z", "g"
         hdul[0].header["CD2_2"] = -hdul[0].header["CD2_2"]
         buf = io.BytesIO()
@@ -113,10 +153,8 @@ def test_faults_coverage_and_no_source_fetched_twice(server, tmp_path, ztf_dir, 
         manifest = ingest_ls(cfg, ztf_dir, tmp_path / "ls", progress=False)
     cov = manifest["coverage"]["sources"]
     assert cov == {"covered": len(pos) - 2, "uncovered_no_overlap": 1, "uncovered_partial": 1}
-    assert manifest["fetch"] == {**manifest["fetch"], "fetched": len(pos) - 1, "uncovered": 1, "failed": 0,
-                                 "cached": 0}
-    expected = {"no_overlap": 1, "partial": 1, "500_once": 2, "slow_once": 2, "truncated_once": 2,
-                "half_once": 2}
+    assert manifest["fetch"] == {**manifest["fetch"], "fetched": len(pos) - 1, "uncovered": 1, "failed": 0, "cached": 0}
+    expected = {"no_overlap": 1, "partial": 1, "500_once": 2, "slow_once": 2, "truncated_once": 2, "half_once": 2}
     for row in pos.itertuples():
         fault = server.faults.get(position_key(row.ra, row.dec))
         assert server.requests_for(row.ra, row.dec) == expected.get(fault, 1), fault
@@ -190,6 +228,7 @@ def test_nothing_half_written_is_read(server, tmp_path, caplog, monkeypatch):
 
 # --- channel order of the FITS product ---------------------------------------------------------
 
+
 def test_fits_channels_default_to_z_r_g_and_follow_the_config(server, tmp_path, ztf_dir):
     pos = positions(ztf_dir).set_index("objectId")
     cache = tmp_path / "cache"
@@ -203,8 +242,9 @@ def test_fits_channels_default_to_z_r_g_and_follow_the_config(server, tmp_path, 
         np.testing.assert_array_equal(ls.images[i], normalise(cube_to_image(cube)[[2, 1, 0]], "l2"))
     # another order: the same cached cubes, the channels permuted
     before = sum(server.counts.values())
-    manifest = ingest_ls(config(server, cache, ls={"channels": ["r", "g", "z"]}), ztf_dir, tmp_path / "rgz",
-                         progress=False)
+    manifest = ingest_ls(
+        config(server, cache, ls={"channels": ["r", "g", "z"]}), ztf_dir, tmp_path / "rgz", progress=False
+    )
     assert sum(server.counts.values()) == before and manifest["fetch"]["cached"] == 11
     assert manifest["channels"] == ["r", "g", "z"]
     np.testing.assert_array_equal(open_dataset(tmp_path / "rgz").images, ls.images[:, [1, 2, 0]])
@@ -212,14 +252,19 @@ def test_fits_channels_default_to_z_r_g_and_follow_the_config(server, tmp_path, 
 
 # --- the JPEG product ----------------------------------------------------------------------------
 
+
 def test_jpeg_query_cache_orientation_and_raw_values(server, tmp_path):
     cfg = config(server, tmp_path / "cache", ls={"product": "jpeg", "normalise": "none"})
     viewer = cfg["legacysurvey"]["viewer"]
     fetcher = ViewerFetcher(viewer, JPEG)
     assert fetcher.fetch_one("ZTF20aaaaaaa", 150.0, 2.5) == "fetched"
     # BTSbot's query: 63 px at 1"/px, bands=griy, on the JPEG endpoint
-    assert server.queries == [(JPEG_PATH, {"ra": "150.000000", "dec": "2.500000", "layer": "ls-dr10", "size": "63",
-                                           "pixscale": "1", "bands": "griy"})]
+    assert server.queries == [
+        (
+            JPEG_PATH,
+            {"ra": "150.000000", "dec": "2.500000", "layer": "ls-dr10", "size": "63", "pixscale": "1", "bands": "griy"},
+        )
+    ]
     path = tmp_path / "cache" / "ls-dr10-jpeg-griy" / "ZTF20aaaaaaa_150.00000+2.50000.jpg"
     assert fetcher.path("ZTF20aaaaaaa", 150.0, 2.5) == path and path.read_bytes() == jpeg_bytes(150.0, 2.5)
     image = image_product(cfg["legacysurvey"]).to_image(fetcher.provider(set())("ZTF20aaaaaaa", 150.0, 2.5))
@@ -236,8 +281,10 @@ def test_jpeg_query_cache_orientation_and_raw_values(server, tmp_path):
     # jpeg_bands null leaves the parameter out, and caches apart
     plain = ViewerFetcher({**viewer, "jpeg_bands": None}, JPEG)
     assert plain.fetch_one("ZTF20aaaaaaa", 150.0, 2.5) == "fetched"
-    assert server.queries[-1] == (JPEG_PATH, {"ra": "150.000000", "dec": "2.500000", "layer": "ls-dr10",
-                                              "size": "63", "pixscale": "1"})
+    assert server.queries[-1] == (
+        JPEG_PATH,
+        {"ra": "150.000000", "dec": "2.500000", "layer": "ls-dr10", "size": "63", "pixscale": "1"},
+    )
     assert plain.path("ZTF20aaaaaaa", 150.0, 2.5).parent.name == "ls-dr10-jpeg"
 
 
@@ -251,10 +298,13 @@ def test_read_jpeg_takes_only_a_63px_rgb_jpeg():
 
     good = jpeg_bytes(10.0, 20.0)
     assert read_jpeg(good).shape == (63, 63, 3) and read_jpeg(good).dtype == np.uint8
-    for data, message in ((b"<html>no</html>", "not a JPEG"), (fits_bytes(10.0, 20.0, "grz", 252, 0.25), "not a JPEG"),
-                          (good[: len(good) // 2], "unreadable JPEG"),
-                          (encode(np.zeros((64, 64, 3), np.uint8)), r"63x63 RGB JPEG, got RGB \(64, 64, 3\)"),
-                          (encode(np.zeros((63, 63), np.uint8)), "63x63 RGB JPEG, got L")):
+    for data, message in (
+        (b"<html>no</html>", "not a JPEG"),
+        (fits_bytes(10.0, 20.0, "grz", 252, 0.25), "not a JPEG"),
+        (good[: len(good) // 2], "unreadable JPEG"),
+        (encode(np.zeros((64, 64, 3), np.uint8)), r"63x63 RGB JPEG, got RGB \(64, 64, 3\)"),
+        (encode(np.zeros((63, 63), np.uint8)), "63x63 RGB JPEG, got L"),
+    ):
         with pytest.raises(BadCutout, match=message):
             read_jpeg(data)
 
@@ -269,15 +319,38 @@ def test_jpeg_faults_coverage_and_no_source_fetched_twice(server, tmp_path, ztf_
     manifest = ingest_ls(cfg, ztf_dir, tmp_path / "ls", progress=False)
     n = len(pos)
     assert n == 11
-    assert manifest["coverage"]["sources"] == {"covered": 8, "uncovered_blank": 1, "uncovered_no_overlap": 1,
-                                               "uncovered_partial": 1}
-    assert manifest["fetch"] == {"product": "jpeg", "url": server.jpeg_url, "layer": "ls-dr10",
-                                 "query": {"size": "63", "pixscale": "1", "bands": "griy"}, "cache_dir": str(cache),
-                                 "fetched": 10, "cached": 0, "uncovered": 1, "failed": 0}
-    assert (manifest["product"], manifest["channels"], manifest["pixel_scale_arcsec"], manifest["normalise"]) == \
-        ("jpeg", ["R=z", "G=r", "B=g"], 1.0, "none")
-    expected = {"no_overlap": 1, "partial": 1, "blank": 1, "500_once": 2, "slow_once": 2, "truncated_once": 2,
-                "half_once": 2}
+    assert manifest["coverage"]["sources"] == {
+        "covered": 8,
+        "uncovered_blank": 1,
+        "uncovered_no_overlap": 1,
+        "uncovered_partial": 1,
+    }
+    assert manifest["fetch"] == {
+        "product": "jpeg",
+        "url": server.jpeg_url,
+        "layer": "ls-dr10",
+        "query": {"size": "63", "pixscale": "1", "bands": "griy"},
+        "cache_dir": str(cache),
+        "fetched": 10,
+        "cached": 0,
+        "uncovered": 1,
+        "failed": 0,
+    }
+    assert (manifest["product"], manifest["channels"], manifest["pixel_scale_arcsec"], manifest["normalise"]) == (
+        "jpeg",
+        ["R=z", "G=r", "B=g"],
+        1.0,
+        "none",
+    )
+    expected = {
+        "no_overlap": 1,
+        "partial": 1,
+        "blank": 1,
+        "500_once": 2,
+        "slow_once": 2,
+        "truncated_once": 2,
+        "half_once": 2,
+    }
     for row in pos.itertuples():
         fault = server.faults.get(position_key(row.ra, row.dec))
         assert server.requests_for(row.ra, row.dec) == expected.get(fault, 1), fault
@@ -325,5 +398,9 @@ def test_jpeg_failures_are_retried_listed_and_dropped(server, tmp_path, ztf_dir)
     np.testing.assert_allclose(np.linalg.norm(images.reshape(len(images), 3, -1), axis=2), 1.0, rtol=1e-5)
     # above the share, the run stops
     with pytest.raises(LegacySurveyFetchError, match="2 of 11 sources"):
-        ingest_ls(config(server, tmp_path / "cache", ls={"product": "jpeg"}, max_failed_fraction=0.1), ztf_dir,
-                  tmp_path / "ls3", progress=False)
+        ingest_ls(
+            config(server, tmp_path / "cache", ls={"product": "jpeg"}, max_failed_fraction=0.1),
+            ztf_dir,
+            tmp_path / "ls3",
+            progress=False,
+        )

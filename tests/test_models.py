@@ -10,8 +10,15 @@ from alertvision.models.inputs import unit_range
 
 HEAD = {"dense1": 32, "dense2": 8, "dropout": 0.5}
 ARCHS = {
-    "cnn": {"kind": "cnn", "input_size": 63, "conv1_channels": 16, "conv2_channels": 32, "conv_kernel": 5,
-            "conv_dropout1": 0.25, "conv_dropout2": 0.25},
+    "cnn": {
+        "kind": "cnn",
+        "input_size": 63,
+        "conv1_channels": 16,
+        "conv2_channels": 32,
+        "conv_kernel": 5,
+        "conv_dropout1": 0.25,
+        "conv_dropout2": 0.25,
+    },
     "convnext": {"kind": "timm", "timm_name": "convnext_pico", "input_size": 63},
     "maxvit": {"kind": "timm", "timm_name": "maxvit_tiny_rw_224", "input_size": 64},
 }
@@ -62,8 +69,10 @@ def test_cnn_refuses_pretrained_weights():
 
 # --- input normalisation ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("norm", [{"mode": "unit"},
-                                  {"mode": "imagenet", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}])
+
+@pytest.mark.parametrize(
+    "norm", [{"mode": "unit"}, {"mode": "imagenet", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}]
+)
 def test_unit_inputs_ignore_a_positive_rescaling(norm):
     torch.manual_seed(2)
     model = build_model(ARCHS["cnn"], HEAD, input_norm=norm).eval()
@@ -135,9 +144,9 @@ def test_the_default_cnn_is_btsbots_production_model_counted_by_hand():
 
     config = validate_config({"grid": {"archs": ["cnn"], "modalities": ["image", "multimodal"]}})
     spec, training = model_spec(config, "cnn", "image"), training_params(config, "cnn", "image")
-    assert {k: spec[k] for k in ("conv1_channels", "conv2_channels", "conv_kernel", "conv_dropout1",
-                                 "conv_dropout2")} == {"conv1_channels": 32, "conv2_channels": 64, "conv_kernel": 5,
-                                                        "conv_dropout1": 0.50, "conv_dropout2": 0.55}
+    assert {
+        k: spec[k] for k in ("conv1_channels", "conv2_channels", "conv_kernel", "conv_dropout1", "conv_dropout2")
+    } == {"conv1_channels": 32, "conv2_channels": 64, "conv_kernel": 5, "conv_dropout1": 0.50, "conv_dropout2": 0.55}
     assert training["betas"] == [0.99, 0.99]
     # two conv blocks of two 5x5 convolutions (3 -> 32 -> 32, 32 -> 64 -> 64); 63 -> 31 -> 7 px after the
     # pools, so 64 x 7 x 7 = 3136 features; head Dense(8) -> ReLU -> Dropout(0.20) -> Dense(1)

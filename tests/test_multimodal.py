@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from alertvision.config import ConfigError, grid_cells, model_spec, training_params, validate_config
-from alertvision.contract import open_dataset
-from alertvision.features import METADATA_FEATURES
+from alertvision.data.contract import open_dataset
+from alertvision.data.features import METADATA_FEATURES
+from alertvision.evaluation.policies import evaluate_policies
 from alertvision.models import build_model, load_model, save_model
 from alertvision.models.multimodal import MetadataBranch, MultimodalClassifier
 from alertvision.sweeps.space import METADATA_SPACE, search_space
-from alertvision.training.metadata import MetadataError, metadata_matrix
-from alertvision.policies import evaluate_policies
 from alertvision.training.loop import train_run
+from alertvision.training.metadata import MetadataError, metadata_matrix
 
 HEAD = {"dense1": 16, "dense2": 8, "dropout": 0.1, "meta_dense1": 12, "meta_dense2": 6, "meta_dropout": 0.1}
 N_FEATURES = len(METADATA_FEATURES)
@@ -29,12 +29,20 @@ def _inputs(n=4, seed=0):
     return torch.randn(n, 3, 63, 63, generator=g) / 63, torch.randn(n, N_FEATURES, generator=g)
 
 
-CNN = {"kind": "cnn", "input_size": 63, "conv1_channels": 4, "conv2_channels": 4, "conv_kernel": 3,
-       "conv_dropout1": 0.1, "conv_dropout2": 0.1}
+CNN = {
+    "kind": "cnn",
+    "input_size": 63,
+    "conv1_channels": 4,
+    "conv2_channels": 4,
+    "conv_kernel": 3,
+    "conv_dropout1": 0.1,
+    "conv_dropout2": 0.1,
+}
 
 
-@pytest.mark.parametrize("arch", [CNN, {"kind": "none"},
-                                  {"kind": "timm", "timm_name": "convnext_pico", "input_size": 63}])
+@pytest.mark.parametrize(
+    "arch", [CNN, {"kind": "none"}, {"kind": "timm", "timm_name": "convnext_pico", "input_size": 63}]
+)
 def test_factory_builds_the_multimodal_model_of_every_kind(arch):
     torch.manual_seed(0)
     model = build_model({**arch, "modality": "multimodal"}, HEAD).eval()
@@ -118,11 +126,18 @@ def test_fill_policies_zero_and_train_median():
         metadata_matrix(alerts, np.arange(6), np.arange(4), "mean")
 
 
-
 def _train(dataset, split_file, out, config, arch, **spec):
     training = {**training_params(config, arch, "multimodal"), "epochs": 2}
-    return train_run(dataset, split_file, out, arch_cfg={**model_spec(config, arch, "multimodal"), **spec},
-                     training=training, seed=0, run_info={"arch": arch, "modality": "multimodal"}, progress=False)
+    return train_run(
+        dataset,
+        split_file,
+        out,
+        arch_cfg={**model_spec(config, arch, "multimodal"), **spec},
+        training=training,
+        seed=0,
+        run_info={"arch": arch, "modality": "multimodal"},
+        progress=False,
+    )
 
 
 def test_multimodal_cnn_trains_and_scores_the_trigger_policies(tiny_datasets, split_file, tmp_path):
@@ -202,12 +217,15 @@ def test_grid_trains_multimodal_models_on_ztf_only_with_the_metadata_only_model(
     assert "meta_dense1" not in training_params(config, "cnn", "image")
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"grid": {"datasets": ["ls"]}}, "multimodal models train on the ztf dataset only"),
-    ({"multimodal": {"archs": ["vit"]}}, "multimodal.archs: 'vit' is not defined"),
-    ({"archs": {"none": {"kind": "cnn"}}}, "archs.none: the name 'none' is reserved"),
-    ({"multimodal": {"metadata_training": {"epochs": 0}}}, "multimodal.metadata_training.epochs"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"grid": {"datasets": ["ls"]}}, "multimodal models train on the ztf dataset only"),
+        ({"multimodal": {"archs": ["vit"]}}, "multimodal.archs: 'vit' is not defined"),
+        ({"archs": {"none": {"kind": "cnn"}}}, "archs.none: the name 'none' is reserved"),
+        ({"multimodal": {"metadata_training": {"epochs": 0}}}, "multimodal.metadata_training.epochs"),
+    ],
+)
 def test_bad_multimodal_config_names_the_key(change, message):
     config = _config()
     for key, value in change.items():
@@ -227,8 +245,16 @@ def test_multimodal_sweep_samples_the_metadata_branch(tiny_datasets, split_file,
     training = {**training_params(config, "none", "multimodal"), "epochs": 1}
     sweep_cfg = {"trials": 2, "seed": 0, "search_space": {"lr": {"type": "categorical", "choices": [0.001]}}}
     name = "alertvision/ztf/multimodal/none/none/f100"
-    report = sweep_run(tiny_datasets["ztf"], split_file, tmp_path, arch_cfg=model_spec(config, "none", "multimodal"),
-                       training=training, sweep_cfg=sweep_cfg, study_name=name, progress=False)
+    report = sweep_run(
+        tiny_datasets["ztf"],
+        split_file,
+        tmp_path,
+        arch_cfg=model_spec(config, "none", "multimodal"),
+        training=training,
+        sweep_cfg=sweep_cfg,
+        study_name=name,
+        progress=False,
+    )
     assert report["ran"] == [0, 1]
     best = sweep_finalize(tmp_path, study_name=name, training=training, sweep_cfg=sweep_cfg, modality="multimodal")
     assert set(best["params"]) == set(TABLE1) | set(METADATA_SPACE)
@@ -243,8 +269,15 @@ def test_a_last_training_batch_of_one_alert_is_skipped(tiny_datasets, split_file
     n_train = int((pd.read_parquet(split_file)["split"] == "train").sum())
     config = tiny_datasets["config"]
     training = {**training_params(config, "none", "multimodal"), "epochs": 1, "batch_size": n_train - 1}
-    metrics = train_run(tiny_datasets["ztf"], split_file, None, arch_cfg=model_spec(config, "none", "multimodal"),
-                        training=training, seed=0, progress=False)
+    metrics = train_run(
+        tiny_datasets["ztf"],
+        split_file,
+        None,
+        arch_cfg=model_spec(config, "none", "multimodal"),
+        training=training,
+        seed=0,
+        progress=False,
+    )
     assert np.isfinite(metrics["val_loss_best"])
     from alertvision.training.data import Batches
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from alertvision.policies import (
+from alertvision.evaluation.policies import (
     PEAK_MAG_BINS,
     POLICIES,
     Policy,
@@ -23,8 +23,11 @@ from alertvision.policies import (
 
 def table(sources: dict[str, tuple[int, list[tuple[float, float, float]]]]) -> pd.DataFrame:
     """Alerts from {objectId: (label, [(jd, score, magpsf), ...])}."""
-    rows = [{"objectId": oid, "jd": jd, "label": label, "score": s, "magpsf": m}
-            for oid, (label, alerts) in sources.items() for jd, s, m in alerts]
+    rows = [
+        {"objectId": oid, "jd": jd, "label": label, "score": s, "magpsf": m}
+        for oid, (label, alerts) in sources.items()
+        for jd, s, m in alerts
+    ]
     return pd.DataFrame(rows)
 
 
@@ -42,8 +45,9 @@ def test_policies_and_bins():
     assert POLICIES["bts_p2"] == Policy("bts_p2", 2, 0.5, 19.0, 18.5)
     assert POLICIES["prod_p1"] == Policy("prod_p1", 1, 0.85, 19.0, None, production=True)
     assert [n for n, p in POLICIES.items() if p.production] == ["prod_p1", "prod_p2"]
-    assert POLICIES["bts_p2"].describe() == (">= 2 alerts with score > 0.5 and magpsf < 19, "
-                                             "source seen at magpsf <= 18.5")
+    assert POLICIES["bts_p2"].describe() == (
+        ">= 2 alerts with score > 0.5 and magpsf < 19, source seen at magpsf <= 18.5"
+    )
     assert PEAK_MAG_BINS.tolist() == [17.0, 17.25, 17.5, 17.75, 18.0, 18.25, 18.5]  # BTSbot's: end at 18.5
 
 
@@ -144,8 +148,10 @@ def random_table(seed: int, n_sources: int = 300) -> pd.DataFrame:
         # positives score higher on average, so the policies fire on some of each
         scores = np.clip(rng.beta(2 + 3 * label, 3, k), 0, 1)
         mags = rng.uniform(17, 20, k)
-        rows += [{"objectId": f"ZTF{i:05d}", "jd": j, "label": label, "score": s, "magpsf": m}
-                 for j, s, m in zip(jd, scores, mags, strict=True)]
+        rows += [
+            {"objectId": f"ZTF{i:05d}", "jd": j, "label": label, "score": s, "magpsf": m}
+            for j, s, m in zip(jd, scores, mags, strict=True)
+        ]
     return pd.DataFrame(rows)
 
 
@@ -215,15 +221,17 @@ def test_shuffled_rows_give_same_results(seed):
 
 def test_completeness_by_peak_mag():
     two_alerts = lambda s, m: [(1.0, s, m + 0.3), (2.0, s, m)]  # noqa: E731
-    df = table({
-        "A": (1, two_alerts(0.9, 17.1)),    # 17.0-17.25, triggered
-        "B": (1, two_alerts(0.1, 17.0)),    # 17.0-17.25, not triggered (peak on the lower edge)
-        "C": (1, two_alerts(0.9, 17.25)),   # 17.25-17.5 (peak on the upper edge of the first bin)
-        "D": (1, two_alerts(0.9, 18.5)),    # 18.25-18.5: the last bin is closed, as numpy's histogram
-        "G": (1, two_alerts(0.9, 18.3)),    # 18.25-18.5
-        "E": (0, two_alerts(0.1, 17.6)),    # negatives are not binned
-        "F": (1, two_alerts(0.9, 16.5)),    # brighter than 17: counted, in no bin
-    })
+    df = table(
+        {
+            "A": (1, two_alerts(0.9, 17.1)),  # 17.0-17.25, triggered
+            "B": (1, two_alerts(0.1, 17.0)),  # 17.0-17.25, not triggered (peak on the lower edge)
+            "C": (1, two_alerts(0.9, 17.25)),  # 17.25-17.5 (peak on the upper edge of the first bin)
+            "D": (1, two_alerts(0.9, 18.5)),  # 18.25-18.5: the last bin is closed, as numpy's histogram
+            "G": (1, two_alerts(0.9, 18.3)),  # 18.25-18.5
+            "E": (0, two_alerts(0.1, 17.6)),  # negatives are not binned
+            "F": (1, two_alerts(0.9, 16.5)),  # brighter than 17: counted, in no bin
+        }
+    )
     m = policy_metrics(df, "bts_p1")
     bins = m["completeness_by_peak_mag"]
     edges = PEAK_MAG_BINS.tolist()
@@ -235,6 +243,7 @@ def test_completeness_by_peak_mag():
     counts, _ = np.histogram([17.1, 17.0, 17.25, 18.5, 16.5, 18.3], bins=PEAK_MAG_BINS)  # BTSbot bins with numpy
     assert [b["n_trues"] for b in bins] == counts.tolist()
     assert m["n_trues"] == 6 and m["completeness"] == pytest.approx(5 / 6)
+
     # JSON-serialisable with plain Python types once NaN becomes null
     def nan_to_none(x):
         if isinstance(x, dict):
@@ -242,6 +251,7 @@ def test_completeness_by_peak_mag():
         if isinstance(x, list):
             return [nan_to_none(v) for v in x]
         return None if isinstance(x, float) and math.isnan(x) else x
+
     text = json.dumps(nan_to_none(m), allow_nan=False)
     assert json.loads(text)["completeness_by_peak_mag"][2]["completeness"] is None
     for b in bins:

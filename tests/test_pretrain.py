@@ -11,20 +11,43 @@ import torch
 from safetensors.torch import load_file
 from scipy import stats
 
+from alertvision.atomic import atomic_dir
 from alertvision.models import build_model
 from alertvision.models.weights import resolve_weights
-from alertvision.pretrain import (build_pretrainer, concentrations_from_logits, constant_outputs,
-                                  cross_entropy_fraction_loss, dirichlet_multinomial_loss, pretrain_encoder,
-                                  write_encoder_folder)
-from alertvision.atomic import atomic_dir
-from alertvision.synthetic.galaxies import (QUESTIONS, VOLUNTEERS, galaxy_corpus, galaxy_images, galaxy_truth,
-                                            galaxy_votes, vote_columns, write_galaxy_corpus)
+from alertvision.synthetic.galaxies import (
+    QUESTIONS,
+    VOLUNTEERS,
+    galaxy_corpus,
+    galaxy_images,
+    galaxy_truth,
+    galaxy_votes,
+    vote_columns,
+    write_galaxy_corpus,
+)
+from alertvision.training.pretrain import (
+    build_pretrainer,
+    concentrations_from_logits,
+    constant_outputs,
+    cross_entropy_fraction_loss,
+    dirichlet_multinomial_loss,
+    pretrain_encoder,
+    write_encoder_folder,
+)
 
 HEAD = {"dense1": 16, "dense2": 8, "dropout": 0.1}
 TINY = "test_convnext"  # timm's 0.2M-parameter ConvNeXt: the same code path as convnext_pico, fast on 2 cores
 # one thread: two threads on two busy shared cores spend most of their time waiting for each other
-RUN = {"timm_name": TINY, "input_size": 32, "epochs": 3, "batch_size": 16, "lr": 2e-3, "seed": 4, "threads": 1,
-       "progress": False, "device": "cpu"}
+RUN = {
+    "timm_name": TINY,
+    "input_size": 32,
+    "epochs": 3,
+    "batch_size": 16,
+    "lr": 2e-3,
+    "seed": 4,
+    "threads": 1,
+    "progress": False,
+    "device": "cpu",
+}
 
 
 def _leftovers(folder):
@@ -32,6 +55,7 @@ def _leftovers(folder):
 
 
 # --- the corpus ----------------------------------------------------------------------------------------
+
 
 def test_corpus_is_deterministic_and_image_i_depends_on_seed_and_i_only():
     images, votes, questions = galaxy_corpus(12, 32, seed=5)
@@ -131,6 +155,7 @@ def test_atomic_dir_keeps_the_old_folder_when_the_block_fails(tmp_path):
 
 # --- the losses ----------------------------------------------------------------------------------------------
 
+
 def test_dirichlet_multinomial_loss_matches_scipy():
     questions = {"a": ["x", "y", "z"], "b": ["yes", "no"], "c": ["p", "q"]}
     counts = np.array([[30, 8, 2, 5, 3, 0, 0], [1, 20, 19, 0, 0, 4, 9]], dtype=float)
@@ -147,11 +172,13 @@ def test_dirichlet_multinomial_loss_matches_scipy():
     np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-5)
     # a question nobody answered adds exactly nothing
     alone = dirichlet_multinomial_loss(torch.tensor(conc[:1, :3]), torch.tensor(counts[:1, :3]), [3], "none")
-    with_empty = dirichlet_multinomial_loss(torch.tensor(conc[:1, [0, 1, 2, 5, 6]]),
-                                            torch.tensor(counts[:1, [0, 1, 2, 5, 6]]), [3, 2], "none")
+    with_empty = dirichlet_multinomial_loss(
+        torch.tensor(conc[:1, [0, 1, 2, 5, 6]]), torch.tensor(counts[:1, [0, 1, 2, 5, 6]]), [3, 2], "none"
+    )
     assert float(with_empty) == pytest.approx(float(alone), abs=1e-6)
-    assert float(dirichlet_multinomial_loss(torch.tensor(conc), torch.tensor(counts), questions)) == \
-        pytest.approx(np.mean(expected), rel=1e-5)
+    assert float(dirichlet_multinomial_loss(torch.tensor(conc), torch.tensor(counts), questions)) == pytest.approx(
+        np.mean(expected), rel=1e-5
+    )
 
 
 def test_dirichlet_loss_prefers_concentrations_matching_the_fractions():
@@ -161,8 +188,9 @@ def test_dirichlet_loss_prefers_concentrations_matching_the_fractions():
     flat = torch.tensor([[1.0, 1.0, 1.0]])
     loss = [float(dirichlet_multinomial_loss(c, counts, [3])) for c in (matching, flat, wrong)]
     assert loss[0] < loss[1] < loss[2]
-    assert torch.all((concentrations_from_logits(torch.tensor([-50.0, 0.0, 50.0])) - torch.tensor([1.0, 50.5, 100.0]))
-                     .abs() < 1e-4)
+    assert torch.all(
+        (concentrations_from_logits(torch.tensor([-50.0, 0.0, 50.0])) - torch.tensor([1.0, 50.5, 100.0])).abs() < 1e-4
+    )
 
 
 def test_cross_entropy_fraction_loss_by_hand():
@@ -185,13 +213,15 @@ def test_the_head_starts_at_the_best_constant_prediction():
     assert float(at_fit) < float(at_zero) - 5
     ce = constant_outputs(counts, "cross_entropy", QUESTIONS)
     first = counts[:, :3]
-    np.testing.assert_allclose(torch.softmax(ce[:3], 0).numpy(), (first / first.sum(1, keepdims=True)).mean(0),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        torch.softmax(ce[:3], 0).numpy(), (first / first.sum(1, keepdims=True)).mean(0), rtol=1e-5
+    )
     head = build_pretrainer(TINY, 32, len(fitted), fitted).head
     assert torch.equal(head.bias.detach(), fitted) and not head.weight.detach().any()
 
 
 # --- the run --------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
@@ -257,8 +287,11 @@ def test_a_fixed_size_backbone_is_rebuilt_for_its_size(tmp_path):
     write_encoder_folder(tmp_path / "maxvit", backbone, state, "test_maxvit", 32, record)
     config = json.loads((tmp_path / "maxvit" / "config.json").read_text())
     assert config["model_args"] == {"img_size": 32}
-    model = build_model({"kind": "timm", "timm_name": "test_maxvit", "input_size": 32}, HEAD,
-                        weights=resolve_weights(f"local-dir:{tmp_path / 'maxvit'}"))
+    model = build_model(
+        {"kind": "timm", "timm_name": "test_maxvit", "input_size": 32},
+        HEAD,
+        weights=resolve_weights(f"local-dir:{tmp_path / 'maxvit'}"),
+    )
     loaded = model.backbone.state_dict()
     assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
 

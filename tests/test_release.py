@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 
 from alertvision.config import validate_config
-from alertvision.contract import REQUIRED_COLUMNS, SPLITS, ContractError, open_dataset
-from alertvision.features import METADATA_FEATURES
-from alertvision.ingest.release import CANDIDATE_HEADER as CAND_COLUMNS
-from alertvision.ingest.release import RELEASE_COLUMNS, ReleaseError, ingest_release
+from alertvision.data.contract import REQUIRED_COLUMNS, SPLITS, ContractError, open_dataset
+from alertvision.data.features import METADATA_FEATURES
+from alertvision.data.ingest.release import CANDIDATE_HEADER as CAND_COLUMNS
+from alertvision.data.ingest.release import RELEASE_COLUMNS, ReleaseError, ingest_release
 
 TAG = "v10_N100_programid1"
 SIZES = {"train": 31, "val": 13, "test": 17}
@@ -101,7 +101,7 @@ def imported(tmp_path_factory, extracted) -> Path:
 def test_import_writes_the_contract(imported, release):
     ds = open_dataset(imported)
     df = ds.alerts
-    assert list(df.columns[:len(REQUIRED_COLUMNS)]) == list(REQUIRED_COLUMNS)
+    assert list(df.columns[: len(REQUIRED_COLUMNS)]) == list(REQUIRED_COLUMNS)
     assert {"is_SN", "near_threshold", "is_rise", "acai_h", "magzpsci"} <= set(df.columns)
     assert df["alert_id"].dtype == np.int64 and df["alert_id"].is_unique
     assert df["label"].dtype == np.int8 and df["fid"].dtype == np.int8
@@ -135,8 +135,9 @@ def test_zips_give_the_extracted_result(tmp_path, release, imported, prefix):
 
 def test_explicit_zip_keys(tmp_path, release, imported):
     folder = write_release(tmp_path / "zips", release, zipped=True)
-    cfg = config_for(None, images_zip=str(folder / "images_v10.zip"), metadata_zip=str(folder / "metadata_v10.zip"),
-                     chunk_alerts=5)
+    cfg = config_for(
+        None, images_zip=str(folder / "images_v10.zip"), metadata_zip=str(folder / "metadata_v10.zip"), chunk_alerts=5
+    )
     ingest_release(cfg, tmp_path / "out", progress=False)
     np.testing.assert_array_equal(open_dataset(tmp_path / "out").images, open_dataset(imported).images)
 
@@ -172,8 +173,8 @@ def test_nonfinite_triplets_are_dropped_with_their_rows_and_counted(tmp_path, ca
     release = make_release(2)
     train_df, train_trip = release["train"]
     val_df, val_trip = release["val"]
-    train_trip[4, 10, 10, 0] = np.nan        # a NaN pixel in a science cutout
-    val_trip[7, 0, 62, 2] = np.inf           # an infinite pixel in a difference cutout
+    train_trip[4, 10, 10, 0] = np.nan  # a NaN pixel in a science cutout
+    val_trip[7, 0, 62, 2] = np.inf  # an infinite pixel in a difference cutout
     val_trip[8, 1, 1, 1] = -np.inf
     key = ["objectId", "jd", "fid", "label"]
     val_df.loc[11, key] = val_df.loc[7, key].to_numpy()  # a repeat too
@@ -253,8 +254,11 @@ def test_source_in_two_splits(tmp_path):
 def test_missing_files(tmp_path, release):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(ReleaseError, match=rf"holds neither train_triplets_{TAG}.npy.* nor images_v10.zip.*"
-                                           r"data.release.path.*data.release.images_zip"):
+    with pytest.raises(
+        ReleaseError,
+        match=rf"holds neither train_triplets_{TAG}.npy.* nor images_v10.zip.*"
+        r"data.release.path.*data.release.images_zip",
+    ):
         ingest_release(config_for(empty), tmp_path / "out", progress=False)
     with pytest.raises(ReleaseError, match=r"data.release.path is not set"):
         ingest_release(config_for(None), tmp_path / "out", progress=False)
@@ -282,7 +286,7 @@ def test_failed_import_leaves_no_complete_looking_folder(tmp_path, extracted, im
 PEAK_RSS_CHILD = """
 import sys
 import pyarrow.parquet  # imported before the baseline: its libraries are not the import's memory
-from alertvision.ingest.release import ingest_release
+from alertvision.data.ingest.release import ingest_release
 from tests_release_config import cfg
 
 def peak_kib():  # VmHWM: the peak resident set of this program (ru_maxrss would carry the parent's over exec)
@@ -305,8 +309,13 @@ def test_peak_memory_is_bounded_by_the_chunk(tmp_path):
     npy_bytes = sum(p.stat().st_size for p in folder.glob("*.npy"))
     cfg = config_for(folder, chunk_alerts=20)
     (tmp_path / "tests_release_config.py").write_text(f"cfg = {cfg!r}\n")
-    res = subprocess.run([sys.executable, "-c", PEAK_RSS_CHILD, str(tmp_path / "out")], cwd=tmp_path,
-                         capture_output=True, text=True, check=True)
+    res = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_CHILD, str(tmp_path / "out")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     before_kib, after_kib = map(int, res.stdout.split())
     growth = (after_kib - before_kib) * 1024
     assert growth < npy_bytes / 4, f"peak RSS grew by {growth / 1e6:.0f} MB reading {npy_bytes / 1e6:.0f} MB"

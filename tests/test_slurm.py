@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import TINY_CONFIG, dry_run_jobs
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401 (the fixture)
 
@@ -44,7 +43,7 @@ def _rule_resources(dry_run_output: str, rule: str) -> dict[str, str]:
     """The resources a dry run prints for the first job of ``rule``."""
     lines = dry_run_output.splitlines()
     start = lines.index(f"rule {rule}:")
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if line.strip().startswith("resources:"):
             return dict(item.split("=", 1) for item in line.split(":", 1)[1].strip().split(", "))
     raise AssertionError(f"no resources printed for rule {rule}")
@@ -55,10 +54,21 @@ def _write_study(workdir: Path) -> None:
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(_small_config()))
 
 
-def _snakemake(workdir: Path, env: dict[str, str] | None, *args: str, profile: Path = PROFILE,
-               timeout: float) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--profile", str(profile), *args]
+def _snakemake(
+    workdir: Path, env: dict[str, str] | None, *args: str, profile: Path = PROFILE, timeout: float
+) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--profile",
+        str(profile),
+        *args,
+    ]
     return subprocess.run(cmd, env=env, cwd=workdir, capture_output=True, text=True, timeout=timeout)
 
 
@@ -89,15 +99,18 @@ def test_tiny_study_runs_every_job_through_sbatch(slurm_cluster: SlurmCluster, t
     run = _snakemake(workdir, env, RUN_TARGET, timeout=900)
     elapsed = time.monotonic() - start
     if run.returncode != 0:
-        pytest.fail(f"snakemake --profile {PROFILE} failed after {elapsed:.0f} s:\n{run.stdout[-4000:]}\n"
-                    f"{run.stderr[-6000:]}\n--- slurmctld.log\n"
-                    + "\n".join(slurm_cluster.slurmctld_log.read_text(errors="replace").splitlines()[-30:]))
+        pytest.fail(
+            f"snakemake --profile {PROFILE} failed after {elapsed:.0f} s:\n{run.stdout[-4000:]}\n"
+            f"{run.stderr[-6000:]}\n--- slurmctld.log\n"
+            + "\n".join(slurm_cluster.slurmctld_log.read_text(errors="replace").splitlines()[-30:])
+        )
     assert "test_roc_auc" in json.loads((workdir / RUN_TARGET).read_text())
 
     # one kept sbatch log per job, filed by rule: .snakemake/slurm_logs/rule_<name>/[<wildcards>/]<jobid>.log
     logs = list((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
-    per_rule = Counter(p.relative_to(workdir / ".snakemake" / "slurm_logs").parts[0].removeprefix("rule_")
-                       for p in logs)
+    per_rule = Counter(
+        p.relative_to(workdir / ".snakemake" / "slurm_logs").parts[0].removeprefix("rule_") for p in logs
+    )
     assert per_rule == expected, f"sbatch logs per rule {dict(per_rule)} != jobs of the dry run {dict(expected)}"
 
     # and slurmctld accepted exactly those batch jobs, each of which completed
@@ -111,6 +124,11 @@ def test_tiny_study_runs_every_job_through_sbatch(slurm_cluster: SlurmCluster, t
     by_rule = {jobs[job]["Comment"].removeprefix("rule_").split("_wildcards_")[0]: jobs[job] for job in submitted}
     assert set(by_rule) == set(expected)
     assert {name: (job["Partition"], job["TimeLimit"], job["MinMemoryNode"]) for name, job in by_rule.items()} == {
-        name: ("debug", f"00:{TRAIN_RUNTIME}:00" if name == "train" else "00:10:00",
-               "2000M" if name == "train" else "1000M") for name in expected}
+        name: (
+            "debug",
+            f"00:{TRAIN_RUNTIME}:00" if name == "train" else "00:10:00",
+            "2000M" if name == "train" else "1000M",
+        )
+        for name in expected
+    }
     print(f"{sum(expected.values())} SLURM jobs in {elapsed:.0f} s")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alertvision.splits import allot, assign_source_splits, cap_mask, split_table
+from alertvision.data.splits import allot, assign_source_splits, cap_mask, split_table
 
 CFG = {"seed": 5, "max_alerts_per_source": 3, "latest_subsets": ["vars", "junk"]}
 
@@ -35,8 +35,12 @@ def test_splits_are_per_source_per_subset_and_deterministic():
     assert (df.groupby("objectId")["split"].nunique() == 1).all()
     for subset, g in df.groupby("source_set"):
         per_source = g.drop_duplicates("objectId")["split"].value_counts()
-        assert list(per_source.reindex(["train", "val", "test"]).fillna(0).astype(int)) == list(allot(50, [0.81, 0.09, 0.10]))
-    assert split.equals(assign_source_splits(df.sample(frac=1, random_state=3).sort_index(), [0.81, 0.09, 0.10], seed=1))
+        assert list(per_source.reindex(["train", "val", "test"]).fillna(0).astype(int)) == list(
+            allot(50, [0.81, 0.09, 0.10])
+        )
+    assert split.equals(
+        assign_source_splits(df.sample(frac=1, random_state=3).sort_index(), [0.81, 0.09, 0.10], seed=1)
+    )
     assert not split.equals(assign_source_splits(df, [0.81, 0.09, 0.10], seed=2))
 
 
@@ -68,8 +72,9 @@ def test_fractions_are_nested_and_val_test_whole():
     assert n_sources[50] == pytest.approx(0.50 * full, abs=4)
     for f in (5, 10, 50):
         for split in ("val", "test"):
-            assert set(tables[f].loc[tables[f]["split"] == split, "alert_id"]) == \
-                set(tables[100].loc[tables[100]["split"] == split, "alert_id"])
+            assert set(tables[f].loc[tables[f]["split"] == split, "alert_id"]) == set(
+                tables[100].loc[tables[100]["split"] == split, "alert_id"]
+            )
     # rows point back at the alerts
     t = tables[50]
     assert (df.loc[t["row"], "alert_id"].to_numpy() == t["alert_id"].to_numpy()).all()
@@ -100,8 +105,11 @@ def test_btsbot_s_subsample_data_samples_val_and_test_sources_too():
     df = _alerts(n_sources=400)
     df["split"] = assign_source_splits(df, [0.81, 0.09, 0.10], seed=1)
     whole, sampled = split_table(df, 50, CFG), split_table(df, 50, {**CFG, "fraction_eval": "sampled"})
-    assert whole.query("split == 'train'").reset_index(drop=True).equals(
-        sampled.query("split == 'train'").reset_index(drop=True))
+    assert (
+        whole.query("split == 'train'")
+        .reset_index(drop=True)
+        .equals(sampled.query("split == 'train'").reset_index(drop=True))
+    )
     for split in ("val", "test"):
         ids_whole = set(whole.loc[whole["split"] == split, "alert_id"])
         ids_sampled = set(sampled.loc[sampled["split"] == split, "alert_id"])

@@ -18,16 +18,28 @@ import pandas as pd
 import pytest
 import yaml
 from optuna.trial import TrialState
+from postgres_server import postgres_url  # noqa: F401 (the fixture)
 
 from alertvision.config import training_params
-from alertvision.contract import open_dataset
-from alertvision.sweeps import (TABLE1, make_objective, make_pruner, open_study, run_worker, search_space,
-                                state_counts, study_name, suggest, summary_table, sweep_finalize, sweep_run)
-from alertvision.sweeps.space import CNN_SPACE, SearchSpaceError, split_params
+from alertvision.data.contract import open_dataset
+from alertvision.sweeps import (
+    TABLE1,
+    make_objective,
+    make_pruner,
+    open_study,
+    run_worker,
+    search_space,
+    state_counts,
+    study_name,
+    suggest,
+    summary_table,
+    sweep_finalize,
+    sweep_run,
+)
 from alertvision.sweeps.report import trials_frame
+from alertvision.sweeps.space import CNN_SPACE, SearchSpaceError, split_params
 from alertvision.sweeps.storage import display_storage, resolve_storage
 from alertvision.sweeps.worker import SurplusTrial, _admitted
-from postgres_server import postgres_url  # noqa: F401 (the fixture)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SPACE = search_space({})
@@ -36,12 +48,13 @@ NAME = study_name("ztf", "image", "cnn", "none", 100)
 
 def toy_objective(delay: float = 0.0):
     """A fast stand-in for training: a smooth function of the sampled parameters."""
+
     def objective(trial: optuna.Trial) -> float:
         p = suggest(trial, SPACE)
         time.sleep(delay)
         return -abs(math.log10(p["lr"]) + 6.5) + p["dropout"] - p["batch_size"] / 1000
-    return objective
 
+    return objective
 
 
 def cnn_training(tiny_datasets, **overrides) -> dict:
@@ -50,12 +63,23 @@ def cnn_training(tiny_datasets, **overrides) -> dict:
 
 # --- search space ----------------------------------------------------------------------------------
 
+
 def test_table1_is_the_default_and_entries_override_add_or_drop():
     assert search_space({}) == TABLE1 == search_space(None)
     assert TABLE1["lr"]["choices"] == [1e-6, 5e-6, 1e-7, 5e-7] and TABLE1["dropout"] == {
-        "type": "float", "low": 0.3, "high": 0.9}
-    space = search_space({"search_space": {"lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
-                                           "dense2": None, "weight_decay": {"type": "float", "low": 0, "high": 0.1}}})
+        "type": "float",
+        "low": 0.3,
+        "high": 0.9,
+    }
+    space = search_space(
+        {
+            "search_space": {
+                "lr": {"type": "float", "low": 1e-5, "high": 1e-2, "log": True},
+                "dense2": None,
+                "weight_decay": {"type": "float", "low": 0, "high": 0.1},
+            }
+        }
+    )
     assert space["lr"]["log"] and "dense2" not in space and "weight_decay" in space
     assert space["dense1"] == TABLE1["dense1"]
     with pytest.raises(SearchSpaceError, match="sweep.search_space.momentum"):
@@ -66,10 +90,17 @@ def test_table1_is_the_default_and_entries_override_add_or_drop():
     cnn_key = {"search_space": {"conv_kernel": {"type": "categorical", "choices": [3]}}}
     assert "conv_kernel" not in search_space(cnn_key, kind="timm")
     assert search_space(cnn_key, kind="cnn")["conv_kernel"]["choices"] == [3]
-    trial = optuna.trial.FixedTrial({"lr": 1e-3, "dropout": 0.5, "weight_decay": 0.01, "dense1": 256,
-                                     "warmup_epochs": 2, "batch_size": 16})
-    assert suggest(trial, space) == {"lr": 1e-3, "warmup_epochs": 2, "batch_size": 16, "dense1": 256,
-                                     "dropout": 0.5, "weight_decay": 0.01}
+    trial = optuna.trial.FixedTrial(
+        {"lr": 1e-3, "dropout": 0.5, "weight_decay": 0.01, "dense1": 256, "warmup_epochs": 2, "batch_size": 16}
+    )
+    assert suggest(trial, space) == {
+        "lr": 1e-3,
+        "warmup_epochs": 2,
+        "batch_size": 16,
+        "dense1": 256,
+        "dropout": 0.5,
+        "weight_decay": 0.01,
+    }
 
 
 def test_the_cnn_space_adds_its_own_keys_to_table1():
@@ -83,11 +114,19 @@ def test_the_cnn_space_adds_its_own_keys_to_table1():
 
 def test_a_cnn_trial_builds_the_cnn_it_sampled(tiny_datasets, split_file):
     config = tiny_datasets["config"]
-    space = {"conv1_channels": {"type": "categorical", "choices": [4]},
-             "conv2_channels": {"type": "categorical", "choices": [6]},
-             "conv_kernel": {"type": "categorical", "choices": [3]}}
-    objective = make_objective(tiny_datasets["ztf"], split_file, arch_cfg=config["archs"]["cnn"],
-                               training=cnn_training(tiny_datasets, epochs=1), space=space, seed=0)
+    space = {
+        "conv1_channels": {"type": "categorical", "choices": [4]},
+        "conv2_channels": {"type": "categorical", "choices": [6]},
+        "conv_kernel": {"type": "categorical", "choices": [3]},
+    }
+    objective = make_objective(
+        tiny_datasets["ztf"],
+        split_file,
+        arch_cfg=config["archs"]["cnn"],
+        training=cnn_training(tiny_datasets, epochs=1),
+        space=space,
+        seed=0,
+    )
     study = optuna.create_study(direction="maximize")
     study.optimize(objective, n_trials=1)
     training = cnn_training(tiny_datasets)
@@ -111,6 +150,7 @@ def test_storage_comes_from_the_config_then_the_environment_then_a_journal(monke
 
 
 # --- sampler and worker ----------------------------------------------------------------------------
+
 
 def test_seeded_tpe_repeats_its_sequence_in_one_worker(tmp_path):
     def params(seed: int, path: str) -> list[dict]:
@@ -184,6 +224,7 @@ def test_a_silent_trial_of_another_machine_is_failed_after_the_grace_period(tmp_
 
 # --- the training objective ------------------------------------------------------------------------
 
+
 class _AlwaysPrune(optuna.pruners.BasePruner):
     def prune(self, study, trial) -> bool:
         return True
@@ -191,8 +232,14 @@ class _AlwaysPrune(optuna.pruners.BasePruner):
 
 def test_pruning_stops_training_at_the_epoch_hook(tiny_datasets, split_file, tmp_path):
     config = tiny_datasets["config"]
-    objective = make_objective(tiny_datasets["ztf"], split_file, arch_cfg=config["archs"]["cnn"],
-                               training=cnn_training(tiny_datasets, epochs=3, patience=3), space=SPACE, seed=0)
+    objective = make_objective(
+        tiny_datasets["ztf"],
+        split_file,
+        arch_cfg=config["archs"]["cnn"],
+        training=cnn_training(tiny_datasets, epochs=3, patience=3),
+        space=SPACE,
+        seed=0,
+    )
     study = open_study(NAME, str(tmp_path / "study.journal"), 0, _AlwaysPrune())
     run_worker(study, objective, 1)
     (trial,) = study.trials
@@ -230,10 +277,19 @@ def test_a_trial_never_reads_the_test_split(tiny_datasets, split_file, monkeypat
 
     monkeypatch.setattr(loop, "open_dataset", open_recorded)
     config = tiny_datasets["config"]
-    objective = make_objective(tiny_datasets["ztf"], split_file, arch_cfg=config["archs"]["cnn"],
-                               training=cnn_training(tiny_datasets, epochs=1), space=SPACE, seed=0)
-    value = objective(optuna.trial.FixedTrial({**{k: v["choices"][0] for k, v in SPACE.items()
-                                                  if v["type"] == "categorical"}, "dropout": 0.5}))
+    objective = make_objective(
+        tiny_datasets["ztf"],
+        split_file,
+        arch_cfg=config["archs"]["cnn"],
+        training=cnn_training(tiny_datasets, epochs=1),
+        space=SPACE,
+        seed=0,
+    )
+    value = objective(
+        optuna.trial.FixedTrial(
+            {**{k: v["choices"][0] for k, v in SPACE.items() if v["type"] == "categorical"}, "dropout": 0.5}
+        )
+    )
     table = pd.read_parquet(split_file)
     read = recorders[0].rows
     assert 0.0 <= value <= 1.0
@@ -243,11 +299,17 @@ def test_a_trial_never_reads_the_test_split(tiny_datasets, split_file, monkeypat
 
 # --- the pipeline steps ----------------------------------------------------------------------------
 
+
 def test_sweep_run_then_finalize_writes_best_trials_and_plot(tiny_datasets, split_file, tmp_path, monkeypatch):
     monkeypatch.delenv("ALERTVISION_SWEEP_STORAGE", raising=False)
     config = tiny_datasets["config"]
-    kwargs = dict(arch_cfg=config["archs"]["cnn"], training=cnn_training(tiny_datasets),
-                  sweep_cfg={"trials": 2, "seed": 1, "pruner": {"kind": "median"}}, study_name=NAME, progress=False)
+    kwargs = dict(
+        arch_cfg=config["archs"]["cnn"],
+        training=cnn_training(tiny_datasets),
+        sweep_cfg={"trials": 2, "seed": 1, "pruner": {"kind": "median"}},
+        study_name=NAME,
+        progress=False,
+    )
     first = sweep_run(tiny_datasets["ztf"], split_file, tmp_path, worker_report=tmp_path / "worker0.json", **kwargs)
     assert first["ran"] == [0, 1] and (tmp_path / "study.journal").is_file() and (tmp_path / "worker0.json").is_file()
     assert sweep_run(tiny_datasets["ztf"], split_file, tmp_path, **kwargs)["ran"] == []
@@ -256,8 +318,13 @@ def test_sweep_run_then_finalize_writes_best_trials_and_plot(tiny_datasets, spli
     saved = yaml.safe_load((tmp_path / "best.yaml").read_text())
     assert saved == best and saved["source"] == "best_trial" and saved["n_trials"] == 2
     assert 0.0 <= saved["value"] <= 1.0 and set(saved["params"]) == set(TABLE1) | set(CNN_SPACE)
-    assert saved["config"] == {"dataset": "ztf", "modality": "image", "arch": "cnn", "regimen": "none",
-                               "fraction": "100"}
+    assert saved["config"] == {
+        "dataset": "ztf",
+        "modality": "image",
+        "arch": "cnn",
+        "regimen": "none",
+        "fraction": "100",
+    }
     trials = pd.read_csv(tmp_path / "trials.csv")
     assert list(trials["number"]) == [0, 1] and (trials["state"] == "COMPLETE").all()
     assert (trials["epochs"] == 2).all() and (tmp_path / "trials.png").stat().st_size > 0
@@ -269,11 +336,19 @@ def test_zero_trials_keep_the_default_hyperparameters(tiny_datasets, split_file,
     monkeypatch.delenv("ALERTVISION_SWEEP_STORAGE", raising=False)
     training = cnn_training(tiny_datasets)
     config = tiny_datasets["config"]
-    report = sweep_run(tiny_datasets["ztf"], split_file, tmp_path, arch_cfg=config["archs"]["cnn"], training=training,
-                       sweep_cfg={"trials": 0}, study_name=NAME)
+    report = sweep_run(
+        tiny_datasets["ztf"],
+        split_file,
+        tmp_path,
+        arch_cfg=config["archs"]["cnn"],
+        training=training,
+        sweep_cfg={"trials": 0},
+        study_name=NAME,
+    )
     assert report["ran"] == [] and not (tmp_path / "study.journal").exists()
-    best = sweep_finalize(tmp_path, study_name=NAME, training=training, sweep_cfg={"trials": 0},
-                          plot=tmp_path / "trials.pdf")
+    best = sweep_finalize(
+        tmp_path, study_name=NAME, training=training, sweep_cfg={"trials": 0}, plot=tmp_path / "trials.pdf"
+    )
     assert best["value"] is None and best["source"] == "defaults" and "sweep.trials is 0" in best["note"]
     assert best["params"] == {k: training[k] for k in TABLE1}
     assert pd.read_csv(tmp_path / "trials.csv").empty and (tmp_path / "trials.pdf").is_file()
@@ -314,9 +389,15 @@ SHARED_WORKER = textwrap.dedent("""
 def _two_workers(storage: str, tmp_path, total: int) -> tuple[optuna.Study, list[list[int]]]:
     ready = tmp_path / "ready"
     ready.mkdir()
-    procs = [subprocess.Popen([sys.executable, "-c", SHARED_WORKER, storage, NAME, str(total), str(ready), str(i)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SHARED_WORKER, storage, NAME, str(total), str(ready), str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ},
+        )
+        for i in range(2)
+    ]
     ran = []
     for proc in procs:
         out, err = proc.communicate(timeout=240)

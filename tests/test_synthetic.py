@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from alertvision.contract import REQUIRED_COLUMNS, open_dataset
-from alertvision.features import DERIVED_FEATURES, derive_source_features
-from alertvision.legacysurvey import BIN, bin_cutout, cube_to_image, coverage_problem, north_up
+from alertvision.data.contract import REQUIRED_COLUMNS, open_dataset
+from alertvision.data.features import DERIVED_FEATURES, derive_source_features
+from alertvision.data.legacysurvey import BIN, bin_cutout, coverage_problem, cube_to_image, north_up
 from alertvision.synthetic.legacysurvey import synthetic_ls_cube
 from alertvision.synthetic.ztf import build_synthetic_ztf, synthetic_scenes
 
@@ -52,7 +52,7 @@ def test_trues_and_dims_differ_by_peak_brightness(tiny_datasets):
 
 
 def test_derived_features_match_the_light_curve(tiny_datasets):
-    from alertvision.features import cut_mask
+    from alertvision.data.features import cut_mask
     from alertvision.synthetic.observe import observe
 
     config = tiny_datasets["config"]["data"]["synthetic"]
@@ -111,8 +111,13 @@ def test_ls_binning_conserves_flux_and_orientation():
 
 
 def test_synthetic_ls_cube_is_in_viewer_format():
-    cfg = {"seed": 1, "n_sources": 40, "subset_fractions": {"trues": 1, "dims": 0, "vars": 0, "rejects": 0},
-           "season_days": [5, 10], "star_density": 0.0}
+    cfg = {
+        "seed": 1,
+        "n_sources": 40,
+        "subset_fractions": {"trues": 1, "dims": 0, "vars": 0, "rejects": 0},
+        "season_days": [5, 10],
+        "star_density": 0.0,
+    }
     scenes = [s for s in synthetic_scenes(cfg) if s.host is not None]
     scene = max(scenes, key=lambda s: -s.host.mag_r)
     cube = synthetic_ls_cube(scene, {"coverage": 1.0, "partial_rate": 0.0})
@@ -127,7 +132,7 @@ def test_synthetic_ls_cube_is_in_viewer_format():
 def test_a_failed_rewrite_leaves_no_complete_looking_dataset(tiny_datasets, tmp_path, monkeypatch):
     import shutil
 
-    from alertvision.contract import ContractError
+    from alertvision.data.contract import ContractError
     from alertvision.synthetic import ztf
 
     target = tmp_path / "ztf"

@@ -16,24 +16,40 @@ import pandas as pd
 import pytest
 import torch
 
-from alertvision import throughput as tp
 from alertvision.config import grid_cells, load_config, training_params, validate_config
 from alertvision.models import build_model, save_model
-from alertvision.workload import StudyWorkload, format_estimate, study_hours, workload_plan
+from alertvision.reports import throughput as tp
+from alertvision.reports.workload import StudyWorkload, format_estimate, study_hours, workload_plan
 
 REPO = Path(__file__).resolve().parents[1]
 HEAD = {"dense1": 32, "dense2": 8, "dropout": 0.5}
 ARCHS = {
-    "cnn": {"kind": "cnn", "input_size": 63, "input_scale": 63.0, "conv1_channels": 16, "conv2_channels": 32,
-            "conv_kernel": 5, "conv_dropout1": 0.25, "conv_dropout2": 0.25},
+    "cnn": {
+        "kind": "cnn",
+        "input_size": 63,
+        "input_scale": 63.0,
+        "conv1_channels": 16,
+        "conv2_channels": 32,
+        "conv_kernel": 5,
+        "conv_dropout1": 0.25,
+        "conv_dropout2": 0.25,
+    },
     "convnext": {"kind": "timm", "timm_name": "convnext_pico", "input_size": 32, "input_scale": 63.0},
 }
 CPU = torch.device("cpu")
 
 
 def small_settings(**overrides) -> tp.BenchSettings:
-    base = dict(batch_size=16, trials=1, min_alerts=48, cpu_threads=2, cpu_batch_size=32, train_steps=1,
-                train_warmup=0, probe_seconds=0.0)
+    base = dict(
+        batch_size=16,
+        trials=1,
+        min_alerts=48,
+        cpu_threads=2,
+        cpu_batch_size=32,
+        train_steps=1,
+        train_warmup=0,
+        probe_seconds=0.0,
+    )
     return tp.BenchSettings(**{**base, **overrides})
 
 
@@ -68,8 +84,11 @@ def test_production_mode_agrees_with_the_paper_protocol(arch, inputs):
     assert production.scope == f"random cutouts cycled to {production.alerts_timed}"
     assert production.setup.startswith(tuple(c.setup for c in report if c.chosen))
     assert sum(c.chosen for c in report) == 1
-    assert all(c.rejected is not None for c in report if c.first_batch_dev is not None
-               and c.first_batch_dev > settings.tolerance)
+    assert all(
+        c.rejected is not None
+        for c in report
+        if c.first_batch_dev is not None and c.first_batch_dev > settings.tolerance
+    )
     for row in rows:
         assert row.device == tp.cpu_name() and row.threads == 2 and row.alerts_per_s > 0 and row.peak_memory_mb > 0
 
@@ -81,7 +100,7 @@ class Shifted(tp.TorchScorer):
 
     def score(self, images, seq):
         s = super().score(images, seq)
-        s[self.after:] += 0.01
+        s[self.after :] += 0.01
         return s
 
 
@@ -93,9 +112,11 @@ def test_a_candidate_beyond_tolerance_is_never_chosen(inputs):
     model, settings = _model("cnn"), small_settings()
     seq = tp.alert_sequence(inputs.rows, settings.min_alerts, 16)
     reference = tp.TorchScorer(model, CPU, 16, "reference").score(inputs.images, seq)
-    specs = [("shifted", 16, lambda: Shifted(model, CPU, 16, "shifted")),
-             ("late", 16, lambda: LateShifted(model, CPU, 16, "late")),
-             ("plain", 32, lambda: tp.TorchScorer(model, CPU, 32, "plain"))]
+    specs = [
+        ("shifted", 16, lambda: Shifted(model, CPU, 16, "shifted")),
+        ("late", 16, lambda: LateShifted(model, CPU, 16, "late")),
+        ("plain", 32, lambda: tp.TorchScorer(model, CPU, 32, "plain")),
+    ]
     ranked, report = tp.rank_candidates(specs, CPU, inputs.images, seq, reference, settings)
     assert "tolerance" in report[0].rejected and report[1].rejected is None  # late drift passes one batch
     assert {c.setup for c, _ in ranked} == {"late", "plain"}
@@ -118,7 +139,10 @@ def test_sequences_cycle_the_split_in_whole_batches():
     assert tp.max_deviation(np.array([0.5, np.nan]), np.array([0.5, 0.5])) == float("inf")
     split = tp.AlertInputs(np.zeros((3, 1)), rows, "x")
     assert [tp.timed_scope(split, n) for n in (3, 12, 2)] == [
-        "test split", "test split cycled to 12", "first 2 of the test split"]
+        "test split",
+        "test split cycled to 12",
+        "first 2 of the test split",
+    ]
 
 
 @pytest.mark.parametrize("arch", ["cnn"])
@@ -130,34 +154,79 @@ def test_whole_split_mode_times_every_test_alert_once(arch, inputs):
 
 
 def _rows() -> list[tp.Row]:
-    common = dict(timm_name="convnext_pico", input_size=63, threads=2, peak_memory_mb=512.0, memory="x",
-                  within_tolerance=True, alerts_timed=1024, scope="test split cycled to 1,024", trials=3)
-    return [tp.Row(arch="convnext", mode=tp.PAPER, device="NVIDIA H100 80GB HBM3", batch_size=32, alerts_per_s=1000.0,
-                   speedup=1.0, max_score_dev=0.0, setup="float32 eager, contiguous, batch 32", **common),
-            tp.Row(arch="convnext", mode=tp.PRODUCTION, device="NVIDIA H100 80GB HBM3", batch_size=1024,
-                   alerts_per_s=9000.0, speedup=9.0, max_score_dev=2e-4,
-                   setup="torch.compile, bf16 autocast, channels_last, batch 1024", **common)]
+    common = dict(
+        timm_name="convnext_pico",
+        input_size=63,
+        threads=2,
+        peak_memory_mb=512.0,
+        memory="x",
+        within_tolerance=True,
+        alerts_timed=1024,
+        scope="test split cycled to 1,024",
+        trials=3,
+    )
+    return [
+        tp.Row(
+            arch="convnext",
+            mode=tp.PAPER,
+            device="NVIDIA H100 80GB HBM3",
+            batch_size=32,
+            alerts_per_s=1000.0,
+            speedup=1.0,
+            max_score_dev=0.0,
+            setup="float32 eager, contiguous, batch 32",
+            **common,
+        ),
+        tp.Row(
+            arch="convnext",
+            mode=tp.PRODUCTION,
+            device="NVIDIA H100 80GB HBM3",
+            batch_size=1024,
+            alerts_per_s=9000.0,
+            speedup=9.0,
+            max_score_dev=2e-4,
+            setup="torch.compile, bf16 autocast, channels_last, batch 1024",
+            **common,
+        ),
+    ]
 
 
 def _training(arch="convnext", kind="timm", naive=100.0, production=200.0) -> dict:
-    return {"arch": arch, "kind": kind, "input_size": 63, "device": "NVIDIA H100 80GB HBM3", "device_type": "cuda",
-            "naive_alerts_per_s": naive, "production_alerts_per_s": production}
+    return {
+        "arch": arch,
+        "kind": kind,
+        "input_size": 63,
+        "device": "NVIDIA H100 80GB HBM3",
+        "device_type": "cuda",
+        "naive_alerts_per_s": naive,
+        "production_alerts_per_s": production,
+    }
 
 
 #: A small study: two datasets, both modalities, the CNN (swept with 2 trials, 11 epochs) and ConvNeXt
 #: (4 trials, 7 epochs) from random init and ImageNet (the CNN from random init only), the
 #: metadata-only model (60 epochs), two fractions, two seeds.
-SMALL = {"grid": {"datasets": ["ztf", "ls"], "modalities": ["image", "multimodal"], "archs": ["cnn", "convnext"],
-                  "regimens": ["none", "imagenet"], "fractions": [10, 100], "seeds": [0, 1]},
-         "archs": {"cnn": {"kind": "cnn", "training": {"epochs": 11, "patience": 4}, "sweep": {"trials": 2}},
-                   "convnext": {"kind": "timm", "timm_name": "convnext_pico", "input_size": 63}},
-         "training": {"epochs": 7, "patience": 3}, "sweep": {"trials": 4},
-         "multimodal": {"metadata_training": {"epochs": 60}}}
+SMALL = {
+    "grid": {
+        "datasets": ["ztf", "ls"],
+        "modalities": ["image", "multimodal"],
+        "archs": ["cnn", "convnext"],
+        "regimens": ["none", "imagenet"],
+        "fractions": [10, 100],
+        "seeds": [0, 1],
+    },
+    "archs": {
+        "cnn": {"kind": "cnn", "training": {"epochs": 11, "patience": 4}, "sweep": {"trials": 2}},
+        "convnext": {"kind": "timm", "timm_name": "convnext_pico", "input_size": 63},
+    },
+    "training": {"epochs": 7, "patience": 3},
+    "sweep": {"trials": 4},
+    "multimodal": {"metadata_training": {"epochs": 60}},
+}
 
 
 def _small_workload() -> StudyWorkload:
-    return StudyWorkload.from_plan(workload_plan(validate_config(copy.deepcopy(SMALL))), {10: 100, 100: 1000},
-                                   "a test")
+    return StudyWorkload.from_plan(workload_plan(validate_config(copy.deepcopy(SMALL))), {10: 100, 100: 1000}, "a test")
 
 
 def test_workload_is_built_from_the_config():
@@ -225,16 +294,18 @@ def test_compute_estimate_arithmetic():
     assert "Total: " in text and f"{((grid + sweeps) / 100 + 2 * 72_600 / 50) / 3600:,.1f} GPU-hours" in text
     # the assumptions come from the workload, not from fixed numbers
     assert "10%: 100; 100%: 1,000) from a test" in text
-    assert ("- cnn, image: datasets ztf, ls; regimens none; fractions 10%, 100%; 2 seeds (0, 1): 8 runs of up to "
-            "11 epochs (patience 4); sweeps: 4 studies x 2 trials = 8 trials") in text
+    assert (
+        "- cnn, image: datasets ztf, ls; regimens none; fractions 10%, 100%; 2 seeds (0, 1): 8 runs of up to "
+        "11 epochs (patience 4); sweeps: 4 studies x 2 trials = 8 trials"
+    ) in text
     assert "- convnext, multimodal: datasets ztf; regimens none, imagenet;" in text
     assert "none (4 runs, 8 sweep trials)" in text  # the metadata-only model: no rate measured
     assert "upper bound" in text and "162,000" not in text
 
 
 def test_training_alerts_are_counted_as_the_split_tables_select_them(tmp_path):
-    from alertvision.sources import ingest_ztf
-    from alertvision.splits import split_table
+    from alertvision.data.sources import ingest_ztf
+    from alertvision.data.splits import split_table
 
     config = validate_config({**copy.deepcopy(SMALL), "data": {"synthetic": {"n_sources": 60}}})
     ingest_ztf(config, tmp_path / "ztf", progress=False)
@@ -249,7 +320,7 @@ def test_training_alerts_are_counted_as_the_split_tables_select_them(tmp_path):
 
 
 def test_the_rule_step_on_a_tiny_dataset(tmp_path):
-    from alertvision.sources import ingest_ztf
+    from alertvision.data.sources import ingest_ztf
 
     config = validate_config({"data": {"synthetic": {"n_sources": 40}}, "grid": {"datasets": ["ztf"]}})
     ingest_ztf(config, tmp_path / "ztf", progress=False)
@@ -257,10 +328,24 @@ def test_the_rule_step_on_a_tiny_dataset(tmp_path):
     torch.manual_seed(0)
     model = build_model(arch_cfg, training)
     save_model(model, tmp_path / "model.pt", arch_cfg=arch_cfg, head_cfg=training, info={"arch": "cnn"})
-    bench = {**config["benchmark"], "trials": 1, "min_alerts": None, "train_steps": 1, "train_warmup": 0,
-             "production": {**config["benchmark"]["production"], "cpu_batch_size": 32}}
-    out = tp.benchmark_run(tmp_path / "model.pt", tmp_path / "ztf", tmp_path / "table2" / "cnn.json", arch="cnn",
-                           arch_cfg=arch_cfg, benchmark_cfg=bench, training_cfg=training, devices=[CPU])
+    bench = {
+        **config["benchmark"],
+        "trials": 1,
+        "min_alerts": None,
+        "train_steps": 1,
+        "train_warmup": 0,
+        "production": {**config["benchmark"]["production"], "cpu_batch_size": 32},
+    }
+    out = tp.benchmark_run(
+        tmp_path / "model.pt",
+        tmp_path / "ztf",
+        tmp_path / "table2" / "cnn.json",
+        arch="cnn",
+        arch_cfg=arch_cfg,
+        benchmark_cfg=bench,
+        training_cfg=training,
+        devices=[CPU],
+    )
     saved = json.loads((tmp_path / "table2" / "cnn.json").read_text())
     assert saved["rows"] == out["rows"] and [r["mode"] for r in saved["rows"]] == ["paper", "production"]
     assert "test split" in saved["inputs"] and saved["model_info"] == {"arch": "cnn"}
@@ -270,8 +355,9 @@ def test_the_rule_step_on_a_tiny_dataset(tmp_path):
     assert saved["training"]["naive_alerts_per_s"] > 0 and saved["training"]["batch_size"] == 8
     assert all(r["within_tolerance"] for r in saved["rows"])
     workload = StudyWorkload.from_dataset(workload_plan(config), tmp_path / "ztf" / "alerts.parquet", config["splits"])
-    df = tp.table2([tmp_path / "table2" / "cnn.json"], tmp_path / "t.csv", tmp_path / "t.md", tmp_path / "t.tex",
-                   workload)
+    df = tp.table2(
+        [tmp_path / "table2" / "cnn.json"], tmp_path / "t.csv", tmp_path / "t.md", tmp_path / "t.tex", workload
+    )
     md = (tmp_path / "t.md").read_text()
     assert len(df) == 2 and "| cnn |" in md and "CPU-hours" in md
     assert f"100%: {workload.train_alerts[100]:,})" in md and "ztf/alerts.parquet" in md

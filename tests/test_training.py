@@ -10,18 +10,25 @@ import pytest
 import torch
 
 from alertvision.config import training_params
-from alertvision.contract import open_dataset
+from alertvision.data.contract import open_dataset
 from alertvision.training.data import Batches, augment
 from alertvision.training.loop import RUN_FILES, train_run
 from alertvision.training.schedule import epoch_warmup_cosine, warmup_cosine
 
 
-
 def _train(tiny_datasets, split_file, out, arch="cnn", **overrides):
     config = tiny_datasets["config"]
     training = {**training_params(config, arch), **overrides}
-    return train_run(tiny_datasets["ztf"], split_file, out, arch_cfg=config["archs"][arch], training=training,
-                     seed=0, run_info={"arch": arch}, progress=False)
+    return train_run(
+        tiny_datasets["ztf"],
+        split_file,
+        out,
+        arch_cfg=config["archs"][arch],
+        training=training,
+        seed=0,
+        run_info={"arch": arch},
+        progress=False,
+    )
 
 
 def test_short_training_lowers_the_loss_and_writes_the_run(tiny_datasets, split_file, tmp_path):
@@ -86,10 +93,14 @@ def test_warmup_then_cosine():
 def _btsbot_rates(lr: float, warmup: int, epochs: int) -> list[float]:
     """The rate of each epoch under btsbot/train.py's schedulers, stepped once per epoch."""
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=lr)
-    sched = torch.optim.lr_scheduler.SequentialLR(opt, [
-        torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.01, total_iters=warmup),
-        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs - warmup), eta_min=lr * 0.01)],
-        milestones=[warmup])
+    sched = torch.optim.lr_scheduler.SequentialLR(
+        opt,
+        [
+            torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.01, total_iters=warmup),
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs - warmup), eta_min=lr * 0.01),
+        ],
+        milestones=[warmup],
+    )
     rates = []
     for _ in range(epochs):
         rates.append(opt.param_groups[0]["lr"])
@@ -111,8 +122,17 @@ def test_epoch_schedule_is_btsbots(warmup, epochs):
 
 
 def test_training_runs_the_epoch_schedule_and_records_each_epoch_s_rate(tiny_datasets, split_file, tmp_path):
-    _train(tiny_datasets, split_file, tmp_path, epochs=5, patience=5, warmup_epochs=2, lr=1e-3, schedule="epoch",
-           min_improvement=0.0)
+    _train(
+        tiny_datasets,
+        split_file,
+        tmp_path,
+        epochs=5,
+        patience=5,
+        warmup_epochs=2,
+        lr=1e-3,
+        schedule="epoch",
+        min_improvement=0.0,
+    )
     rates = pd.read_csv(tmp_path / "history.csv")["lr"].to_numpy()
     np.testing.assert_allclose(rates, _btsbot_rates(1e-3, 2, 5), rtol=1e-9)
     assert rates[0] == pytest.approx(1e-5)
@@ -135,8 +155,7 @@ def test_early_stopping_needs_the_relative_improvement(tiny_datasets, split_file
 
 def test_drop_last_skips_the_incomplete_batch_and_refuses_a_split_too_small(tiny_datasets, split_file, tmp_path):
     n_train = int((pd.read_parquet(split_file)["split"] == "train").sum())
-    batches = Batches(np.zeros((n_train, 3, 2, 2), np.float32), np.arange(n_train), np.zeros(n_train), 64,
-                      min_batch=64)
+    batches = Batches(np.zeros((n_train, 3, 2, 2), np.float32), np.arange(n_train), np.zeros(n_train), 64, min_batch=64)
     assert len(batches) == n_train // 64 and sum(len(y) for _, y, _ in batches) == (n_train // 64) * 64
     with pytest.raises(ValueError, match="no full batch"):
         _train(tiny_datasets, split_file, tmp_path, epochs=1, drop_last=True, batch_size=n_train + 1)

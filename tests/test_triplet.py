@@ -9,8 +9,15 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from alertvision.triplet import (CUTOUT_FIELDS, StampError, decode_stamp, normalize_cutout, normalize_triplet,
-                                 triplet_from_alert, triplets_from_alerts)
+from alertvision.data.triplet import (
+    CUTOUT_FIELDS,
+    StampError,
+    decode_stamp,
+    normalize_cutout,
+    normalize_triplet,
+    triplet_from_alert,
+    triplets_from_alerts,
+)
 
 
 def _stamp(array: np.ndarray) -> bytes:
@@ -62,13 +69,17 @@ def test_small_stamp_is_padded_at_bottom_right(packets):
     np.testing.assert_allclose(t[2, :52, :], raw / np.linalg.norm(raw), rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"\x1f\x8b\x08\x00broken gzip", "bad_gzip"),
-    (gzip.compress(b"SIMPLE  =  not a fits file at all", mtime=0), "bad_fits"),
-    (_stamp(np.full((63, 63), np.nan)), "all_nan"),
-    (_stamp(np.zeros((63, 63))), "all_zero"),
-    (_stamp(np.ones((70, 63))), "bad_shape"),
-], ids=["bad_gzip", "bad_fits", "all_nan", "all_zero", "bad_shape"])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"\x1f\x8b\x08\x00broken gzip", "bad_gzip"),
+        (gzip.compress(b"SIMPLE  =  not a fits file at all", mtime=0), "bad_fits"),
+        (_stamp(np.full((63, 63), np.nan)), "all_nan"),
+        (_stamp(np.zeros((63, 63))), "all_zero"),
+        (_stamp(np.ones((70, 63))), "bad_shape"),
+    ],
+    ids=["bad_gzip", "bad_fits", "all_nan", "all_zero", "bad_shape"],
+)
 def test_broken_stamp_is_a_clear_error(packets, data, reason):
     broken = _with_stamp(packets[3], "cutoutTemplate", data)
     with pytest.raises(StampError) as err:

@@ -33,10 +33,21 @@ def _write_hub_folder(folder, num_classes=0, fmt="safetensors", architecture="co
     torch.manual_seed(123)
     model = timm.create_model("convnext_pico", pretrained=False, num_classes=num_classes)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    cfg = {"architecture": architecture, "num_classes": num_classes, "num_features": 512,
-           "pretrained_cfg": {"input_size": [3, 224, 224], "fixed_input_size": False, "interpolation": "bicubic",
-                              "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "num_classes": num_classes,
-                              "first_conv": "stem.0", "classifier": "head.fc"}}
+    cfg = {
+        "architecture": architecture,
+        "num_classes": num_classes,
+        "num_features": 512,
+        "pretrained_cfg": {
+            "input_size": [3, 224, 224],
+            "fixed_input_size": False,
+            "interpolation": "bicubic",
+            "mean": [0.485, 0.456, 0.406],
+            "std": [0.229, 0.224, 0.225],
+            "num_classes": num_classes,
+            "first_conv": "stem.0",
+            "classifier": "head.fc",
+        },
+    }
     (folder / "config.json").write_text(json.dumps(cfg))
     if fmt == "safetensors":
         save_file(state, str(folder / "model.safetensors"))
@@ -101,8 +112,9 @@ def test_offline_without_weights_fails_naming_the_id_and_the_fix(tmp_path, monke
     assert wid in msg and "local_dirs" in msg and "HF_HUB_OFFLINE=1" in msg and str(tmp_path / "empty") in msg
 
 
-@pytest.mark.parametrize("missing, expected", [("config.json", "config.json is missing"),
-                                               ("model.safetensors", "holds none of")])
+@pytest.mark.parametrize(
+    "missing, expected", [("config.json", "config.json is missing"), ("model.safetensors", "holds none of")]
+)
 def test_a_broken_folder_names_the_file(tmp_path, missing, expected):
     _write_hub_folder(tmp_path / "w")
     (tmp_path / "w" / missing).unlink()
@@ -127,10 +139,24 @@ def test_maxvit_at_another_input_size_loads_every_tensor_of_224_weights(tmp_path
     source = timm.create_model("maxvit_tiny_rw_224", pretrained=False, num_classes=0)
     state = {k: v.contiguous() for k, v in source.state_dict().items()}
     (tmp_path / "w").mkdir()
-    (tmp_path / "w" / "config.json").write_text(json.dumps(
-        {"architecture": "maxvit_tiny_rw_224", "num_classes": 0, "num_features": source.num_features,
-         "pretrained_cfg": {"input_size": [3, 224, 224], "fixed_input_size": True, "mean": [0.5] * 3,
-                            "std": [0.5] * 3, "num_classes": 0, "first_conv": "stem.conv1", "classifier": "head.fc"}}))
+    (tmp_path / "w" / "config.json").write_text(
+        json.dumps(
+            {
+                "architecture": "maxvit_tiny_rw_224",
+                "num_classes": 0,
+                "num_features": source.num_features,
+                "pretrained_cfg": {
+                    "input_size": [3, 224, 224],
+                    "fixed_input_size": True,
+                    "mean": [0.5] * 3,
+                    "std": [0.5] * 3,
+                    "num_classes": 0,
+                    "first_conv": "stem.conv1",
+                    "classifier": "head.fc",
+                },
+            }
+        )
+    )
     save_file(state, str(tmp_path / "w" / "model.safetensors"))
     with caplog.at_level(logging.INFO, logger="alertvision.models.weights"):
         model = build_model(MAXVIT, HEAD, resolve_weights(f"local-dir:{tmp_path / 'w'}"))
@@ -147,6 +173,7 @@ def test_maxvit_at_another_input_size_loads_every_tensor_of_224_weights(tmp_path
 
 # --- the input normalisation follows the weights ------------------------------------------------------
 
+
 def _norm_folder(path, pretrained_cfg, source_id=None):
     path.mkdir(parents=True)
     cfg = {"architecture": "convnext_pico", "num_classes": 0}
@@ -161,17 +188,24 @@ def _norm_folder(path, pretrained_cfg, source_id=None):
 IMAGENET_CFG = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
-@pytest.mark.parametrize("weight_id, pretrained_cfg, source_id, expected", [
-    ("convnext_pico.d1_in1k", IMAGENET_CFG, None, {"mode": "imagenet", **IMAGENET_CFG}),
-    ("maxvit_tiny_rw_224.sw_in1k", {"mean": [0.5] * 3, "std": [0.5] * 3}, None,
-     {"mode": "imagenet", "mean": [0.5] * 3, "std": [0.5] * 3}),
-    ("hf_hub:mwalmsley/zoobot-encoder-convnext_pico", IMAGENET_CFG, None, {"mode": "unit"}),
-    ("hf_hub:mwalmsley/baseline-encoder-regression-maxvit_tiny", None, None, {"mode": "unit"}),
-    ("local-dir:/w", IMAGENET_CFG, "hf_hub:mwalmsley/zoobot-encoder-convnext_pico", {"mode": "unit"}),
-    ("hf_hub:someone/encoder", {"input_size": [3, 224, 224]}, None, {"mode": "unit"}),
-    ("hf_hub:someone/encoder", {"mean": [0, 0, 0], "std": [1, 1, 1]}, None, {"mode": "unit"}),
-    ("convnext_pico.d1_in1k", None, None, {"mode": "imagenet", **IMAGENET_CFG}),  # timm's own cfg for the tag
-])
+@pytest.mark.parametrize(
+    "weight_id, pretrained_cfg, source_id, expected",
+    [
+        ("convnext_pico.d1_in1k", IMAGENET_CFG, None, {"mode": "imagenet", **IMAGENET_CFG}),
+        (
+            "maxvit_tiny_rw_224.sw_in1k",
+            {"mean": [0.5] * 3, "std": [0.5] * 3},
+            None,
+            {"mode": "imagenet", "mean": [0.5] * 3, "std": [0.5] * 3},
+        ),
+        ("hf_hub:mwalmsley/zoobot-encoder-convnext_pico", IMAGENET_CFG, None, {"mode": "unit"}),
+        ("hf_hub:mwalmsley/baseline-encoder-regression-maxvit_tiny", None, None, {"mode": "unit"}),
+        ("local-dir:/w", IMAGENET_CFG, "hf_hub:mwalmsley/zoobot-encoder-convnext_pico", {"mode": "unit"}),
+        ("hf_hub:someone/encoder", {"input_size": [3, 224, 224]}, None, {"mode": "unit"}),
+        ("hf_hub:someone/encoder", {"mean": [0, 0, 0], "std": [1, 1, 1]}, None, {"mode": "unit"}),
+        ("convnext_pico.d1_in1k", None, None, {"mode": "imagenet", **IMAGENET_CFG}),  # timm's own cfg for the tag
+    ],
+)
 def test_input_norm_weights_follows_the_weights(tmp_path, weight_id, pretrained_cfg, source_id, expected):
     folder = _norm_folder(tmp_path / "w", pretrained_cfg, source_id)
     weights = ResolvedWeights(weight_id, folder, "convnext_pico", "local-dir")
@@ -183,20 +217,35 @@ def test_no_weights_scale_by_input_scale():
     assert input_norm_from_weights(None, 63.0) == {"mode": "scale", "scale": 63.0}
 
 
-@pytest.mark.parametrize("weight_id, source_id", [
-    ("convnext_pico.d1_in1k", None), ("hf_hub:mwalmsley/zoobot-encoder-convnext_pico", None),
-    ("local-dir:/w", "hf_hub:mwalmsley/zoobot-encoder-convnext_pico"), (None, None)])
+@pytest.mark.parametrize(
+    "weight_id, source_id",
+    [
+        ("convnext_pico.d1_in1k", None),
+        ("hf_hub:mwalmsley/zoobot-encoder-convnext_pico", None),
+        ("local-dir:/w", "hf_hub:mwalmsley/zoobot-encoder-convnext_pico"),
+        (None, None),
+    ],
+)
 def test_l2_input_is_the_stored_triplet_whatever_the_weights(tmp_path, weight_id, source_id):
-    weights = None if weight_id is None else ResolvedWeights(
-        weight_id, _norm_folder(tmp_path / "w", IMAGENET_CFG, source_id), "convnext_pico", "local-dir")
+    weights = (
+        None
+        if weight_id is None
+        else ResolvedWeights(
+            weight_id, _norm_folder(tmp_path / "w", IMAGENET_CFG, source_id), "convnext_pico", "local-dir"
+        )
+    )
     assert input_norm_for("l2", weights) == {"mode": "scale", "scale": 1.0}
     assert input_norm_for("l2", weights, 63.0) == {"mode": "scale", "scale": 63.0}
     assert input_norm_for("unit", weights) == {"mode": "unit"}
 
 
 def test_imagenet_input_takes_the_weights_mean_std_or_imagenet_s(tmp_path):
-    weights = ResolvedWeights("hf_hub:someone/encoder", _norm_folder(tmp_path / "w", {"mean": [0.5] * 3, "std": [0.25] * 3}),
-                              "convnext_pico", "local-dir")
+    weights = ResolvedWeights(
+        "hf_hub:someone/encoder",
+        _norm_folder(tmp_path / "w", {"mean": [0.5] * 3, "std": [0.25] * 3}),
+        "convnext_pico",
+        "local-dir",
+    )
     assert input_norm_for("imagenet", weights) == {"mode": "imagenet", "mean": [0.5] * 3, "std": [0.25] * 3}
     assert input_norm_for("imagenet", None) == {"mode": "imagenet", **IMAGENET_CFG}
     with pytest.raises(ValueError, match="unknown regimen input_norm"):
@@ -212,9 +261,21 @@ def _published_folder(path, timm_name, weight_id, mean_std):
     torch.manual_seed(11)
     model = timm.create_model(timm_name, pretrained=False, num_classes=0)
     path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps(
-        {"architecture": timm_name, "num_classes": 0, "num_features": model.num_features,
-         "pretrained_cfg": {"input_size": [3, 224, 224], "mean": mean_std[0], "std": mean_std[1], "num_classes": 0}}))
+    (path / "config.json").write_text(
+        json.dumps(
+            {
+                "architecture": timm_name,
+                "num_classes": 0,
+                "num_features": model.num_features,
+                "pretrained_cfg": {
+                    "input_size": [3, 224, 224],
+                    "mean": mean_std[0],
+                    "std": mean_std[1],
+                    "num_classes": 0,
+                },
+            }
+        )
+    )
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path / "model.safetensors"))
     (path / "source.json").write_text(json.dumps({"weight_id": weight_id}))
     return ResolvedWeights(weight_id, str(path), timm_name, "fetched")
@@ -245,8 +306,16 @@ def test_every_study_regimen_feeds_the_backbone_the_same_tensors(tmp_path, arch)
     for regimen in regimens:
         spec = model_spec(config, arch, "image", regimen)
         wid = weight_id(config, regimen, arch)
-        weights = None if wid is None else _published_folder(
-            tmp_path / regimen, config["archs"][arch]["timm_name"], wid, ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]))
+        weights = (
+            None
+            if wid is None
+            else _published_folder(
+                tmp_path / regimen,
+                config["archs"][arch]["timm_name"],
+                wid,
+                ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+            )
+        )
         model = build_run_model(spec, training, weights)
         specs[regimen] = model.input_norm.spec()
         inputs[regimen] = _backbone_input(model, x)
@@ -257,6 +326,7 @@ def test_every_study_regimen_feeds_the_backbone_the_same_tensors(tmp_path, arch)
         assert torch.equal(inputs[regimen], inputs["none"]), regimen
     # the switch: a regimen told to use ImageNet's normalisation sees other tensors
     spec = {**model_spec(config, arch, "image", "imagenet"), "input_norm": "imagenet"}
-    weights = ResolvedWeights(weight_id(config, "imagenet", arch), str(tmp_path / "imagenet"),
-                              config["archs"][arch]["timm_name"], "fetched")
+    weights = ResolvedWeights(
+        weight_id(config, "imagenet", arch), str(tmp_path / "imagenet"), config["archs"][arch]["timm_name"], "fetched"
+    )
     assert not torch.equal(_backbone_input(build_run_model(spec, training, weights), x), inputs["none"])

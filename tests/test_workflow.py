@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
-from alertvision.policies import evaluate_policies
 from conftest import TINY_CONFIG, dry_run_jobs
+
+from alertvision.evaluation.policies import evaluate_policies
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
@@ -41,11 +41,16 @@ def study(tmp_path_factory) -> Path:
     _write_hub_folder(workdir / "weights" / "convnext")
     config = copy.deepcopy(TINY_CONFIG)
     config["grid"]["regimens"] = ["none", "localpre", "synth"]
-    config["regimens"] = {"none": {"weights": {}},
-                          "localpre": {"weights": {"convnext": f"local-dir:{workdir / 'weights' / 'convnext'}"},
-                                       "input_norm": "weights"},  # the switch away from BTSbot's input
-                          "synth": {"pretrain": {"archs": ["convnext"], "epochs": 1, "batch_size": 16,
-                                                 "corpus": {"n_images": 48, "size": 32}}}}
+    config["regimens"] = {
+        "none": {"weights": {}},
+        "localpre": {
+            "weights": {"convnext": f"local-dir:{workdir / 'weights' / 'convnext'}"},
+            "input_norm": "weights",
+        },  # the switch away from BTSbot's input
+        "synth": {
+            "pretrain": {"archs": ["convnext"], "epochs": 1, "batch_size": 16, "corpus": {"n_images": 48, "size": 32}}
+        },
+    }
     # Figure 3 at test scale: the multi-modal ConvNeXt and the metadata-only model
     config["grid"]["modalities"] = ["image", "multimodal"]
     config["multimodal"] = {"archs": ["convnext"], "regimens": ["none"]}
@@ -70,7 +75,9 @@ def test_figure2_and_table_cover_the_grid(study):
     assert pdf.read_bytes()[:5] == b"%PDF-"
     table = pd.read_csv(study / "results" / "tables" / "roc_auc.csv")
     cells = {(r.dataset, r.arch, r.regimen, r.fraction) for r in table.itertuples()}
-    expected = {(d, a, "none", float(f)) for d in ("ztf", "ls") for a in ("cnn", "convnext", "maxvit") for f in (50, 100)}
+    expected = {
+        (d, a, "none", float(f)) for d in ("ztf", "ls") for a in ("cnn", "convnext", "maxvit") for f in (50, 100)
+    }
     expected |= {(d, "convnext", r, float(f)) for d in ("ztf", "ls") for f in (50, 100) for r in ("localpre", "synth")}
     assert cells == expected
     assert table["synthetic"].all()
@@ -83,15 +90,24 @@ def test_figure2_and_table_cover_the_grid(study):
 
 def test_every_job_logged_and_training_benchmarked(study):
     logs = {p.relative_to(study / "logs").as_posix() for p in (study / "logs").rglob("*.log")}
-    assert {"data/ingest_ztf.log", "data/ls_dataset.log", "figures/figure2.log",
-            "evaluate/aggregate_roc_auc.log"} <= logs
+    assert {
+        "data/ingest_ztf.log",
+        "data/ls_dataset.log",
+        "figures/figure2.log",
+        "evaluate/aggregate_roc_auc.log",
+    } <= logs
     assert sum(1 for p in logs if p.startswith("train/")) == 24  # 20 image, 4 multi-modal
     assert len(list((study / "results" / "benchmarks" / "train").rglob("*.tsv"))) == 24
     assert {"evaluate/aggregate_f1.log", "figures/figure3.log"} <= logs
     assert {"weights/localpre/convnext.log", "pretrain/synth/corpus.log", "pretrain/synth/convnext.log"} <= logs
     assert {f"benchmark/{arch}.log" for arch in ("cnn", "convnext", "maxvit")} <= logs
-    assert {"embed/ztf/cnn/none/embed.log", "embed/ztf/maxvit/none/umap.log", "embed/figure4.log",
-            "embed/outliers.log", "benchmark/table2.log"} <= logs
+    assert {
+        "embed/ztf/cnn/none/embed.log",
+        "embed/ztf/maxvit/none/umap.log",
+        "embed/figure4.log",
+        "embed/outliers.log",
+        "benchmark/table2.log",
+    } <= logs
     run = study / "results" / "runs" / "ztf" / "image" / "maxvit" / "none" / "f100" / "s0"
     assert {p.name for p in run.iterdir()} == {"model.pt", "history.csv", "metrics.json", "predictions.parquet"}
 
@@ -105,10 +121,16 @@ def test_training_epochs_rerun_training_and_what_follows(study):
     out = snakemake(study, "-n", "results/figure2.pdf", "--config", "training={epochs: 2}")
     assert _jobs(out.stdout) == {"sweep_worker", "sweep_finalize", "train", "aggregate_roc_auc", "figure2"}
     # a per-architecture change reruns only that architecture's runs (and what follows)
-    out = snakemake(study, "-n", "results/figure2.pdf", "--config",
-                    "archs={maxvit: {kind: timm, timm_name: maxvit_tiny_rw_224, input_size: 64, training: {epochs: 2}}}")
-    trained = {line.split("/")[4] for line in out.stdout.splitlines()
-               if line.strip().startswith("output: results/runs/")}
+    out = snakemake(
+        study,
+        "-n",
+        "results/figure2.pdf",
+        "--config",
+        "archs={maxvit: {kind: timm, timm_name: maxvit_tiny_rw_224, input_size: 64, training: {epochs: 2}}}",
+    )
+    trained = {
+        line.split("/")[4] for line in out.stdout.splitlines() if line.strip().startswith("output: results/runs/")
+    }
     assert trained == {"maxvit"}
 
 
@@ -118,8 +140,11 @@ def test_figure3_and_f1_table_cover_the_multimodal_grid(study):
     assert (study / "results" / "figure3.pdf").read_bytes()[:5] == b"%PDF-"
     table = pd.read_csv(study / "results" / "tables" / "f1.csv")
     assert set(zip(table.arch, table.regimen, table.fraction, table.policy, strict=True)) == {
-        (a, "none", float(f), p) for a in ("convnext", "none") for f in (50, 100)
-        for p in ("bts_p1", "bts_p2", "prod_p1", "prod_p2")}
+        (a, "none", float(f), p)
+        for a in ("convnext", "none")
+        for f in (50, 100)
+        for p in ("bts_p1", "bts_p2", "prod_p1", "prod_p2")
+    }
     assert (table.dataset == "ztf").all() and (table.modality == "multimodal").all() and table.synthetic.all()
     assert table.f1_median.between(0, 1).all() and (table.n_sources > 0).all()
     peak = pd.read_csv(study / "results" / "tables" / "completeness_peak_mag.csv")
@@ -146,7 +171,8 @@ def test_figure3_and_f1_table_cover_the_multimodal_grid(study):
 def test_table2_has_both_modes_per_architecture(study):
     table = pd.read_csv(study / "results" / "table2.csv")
     assert set(zip(table["arch"], table["mode"], strict=True)) == {
-        (a, m) for a in ("cnn", "convnext", "maxvit") for m in ("paper", "production")}
+        (a, m) for a in ("cnn", "convnext", "maxvit") for m in ("paper", "production")
+    }
     assert (table["alerts_per_s"] > 0).all() and (table["peak_memory_mb"] > 0).all()
     assert table["device"].str.len().gt(0).all() and (table["threads"] == 2).all()
     assert (table.loc[table["mode"] == "production", "max_score_dev"] <= 1e-3).all()
@@ -193,8 +219,17 @@ def test_sweeps_feed_the_seed_runs(study):
     folder = study / "results" / "sweeps" / "ztf" / "image" / "cnn" / "none" / "f100"
     best = yaml.safe_load((folder / "best.yaml").read_text())
     assert best["n_trials"] + best["n_pruned"] == 2 and set(best["params"]) == {
-        "lr", "batch_size", "dense1", "dense2", "dropout", "conv1_channels", "conv2_channels", "conv_kernel",
-        "conv_dropout1", "conv_dropout2"}  # Table 1 and the CNN's own keys
+        "lr",
+        "batch_size",
+        "dense1",
+        "dense2",
+        "dropout",
+        "conv1_channels",
+        "conv2_channels",
+        "conv_kernel",
+        "conv_dropout1",
+        "conv_dropout2",
+    }  # Table 1 and the CNN's own keys
     trials = pd.read_csv(folder / "trials.csv")
     assert trials["number"].is_unique and (folder / "trials.png").read_bytes()[:4] == b"\x89PNG"
     workers = [json.loads((folder / f"worker{w}.json").read_text()) for w in (0, 1)]
@@ -205,14 +240,24 @@ def test_sweeps_feed_the_seed_runs(study):
     # one architecture's sweep setting reruns that architecture's sweeps and seed runs, and what follows
     out = snakemake(study, "-n", "results/figure2.pdf", "--config", "archs={cnn: {sweep: {seed: 3}}}")
     assert _jobs(out.stdout) == {"sweep_worker", "sweep_finalize", "train", "aggregate_roc_auc", "figure2"}
-    trained = {line.split("/")[4] for line in out.stdout.splitlines() if line.strip().startswith("output: results/runs/")}
+    trained = {
+        line.split("/")[4] for line in out.stdout.splitlines() if line.strip().startswith("output: results/runs/")
+    }
     assert trained == {"cnn"}
 
 
 def test_synthetic_seed_reruns_everything(study):
     out = snakemake(study, "-n", "results/figure2.pdf", "--config", "data={synthetic: {seed: 4, n_sources: 200}}")
-    assert _jobs(out.stdout) == {"ingest_ztf", "ls_dataset", "split", "sweep_worker", "sweep_finalize", "train",
-                                 "aggregate_roc_auc", "figure2"}
+    assert _jobs(out.stdout) == {
+        "ingest_ztf",
+        "ls_dataset",
+        "split",
+        "sweep_worker",
+        "sweep_finalize",
+        "train",
+        "aggregate_roc_auc",
+        "figure2",
+    }
 
 
 def test_bad_config_stops_at_once_naming_the_key(study):
@@ -248,17 +293,36 @@ def test_pretrained_here_regimen_fine_tunes_from_its_encoder(study):
     # a pre-training setting reruns that regimen's encoder and its runs, not the others
     out = snakemake(study, "-n", "results/figure2.pdf", "--config", "regimens={synth: {pretrain: {epochs: 2}}}")
     assert _jobs(out.stdout) == {"pretrain", "train", "aggregate_roc_auc", "figure2"}
-    trained = {line.split("/")[5] for line in out.stdout.splitlines() if line.strip().startswith("output: results/runs/")}
+    trained = {
+        line.split("/")[5] for line in out.stdout.splitlines() if line.strip().startswith("output: results/runs/")
+    }
     assert trained == {"synth"}
 
 
 def test_missing_weights_stop_before_training(study):
     missing = "hf_hub:nobody/not-a-real-encoder"
-    env_config = ("regimens={none: {weights: {}}, localpre: {weights: {convnext: 'local-dir:" + str(study / "weights" / "convnext")
-                  + "'}}, gone: {weights: {convnext: '" + missing + "'}}}")
-    out = subprocess.run([*SNAKEMAKE, "--directory", str(study), "--cores", "1",
-                          "results/runs/ztf/image/convnext/gone/f50/s0/metrics.json", "--config", env_config],
-                         capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    env_config = (
+        "regimens={none: {weights: {}}, localpre: {weights: {convnext: 'local-dir:"
+        + str(study / "weights" / "convnext")
+        + "'}}, gone: {weights: {convnext: '"
+        + missing
+        + "'}}}"
+    )
+    out = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "--directory",
+            str(study),
+            "--cores",
+            "1",
+            "results/runs/ztf/image/convnext/gone/f50/s0/metrics.json",
+            "--config",
+            env_config,
+        ],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert out.returncode != 0
     log = (study / "logs" / "weights" / "gone" / "convnext.log").read_text()
     assert missing in log and "local_dirs" in log and "HF_HUB_OFFLINE=1" in log
@@ -281,20 +345,25 @@ def test_lint_has_no_warnings(tmp_path):
 def test_study_runs_on_the_real_packets(tmp_path):
     """data.source avro: the twelve real ZTF packets and a made-up labels table, through to Figure 2,
     with Legacy Survey cutouts from a local stand-in of the viewer's cutout service."""
-    from alertvision.ingest.avro import iter_packets
     from conftest import packet_paths
     from legacysurvey_server import ViewerServer
 
+    from alertvision.data.ingest.avro import iter_packets
+
     packet_dir = packet_paths()[0].parent
     ids = sorted({packet["objectId"] for _, packet in iter_packets(packet_dir)})
-    labels = pd.DataFrame({"objectId": ids, "label": [i % 2 for i in range(len(ids))],
-                           "source_set": ["trues" if i % 2 else "rejects" for i in range(len(ids))]})
+    labels = pd.DataFrame(
+        {
+            "objectId": ids,
+            "label": [i % 2 for i in range(len(ids))],
+            "source_set": ["trues" if i % 2 else "rejects" for i in range(len(ids))],
+        }
+    )
     (tmp_path / "labels.csv").write_text(labels.to_csv(index=False))
     config = {
         "data": {"source": "avro", "avro": {"path": str(packet_dir), "labels": "labels.csv"}},
         "splits": {"probabilities": [0.5, 0.25, 0.25]},
-        "grid": {"datasets": ["ztf", "ls"], "archs": ["cnn"], "regimens": ["none"], "fractions": [100],
-                 "seeds": [0]},
+        "grid": {"datasets": ["ztf", "ls"], "archs": ["cnn"], "regimens": ["none"], "fractions": [100], "seeds": [0]},
         "training": {"epochs": 2, "batch_size": 4, "warmup_epochs": 0},
     }
     (tmp_path / "config").mkdir()
@@ -323,18 +392,40 @@ def test_full_study_config_lists_the_whole_dag_offline(tmp_path):
     import time
 
     started = time.perf_counter()
-    out = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "results/figure2.pdf", "--configfile",
-                          str(REPO / "config" / "study.yaml")], capture_output=True, text=True,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    out = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "--directory",
+            str(tmp_path),
+            "-n",
+            "results/figure2.pdf",
+            "--configfile",
+            str(REPO / "config" / "study.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     seconds = time.perf_counter() - started
     assert out.returncode == 0, out.stderr[-3000:]
     counts = dry_run_jobs(out.stdout)
     # 2 datasets x (cnn + convnext, maxvit x 3 regimens) x 4 fractions x 5 seeds; 4 workers per study
     assert counts["train"] == 280 and counts["fetch_weights"] == 4
     assert counts["sweep_worker"] == 224 and counts["sweep_finalize"] == 56
-    out = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "results/figure3.pdf", "--configfile",
-                          str(REPO / "config" / "study.yaml")], capture_output=True, text=True,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    out = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "--directory",
+            str(tmp_path),
+            "-n",
+            "results/figure3.pdf",
+            "--configfile",
+            str(REPO / "config" / "study.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     counts = dry_run_jobs(out.stdout)
     # ZTF x (cnn + convnext, maxvit x 3 regimens + metadata only) x 4 fractions x 5 seeds, all swept

@@ -98,7 +98,8 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{final.name}.", suffix=(final.suffix if suffix is None else suffix) + ".tmp",
+        prefix=f".{final.name}.",
+        suffix=(final.suffix if suffix is None else suffix) + ".tmp",
         dir=final.parent,
     )
     os.close(fd)
@@ -112,9 +113,12 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         if full:
-            raise DiskFullError(errno.ENOSPC, f"the disk is full: could not write {final} "
-                                f"({_free_bytes(final.parent) or 0:,} bytes free in {final.parent} after removing "
-                                f"the partial file); free space or point the output elsewhere") from exc
+            raise DiskFullError(
+                errno.ENOSPC,
+                f"the disk is full: could not write {final} "
+                f"({_free_bytes(final.parent) or 0:,} bytes free in {final.parent} after removing "
+                f"the partial file); free space or point the output elsewhere",
+            ) from exc
         raise
 
 

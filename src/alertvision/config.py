@@ -100,8 +100,10 @@ def _check_training_overrides(config: MutableMapping[str, Any], sch: Mapping[str
     """``archs.<name>.training``, ``archs.<name>.sweep`` and ``multimodal.metadata_training`` hold keys of
     the training and sweep blocks, checked like them but without defaults."""
     for block in ("training", "sweep"):
-        props = {k: {kk: vv for kk, vv in v.items() if kk != "default"}
-                 for k, v in sch["properties"][block]["properties"].items()}
+        props = {
+            k: {kk: vv for kk, vv in v.items() if kk != "default"}
+            for k, v in sch["properties"][block]["properties"].items()
+        }
         override_schema = {"type": "object", "properties": props, "additionalProperties": False}
         overrides = [(("archs", arch, block), spec, block) for arch, spec in config["archs"].items()]
         if block == "training":
@@ -119,12 +121,16 @@ def _check_fractions(fractions: list) -> None:
     for fraction in fractions:
         folder = format_fraction(fraction)
         if not PLAIN_DECIMAL.match(folder):
-            raise ConfigError(f"config key grid.fractions: {fraction!r} would name its runs f{folder}; fractions "
-                              f"are percentages of the training alerts (0 < f <= 100) written as plain decimals, "
-                              f"e.g. 0.5, 5 or 100")
+            raise ConfigError(
+                f"config key grid.fractions: {fraction!r} would name its runs f{folder}; fractions "
+                f"are percentages of the training alerts (0 < f <= 100) written as plain decimals, "
+                f"e.g. 0.5, 5 or 100"
+            )
         if folder in folders:
-            raise ConfigError(f"config key grid.fractions: {folders[folder]!r} and {fraction!r} are the same "
-                              f"fraction at six significant digits (folder f{folder}); drop one or make them differ")
+            raise ConfigError(
+                f"config key grid.fractions: {folders[folder]!r} and {fraction!r} are the same "
+                f"fraction at six significant digits (folder f{folder}); drop one or make them differ"
+            )
         folders[folder] = fraction
 
 
@@ -132,26 +138,37 @@ def _check_consistency(config: Mapping[str, Any]) -> None:
     grid = config["grid"]
     _check_fractions(list(grid["fractions"]))
     if METADATA_ONLY in config["archs"]:
-        raise ConfigError(f"config key archs.{METADATA_ONLY}: the name {METADATA_ONLY!r} is reserved for the "
-                          f"metadata-only model (multimodal.metadata_only); rename the architecture")
+        raise ConfigError(
+            f"config key archs.{METADATA_ONLY}: the name {METADATA_ONLY!r} is reserved for the "
+            f"metadata-only model (multimodal.metadata_only); rename the architecture"
+        )
     for key, archs in (("grid.archs", grid["archs"]), ("multimodal.archs", config["multimodal"]["archs"] or [])):
         for arch in archs:
             if arch not in config["archs"]:
-                raise ConfigError(f"config key {key}: {arch!r} is not defined under archs "
-                                  f"(defined: {', '.join(config['archs'])})")
-    for key, regimens in (("grid.regimens", grid["regimens"]),
-                          ("multimodal.regimens", config["multimodal"]["regimens"] or [])):
+                raise ConfigError(
+                    f"config key {key}: {arch!r} is not defined under archs (defined: {', '.join(config['archs'])})"
+                )
+    for key, regimens in (
+        ("grid.regimens", grid["regimens"]),
+        ("multimodal.regimens", config["multimodal"]["regimens"] or []),
+    ):
         for regimen in regimens:
             if regimen not in config["regimens"]:
-                raise ConfigError(f"config key {key}: {regimen!r} is not defined under regimens "
-                                  f"(defined: {', '.join(config['regimens'])})")
+                raise ConfigError(
+                    f"config key {key}: {regimen!r} is not defined under regimens "
+                    f"(defined: {', '.join(config['regimens'])})"
+                )
     if MULTIMODAL in grid["modalities"] and MULTIMODAL_DATASET not in grid["datasets"]:
-        raise ConfigError(f"config key grid.modalities: multimodal models train on the {MULTIMODAL_DATASET} "
-                          f"dataset only; add {MULTIMODAL_DATASET} to grid.datasets or drop multimodal")
+        raise ConfigError(
+            f"config key grid.modalities: multimodal models train on the {MULTIMODAL_DATASET} "
+            f"dataset only; add {MULTIMODAL_DATASET} to grid.datasets or drop multimodal"
+        )
     _check_regimens(config)
     if not any(True for _ in grid_cells(config)):
-        raise ConfigError("config key grid: no (arch, regimen) pair to train: a regimen other than "
-                          "'none' only trains the architectures its weights list")
+        raise ConfigError(
+            "config key grid: no (arch, regimen) pair to train: a regimen other than "
+            "'none' only trains the architectures its weights list"
+        )
     probs = config["splits"]["probabilities"]
     if abs(sum(probs) - 1.0) > 1e-6:
         raise ConfigError(f"config key splits.probabilities: {probs} must sum to 1")
@@ -161,16 +178,22 @@ def _check_consistency(config: Mapping[str, Any]) -> None:
     if lo > hi:
         raise ConfigError(f"config key data.synthetic.season_days: [{lo}, {hi}] is not a range")
     _check_data_inputs(config["data"])
-    if config["legacysurvey"]["source"] == "synthetic" and "ls" in grid["datasets"] \
-            and config["data"]["source"] != "synthetic":
-        raise ConfigError("config key legacysurvey.source: 'synthetic' Legacy Survey images exist only "
-                          "for data.source 'synthetic': use legacysurvey.source 'viewer' (the DR10 cutout "
-                          "service) or leave 'ls' out of grid.datasets")
+    if (
+        config["legacysurvey"]["source"] == "synthetic"
+        and "ls" in grid["datasets"]
+        and config["data"]["source"] != "synthetic"
+    ):
+        raise ConfigError(
+            "config key legacysurvey.source: 'synthetic' Legacy Survey images exist only "
+            "for data.source 'synthetic': use legacysurvey.source 'viewer' (the DR10 cutout "
+            "service) or leave 'ls' out of grid.datasets"
+        )
     _check_legacysurvey_product(config["legacysurvey"])
     for arch, spec in config["archs"].items():
         if spec["kind"] == "timm" and "maxvit" in spec["timm_name"] and spec["input_size"] % 32:
-            raise ConfigError(f"config key archs.{arch}.input_size: MaxViT needs a multiple of 32, "
-                              f"got {spec['input_size']}")
+            raise ConfigError(
+                f"config key archs.{arch}.input_size: MaxViT needs a multiple of 32, got {spec['input_size']}"
+            )
 
 
 def _check_legacysurvey_product(ls: Mapping[str, Any]) -> None:
@@ -178,12 +201,16 @@ def _check_legacysurvey_product(ls: Mapping[str, Any]) -> None:
     if ls["product"] != "jpeg":
         return
     if ls["source"] == "synthetic":
-        raise ConfigError("config key legacysurvey.product: 'jpeg' images come from the viewer's JPEG cutout "
-                          "service only; legacysurvey.source 'synthetic' renders FITS-like cubes: use "
-                          "legacysurvey.product 'fits' with it, or legacysurvey.source 'viewer'")
+        raise ConfigError(
+            "config key legacysurvey.product: 'jpeg' images come from the viewer's JPEG cutout "
+            "service only; legacysurvey.source 'synthetic' renders FITS-like cubes: use "
+            "legacysurvey.product 'fits' with it, or legacysurvey.source 'viewer'"
+        )
     if list(ls["channels"]) != ["z", "r", "g"]:
-        raise ConfigError(f"config key legacysurvey.channels: {list(ls['channels'])} applies to product 'fits' "
-                          "only; the viewer's JPEG is always red, green, blue = z, r, g (leave channels out)")
+        raise ConfigError(
+            f"config key legacysurvey.channels: {list(ls['channels'])} applies to product 'fits' "
+            "only; the viewer's JPEG is always red, green, blue = z, r, g (leave channels out)"
+        )
 
 
 def _check_data_inputs(data: Mapping[str, Any]) -> None:
@@ -191,18 +218,26 @@ def _check_data_inputs(data: Mapping[str, Any]) -> None:
     source = data["source"]
     block = data.get(source, {})
     if source == "avro" and not (block.get("path") and block.get("labels")):
-        raise ConfigError("config key data.avro: data.source 'avro' needs data.avro.path (packets: folder, "
-                          ".avro file or .tar/.tar.gz archive) and data.avro.labels (objectId, label, source_set)")
+        raise ConfigError(
+            "config key data.avro: data.source 'avro' needs data.avro.path (packets: folder, "
+            ".avro file or .tar/.tar.gz archive) and data.avro.labels (objectId, label, source_set)"
+        )
     if source == "release" and not (block.get("path") or (block.get("images_zip") and block.get("metadata_zip"))):
-        raise ConfigError("config key data.release: data.source 'release' needs data.release.path (the folder "
-                          "of the extracted files or of the two zips) or both data.release.images_zip and "
-                          "data.release.metadata_zip")
+        raise ConfigError(
+            "config key data.release: data.source 'release' needs data.release.path (the folder "
+            "of the extracted files or of the two zips) or both data.release.images_zip and "
+            "data.release.metadata_zip"
+        )
     if source == "kowalski" and not block["bts"]["trues"]:
-        raise ConfigError("config key data.kowalski.bts.trues: data.source 'kowalski' needs a CSV export of the "
-                          "BTS sample explorer (column ZTFID) for the trues; dims and vars are optional")
+        raise ConfigError(
+            "config key data.kowalski.bts.trues: data.source 'kowalski' needs a CSV export of the "
+            "BTS sample explorer (column ZTFID) for the trues; dims and vars are optional"
+        )
     if source == "kowalski" and block["rejects"]["enabled"] and not block["rejects"]["group_ids"]:
-        raise ConfigError("config key data.kowalski.rejects.group_ids: rejects are Fritz candidates saved to none "
-                          "of these groups; list them, or set data.kowalski.rejects.enabled: false")
+        raise ConfigError(
+            "config key data.kowalski.rejects.group_ids: rejects are Fritz candidates saved to none "
+            "of these groups; list them, or set data.kowalski.rejects.enabled: false"
+        )
 
 
 def _check_regimens(config: Mapping[str, Any]) -> None:
@@ -212,9 +247,11 @@ def _check_regimens(config: Mapping[str, Any]) -> None:
     for name, spec in config["regimens"].items():
         for arch in spec["weights"] if name in trained else ():
             if arch not in config["archs"] and arch not in default_archs:
-                raise ConfigError(f"config key regimens.{name}.weights.{arch}: {arch!r} is not an architecture under "
-                                  f"archs (defined: {', '.join(config['archs'])}); regimen {name!r} would train "
-                                  f"nothing for it")
+                raise ConfigError(
+                    f"config key regimens.{name}.weights.{arch}: {arch!r} is not an architecture under "
+                    f"archs (defined: {', '.join(config['archs'])}); regimen {name!r} would train "
+                    f"nothing for it"
+                )
         block = spec.get("pretrain")
         if block is None:
             continue
@@ -224,12 +261,16 @@ def _check_regimens(config: Mapping[str, Any]) -> None:
             raise ConfigError("config key regimens.none: 'none' is random initialisation and cannot pre-train")
         for arch in block.get("archs") or []:
             if arch not in config["archs"] or config["archs"][arch]["kind"] != "timm":
-                raise ConfigError(f"config key regimens.{name}.pretrain.archs: {arch!r} is not a timm architecture "
-                                  f"under archs (the baseline CNN has no pre-training)")
+                raise ConfigError(
+                    f"config key regimens.{name}.pretrain.archs: {arch!r} is not a timm architecture "
+                    f"under archs (the baseline CNN has no pre-training)"
+                )
         corpus = block["corpus"]
         if corpus["source"] == "folder" and not corpus.get("path"):
-            raise ConfigError(f"config key regimens.{name}.pretrain.corpus.path: corpus source 'folder' needs the "
-                              f"folder (images.npy, labels.parquet, manifest.json)")
+            raise ConfigError(
+                f"config key regimens.{name}.pretrain.corpus.path: corpus source 'folder' needs the "
+                f"folder (images.npy, labels.parquet, manifest.json)"
+            )
 
 
 def update_config(config: MutableMapping[str, Any], overrides: Mapping[str, Any]) -> MutableMapping[str, Any]:
@@ -249,8 +290,9 @@ def _read_yaml(path: Path) -> dict:
     return yaml.safe_load(path.read_text()) or {}
 
 
-def load_config(paths: str | os.PathLike | Iterable[str | os.PathLike] | None = None,
-                overrides: Mapping[str, Any] | None = None) -> dict:
+def load_config(
+    paths: str | os.PathLike | Iterable[str | os.PathLike] | None = None, overrides: Mapping[str, Any] | None = None
+) -> dict:
     """The config as the Snakefile resolves it: the files ``paths`` merged in order (as ``--configfile``
     files, which replace the embedded default), or ``config/config.yaml`` when none is given; then
     dotted-key ``overrides``; validated, every key left out taking the schema's default."""
@@ -268,7 +310,6 @@ def load_config(paths: str | os.PathLike | Iterable[str | os.PathLike] | None = 
     return dict(validate_config(config))
 
 
-WEIGHTS_ROOT = Path("resources") / "weights"
 #: The architecture name of the metadata-only model (no image backbone).
 METADATA_ONLY = "none"
 MULTIMODAL = "multimodal"
@@ -276,7 +317,6 @@ MULTIMODAL = "multimodal"
 MULTIMODAL_DATASET = "ztf"
 #: Training keys of the metadata branch: part of a multi-modal run's settings only.
 METADATA_KEYS = ("meta_dense1", "meta_dense2", "meta_dropout")
-CORPORA_ROOT = Path("resources") / "corpora"
 
 
 #: A URL's password (scheme://user:PASSWORD@host...).
@@ -323,17 +363,14 @@ def regimen_applies(config: Mapping[str, Any], regimen: str, arch: str) -> bool:
     return arch in config["regimens"][regimen]["weights"] or arch in pretrain_archs(config, regimen)
 
 
-def weights_folder(regimen: str, arch: str) -> str:
-    """Where the weights a (regimen, arch) starts from are materialised; training reads only this folder."""
-    return (WEIGHTS_ROOT / regimen / arch).as_posix()
-
-
 def corpus_folder(config: Mapping[str, Any], regimen: str) -> str:
     """The image corpus a pre-training regimen uses: a user folder, or the synthetic one the pipeline writes."""
     corpus = config["regimens"][regimen]["pretrain"]["corpus"]
     if corpus["source"] == "folder":
         return str(corpus["path"])
-    return (CORPORA_ROOT / regimen).as_posix()
+    from alertvision.study.plan import LAYOUT
+
+    return LAYOUT.corpus_dir(regimen)
 
 
 def grid_cells(config: Mapping[str, Any], modality: str | None = None) -> Iterator[dict[str, Any]]:
@@ -356,8 +393,14 @@ def grid_cells(config: Mapping[str, Any], modality: str | None = None) -> Iterat
                         continue
                     for fraction in g["fractions"]:
                         for seed in g["seeds"]:
-                            yield dict(dataset=dataset, modality=m, arch=arch, regimen=regimen,
-                                       fraction=format_fraction(fraction), seed=seed)
+                            yield dict(
+                                dataset=dataset,
+                                modality=m,
+                                arch=arch,
+                                regimen=regimen,
+                                fraction=format_fraction(fraction),
+                                seed=seed,
+                            )
 
 
 def format_fraction(fraction: float) -> str:
@@ -418,7 +461,9 @@ def weight_id(config: Mapping[str, Any], regimen: str, arch: str) -> str | None:
     if regimen == "none":
         return None
     if arch in pretrain_archs(config, regimen):
-        return f"local-dir:{weights_folder(regimen, arch)}"
+        from alertvision.study.plan import LAYOUT
+
+        return f"local-dir:{LAYOUT.weights_dir(regimen, arch)}"
     return config["regimens"][regimen]["weights"].get(arch)
 
 

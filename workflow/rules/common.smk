@@ -1,6 +1,15 @@
-# Input functions and path helpers shared by the rules.
-from alertvision.config import (corpus_folder, figure3_policies, format_fraction, grid_cells, masked_config, model_spec,
-                                pretrain_regimens, sweep_params, training_params, weight_id, weights_folder)
+# Input functions shared by the rules. Every path comes from the study plan (alertvision.study.plan).
+from alertvision.config import (
+    corpus_folder,
+    figure3_policies,
+    masked_config,
+    model_spec,
+    pretrain_regimens,
+    sweep_params,
+    training_params,
+    weight_id,
+)
+from alertvision.study.plan import LAYOUT, Run, grid_runs
 
 ENV = "../../envs/alertvision.yaml"
 DATASET_FILES = ("alerts.parquet", "images.npy", "manifest.json")
@@ -16,7 +25,7 @@ wildcard_constraints:
 
 
 def dataset_files(dataset):
-    return {f.split(".")[0]: f"results/data/{dataset}/{f}" for f in DATASET_FILES}
+    return {f.split(".")[0]: LAYOUT.dataset_file(f, dataset) for f in DATASET_FILES}
 
 
 def ingest_inputs(wildcards):
@@ -27,7 +36,7 @@ def ingest_inputs(wildcards):
     reported by the ingest job itself, naming the config key and where to get the data, and a dry run
     still shows the whole DAG.
     """
-    from alertvision.sources import source_input_files
+    from alertvision.data.sources import source_input_files
 
     return source_input_files(config)
 
@@ -41,13 +50,10 @@ def data_params():
 def train_inputs(wildcards):
     """The dataset, the split table and, for a pretrained regimen, the resolved weights record."""
     inputs = dataset_files(wildcards.dataset)
-    inputs["split"] = f"results/splits/{wildcards.dataset}/f{wildcards.fraction}.parquet"
+    inputs["split"] = LAYOUT.split_file(wildcards.dataset, wildcards.fraction)
     if weight_id(config, wildcards.regimen, wildcards.arch) is not None:
-        inputs["weights"] = weights_folder(wildcards.regimen, wildcards.arch)
+        inputs["weights"] = LAYOUT.weights_dir(wildcards.regimen, wildcards.arch)
     return inputs
-
-
-SWEEP_DIR = "results/sweeps/{dataset}/{modality}/{arch}/{regimen}/f{fraction}"
 
 
 def sweeps_on(arch):
@@ -58,39 +64,40 @@ def seed_run_inputs(wildcards):
     """A seed run's inputs: the training inputs and, when its architecture is swept, the sweep's best.yaml."""
     inputs = train_inputs(wildcards)
     if sweeps_on(wildcards.arch):
-        inputs["best"] = f"{SWEEP_DIR.format(**wildcards)}/best.yaml"
+        inputs["best"] = LAYOUT.sweep_file("best.yaml", wildcards)
     return inputs
 
 
 def sweep_workers(wildcards):
     n = sweep_params(config, wildcards.arch)["workers"]
-    return [f"{SWEEP_DIR.format(**wildcards)}/worker{w}.json" for w in range(n)]
+    return [LAYOUT.sweep_file(f"worker{w}.json", wildcards) for w in range(n)]
 
 
 def study_of(wildcards):
     from alertvision.sweeps.storage import study_name
 
-    return study_name(wildcards.dataset, wildcards.modality, wildcards.arch, wildcards.regimen, wildcards.fraction,
-                      prefix=sweep_params(config, wildcards.arch)["study_prefix"])
+    return study_name(
+        wildcards.dataset,
+        wildcards.modality,
+        wildcards.arch,
+        wildcards.regimen,
+        wildcards.fraction,
+        prefix=sweep_params(config, wildcards.arch)["study_prefix"],
+    )
 
 
 def swept_configurations():
     """The best.yaml of every swept (dataset, modality, arch, regimen, fraction) of the grid."""
-    cells = [c for c in grid_cells(config) if sweeps_on(c["arch"])]
-    return sorted({f"{SWEEP_DIR.format(**c)}/best.yaml" for c in cells})
+    return sorted({LAYOUT.sweep_file("best.yaml", run) for run in grid_runs(config) if sweeps_on(run.arch)})
 
 
 def run_info(wildcards):
-    return dict(dataset=wildcards.dataset, modality=wildcards.modality, arch=wildcards.arch,
-                regimen=wildcards.regimen, fraction=wildcards.fraction, seed=int(wildcards.seed))
+    return Run.from_values(wildcards).values()
 
 
-def grid_runs(filename, modality):
+def grid_files(filename, modality):
     """`filename` of every run of one modality of the grid, e.g. all metrics.json files of the image models."""
-    return [
-        "results/runs/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/s{seed}/{filename}".format(filename=filename, **cell)
-        for cell in grid_cells(config, modality)
-    ]
+    return [LAYOUT.run_file(filename, run) for run in grid_runs(config, modality)]
 
 
 def policy_exclusions(wildcards):
@@ -102,23 +109,23 @@ def policy_exclusions(wildcards):
 def all_targets():
     """The resolved config; Figure 2 and its table (image models), Figure 3 and its table (multi-modal models)
     when the grid has them; Table 2, Figure 4 and the outlier report when enabled."""
-    targets = ["results/config.yaml"]
+    targets = [LAYOUT.resolved_config()]
     if "image" in config["grid"]["modalities"]:
-        targets += ["results/figure2.pdf", "results/tables/roc_auc.csv"]
+        targets += [LAYOUT.figure(2), LAYOUT.table("roc_auc.csv")]
     if "multimodal" in config["grid"]["modalities"]:
-        targets += ["results/figure3.pdf", "results/tables/f1.csv"]
+        targets += [LAYOUT.figure(3), LAYOUT.table("f1.csv")]
     if config["benchmark"]["enabled"]:
-        targets += ["results/table2.csv", "results/table2.md", "results/table2.tex"]
+        targets += [LAYOUT.table2_file(suffix) for suffix in ("csv", "md", "tex")]
     if swept_configurations():
-        targets += ["results/sweeps/summary.csv"]
+        targets += [LAYOUT.sweep_summary()]
     if config["embed"]["enabled"]:
-        targets += ["results/figure4.pdf", "results/outliers/outliers.csv", "results/outliers/index.html"]
+        targets += [LAYOUT.figure(4), LAYOUT.outliers_file("outliers.csv"), LAYOUT.outliers_file("index.html")]
     return targets
 
 
 def benchmark_inputs(wildcards):
     """What Table 2 measures: the ZTF run of regimen 'none' at the largest fraction and first seed, and its dataset."""
-    from alertvision.embedplan import run_of
+    from alertvision.study.embedplan import run_of
 
     return {"model": run_of(config, wildcards.arch, "none", dataset="ztf").model_path, **dataset_files("ztf")}
 

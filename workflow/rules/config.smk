@@ -7,12 +7,12 @@ localrules:
 
 rule resolved_config:
     output:
-        "results/config.yaml",
-    params:
-        config=masked_config(config),
+        LAYOUT.resolved_config(),
     log:
         "logs/config.log",
     conda:
         ENV
+    params:
+        config=masked_config(config),
     script:
         "../scripts/resolved_config.py"

@@ -6,13 +6,13 @@ rule ls_dataset:
         **dataset_files("ztf"),
     output:
         **dataset_files("ls"),
-    params:
-        legacysurvey=config["legacysurvey"],
-        data=data_params(),
-        splits=config["splits"],
     log:
         "logs/data/ls_dataset.log",
     conda:
         ENV
+    params:
+        legacysurvey=config["legacysurvey"],
+        data=data_params(),
+        splits=config["splits"],
     script:
         "../scripts/ls_dataset.py"

@@ -6,12 +6,12 @@ rule ingest_ztf:
         ingest_inputs,
     output:
         **dataset_files("ztf"),
-    params:
-        data=data_params(),
-        splits=config["splits"],
     log:
         "logs/data/ingest_ztf.log",
     conda:
         ENV
+    params:
+        data=data_params(),
+        splits=config["splits"],
     script:
         "../scripts/ingest_ztf.py"

@@ -1,7 +1,7 @@
 # Figure 4 and the outlier report: penultimate-layer embeddings of the test alerts of the runs the
 # figure uses (embed.dataset, the grid's largest fraction, its first seed), their 2-D UMAP, the
 # figure, and the Isolation-Forest outliers of the MaxViT runs as a CSV and a page of cards.
-from alertvision.embedplan import embed_inputs, embed_plan, outlier_inputs
+from alertvision.study.embedplan import embed_inputs, embed_plan, outlier_inputs
 
 EMBED_PLAN = embed_plan(config)
 
@@ -10,34 +10,34 @@ rule embed:
     input:
         unpack(lambda wildcards: embed_inputs(config, wildcards.dataset, wildcards.arch, wildcards.regimen)),
     output:
-        "results/embeddings/{dataset}/{arch}/{regimen}/embeddings.parquet",
-    params:
-        batch_size=lambda wildcards: training_params(config, wildcards.arch)["eval_batch_size"],
-        device=lambda wildcards: training_params(config, wildcards.arch)["device"],
+        LAYOUT.embeddings_file("embeddings.parquet"),
+    log:
+        "logs/embed/{dataset}/{arch}/{regimen}/embed.log",
+    conda:
+        ENV
     threads: lambda wildcards: training_params(config, wildcards.arch)["threads"]
     resources:
         gpu=config["resources"]["embed"]["gpu"],
         runtime=config["resources"]["embed"]["runtime"],
         mem_mb=config["resources"]["embed"]["mem_mb"],
-    log:
-        "logs/embed/{dataset}/{arch}/{regimen}/embed.log",
-    conda:
-        ENV
+    params:
+        batch_size=lambda wildcards: training_params(config, wildcards.arch)["eval_batch_size"],
+        device=lambda wildcards: training_params(config, wildcards.arch)["device"],
     script:
         "../scripts/embed.py"
 
 
 rule umap:
     input:
-        "results/embeddings/{dataset}/{arch}/{regimen}/embeddings.parquet",
+        LAYOUT.embeddings_file("embeddings.parquet"),
     output:
-        "results/embeddings/{dataset}/{arch}/{regimen}/umap.parquet",
-    params:
-        umap=config["embed"]["umap"],
+        LAYOUT.embeddings_file("umap.parquet"),
     log:
         "logs/embed/{dataset}/{arch}/{regimen}/umap.log",
     conda:
         ENV
+    params:
+        umap=config["embed"]["umap"],
     script:
         "../scripts/umap_layout.py"
 
@@ -45,20 +45,20 @@ rule umap:
 rule figure4:
     input:
         umap=[run.umap_path for run in EMBED_PLAN.figure_runs],
-        manifest=f"results/data/{config['embed']['dataset']}/manifest.json",
+        manifest=LAYOUT.dataset_file("manifest.json", config["embed"]["dataset"]),
     output:
         report(
-            "results/figure4.pdf",
+            LAYOUT.figure(4),
             caption="../report/figure4.rst",
             category="Figures",
         ),
-    params:
-        titles=[run.title for run in EMBED_PLAN.figure_runs],
-        note=EMBED_PLAN.note,
     log:
         "logs/embed/figure4.log",
     conda:
         ENV
+    params:
+        titles=[run.title for run in EMBED_PLAN.figure_runs],
+        note=EMBED_PLAN.note,
     script:
         "../scripts/figure4.py"
 
@@ -68,17 +68,17 @@ rule outliers:
         **outlier_inputs(config),
         umap=[run.umap_path for run in EMBED_PLAN.outlier_runs],
     output:
-        csv="results/outliers/outliers.csv",
-        html="results/outliers/index.html",
-        img=directory("results/outliers/img"),
+        csv=LAYOUT.outliers_file("outliers.csv"),
+        html=LAYOUT.outliers_file("index.html"),
+        img=directory(LAYOUT.outliers_file("img")),
+    log:
+        "logs/embed/outliers.log",
+    conda:
+        ENV
     params:
         names=[run.name for run in EMBED_PLAN.outlier_runs],
         titles=[run.title for run in EMBED_PLAN.outlier_runs],
         note=EMBED_PLAN.note,
         isolation_forest=config["embed"]["isolation_forest"],
-    log:
-        "logs/embed/outliers.log",
-    conda:
-        ENV
     script:
         "../scripts/outliers.py"

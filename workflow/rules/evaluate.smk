@@ -3,9 +3,9 @@
 
 rule aggregate_roc_auc:
     input:
-        metrics=grid_runs("metrics.json", "image"),
+        metrics=grid_files("metrics.json", "image"),
     output:
-        "results/tables/roc_auc.csv",
+        LAYOUT.table("roc_auc.csv"),
     log:
         "logs/evaluate/aggregate_roc_auc.log",
     conda:
@@ -17,11 +17,11 @@ rule aggregate_roc_auc:
 rule aggregate_f1:
     input:
         unpack(policy_exclusions),
-        metrics=grid_runs("metrics.json", "multimodal"),
-        predictions=grid_runs("predictions.parquet", "multimodal"),
+        metrics=grid_files("metrics.json", "multimodal"),
+        predictions=grid_files("predictions.parquet", "multimodal"),
     output:
-        table="results/tables/f1.csv",
-        peak_mag="results/tables/completeness_peak_mag.csv",
+        table=LAYOUT.table("f1.csv"),
+        peak_mag=LAYOUT.table("completeness_peak_mag.csv"),
     log:
         "logs/evaluate/aggregate_f1.log",
     conda:

@@ -3,10 +3,10 @@
 
 rule figure2:
     input:
-        "results/tables/roc_auc.csv",
+        LAYOUT.table("roc_auc.csv"),
     output:
         report(
-            "results/figure2.pdf",
+            LAYOUT.figure(2),
             caption="../report/figure2.rst",
             category="Figures",
         ),
@@ -20,18 +20,18 @@ rule figure2:
 
 rule figure3:
     input:
-        "results/tables/f1.csv",
+        LAYOUT.table("f1.csv"),
     output:
         report(
-            "results/figure3.pdf",
+            LAYOUT.figure(3),
             caption="../report/figure3.rst",
             category="Figures",
         ),
-    params:
-        policies=figure3_policies(config),
     log:
         "logs/figures/figure3.log",
     conda:
         ENV
+    params:
+        policies=figure3_policies(config),
     script:
         "../scripts/figure3.py"

@@ -5,15 +5,15 @@
 
 rule galaxy_corpus:
     output:
-        directory("resources/corpora/{regimen}"),
-    wildcard_constraints:
-        regimen=regimens_pattern(published=False),
-    params:
-        corpus=lambda wildcards: config["regimens"][wildcards.regimen]["pretrain"]["corpus"],
+        directory(LAYOUT.corpus_dir()),
     log:
         "logs/pretrain/{regimen}/corpus.log",
+    wildcard_constraints:
+        regimen=regimens_pattern(published=False),
     conda:
         ENV
+    params:
+        corpus=lambda wildcards: config["regimens"][wildcards.regimen]["pretrain"]["corpus"],
     script:
         "../scripts/galaxy_corpus.py"
 
@@ -22,22 +22,22 @@ rule pretrain:
     input:
         corpus=pretrain_corpus,
     output:
-        directory("resources/weights/{regimen}/{arch}"),
+        directory(LAYOUT.weights_dir()),
+    log:
+        "logs/pretrain/{regimen}/{arch}.log",
+    benchmark:
+        LAYOUT.job_benchmark("pretrain", "{regimen}/{arch}")
     wildcard_constraints:
         regimen=regimens_pattern(published=False),
-    params:
-        arch=lambda wildcards: config["archs"][wildcards.arch],
-        pretrain=lambda wildcards: config["regimens"][wildcards.regimen]["pretrain"],
+    conda:
+        ENV
     threads: lambda wildcards: config["regimens"][wildcards.regimen]["pretrain"]["threads"]
     resources:
         gpu=config["resources"]["pretrain"]["gpu"],
         runtime=config["resources"]["pretrain"]["runtime"],
         mem_mb=config["resources"]["pretrain"]["mem_mb"],
-    benchmark:
-        "results/benchmarks/pretrain/{regimen}/{arch}.tsv"
-    log:
-        "logs/pretrain/{regimen}/{arch}.log",
-    conda:
-        ENV
+    params:
+        arch=lambda wildcards: config["archs"][wildcards.arch],
+        pretrain=lambda wildcards: config["regimens"][wildcards.regimen]["pretrain"],
     script:
         "../scripts/pretrain.py"

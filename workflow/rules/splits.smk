@@ -3,15 +3,15 @@
 
 rule split:
     input:
-        alerts="results/data/{dataset}/alerts.parquet",
+        alerts=LAYOUT.dataset_file("alerts.parquet"),
     output:
-        "results/splits/{dataset}/f{fraction}.parquet",
-    params:
-        splits=config["splits"],
-        fraction=lambda wildcards: float(wildcards.fraction),
+        LAYOUT.split_file(),
     log:
         "logs/splits/{dataset}/f{fraction}.log",
     conda:
         ENV
+    params:
+        splits=config["splits"],
+        fraction=lambda wildcards: float(wildcards.fraction),
     script:
         "../scripts/split.py"

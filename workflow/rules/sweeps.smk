@@ -9,22 +9,22 @@ rule sweep_worker:
     input:
         unpack(train_inputs),
     output:
-        "results/sweeps/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/worker{worker}.json",
+        LAYOUT.sweep_file("worker{worker}.json"),
+    log:
+        "logs/sweeps/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/worker{worker}.log",
+    conda:
+        ENV
+    threads: lambda wildcards: training_params(config, wildcards.arch)["threads"]
+    resources:
+        gpu=config["resources"]["train"]["gpu"],
+        runtime=config["resources"]["train"]["runtime"],
+        mem_mb=config["resources"]["train"]["mem_mb"],
     params:
         arch=lambda wildcards: model_spec(config, wildcards.arch, wildcards.modality, wildcards.regimen),
         training=lambda wildcards: training_params(config, wildcards.arch, wildcards.modality),
         sweep=lambda wildcards: sweep_params(config, wildcards.arch, masked=True),
         study=study_of,
         weight_id=lambda wildcards: weight_id(config, wildcards.regimen, wildcards.arch),
-    threads: lambda wildcards: training_params(config, wildcards.arch)["threads"]
-    resources:
-        gpu=config["resources"]["train"]["gpu"],
-        runtime=config["resources"]["train"]["runtime"],
-        mem_mb=config["resources"]["train"]["mem_mb"],
-    log:
-        "logs/sweeps/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/worker{worker}.log",
-    conda:
-        ENV
     script:
         "../scripts/sweep_worker.py"
 
@@ -33,23 +33,23 @@ rule sweep_finalize:
     input:
         sweep_workers,
     output:
-        best="results/sweeps/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/best.yaml",
-        trials="results/sweeps/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/trials.csv",
+        best=LAYOUT.sweep_file("best.yaml"),
+        trials=LAYOUT.sweep_file("trials.csv"),
         plot=report(
-            "results/sweeps/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/trials.png",
+            LAYOUT.sweep_file("trials.png"),
             caption="../report/sweep.rst",
             category="Sweeps",
             subcategory="{dataset} {arch} {regimen} f{fraction}",
         ),
+    log:
+        "logs/sweeps/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/finalize.log",
+    conda:
+        ENV
     params:
         arch=lambda wildcards: model_spec(config, wildcards.arch, wildcards.modality, wildcards.regimen),
         training=lambda wildcards: training_params(config, wildcards.arch, wildcards.modality),
         sweep=lambda wildcards: sweep_params(config, wildcards.arch, masked=True),
         study=study_of,
-    log:
-        "logs/sweeps/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/finalize.log",
-    conda:
-        ENV
     script:
         "../scripts/sweep_finalize.py"
 
@@ -58,7 +58,7 @@ rule sweep_summary:
     input:
         swept_configurations(),
     output:
-        "results/sweeps/summary.csv",
+        LAYOUT.sweep_summary(),
     log:
         "logs/sweeps/summary.log",
     conda:

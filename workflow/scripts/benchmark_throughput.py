@@ -1,11 +1,17 @@
-"""Snakemake adapter: Table 2 rows of one architecture (paper protocol and production mode)."""
+"""Snakemake adapter: Table 2 rows of one architecture."""
+
 from pathlib import Path
 
 from alertvision.logs import start_job
-from alertvision.throughput import benchmark_run
+from alertvision.study.steps import benchmark
 
 start_job(snakemake)
-benchmark_run(snakemake.input.model, Path(snakemake.input.alerts).parent, snakemake.output[0],
-              arch=snakemake.wildcards.arch, arch_cfg=snakemake.params.arch,
-              benchmark_cfg=dict(snakemake.params.benchmark, cpu_threads=snakemake.threads),
-              training_cfg=snakemake.params.training)
+benchmark(
+    snakemake.input.model,
+    Path(snakemake.input.alerts).parent,
+    snakemake.output[0],
+    arch=snakemake.wildcards.arch,
+    arch_cfg=snakemake.params.arch,
+    benchmark_cfg=dict(snakemake.params.benchmark, cpu_threads=snakemake.threads),
+    training_cfg=snakemake.params.training,
+)

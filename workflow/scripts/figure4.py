@@ -1,7 +1,12 @@
-"""Snakemake adapter: draw Figure 4 from the UMAP tables of its panels."""
-from alertvision.figure4 import figure4_from_files
+"""Snakemake adapter: Figure 4 from the UMAP tables of the plan's runs."""
+
 from alertvision.logs import start_job
+from alertvision.study.steps import figure4
 
 start_job(snakemake)
-figure4_from_files(dict(zip(snakemake.params.titles, snakemake.input.umap, strict=True)), snakemake.input.manifest,
-                   snakemake.output[0], note=snakemake.params.note)
+figure4(
+    dict(zip(snakemake.params.titles, snakemake.input.umap, strict=True)),
+    snakemake.input.manifest,
+    snakemake.output[0],
+    note=snakemake.params.note,
+)

@@ -1,10 +1,14 @@
-"""Snakemake adapter: pair the ZTF alerts with Legacy Survey images."""
+"""Snakemake adapter: the Legacy Survey dataset paired with the ZTF alerts."""
+
 from pathlib import Path
 
 from alertvision.logs import start_job
-from alertvision.sources import ingest_ls
+from alertvision.study.steps import ls_dataset
 
 start_job(snakemake)
-config = {"legacysurvey": snakemake.params.legacysurvey, "data": snakemake.params.data,
-          "splits": snakemake.params.splits}
-ingest_ls(config, Path(snakemake.input.alerts).parent, Path(snakemake.output.alerts).parent)
+config = {
+    "legacysurvey": snakemake.params.legacysurvey,
+    "data": snakemake.params.data,
+    "splits": snakemake.params.splits,
+}
+ls_dataset(config, Path(snakemake.input.alerts).parent, Path(snakemake.output.alerts).parent)

@@ -1,6 +1,7 @@
-"""Snakemake adapter: results/sweeps/summary.csv from every study's best.yaml."""
+"""Snakemake adapter: the sweeps' summary table from every study's best.yaml."""
+
 from alertvision.logs import start_job
-from alertvision.sweeps import write_summary
+from alertvision.study.steps import sweep_summary
 
 start_job(snakemake)
-write_summary(snakemake.input, snakemake.output[0])
+sweep_summary(snakemake.input, snakemake.output[0])

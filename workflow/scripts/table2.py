@@ -1,9 +1,16 @@
-"""Snakemake adapter: gather the per-architecture rows into results/table2.csv, .md and .tex, with the
-compute estimate of the config's workload (training alerts counted in the ZTF dataset)."""
+"""Snakemake adapter: Table 2 from the benchmark JSON files, with the compute estimate of the config's
+workload (training alerts counted in the ZTF dataset)."""
+
+from pathlib import Path
+
 from alertvision.logs import start_job
-from alertvision.throughput import table2
-from alertvision.workload import StudyWorkload
+from alertvision.study.steps import table2
 
 start_job(snakemake)
-workload = StudyWorkload.from_dataset(snakemake.params.workload, snakemake.input.alerts, snakemake.params.splits)
-table2(snakemake.input.json, snakemake.output.csv, snakemake.output.md, snakemake.output.tex, workload)
+table2(
+    snakemake.input.json,
+    Path(snakemake.output.csv).parent,
+    workload=snakemake.params.workload,
+    alerts_file=snakemake.input.alerts,
+    splits_cfg=snakemake.params.splits,
+)

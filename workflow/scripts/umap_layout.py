@@ -1,6 +1,7 @@
-"""Snakemake adapter: seeded 2-D UMAP of one run's embeddings."""
-from alertvision.latent import write_umap
+"""Snakemake adapter: the seeded 2-D UMAP of an embeddings table."""
+
 from alertvision.logs import start_job
+from alertvision.study.steps import umap
 
 start_job(snakemake)
-write_umap(snakemake.input[0], snakemake.output[0], snakemake.params.umap)
+umap(snakemake.input[0], snakemake.output[0], snakemake.params.umap)

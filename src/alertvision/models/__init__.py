@@ -10,7 +10,7 @@ from torch import nn
 
 from alertvision import __version__
 from alertvision.config import METADATA_KEYS
-from alertvision.features import METADATA_FEATURES
+from alertvision.data.features import METADATA_FEATURES
 from alertvision.models.classifier import AlertClassifier, MLPHead
 from alertvision.models.cnn import CNN_KEYS, BTSbotCNN
 from alertvision.models.multimodal import MetadataBranch, MultimodalClassifier
@@ -68,10 +68,13 @@ ARCH_KINDS: dict[str, Callable[[Mapping[str, Any], ResolvedWeights | None], tupl
 MODALITIES = ("image", "multimodal")
 
 
-def build_model(arch_cfg: Mapping[str, Any], head_cfg: Mapping[str, Any],
-                weights: ResolvedWeights | None = None,
-                input_norm: Mapping[str, Any] | None = None,
-                metadata_fill: Sequence[float] | None = None) -> AlertClassifier:
+def build_model(
+    arch_cfg: Mapping[str, Any],
+    head_cfg: Mapping[str, Any],
+    weights: ResolvedWeights | None = None,
+    input_norm: Mapping[str, Any] | None = None,
+    metadata_fill: Sequence[float] | None = None,
+) -> AlertClassifier:
     """Build a classifier from a model spec (an ``archs.<name>`` block, optionally with ``modality``)
     and the head sizes (dense1, dense2 (None: a one-layer head), dropout; multi-modal: also meta_dense1,
     meta_dense2, meta_dropout). The architecture kind sets the activation of the head and of the
@@ -91,15 +94,27 @@ def build_model(arch_cfg: Mapping[str, Any], head_cfg: Mapping[str, Any],
     if modality == "image":
         head = MLPHead(backbone.num_features, head_cfg["dense1"], head_cfg["dense2"], head_cfg["dropout"], activation)
         return AlertClassifier(backbone, head, size, scale, input_norm)
-    metadata = MetadataBranch(len(METADATA_FEATURES), head_cfg["meta_dense1"], head_cfg["meta_dense2"],
-                              head_cfg["meta_dropout"], metadata_fill, activation)
+    metadata = MetadataBranch(
+        len(METADATA_FEATURES),
+        head_cfg["meta_dense1"],
+        head_cfg["meta_dense2"],
+        head_cfg["meta_dropout"],
+        metadata_fill,
+        activation,
+    )
     fused = metadata.out_features + (backbone.num_features if backbone is not None else 0)
     head = MLPHead(fused, head_cfg["dense1"], head_cfg["dense2"], head_cfg["dropout"], activation)
     return MultimodalClassifier(backbone, metadata, head, size, scale, input_norm)
 
 
-def save_model(model: AlertClassifier, path: str | os.PathLike, *, arch_cfg: Mapping[str, Any],
-               head_cfg: Mapping[str, Any], info: Mapping[str, Any]) -> None:
+def save_model(
+    model: AlertClassifier,
+    path: str | os.PathLike,
+    *,
+    arch_cfg: Mapping[str, Any],
+    head_cfg: Mapping[str, Any],
+    info: Mapping[str, Any],
+) -> None:
     """Save weights plus everything :func:`load_model` needs to rebuild the model without the weights source."""
     from alertvision.atomic import atomic_path
 
@@ -108,13 +123,20 @@ def save_model(model: AlertClassifier, path: str | os.PathLike, *, arch_cfg: Map
     arch = getattr(model.backbone, "timm_architecture", None)
     if arch is not None:
         arch_cfg["timm_name"] = arch  # what the weights' config.json named, not what the config asked
-    payload = {"format": MODEL_FORMAT, "alertvision_version": __version__, "arch_cfg": arch_cfg,
-               "head_cfg": {k: head_cfg[k] for k in head_keys}, "info": dict(info),
-               "input_norm": model.input_norm.spec(),
-               **({"metadata_features": list(METADATA_FEATURES),
-                   "metadata_fill": model.metadata.fill_values.tolist() or None}
-                  if isinstance(model, MultimodalClassifier) else {}),
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    payload = {
+        "format": MODEL_FORMAT,
+        "alertvision_version": __version__,
+        "arch_cfg": arch_cfg,
+        "head_cfg": {k: head_cfg[k] for k in head_keys},
+        "info": dict(info),
+        "input_norm": model.input_norm.spec(),
+        **(
+            {"metadata_features": list(METADATA_FEATURES), "metadata_fill": model.metadata.fill_values.tolist() or None}
+            if isinstance(model, MultimodalClassifier)
+            else {}
+        ),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -124,8 +146,13 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     payload = torch.load(path, map_location=map_location, weights_only=False)
     if payload.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path} is not an alertvision model ({payload.get('format')!r})")
-    model = build_model(payload["arch_cfg"], payload["head_cfg"], weights=None, input_norm=payload.get("input_norm"),
-                        metadata_fill=payload.get("metadata_fill"))
+    model = build_model(
+        payload["arch_cfg"],
+        payload["head_cfg"],
+        weights=None,
+        input_norm=payload.get("input_norm"),
+        metadata_fill=payload.get("metadata_fill"),
+    )
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return model, payload["info"]

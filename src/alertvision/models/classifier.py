@@ -51,8 +51,14 @@ class AlertClassifier(nn.Module):
     A constant factor changes no information, only how fast training leaves its starting point.
     """
 
-    def __init__(self, backbone: nn.Module, head: MLPHead, input_size: int, input_scale: float = 1.0,
-                 input_norm: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: MLPHead,
+        input_size: int,
+        input_scale: float = 1.0,
+        input_norm: Mapping[str, Any] | None = None,
+    ):
         super().__init__()
         self.backbone = backbone
         self.head = head

@@ -40,9 +40,15 @@ SOURCE_FILE = "source.json"
 FETCHED_FILES = ("config.json", "model.safetensors")
 
 
-def fetch_weights(weight_id: str, out_folder: str | os.PathLike, *, local_dirs: Mapping[str, str] | None = None,
-                  cache_dir: str | None = None, endpoint: str | None = None,
-                  allow_download: bool = True) -> dict[str, Any]:
+def fetch_weights(
+    weight_id: str,
+    out_folder: str | os.PathLike,
+    *,
+    local_dirs: Mapping[str, str] | None = None,
+    cache_dir: str | None = None,
+    endpoint: str | None = None,
+    allow_download: bool = True,
+) -> dict[str, Any]:
     """Fill ``out_folder`` with the weights of ``weight_id`` (once); returns its source record plus ``folder``."""
     out = Path(out_folder).expanduser().absolute()
     record = fetched_record(out)
@@ -75,13 +81,21 @@ def fetched_weights(folder: str | os.PathLike) -> ResolvedWeights:
     folder = Path(folder).expanduser().resolve()
     record = fetched_record(folder)
     if record is None:
-        raise WeightsUnavailable(f"{folder} is not a complete fetched weights folder (config.json, "
-                                 f"model.safetensors and {SOURCE_FILE}); run the fetch step first")
+        raise WeightsUnavailable(
+            f"{folder} is not a complete fetched weights folder (config.json, "
+            f"model.safetensors and {SOURCE_FILE}); run the fetch step first"
+        )
     return ResolvedWeights(record["weight_id"], str(folder), record["architecture"], "fetched")
 
 
-def _resolve(weight_id: str, out: Path, local_dirs: Mapping[str, str] | None, cache_dir: str | None,
-             endpoint: str | None, allow_download: bool) -> ResolvedWeights:
+def _resolve(
+    weight_id: str,
+    out: Path,
+    local_dirs: Mapping[str, str] | None,
+    cache_dir: str | None,
+    endpoint: str | None,
+    allow_download: bool,
+) -> ResolvedWeights:
     """Where the files are: ``out`` filled by hand, else :func:`resolve_weights`' order."""
     by_hand = not (out / SOURCE_FILE).exists()  # a source.json there is an earlier fetch's, of another id
     if by_hand and (out / "config.json").is_file() and weights_file(out) is not None:
@@ -89,8 +103,10 @@ def _resolve(weight_id: str, out: Path, local_dirs: Mapping[str, str] | None, ca
     try:
         return resolve_weights(weight_id, local_dirs, cache_dir, allow_download=allow_download, endpoint=endpoint)
     except WeightsUnavailable as exc:
-        raise WeightsUnavailable(f"{exc}\n  - or put config.json and model.safetensors (or pytorch_model.bin) "
-                                 f"into {out}, the folder this step fills, and rerun.") from exc
+        raise WeightsUnavailable(
+            f"{exc}\n  - or put config.json and model.safetensors (or pytorch_model.bin) "
+            f"into {out}, the folder this step fills, and rerun."
+        ) from exc
 
 
 def _file_info(path: Path) -> dict[str, Any]:
@@ -128,8 +144,9 @@ def _materialise(resolved: ResolvedWeights, tmp: Path, endpoint: str | None) -> 
     else:
         _convert_bin(weights_src, tmp / "model.safetensors", resolved.weight_id)
     # built at the file's own input size, so this checks the file against its architecture as saved
-    backbone = load_pretrained_backbone(ResolvedWeights(resolved.weight_id, str(tmp), resolved.architecture,
-                                                        resolved.via), label=str(weights_src))
+    backbone = load_pretrained_backbone(
+        ResolvedWeights(resolved.weight_id, str(tmp), resolved.architecture, resolved.via), label=str(weights_src)
+    )
     record = {
         "weight_id": resolved.weight_id,
         "architecture": resolved.architecture,

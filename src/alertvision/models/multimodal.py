@@ -1,7 +1,7 @@
 """The multi-modal classifier of Figure 3: an image backbone's embedding beside BTSbot's metadata branch.
 
 Inputs are a pair ``(images, metadata)``: images (B, 3, 63, 63) as for the image models, metadata
-(B, 25) in the order of :data:`alertvision.features.METADATA_FEATURES`. The metadata-only model
+(B, 25) in the order of :data:`alertvision.data.features.METADATA_FEATURES`. The metadata-only model
 (arch ``none``) has no backbone and ignores the images (``None`` is fine).
 """
 
@@ -23,12 +23,25 @@ class MetadataBranch(nn.Module):
     deployed model fills exactly as in training; without them non-finite features pass through.
     """
 
-    def __init__(self, n_features: int, dense1: int, dense2: int, dropout: float,
-                 fill_values: Sequence[float] | None = None, activation: str = "gelu"):
+    def __init__(
+        self,
+        n_features: int,
+        dense1: int,
+        dense2: int,
+        dropout: float,
+        fill_values: Sequence[float] | None = None,
+        activation: str = "gelu",
+    ):
         super().__init__()
         self.n_features = int(n_features)
-        self.body = nn.Sequential(nn.BatchNorm1d(n_features), nn.Linear(n_features, dense1), activation_layer(activation),
-                                  nn.Dropout(dropout), nn.Linear(dense1, dense2), activation_layer(activation))
+        self.body = nn.Sequential(
+            nn.BatchNorm1d(n_features),
+            nn.Linear(n_features, dense1),
+            activation_layer(activation),
+            nn.Dropout(dropout),
+            nn.Linear(dense1, dense2),
+            activation_layer(activation),
+        )
         fill = torch.as_tensor(list(fill_values) if fill_values is not None else [], dtype=torch.float32)
         if fill.numel() not in (0, n_features):
             raise ValueError(f"{fill.numel()} fill values for {n_features} metadata features")
@@ -45,8 +58,15 @@ class MultimodalClassifier(AlertClassifier):
     """[backbone embedding, metadata branch output] -> the MLP head -> one logit. ``forward`` takes
     ``(images, metadata)`` and returns logits (B,); ``backbone=None`` is the metadata-only model."""
 
-    def __init__(self, backbone: nn.Module | None, metadata: MetadataBranch, head: MLPHead, input_size: int = 63,
-                 input_scale: float = 1.0, input_norm: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        backbone: nn.Module | None,
+        metadata: MetadataBranch,
+        head: MLPHead,
+        input_size: int = 63,
+        input_scale: float = 1.0,
+        input_norm: Mapping[str, Any] | None = None,
+    ):
         super().__init__(backbone, head, input_size, input_scale, input_norm)
         self.metadata = metadata
 

@@ -71,7 +71,7 @@ def hub_repo(weight_id: str) -> str | None:
     """The Hugging Face repo of a weight id (None for ``local-dir:``)."""
     for prefix in ("hf_hub:", "hf-hub:"):
         if weight_id.startswith(prefix):
-            return weight_id[len(prefix):]
+            return weight_id[len(prefix) :]
     if weight_id.startswith("local-dir:"):
         return None
     try:
@@ -97,8 +97,10 @@ def read_config(folder: str | os.PathLike, weight_id: str) -> dict:
     """The folder's config.json as a dict."""
     cfg_file = Path(folder) / "config.json"
     if not cfg_file.is_file():
-        raise WeightsInvalid(f"weights {weight_id!r}: {cfg_file} is missing (a local-dir folder needs "
-                             f"config.json and one of {', '.join(WEIGHT_FILES)})")
+        raise WeightsInvalid(
+            f"weights {weight_id!r}: {cfg_file} is missing (a local-dir folder needs "
+            f"config.json and one of {', '.join(WEIGHT_FILES)})"
+        )
     try:
         cfg = json.loads(cfg_file.read_text())
     except json.JSONDecodeError as exc:
@@ -117,8 +119,10 @@ def check_architecture(architecture: Any, cfg_file: str | os.PathLike, weight_id
     if not timm.models.is_model(architecture):
         close = difflib.get_close_matches(architecture, timm.list_models(), n=3)
         hint = f"; close matches: {', '.join(close)}" if close else ""
-        raise WeightsInvalid(f"weights {weight_id!r}: {cfg_file} names architecture {architecture!r}, which is "
-                             f"not a timm model (timm {timm.__version__}){hint}")
+        raise WeightsInvalid(
+            f"weights {weight_id!r}: {cfg_file} names architecture {architecture!r}, which is "
+            f"not a timm model (timm {timm.__version__}){hint}"
+        )
     return architecture
 
 
@@ -150,15 +154,19 @@ def _offline() -> bool:
 
 def _help(weight_id: str, repo: str | None, cache_dir: str | None) -> str:
     cache = cache_dir or os.environ.get("HF_HUB_CACHE") or "~/.cache/huggingface/hub"
-    lines = [f"weights {weight_id!r} are not available here. Provide them offline with one of:",
-             f"  - config `weights: {{local_dirs: {{'{weight_id}': /path/to/folder}}}}`, the folder holding "
-             f"config.json and model.safetensors (or pytorch_model.bin);"]
+    lines = [
+        f"weights {weight_id!r} are not available here. Provide them offline with one of:",
+        f"  - config `weights: {{local_dirs: {{'{weight_id}': /path/to/folder}}}}`, the folder holding "
+        f"config.json and model.safetensors (or pytorch_model.bin);",
+    ]
     if repo:
-        lines += [f"  - a Hugging Face cache holding {repo} (copy it into {cache}, or set weights.cache_dir "
-                  f"/ HF_HUB_CACHE), then run with HF_HUB_OFFLINE=1;",
-                  f"  - on a machine with internet: `hf download {repo} --include config.json --include "
-                  f"model.safetensors --include pytorch_model.bin --local-dir FOLDER` (huggingface_hub < 1.0: "
-                  f"`huggingface-cli download`), then copy FOLDER here and use local_dirs."]
+        lines += [
+            f"  - a Hugging Face cache holding {repo} (copy it into {cache}, or set weights.cache_dir "
+            f"/ HF_HUB_CACHE), then run with HF_HUB_OFFLINE=1;",
+            f"  - on a machine with internet: `hf download {repo} --include config.json --include "
+            f"model.safetensors --include pytorch_model.bin --local-dir FOLDER` (huggingface_hub < 1.0: "
+            f"`huggingface-cli download`), then copy FOLDER here and use local_dirs.",
+        ]
     return "\n".join(lines)
 
 
@@ -217,15 +225,22 @@ def _download(weight_id: str, repo: str, cache_dir: str | None, endpoint: str | 
         if path.parent != cfg.parent:
             raise WeightsInvalid(f"weights {weight_id!r}: {path} and {cfg} are from different snapshots")
         return cfg.parent
-    raise WeightsInvalid(f"weights {weight_id!r}: hub repo {repo} (commit {commit}) holds config.json but none "
-                         f"of {', '.join(WEIGHT_FILES)}")
+    raise WeightsInvalid(
+        f"weights {weight_id!r}: hub repo {repo} (commit {commit}) holds config.json but none "
+        f"of {', '.join(WEIGHT_FILES)}"
+    )
 
 
-def resolve_weights(weight_id: str, local_dirs: Mapping[str, str] | None = None, cache_dir: str | None = None,
-                    allow_download: bool = True, endpoint: str | None = None) -> ResolvedWeights:
+def resolve_weights(
+    weight_id: str,
+    local_dirs: Mapping[str, str] | None = None,
+    cache_dir: str | None = None,
+    allow_download: bool = True,
+    endpoint: str | None = None,
+) -> ResolvedWeights:
     """Find (or download) the files of ``weight_id``; see the module docstring for the order."""
     if weight_id.startswith("local-dir:"):
-        folder = Path(weight_id[len("local-dir:"):]).expanduser().resolve()
+        folder = Path(weight_id[len("local-dir:") :]).expanduser().resolve()
         if not folder.is_dir():
             raise WeightsUnavailable(f"weights {weight_id!r}: folder {folder} does not exist")
         return ResolvedWeights(weight_id, str(folder), check_folder(folder, weight_id), "local-dir")
@@ -246,8 +261,9 @@ def resolve_weights(weight_id: str, local_dirs: Mapping[str, str] | None = None,
     except WeightsInvalid:
         raise
     except Exception as exc:  # noqa: BLE001 - network, auth and missing-repo errors all end here
-        raise WeightsUnavailable(f"download of {repo} failed ({_why(exc)}).\n"
-                                 + _help(weight_id, repo, cache_dir)) from exc
+        raise WeightsUnavailable(
+            f"download of {repo} failed ({_why(exc)}).\n" + _help(weight_id, repo, cache_dir)
+        ) from exc
     return ResolvedWeights(weight_id, str(folder), check_folder(folder, weight_id), "download")
 
 
@@ -308,8 +324,10 @@ def load_pretrained_backbone(weights: ResolvedWeights, *, label: str | None = No
         backbone = timm.create_model(weights.timm_name, pretrained=True, num_classes=0, **timm_kwargs)
     except Exception as exc:  # noqa: BLE001 - timm reports shape and key mismatches as RuntimeError
         text = str(exc).strip().replace("\n\t", "\n  ")
-        raise WeightsInvalid(f"weights {weights.weight_id!r}: {label} does not load into {weights.architecture} "
-                             f"(the architecture its config.json names): {text}") from exc
+        raise WeightsInvalid(
+            f"weights {weights.weight_id!r}: {label} does not load into {weights.architecture} "
+            f"(the architecture its config.json names): {text}"
+        ) from exc
     # timm drops the file's classifier itself when config.json's num_classes is not 0; with
     # strict=False then, a tensor missing from the file would go unnoticed: count them here.
     expected = set(backbone.state_dict())
@@ -323,7 +341,12 @@ def load_pretrained_backbone(weights: ResolvedWeights, *, label: str | None = No
         if unused:
             problems.append(f"in the file but not in {weights.architecture}: {_few(unused)}")
         raise WeightsInvalid(f"weights {weights.weight_id!r}: " + "; ".join(problems))
-    log.info("loaded %d of %d tensors from %s%s", len(loaded), len(expected), label,
-             f" (dropped the classifier: {', '.join(head)})" if head else "")
+    log.info(
+        "loaded %d of %d tensors from %s%s",
+        len(loaded),
+        len(expected),
+        label,
+        f" (dropped the classifier: {', '.join(head)})" if head else "",
+    )
     backbone.pretrained_load = {"file": label, "loaded": len(loaded), "expected": len(expected), "dropped": head}
     return backbone

@@ -10,15 +10,38 @@
 """
 
 from alertvision.sweeps.objective import make_objective
-from alertvision.sweeps.report import (load_best_params, summary_table, sweep_plot, write_best, write_summary,
-                                       write_trials_csv)
+from alertvision.sweeps.report import (
+    load_best_params,
+    summary_table,
+    sweep_plot,
+    write_best,
+    write_summary,
+    write_trials_csv,
+)
 from alertvision.sweeps.run import SWEEP_DEFAULTS, sweep_finalize, sweep_run, sweep_settings
 from alertvision.sweeps.space import TABLE1, search_space, suggest
 from alertvision.sweeps.storage import make_pruner, open_study, resolve_storage, study_name
 from alertvision.sweeps.worker import run_worker, state_counts
 
 __all__ = [
-    "SWEEP_DEFAULTS", "TABLE1", "load_best_params", "make_objective", "make_pruner", "open_study",
-    "resolve_storage", "run_worker", "search_space", "state_counts", "study_name", "suggest", "summary_table",
-    "sweep_finalize", "sweep_plot", "sweep_run", "sweep_settings", "write_best", "write_summary", "write_trials_csv",
+    "SWEEP_DEFAULTS",
+    "TABLE1",
+    "load_best_params",
+    "make_objective",
+    "make_pruner",
+    "open_study",
+    "resolve_storage",
+    "run_worker",
+    "search_space",
+    "state_counts",
+    "study_name",
+    "suggest",
+    "summary_table",
+    "sweep_finalize",
+    "sweep_plot",
+    "sweep_run",
+    "sweep_settings",
+    "write_best",
+    "write_summary",
+    "write_trials_csv",
 ]

@@ -38,10 +38,19 @@ def intermediate_value(row: Mapping[str, Any], intermediate: str, study_directio
     return value if natural == study_direction else -value
 
 
-def make_objective(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, *, arch_cfg: Mapping[str, Any],
-                   training: Mapping[str, Any], space: Mapping[str, Any], seed: int, weights: Any = None,
-                   objective: str = "val_roc_auc", intermediate: str = "val_loss",
-                   progress: bool = False) -> Callable[[optuna.Trial], float]:
+def make_objective(
+    dataset_dir: str | os.PathLike,
+    split_file: str | os.PathLike,
+    *,
+    arch_cfg: Mapping[str, Any],
+    training: Mapping[str, Any],
+    space: Mapping[str, Any],
+    seed: int,
+    weights: Any = None,
+    objective: str = "val_roc_auc",
+    intermediate: str = "val_loss",
+    progress: bool = False,
+) -> Callable[[optuna.Trial], float]:
     """An Optuna objective training one trial: ``training`` with the sampled values of ``space`` on the
     train split, scored on the val split; pruned between epochs when the study's pruner says so."""
     from alertvision.training.loop import train_run
@@ -58,9 +67,18 @@ def make_objective(dataset_dir: str | os.PathLike, split_file: str | os.PathLike
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
-        metrics = train_run(dataset_dir, split_file, None, arch_cfg={**arch_cfg, **arch_params},
-                            training={**training, **params},
-                            seed=int(seed), weights=weights, progress=progress, on_epoch=on_epoch, test_split=False)
+        metrics = train_run(
+            dataset_dir,
+            split_file,
+            None,
+            arch_cfg={**arch_cfg, **arch_params},
+            training={**training, **params},
+            seed=int(seed),
+            weights=weights,
+            progress=progress,
+            on_epoch=on_epoch,
+            test_split=False,
+        )
         trial.set_user_attr("metrics", {k: metrics[k] for k in TRIAL_METRICS})
         return float(metrics[metric[0]])
 

@@ -19,9 +19,16 @@ from alertvision.sweeps.worker import SURPLUS_ATTR, state_counts
 CONFIG_KEYS = ("dataset", "modality", "arch", "regimen", "fraction")
 
 
-def write_best(study: optuna.Study | None, out_yaml: str | os.PathLike, defaults: Mapping[str, Any], *,
-               name: str | None = None, storage: str | None = None, objective: str = "val_roc_auc",
-               requested: int | None = None) -> dict[str, Any]:
+def write_best(
+    study: optuna.Study | None,
+    out_yaml: str | os.PathLike,
+    defaults: Mapping[str, Any],
+    *,
+    name: str | None = None,
+    storage: str | None = None,
+    objective: str = "val_roc_auc",
+    requested: int | None = None,
+) -> dict[str, Any]:
     """Write best.yaml: the training overrides the seed runs use (``params``), the study value, counts.
 
     ``defaults`` are the training block's values of the searched keys; without a study (sweep.trials 0)
@@ -31,16 +38,29 @@ def write_best(study: optuna.Study | None, out_yaml: str | os.PathLike, defaults
     counts = state_counts(study) if study is not None else {}
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if study is not None else []
     best = {
-        "study": name, "config": parse_study_name(name) if name else None, "storage": storage,
-        "objective": objective, "direction": study.direction.name.lower() if study is not None else None,
-        "value": None, "params": dict(defaults), "source": "defaults", "best_trial": None,
-        "trials_requested": requested, "n_trials": counts.get("complete", 0), "n_pruned": counts.get("pruned", 0),
-        "n_failed": counts.get("fail", 0), "n_surplus": counts.get("surplus", 0),
+        "study": name,
+        "config": parse_study_name(name) if name else None,
+        "storage": storage,
+        "objective": objective,
+        "direction": study.direction.name.lower() if study is not None else None,
+        "value": None,
+        "params": dict(defaults),
+        "source": "defaults",
+        "best_trial": None,
+        "trials_requested": requested,
+        "n_trials": counts.get("complete", 0),
+        "n_pruned": counts.get("pruned", 0),
+        "n_failed": counts.get("fail", 0),
+        "n_surplus": counts.get("surplus", 0),
     }
     if complete:
         trial = study.best_trial
-        best.update(value=float(trial.value), params={**dict(defaults), **trial.params}, source="best_trial",
-                    best_trial=trial.number)
+        best.update(
+            value=float(trial.value),
+            params={**dict(defaults), **trial.params},
+            source="best_trial",
+            best_trial=trial.number,
+        )
         best["note"] = f"the best of {len(complete)} completed trials by {objective}"
     elif study is None:
         best["note"] = "sweep.trials is 0: the config's default hyperparameters, no sweep ran"
@@ -70,20 +90,42 @@ def trials_frame(study: optuna.Study | None) -> pd.DataFrame:
     rows = []
     for t in study.get_trials(deepcopy=False) if study is not None else []:
         surplus = bool(t.user_attrs.get(SURPLUS_ATTR))
-        duration = (t.datetime_complete - t.datetime_start).total_seconds() \
-            if t.datetime_complete and t.datetime_start else None
+        duration = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
+            else None
+        )
         owner = t.system_attrs.get(OWNER_ATTR) or {}
         last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
         # Optuna stores a pruned trial's last intermediate value as its value: not the objective, so left out
         value = t.value if t.state == TrialState.COMPLETE else None
-        rows.append({"number": t.number, "state": "SURPLUS" if surplus else t.state.name, "value": value,
-                     "last_intermediate": last, "epochs": len(t.intermediate_values), "duration_s": duration,
-                     "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete,
-                     "retry_of": t.system_attrs.get("failed_trial"),
-                     "worker": f"{owner['host']}:{owner['pid']}" if owner else None,
-                     **{f"param_{k}": v for k, v in t.params.items()}})
-    columns = ["number", "state", "value", "last_intermediate", "epochs", "duration_s", "datetime_start",
-               "datetime_complete", "retry_of", "worker"]
+        rows.append(
+            {
+                "number": t.number,
+                "state": "SURPLUS" if surplus else t.state.name,
+                "value": value,
+                "last_intermediate": last,
+                "epochs": len(t.intermediate_values),
+                "duration_s": duration,
+                "datetime_start": t.datetime_start,
+                "datetime_complete": t.datetime_complete,
+                "retry_of": t.system_attrs.get("failed_trial"),
+                "worker": f"{owner['host']}:{owner['pid']}" if owner else None,
+                **{f"param_{k}": v for k, v in t.params.items()},
+            }
+        )
+    columns = [
+        "number",
+        "state",
+        "value",
+        "last_intermediate",
+        "epochs",
+        "duration_s",
+        "datetime_start",
+        "datetime_complete",
+        "retry_of",
+        "worker",
+    ]
     return pd.DataFrame(rows, columns=columns + sorted({c for r in rows for c in r if c.startswith("param_")}))
 
 
@@ -94,8 +136,9 @@ def write_trials_csv(study: optuna.Study | None, out_csv: str | os.PathLike) -> 
     return frame
 
 
-def sweep_plot(trials_csv: str | os.PathLike, out: str | os.PathLike, *, title: str | None = None,
-               direction: str = "maximize") -> None:
+def sweep_plot(
+    trials_csv: str | os.PathLike, out: str | os.PathLike, *, title: str | None = None, direction: str = "maximize"
+) -> None:
     """Draw value by trial and the best so far (PNG or PDF by the suffix of ``out``); pruned trials as ticks."""
     import matplotlib
 
@@ -112,8 +155,16 @@ def sweep_plot(trials_csv: str | os.PathLike, out: str | os.PathLike, *, title: 
         ax.scatter(done["number"], done["value"], s=14, color="tab:blue", label="trial")
         ax.step(done["number"], best, where="post", color="tab:red", label="best so far")
     if len(pruned):
-        ax.scatter(pruned["number"], np.zeros(len(pruned)), marker="|", s=60, color="grey", label="pruned",
-                   transform=blended_transform_factory(ax.transData, ax.transAxes), clip_on=False)
+        ax.scatter(
+            pruned["number"],
+            np.zeros(len(pruned)),
+            marker="|",
+            s=60,
+            color="grey",
+            label="pruned",
+            transform=blended_transform_factory(ax.transData, ax.transAxes),
+            clip_on=False,
+        )
     if not len(done):
         ax.text(0.5, 0.5, "no completed trials", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("trial")
@@ -133,10 +184,21 @@ def summary_table(best_yamls: Iterable[str | os.PathLike]) -> pd.DataFrame:
     for path in best_yamls:
         best = yaml.safe_load(Path(path).read_text())
         config = best.get("config") or {}
-        rows.append({**{k: config.get(k) for k in CONFIG_KEYS}, "study": best["study"], "value": best["value"],
-                     "objective": best["objective"], "source": best["source"], "best_trial": best["best_trial"],
-                     "n_trials": best["n_trials"], "n_pruned": best["n_pruned"], "n_failed": best["n_failed"],
-                     **{f"param_{k}": v for k, v in (best.get("params") or {}).items()}, "best_yaml": str(path)})
+        rows.append(
+            {
+                **{k: config.get(k) for k in CONFIG_KEYS},
+                "study": best["study"],
+                "value": best["value"],
+                "objective": best["objective"],
+                "source": best["source"],
+                "best_trial": best["best_trial"],
+                "n_trials": best["n_trials"],
+                "n_pruned": best["n_pruned"],
+                "n_failed": best["n_failed"],
+                **{f"param_{k}": v for k, v in (best.get("params") or {}).items()},
+                "best_yaml": str(path),
+            }
+        )
     frame = pd.DataFrame(rows)
     if len(frame):
         frame["_f"] = pd.to_numeric(frame["fraction"], errors="coerce")
@@ -145,7 +207,7 @@ def summary_table(best_yamls: Iterable[str | os.PathLike]) -> pd.DataFrame:
 
 
 def write_summary(best_yamls: Iterable[str | os.PathLike], out_csv: str | os.PathLike) -> pd.DataFrame:
-    """Write results/sweeps/summary.csv from the studies' best.yaml files."""
+    """Write the sweeps' summary table from the studies' best.yaml files."""
     frame = summary_table(best_yamls)
     write_csv(out_csv, frame)
     return frame

@@ -13,22 +13,40 @@ import numpy as np
 import pandas as pd
 
 from alertvision.atomic import write_json
-from alertvision.contract import ALERTS_FILE
+from alertvision.data.contract import ALERTS_FILE
 from alertvision.sweeps.objective import direction, make_objective
 from alertvision.sweeps.report import sweep_plot, write_best, write_trials_csv
 from alertvision.sweeps.space import default_params, search_space
-from alertvision.sweeps.storage import (JOURNAL_FILE, display_storage, is_url, make_pruner, make_storage,
-                                        open_study, resolve_storage)
+from alertvision.sweeps.storage import (
+    JOURNAL_FILE,
+    display_storage,
+    is_url,
+    make_pruner,
+    make_storage,
+    open_study,
+    resolve_storage,
+)
 from alertvision.sweeps.worker import run_worker, state_counts
 
 log = logging.getLogger(__name__)
 
 #: the ``sweep`` block's defaults (the schema holds the same; this serves callers without a validated config)
 SWEEP_DEFAULTS: dict[str, Any] = {
-    "trials": 0, "workers": 1, "seed": 0, "storage": None, "storage_env": "ALERTVISION_SWEEP_STORAGE",
-    "study_prefix": "alertvision", "objective": "val_roc_auc", "intermediate": "val_loss", "startup_trials": 10,
+    "trials": 0,
+    "workers": 1,
+    "seed": 0,
+    "storage": None,
+    "storage_env": "ALERTVISION_SWEEP_STORAGE",
+    "study_prefix": "alertvision",
+    "objective": "val_roc_auc",
+    "intermediate": "val_loss",
+    "startup_trials": 10,
     "pruner": {"kind": "none", "startup_trials": 5, "warmup_epochs": 1, "reduction_factor": 3},
-    "heartbeat_s": 60, "grace_s": None, "max_retry": 3, "poll_s": 10, "search_space": {},
+    "heartbeat_s": 60,
+    "grace_s": None,
+    "max_retry": 3,
+    "poll_s": 10,
+    "search_space": {},
 }
 
 
@@ -41,9 +59,17 @@ def sweep_settings(sweep_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _study(study_name: str, storage: str, cfg: Mapping[str, Any], epochs: int):
-    return open_study(study_name, storage, int(cfg["seed"]), make_pruner(cfg["pruner"], epochs),
-                      direction=direction(cfg["objective"]), startup_trials=int(cfg["startup_trials"]),
-                      heartbeat_s=int(cfg["heartbeat_s"]), grace_s=cfg["grace_s"], max_retry=cfg["max_retry"])
+    return open_study(
+        study_name,
+        storage,
+        int(cfg["seed"]),
+        make_pruner(cfg["pruner"], epochs),
+        direction=direction(cfg["objective"]),
+        startup_trials=int(cfg["startup_trials"]),
+        heartbeat_s=int(cfg["heartbeat_s"]),
+        grace_s=cfg["grace_s"],
+        max_retry=cfg["max_retry"],
+    )
 
 
 def check_val_split(dataset_dir: str | os.PathLike, split_file: str | os.PathLike) -> None:
@@ -52,14 +78,25 @@ def check_val_split(dataset_dir: str | os.PathLike, split_file: str | os.PathLik
     labels = pd.read_parquet(Path(dataset_dir) / ALERTS_FILE, columns=["label"])["label"].to_numpy()
     val = labels[table.loc[table["split"] == "val", "row"].to_numpy()]
     if len(np.unique(val)) < 2:
-        raise ValueError(f"{split_file}: the val split has {len(val)} alerts of {len(np.unique(val))} class(es); "
-                         "a sweep needs both classes to score trials by validation ROC AUC")
+        raise ValueError(
+            f"{split_file}: the val split has {len(val)} alerts of {len(np.unique(val))} class(es); "
+            "a sweep needs both classes to score trials by validation ROC AUC"
+        )
 
 
-def sweep_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out_dir: str | os.PathLike, *,
-              arch_cfg: Mapping[str, Any], training: Mapping[str, Any], sweep_cfg: Mapping[str, Any] | None,
-              study_name: str, weights: Any = None, progress: bool = True,
-              worker_report: str | os.PathLike | None = None) -> dict[str, Any]:
+def sweep_run(
+    dataset_dir: str | os.PathLike,
+    split_file: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    arch_cfg: Mapping[str, Any],
+    training: Mapping[str, Any],
+    sweep_cfg: Mapping[str, Any] | None,
+    study_name: str,
+    weights: Any = None,
+    progress: bool = True,
+    worker_report: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """One sweep worker: add trials to the study until it holds ``sweep.trials`` finished ones.
 
     Any number of workers may run on a study at once. The study lives in ``sweep.storage`` (or the
@@ -72,10 +109,18 @@ def sweep_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
     report: dict[str, Any] = {"study": study_name, "storage": display_storage(storage), "trials": total, "ran": []}
     if total > 0:
         check_val_split(dataset_dir, split_file)
-        objective = make_objective(dataset_dir, split_file, arch_cfg=arch_cfg, training=training,
-                                   space=search_space(cfg, arch_cfg.get("modality", "image"), arch_cfg["kind"]),
-                                   seed=int(cfg["seed"]), weights=weights,
-                                   objective=cfg["objective"], intermediate=cfg["intermediate"], progress=progress)
+        objective = make_objective(
+            dataset_dir,
+            split_file,
+            arch_cfg=arch_cfg,
+            training=training,
+            space=search_space(cfg, arch_cfg.get("modality", "image"), arch_cfg["kind"]),
+            seed=int(cfg["seed"]),
+            weights=weights,
+            objective=cfg["objective"],
+            intermediate=cfg["intermediate"],
+            progress=progress,
+        )
         study = _study(study_name, storage, cfg, int(training["epochs"]))
         report["ran"] = run_worker(study, objective, total, poll_s=float(cfg["poll_s"]))
         report["counts"] = state_counts(study)
@@ -86,15 +131,22 @@ def sweep_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
     return report
 
 
-def sweep_finalize(out_dir: str | os.PathLike, *, study_name: str, training: Mapping[str, Any],
-                   sweep_cfg: Mapping[str, Any] | None, best_yaml: str | os.PathLike | None = None,
-                   trials_csv: str | os.PathLike | None = None,
-                   plot: str | os.PathLike | None = None, modality: str = "image",
-                   arch_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def sweep_finalize(
+    out_dir: str | os.PathLike,
+    *,
+    study_name: str,
+    training: Mapping[str, Any],
+    sweep_cfg: Mapping[str, Any] | None,
+    best_yaml: str | os.PathLike | None = None,
+    trials_csv: str | os.PathLike | None = None,
+    plot: str | os.PathLike | None = None,
+    modality: str = "image",
+    arch_cfg: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write best.yaml, trials.csv and the plot of a study of ``modality`` models whose workers are
     done (default paths in ``out_dir``); with ``sweep.trials: 0`` best.yaml holds the configured values
-    (training block, and ``arch_cfg`` for the CNN's own keys). Returns best.yaml's content. Raises when the study holds fewer finished trials than
-    ``sweep.trials``."""
+    (training block, and ``arch_cfg`` for the CNN's own keys). Returns best.yaml's content. Raises when the
+    study holds fewer finished trials than ``sweep.trials``."""
     cfg, out_dir = sweep_settings(sweep_cfg), Path(out_dir)
     best_yaml = best_yaml or out_dir / "best.yaml"
     trials_csv = trials_csv or out_dir / "trials.csv"
@@ -112,10 +164,19 @@ def sweep_finalize(out_dir: str | os.PathLike, *, study_name: str, training: Map
         study = optuna.load_study(study_name=study_name, storage=make_storage(storage))
         counts = state_counts(study)
         if counts["complete"] + counts["pruned"] < total:
-            raise RuntimeError(f"study {study_name} in {display_storage(storage)} holds {counts} trials, fewer "
-                               f"finished than sweep.trials {total}: run its workers again")
-    best = write_best(study, best_yaml, defaults, name=study_name, storage=display_storage(storage) if study else None,
-                      objective=cfg["objective"], requested=total)
+            raise RuntimeError(
+                f"study {study_name} in {display_storage(storage)} holds {counts} trials, fewer "
+                f"finished than sweep.trials {total}: run its workers again"
+            )
+    best = write_best(
+        study,
+        best_yaml,
+        defaults,
+        name=study_name,
+        storage=display_storage(storage) if study else None,
+        objective=cfg["objective"],
+        requested=total,
+    )
     write_trials_csv(study, trials_csv)
     sweep_plot(trials_csv, plot, title=study_name, direction=direction(cfg["objective"]))
     return best

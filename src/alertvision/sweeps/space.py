@@ -53,14 +53,16 @@ def training_keys() -> set[str]:
     return set(schema()["properties"]["training"]["properties"])
 
 
-def search_space(sweep_cfg: Mapping[str, Any] | None, modality: str = "image",
-                 kind: str = "timm") -> dict[str, dict[str, Any]]:
+def search_space(
+    sweep_cfg: Mapping[str, Any] | None, modality: str = "image", kind: str = "timm"
+) -> dict[str, dict[str, Any]]:
     """Table 1 (plus :data:`METADATA_SPACE` for multi-modal models, :data:`CNN_SPACE` for the CNN) with
     ``sweep_cfg["search_space"]`` applied: an entry replaces that parameter's distribution, a new key adds
     one, ``null`` drops one (it keeps the configured value). Image models leave the metadata branch's keys
     out, other architectures the CNN's."""
-    space = copy.deepcopy({**TABLE1, **(METADATA_SPACE if modality == "multimodal" else {}),
-                           **(CNN_SPACE if kind == "cnn" else {})})
+    space = copy.deepcopy(
+        {**TABLE1, **(METADATA_SPACE if modality == "multimodal" else {}), **(CNN_SPACE if kind == "cnn" else {})}
+    )
     cnn_only = set(CNN_KEYS) if kind != "cnn" else set()
     for key, spec in dict((sweep_cfg or {}).get("search_space") or {}).items():
         if spec is None:
@@ -70,8 +72,10 @@ def search_space(sweep_cfg: Mapping[str, Any] | None, modality: str = "image",
     known = training_keys() | set(CNN_KEYS if kind == "cnn" else ())
     for key, spec in space.items():
         if key not in known:
-            raise SearchSpaceError(f"config key sweep.search_space.{key}: not a key of the training block "
-                                   f"or of the CNN ({', '.join(sorted(known))})")
+            raise SearchSpaceError(
+                f"config key sweep.search_space.{key}: not a key of the training block "
+                f"or of the CNN ({', '.join(sorted(known))})"
+            )
         _check(key, spec)
     return space
 
@@ -93,8 +97,9 @@ def _check(key: str, spec: Mapping[str, Any]) -> None:
             raise SearchSpaceError(f"{where}: a categorical parameter needs a non-empty `choices` list")
         return
     if "low" not in spec or "high" not in spec or not spec["low"] <= spec["high"]:
-        raise SearchSpaceError(f"{where}: a {kind} parameter needs low <= high, got {spec.get('low')}, "
-                               f"{spec.get('high')}")
+        raise SearchSpaceError(
+            f"{where}: a {kind} parameter needs low <= high, got {spec.get('low')}, {spec.get('high')}"
+        )
     if spec.get("log") and spec["low"] <= 0:
         raise SearchSpaceError(f"{where}: a log-scaled parameter needs low > 0")
     if spec.get("log") and spec.get("step") is not None:
@@ -109,16 +114,23 @@ def suggest(trial: Any, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any
         if kind == "categorical":
             params[key] = trial.suggest_categorical(key, list(spec["choices"]))
         elif kind == "float":
-            params[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]),
-                                              log=bool(spec.get("log", False)), step=spec.get("step"))
+            params[key] = trial.suggest_float(
+                key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)), step=spec.get("step")
+            )
         else:
-            params[key] = trial.suggest_int(key, int(spec["low"]), int(spec["high"]),
-                                            log=bool(spec.get("log", False)), step=int(spec.get("step") or 1))
+            params[key] = trial.suggest_int(
+                key,
+                int(spec["low"]),
+                int(spec["high"]),
+                log=bool(spec.get("log", False)),
+                step=int(spec.get("step") or 1),
+            )
     return params
 
 
-def default_params(space: Mapping[str, Any], training: Mapping[str, Any],
-                   arch_cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def default_params(
+    space: Mapping[str, Any], training: Mapping[str, Any], arch_cfg: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The configured values of the searched keys (what a sweep of 0 trials keeps): the training block's,
     and the architecture's for the CNN's own keys."""
     values = {**dict(arch_cfg or {}), **dict(training)}

@@ -41,8 +41,7 @@ HEARTBEAT_ATTR = ATTR_PREFIX + "heartbeat"
 PRUNERS = ("none", "median", "hyperband")
 
 
-def study_name(dataset: str, modality: str, arch: str, regimen: str, fraction: Any,
-               prefix: str = "alertvision") -> str:
+def study_name(dataset: str, modality: str, arch: str, regimen: str, fraction: Any, prefix: str = "alertvision") -> str:
     """The study of one configuration, e.g. ``alertvision/ztf/image/cnn/none/f100``."""
     from alertvision.config import format_fraction
 
@@ -52,8 +51,13 @@ def study_name(dataset: str, modality: str, arch: str, regimen: str, fraction: A
 def parse_study_name(name: str) -> dict[str, str]:
     """The configuration a :func:`study_name` encodes (fraction as in paths, e.g. '100')."""
     *_, dataset, modality, arch, regimen, fraction = name.split("/")
-    return {"dataset": dataset, "modality": modality, "arch": arch, "regimen": regimen,
-            "fraction": fraction.removeprefix("f")}
+    return {
+        "dataset": dataset,
+        "modality": modality,
+        "arch": arch,
+        "regimen": regimen,
+        "fraction": fraction.removeprefix("f"),
+    }
 
 
 def is_url(storage_spec: str) -> bool:
@@ -102,8 +106,11 @@ def make_pruner(pruner_cfg: Mapping[str, Any] | str | None, epochs: int) -> Base
     if kind == "median":
         return MedianPruner(n_startup_trials=int(cfg.get("startup_trials", 5)), n_warmup_steps=warmup)
     if kind == "hyperband":
-        return HyperbandPruner(min_resource=max(1, warmup), max_resource=max(int(epochs), max(1, warmup)),
-                               reduction_factor=int(cfg.get("reduction_factor", 3)))
+        return HyperbandPruner(
+            min_resource=max(1, warmup),
+            max_resource=max(int(epochs), max(1, warmup)),
+            reduction_factor=int(cfg.get("reduction_factor", 3)),
+        )
     raise ValueError(f"config key sweep.pruner.kind: {kind!r} is not one of {', '.join(PRUNERS)}")
 
 
@@ -134,8 +141,9 @@ class TrialSeededSampler(BaseSampler):
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict) -> dict:
         return self._tpe.sample_relative(study, trial, search_space)
 
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: Any) -> Any:
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: Any
+    ) -> Any:
         return self._tpe.sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
@@ -147,9 +155,11 @@ class TrialSeededSampler(BaseSampler):
 
 # --- who runs a trial, and whether it still runs ---------------------------------------------------
 
+
 @functools.lru_cache(maxsize=1)
 def _machine() -> dict[str, Any]:
     """This machine and PID namespace: a pid means the same process only within them."""
+
     def read(path: str) -> str | None:
         try:
             return Path(path).read_text().strip()
@@ -217,8 +227,7 @@ class _OwnerMixin:
 class _JournalHeartbeat(JournalStorage, BaseHeartbeat):
     """A journal storage with a heartbeat kept in a trial system attribute (Optuna's has none)."""
 
-    def __init__(self, backend: JournalFileBackend, heartbeat_s: float, grace_s: float,
-                 stale_callback: Any = None):
+    def __init__(self, backend: JournalFileBackend, heartbeat_s: float, grace_s: float, stale_callback: Any = None):
         super().__init__(backend)
         self._heartbeat_s, self._grace_s, self._stale_callback = heartbeat_s, grace_s, stale_callback
 
@@ -261,14 +270,18 @@ class RetryInterrupted:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         trial = copy.deepcopy(trial)
-        log.warning("trial %d was interrupted (worker %s); queueing its parameters again", trial.number,
-                    trial.system_attrs.get(OWNER_ATTR))
+        log.warning(
+            "trial %d was interrupted (worker %s); queueing its parameters again",
+            trial.number,
+            trial.system_attrs.get(OWNER_ATTR),
+        )
         trial.system_attrs = {k: v for k, v in trial.system_attrs.items() if not k.startswith(ATTR_PREFIX)}
         self._retry(study, trial)
 
 
-def make_storage(storage_spec: str, *, heartbeat_s: int = 60, grace_s: int | None = None,
-                 max_retry: int | None = 3) -> BaseStorage:
+def make_storage(
+    storage_spec: str, *, heartbeat_s: int = 60, grace_s: int | None = None, max_retry: int | None = 3
+) -> BaseStorage:
     """The storage a spec names: a database URL, or a journal file path (its folder is created)."""
     grace_s = int(grace_s or 3 * heartbeat_s)
     retry = RetryInterrupted(max_retry)
@@ -280,9 +293,13 @@ def make_storage(storage_spec: str, *, heartbeat_s: int = 60, grace_s: int | Non
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
-                return RDBStudyStorage(storage_spec, engine_kwargs={"pool_pre_ping": True},
-                                       heartbeat_interval=int(heartbeat_s), grace_period=grace_s,
-                                       heartbeat_stale_trial_callback=retry)
+                return RDBStudyStorage(
+                    storage_spec,
+                    engine_kwargs={"pool_pre_ping": True},
+                    heartbeat_interval=int(heartbeat_s),
+                    grace_period=grace_s,
+                    heartbeat_stale_trial_callback=retry,
+                )
         except Exception as exc:  # workers creating the tables of a new database at once collide; retry
             if attempt == 4:
                 raise
@@ -291,9 +308,18 @@ def make_storage(storage_spec: str, *, heartbeat_s: int = 60, grace_s: int | Non
     raise AssertionError("unreachable")
 
 
-def open_study(name: str, storage_spec: str | BaseStorage, seed: int, pruner: BasePruner | None = None, *,
-               direction: str = "maximize", startup_trials: int = 10, heartbeat_s: int = 60,
-               grace_s: int | None = None, max_retry: int | None = 3) -> optuna.Study:
+def open_study(
+    name: str,
+    storage_spec: str | BaseStorage,
+    seed: int,
+    pruner: BasePruner | None = None,
+    *,
+    direction: str = "maximize",
+    startup_trials: int = 10,
+    heartbeat_s: int = 60,
+    grace_s: int | None = None,
+    max_retry: int | None = 3,
+) -> optuna.Study:
     """Create or load the study ``name`` in a storage, with the per-trial seeded TPE sampler.
 
     A journal file path or a database URL (``postgresql+psycopg2://user:pw@host:port/db``) is opened
@@ -301,8 +327,17 @@ def open_study(name: str, storage_spec: str | BaseStorage, seed: int, pruner: Ba
     beats) or whose worker process died on this machine is failed and retried up to ``max_retry``
     times.
     """
-    storage = storage_spec if isinstance(storage_spec, BaseStorage) else make_storage(
-        storage_spec, heartbeat_s=heartbeat_s, grace_s=grace_s, max_retry=max_retry)
+    storage = (
+        storage_spec
+        if isinstance(storage_spec, BaseStorage)
+        else make_storage(storage_spec, heartbeat_s=heartbeat_s, grace_s=grace_s, max_retry=max_retry)
+    )
     sampler = TrialSeededSampler(seed, n_startup_trials=int(startup_trials), constant_liar=True)
-    return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner or NopPruner(),
-                               direction=direction, load_if_exists=True)
+    return optuna.create_study(
+        study_name=name,
+        storage=storage,
+        sampler=sampler,
+        pruner=pruner or NopPruner(),
+        direction=direction,
+        load_if_exists=True,
+    )

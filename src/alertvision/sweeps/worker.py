@@ -48,20 +48,25 @@ def fail_interrupted(study: optuna.Study) -> None:
 
 def _admitted(objective: Callable[[optuna.Trial], float], total: int, ran: list[int]):
     def run(trial: optuna.Trial) -> float:
-        ahead = [t for t in trial.study.get_trials(deepcopy=False, states=(*DONE, TrialState.RUNNING))
-                 if t.number < trial.number]
+        ahead = [
+            t
+            for t in trial.study.get_trials(deepcopy=False, states=(*DONE, TrialState.RUNNING))
+            if t.number < trial.number
+        ]
         if len(ahead) >= total:
             trial.set_user_attr(SURPLUS_ATTR, True)
-            raise SurplusTrial(f"given back: {len(ahead)} trials before it are finished or running "
-                               f"(sweep.trials {total})")
+            raise SurplusTrial(
+                f"given back: {len(ahead)} trials before it are finished or running (sweep.trials {total})"
+            )
         ran.append(trial.number)
         return objective(trial)
 
     return run
 
 
-def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], total_trials: int, *,
-               poll_s: float = 10.0) -> list[int]:
+def run_worker(
+    study: optuna.Study, objective: Callable[[optuna.Trial], float], total_trials: int, *, poll_s: float = 10.0
+) -> list[int]:
     """Run trials until ``study`` holds ``total_trials`` COMPLETE or PRUNED trials over all workers;
     returns the numbers of the trials this worker ran. A rerun with the same total runs none; a larger
     total runs the difference. An exception of ``objective`` other than ``TrialPruned`` propagates

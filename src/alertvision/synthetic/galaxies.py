@@ -81,25 +81,25 @@ class Morphology:
     kind: str
     edge_on: bool
     bar: str
-    arms: int          # number of spiral arms, 0 for none
+    arms: int  # number of spiral arms, 0 for none
     merger: str
     brightness: float  # log10 of the relative total flux
-    x0: float          # centre offset from the image centre
+    x0: float  # centre offset from the image centre
     y0: float
-    pa: float          # position angle of the major axis (radians)
-    q: float           # projected axis ratio (disk or elliptical)
-    cos_i: float       # cosine of the inclination (1 for ellipticals)
+    pa: float  # position angle of the major axis (radians)
+    q: float  # projected axis ratio (disk or elliptical)
+    cos_i: float  # cosine of the inclination (1 for ellipticals)
     bulge_fraction: float
     n_bulge: float
-    r_bulge: float     # half-light radius of the bulge (or elliptical)
-    r_disk: float      # exponential scale length of the disk
+    r_bulge: float  # half-light radius of the bulge (or elliptical)
+    r_disk: float  # exponential scale length of the disk
     arm_amp: float
     arm_pitch: float
     arm_phase: float
     bar_fraction: float
     bar_length: float
     bar_angle: float
-    psf_fwhm: float    # in pixels of a 64-pixel image
+    psf_fwhm: float  # in pixels of a 64-pixel image
     noise: float
 
 
@@ -124,23 +124,61 @@ def draw_morphology(seed: int, i: int) -> Morphology:
         q = float(np.sqrt(cos_i**2 * (1 - 0.1**2) + 0.1**2))
         edge_on = q < EDGE_ON_Q
         arms = int(rng.choice([2, 3], p=[0.7, 0.3])) if (rng.random() < 0.7 and not edge_on) else 0
-        return Morphology(kind, edge_on, bar, arms, merger, brightness, x0, y0, pa, q, cos_i,
-                          bulge_fraction=rng.uniform(0.05, 0.5), n_bulge=rng.uniform(3.0, 4.5),
-                          r_bulge=rng.uniform(0.025, 0.05), r_disk=rng.uniform(0.06, 0.12),
-                          arm_amp=rng.uniform(0.45, 0.95) if arms else 0.0, arm_pitch=arm_pitch,
-                          arm_phase=arm_phase,
-                          bar_fraction={"no": 0.0, "weak": rng.uniform(0.1, 0.18),
-                                        "strong": rng.uniform(0.22, 0.35)}[bar],
-                          bar_length=bar_length, bar_angle=bar_angle, psf_fwhm=psf, noise=noise)
+        return Morphology(
+            kind,
+            edge_on,
+            bar,
+            arms,
+            merger,
+            brightness,
+            x0,
+            y0,
+            pa,
+            q,
+            cos_i,
+            bulge_fraction=rng.uniform(0.05, 0.5),
+            n_bulge=rng.uniform(3.0, 4.5),
+            r_bulge=rng.uniform(0.025, 0.05),
+            r_disk=rng.uniform(0.06, 0.12),
+            arm_amp=rng.uniform(0.45, 0.95) if arms else 0.0,
+            arm_pitch=arm_pitch,
+            arm_phase=arm_phase,
+            bar_fraction={"no": 0.0, "weak": rng.uniform(0.1, 0.18), "strong": rng.uniform(0.22, 0.35)}[bar],
+            bar_length=bar_length,
+            bar_angle=bar_angle,
+            psf_fwhm=psf,
+            noise=noise,
+        )
     # ellipticals and artefacts: a smooth spheroid (faint under an artefact), no disk features
-    return Morphology(kind, False, "no", 0, merger if kind == "elliptical" else "none",
-                      brightness - (0.9 if kind == "artifact" else 0.0), x0, y0, pa, rng.uniform(0.55, 1.0), 1.0,
-                      bulge_fraction=1.0, n_bulge=rng.uniform(3.0, 5.0), r_bulge=rng.uniform(0.06, 0.13),
-                      r_disk=0.0, arm_amp=0.0, arm_pitch=arm_pitch, arm_phase=arm_phase, bar_fraction=0.0,
-                      bar_length=bar_length, bar_angle=bar_angle, psf_fwhm=psf, noise=noise)
+    return Morphology(
+        kind,
+        False,
+        "no",
+        0,
+        merger if kind == "elliptical" else "none",
+        brightness - (0.9 if kind == "artifact" else 0.0),
+        x0,
+        y0,
+        pa,
+        rng.uniform(0.55, 1.0),
+        1.0,
+        bulge_fraction=1.0,
+        n_bulge=rng.uniform(3.0, 5.0),
+        r_bulge=rng.uniform(0.06, 0.13),
+        r_disk=0.0,
+        arm_amp=0.0,
+        arm_pitch=arm_pitch,
+        arm_phase=arm_phase,
+        bar_fraction=0.0,
+        bar_length=bar_length,
+        bar_angle=bar_angle,
+        psf_fwhm=psf,
+        noise=noise,
+    )
 
 
 # --- votes ------------------------------------------------------------------------------------------
+
 
 def vote_columns(questions: dict[str, list[str]] = QUESTIONS) -> list[str]:
     """The label columns, ``<question>_<answer>``, in question then answer order."""
@@ -150,7 +188,7 @@ def vote_columns(questions: dict[str, list[str]] = QUESTIONS) -> list[str]:
 def answer_probabilities(m: Morphology) -> dict[str, np.ndarray]:
     """Each question's answer probabilities for a volunteer looking at the image of ``m``."""
     visible = float(np.clip((m.brightness + 0.35) / 0.8, 0.0, 1.0))  # faint features are missed
-    face_on = float(np.clip((m.cos_i - 0.25) / 0.35, 0.0, 1.0))     # inclined ones too
+    face_on = float(np.clip((m.cos_i - 0.25) / 0.35, 0.0, 1.0))  # inclined ones too
     level = {"no": 0, "weak": 1, "strong": 2}[m.bar]
     if m.kind == "disk":
         featured = 0.25 + 0.45 * (1 - m.bulge_fraction) + 0.25 * m.arm_amp * face_on + 0.1 * level * face_on
@@ -205,6 +243,7 @@ def galaxy_truth(indices: Iterable[int], seed: int) -> pd.DataFrame:
 
 # --- images -------------------------------------------------------------------------------------------
 
+
 @lru_cache(maxsize=8)
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     """Sub-pixel centres, in units of the image size, relative to the image centre."""
@@ -234,20 +273,19 @@ def _disk_components(m: Morphology, u: np.ndarray, v: np.ndarray) -> list[tuple[
         theta = np.arctan2(vd, u)
         winding = np.log(np.maximum(r, 1e-4) / m.r_disk) / np.tan(m.arm_pitch)
         pattern = ((1 + np.cos(m.arms * (theta - m.arm_phase) - m.arms * winding)) / 2) ** 3 / _ARM_MEAN
-        weight = m.arm_amp * (1 - np.exp(-(r / m.r_disk) ** 2))  # no arms inside the bulge
+        weight = m.arm_amp * (1 - np.exp(-((r / m.r_disk) ** 2)))  # no arms inside the bulge
         arms, disk = disk * weight * pattern, disk * (1 - weight)
     total = (disk.sum() + arms.sum()) / (1 - m.bar_fraction)
     out = [(disk / total, DISK), (arms / total, BLUE)]
     if m.bar_fraction > 0:
         ub, vb = _rotate(u, vd, m.bar_angle)
         length = m.bar_length * m.r_disk
-        bar = np.exp(-((ub / length) ** 2 + (vb / (0.25 * length)) ** 2) ** 1.5)  # flat-topped, sharp-ended
+        bar = np.exp(-(((ub / length) ** 2 + (vb / (0.25 * length)) ** 2) ** 1.5))  # flat-topped, sharp-ended
         out.append((bar * (m.bar_fraction / bar.sum()), NEUTRAL))
     return out
 
 
-def _tails(m: Morphology, x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
-           count: int) -> np.ndarray:
+def _tails(m: Morphology, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, count: int) -> np.ndarray:
     """Tidal tails: Gaussian blobs along logarithmic spirals leaving the galaxy, unit total flux."""
     out = np.zeros(np.broadcast_shapes(x.shape, y.shape))
     for _ in range(count):
@@ -279,7 +317,7 @@ def render_galaxy(m: Morphology, size: int, rng: np.random.Generator) -> np.ndar
     x, y = _grid(size)
     x, y = x - m.x0, y - m.y0
     u, v = _rotate(x, y, m.pa)
-    flux = 10.0 ** m.brightness * 0.04 * size**2  # the same surface brightness at any size
+    flux = 10.0**m.brightness * 0.04 * size**2  # the same surface brightness at any size
     bulge_q = m.q if m.kind != "disk" else max(m.q, 0.6 + 0.4 * m.cos_i)
     r_bulge = np.hypot(u, v / bulge_q)
     components = [(_sersic(r_bulge, m.r_bulge, m.n_bulge) * m.bulge_fraction, RED)]
@@ -294,11 +332,14 @@ def render_galaxy(m: Morphology, size: int, rng: np.random.Generator) -> np.ndar
         ratio = rng.uniform(0.4, 1.0) if major else rng.uniform(0.08, 0.25)
         sep, angle = rng.uniform(0.12, 0.28), rng.uniform(0, 2 * np.pi)
         cu, cv = _rotate(x - sep * np.cos(angle), y - sep * np.sin(angle), rng.uniform(0, np.pi))
-        companion = _sersic(np.hypot(cu, cv / rng.uniform(0.5, 1.0)), 0.05 * np.sqrt(ratio) + 0.01,
-                            rng.uniform(1.0, 4.0))
+        companion = _sersic(
+            np.hypot(cu, cv / rng.uniform(0.5, 1.0)), 0.05 * np.sqrt(ratio) + 0.01, rng.uniform(1.0, 4.0)
+        )
         tails = _tails(m, x + m.x0, y + m.y0, rng, 2 if major else 1)
-        bands = bands + flux * (ratio * companion[None] * NEUTRAL[:, None, None]
-                                + (0.3 if major else 0.12) * tails[None] * DISK[:, None, None])
+        bands = bands + flux * (
+            ratio * companion[None] * NEUTRAL[:, None, None]
+            + (0.3 if major else 0.12) * tails[None] * DISK[:, None, None]
+        )
     if m.kind == "artifact":
         bands = bands + _artifact(x + m.x0, y + m.y0, rng)[None] * np.ones(3)[:, None, None]
     bands = bands.reshape(3, size, OVERSAMPLE, size, OVERSAMPLE).sum(axis=(2, 4))
@@ -325,8 +366,10 @@ def galaxy_corpus(n: int, size: int, seed: int) -> tuple[np.ndarray, pd.DataFram
 
 # --- on disk -----------------------------------------------------------------------------------------
 
-def write_galaxy_corpus(out_dir: str | os.PathLike, n: int, size: int, seed: int, progress: bool = True,
-                        volunteers: int = VOLUNTEERS) -> dict:
+
+def write_galaxy_corpus(
+    out_dir: str | os.PathLike, n: int, size: int, seed: int, progress: bool = True, volunteers: int = VOLUNTEERS
+) -> dict:
     """Write the corpus folder: images.npy, labels.parquet, truth.parquet, manifest.json. Returns the manifest.
 
     ``images.npy`` is (n, 3, size, size) float32 in [0, 1]; ``labels.parquet`` has an ``image``
@@ -337,10 +380,17 @@ def write_galaxy_corpus(out_dir: str | os.PathLike, n: int, size: int, seed: int
 
     if n < 1 or size < 8:
         raise ValueError(f"a galaxy corpus needs n >= 1 and size >= 8 (got n={n}, size={size})")
-    manifest = {"synthetic": True, "kind": "galaxy-corpus", "n_images": int(n), "size": int(size),
-                "seed": int(seed), "volunteers": int(volunteers), "bands": list(CHANNELS),
-                "questions": {q: list(a) for q, a in QUESTIONS.items()},
-                "note": "SYNTHETIC galaxies with simulated volunteer votes (alertvision.synthetic.galaxies)"}
+    manifest = {
+        "synthetic": True,
+        "kind": "galaxy-corpus",
+        "n_images": int(n),
+        "size": int(size),
+        "seed": int(seed),
+        "volunteers": int(volunteers),
+        "bands": list(CHANNELS),
+        "questions": {q: list(a) for q, a in QUESTIONS.items()},
+        "note": "SYNTHETIC galaxies with simulated volunteer votes (alertvision.synthetic.galaxies)",
+    }
     with atomic_dir(out_dir) as tmp:
         images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.float32, shape=(n, 3, size, size))
         for start in tqdm(range(0, n, CHUNK), desc="synthetic galaxies", unit="chunk", disable=not progress):

@@ -2,7 +2,7 @@
 
 The cube is rendered as the viewer serves it: (3, 252, 252) float32 nanomaggies at 0.25"/px, FITS
 row 0 to the south, exact zeros where there is no coverage; it then goes through the same
-:func:`alertvision.legacysurvey.cube_to_image` as a downloaded cutout.
+:func:`alertvision.data.legacysurvey.cube_to_image` as a downloaded cutout.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from alertvision.legacysurvey import BANDS, FETCH_PIXSCALE, FETCH_SIZE
+from alertvision.data.legacysurvey import BANDS, FETCH_PIXSCALE, FETCH_SIZE
 from alertvision.synthetic import render
 from alertvision.synthetic.scene import Scene
 
-LS_ZP = 22.5            # nanomaggies
-SEEING = {"g": 1.45, "r": 1.3, "z": 1.2}    # arcsec FWHM
-DEPTH = {"g": 24.0, "r": 23.4, "z": 22.5}   # 5-sigma point-source depth
+LS_ZP = 22.5  # nanomaggies
+SEEING = {"g": 1.45, "r": 1.3, "z": 1.2}  # arcsec FWHM
+DEPTH = {"g": 24.0, "r": 23.4, "z": 22.5}  # 5-sigma point-source depth
 
 
 def _nmgy(mag: float) -> float:
@@ -43,8 +43,9 @@ def synthetic_ls_cube(scene: Scene, cfg: Mapping[str, Any]) -> np.ndarray | None
         h = scene.host
         if h is not None:
             # display orientation: +x west -> right, +y north -> up (row index decreases)
-            gal = render.sersic_profile(shape, c + h.dx * px, c - h.dy * px, h.r_e * px, h.n, h.q, -h.pa,
-                                        _nmgy(h.mag(band)), oversample=1)
+            gal = render.sersic_profile(
+                shape, c + h.dx * px, c - h.dy * px, h.r_e * px, h.n, h.q, -h.pa, _nmgy(h.mag(band)), oversample=1
+            )
             img += render.convolve_psf(gal, fwhm)
         points = [(s.dx, s.dy, s.mag(band)) for s in scene.stars]
         if scene.kind == "star_var":
@@ -69,14 +70,16 @@ def synthetic_ls_cube(scene: Scene, cfg: Mapping[str, Any]) -> np.ndarray | None
 
 
 def synthetic_provider(scenes: list[Scene], cfg: Mapping[str, Any]):
-    """A cube provider (see :data:`alertvision.legacysurvey.CubeProvider`) over synthetic scenes."""
+    """A cube provider (see :data:`alertvision.data.legacysurvey.CubeProvider`) over synthetic scenes."""
     by_id = {s.object_id: s for s in scenes}
 
     def provide(object_id: str, ra: float, dec: float) -> np.ndarray | None:
         scene = by_id.get(object_id)
         if scene is None:
-            raise KeyError(f"{object_id} is not a source of the synthetic dataset: "
-                           "legacysurvey.source 'synthetic' needs data.source 'synthetic' with the same settings")
+            raise KeyError(
+                f"{object_id} is not a source of the synthetic dataset: "
+                "legacysurvey.source 'synthetic' needs data.source 'synthetic' with the same settings"
+            )
         return synthetic_ls_cube(scene, cfg)
 
     return provide

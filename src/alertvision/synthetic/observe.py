@@ -51,8 +51,9 @@ class _Static:
                 self._hosts[band] = np.zeros(STAMP)
             else:
                 flux = 10 ** (-0.4 * (h.mag(band) - ZTF_ZP))
-                self._hosts[band] = render.sersic_profile(STAMP, CENTRE + h.dx, CENTRE + h.dy, h.r_e, h.n, h.q,
-                                                          h.pa, flux)
+                self._hosts[band] = render.sersic_profile(
+                    STAMP, CENTRE + h.dx, CENTRE + h.dy, h.r_e, h.n, h.q, h.pa, flux
+                )
         return self._hosts[band]
 
     def image(self, band: str, fwhm: float, point_flux: float) -> np.ndarray:
@@ -81,16 +82,19 @@ def _neighbours(scene: Scene, rng: np.random.Generator) -> dict[str, float]:
     if not ref:
         out.update(distnr=-999.0, magnr=-999.0, chinr=-999.0, sharpnr=-999.0)
     elif ref[0][3]:  # a galaxy
-        out.update(distnr=ref[0][0], magnr=ref[0][1], chinr=float(rng.uniform(2.0, 8.0)),
-                   sharpnr=float(rng.uniform(0.25, 0.9)))
+        out.update(
+            distnr=ref[0][0], magnr=ref[0][1], chinr=float(rng.uniform(2.0, 8.0)), sharpnr=float(rng.uniform(0.25, 0.9))
+        )
     else:
-        out.update(distnr=ref[0][0], magnr=ref[0][1], chinr=float(rng.uniform(0.5, 1.6)),
-                   sharpnr=float(rng.normal(0.0, 0.08)))
+        out.update(
+            distnr=ref[0][0], magnr=ref[0][1], chinr=float(rng.uniform(0.5, 1.6)), sharpnr=float(rng.normal(0.0, 0.08))
+        )
     return out
 
 
-def _signal(scene: Scene, jd: float, band: str, fwhm: float, i: int, special: int,
-            rng: np.random.Generator) -> tuple[float, dict[str, Any]]:
+def _signal(
+    scene: Scene, jd: float, band: str, fwhm: float, i: int, special: int, rng: np.random.Generator
+) -> tuple[float, dict[str, Any]]:
     """The flux of what the difference image shows at the source, and how to draw it."""
     kind = scene.kind
     if kind in ("sn", "star_var", "agn"):
@@ -116,8 +120,9 @@ def _signal(scene: Scene, jd: float, band: str, fwhm: float, i: int, special: in
     raise ValueError(f"unknown kind {kind}")
 
 
-def observe(scene: Scene, cadence_days: float = 2.5, nan_patch_rate: float = 0.04,
-            edge_rate: float = 0.02) -> tuple[list[dict[str, Any]], list[tuple[np.ndarray, ...]]]:
+def observe(
+    scene: Scene, cadence_days: float = 2.5, nan_patch_rate: float = 0.04, edge_rate: float = 0.02
+) -> tuple[list[dict[str, Any]], list[tuple[np.ndarray, ...]]]:
     """All alerts the survey issues for ``scene``: candidate rows and raw (sci, ref, diff) stamps.
 
     An alert is issued for every exposure with |S/N| >= 5 at the source position; negative
@@ -150,16 +155,32 @@ def observe(scene: Scene, cadence_days: float = 2.5, nan_patch_rate: float = 0.0
                 jdstarthist = jd
         if abs(snr) < 5:
             continue
-        rows.append(_alert_row(scene, rng, nb, jd, fid, fwhm, limit, measured, sigma_flux, snr,
-                               ncov, ndet, jdstarthist))
-        stamps.append(_stamps(scene, static, rng, band, fwhm, ref_fwhm, pix_noise, ref_noise, flux, how,
-                              nan_patch_rate, edge_rate))
+        rows.append(
+            _alert_row(scene, rng, nb, jd, fid, fwhm, limit, measured, sigma_flux, snr, ncov, ndet, jdstarthist)
+        )
+        stamps.append(
+            _stamps(
+                scene, static, rng, band, fwhm, ref_fwhm, pix_noise, ref_noise, flux, how, nan_patch_rate, edge_rate
+            )
+        )
     return rows, stamps
 
 
-def _alert_row(scene: Scene, rng: np.random.Generator, nb: dict[str, float], jd: float, fid: int,
-               fwhm: float, limit: float, measured: float, sigma_flux: float, snr: float,
-               ncov: int, ndet: int, jdstarthist: float) -> dict[str, Any]:
+def _alert_row(
+    scene: Scene,
+    rng: np.random.Generator,
+    nb: dict[str, float],
+    jd: float,
+    fid: int,
+    fwhm: float,
+    limit: float,
+    measured: float,
+    sigma_flux: float,
+    snr: float,
+    ncov: int,
+    ndet: int,
+    jdstarthist: float,
+) -> dict[str, Any]:
     kind = scene.kind
     if kind in REAL_KINDS:
         drb = 1.0 - rng.beta(1.0, 3.0 + 2.0 * abs(snr))
@@ -202,9 +223,20 @@ def _alert_row(scene: Scene, rng: np.random.Generator, nb: dict[str, float], jd:
     return row
 
 
-def _stamps(scene: Scene, static: _Static, rng: np.random.Generator, band: str, fwhm: float,
-            ref_fwhm: float, pix_noise: float, ref_noise: float, flux: float, how: dict,
-            nan_patch_rate: float, edge_rate: float) -> tuple[np.ndarray, ...]:
+def _stamps(
+    scene: Scene,
+    static: _Static,
+    rng: np.random.Generator,
+    band: str,
+    fwhm: float,
+    ref_fwhm: float,
+    pix_noise: float,
+    ref_noise: float,
+    flux: float,
+    how: dict,
+    nan_patch_rate: float,
+    edge_rate: float,
+) -> tuple[np.ndarray, ...]:
     sky = rng.uniform(120.0, 260.0)
     point = scene.static_flux(band)
     ref = static.image(band, ref_fwhm, point) + sky + rng.normal(0.0, ref_noise, STAMP)

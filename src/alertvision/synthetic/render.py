@@ -32,8 +32,17 @@ def sersic_b(n: float) -> float:
     return 2.0 * n - 1.0 / 3.0 + 4.0 / (405.0 * n) + 46.0 / (25515.0 * n * n)
 
 
-def sersic_profile(shape: tuple[int, int], x: float, y: float, r_e: float, n: float, q: float,
-                   pa: float, flux: float, oversample: int = 3) -> np.ndarray:
+def sersic_profile(
+    shape: tuple[int, int],
+    x: float,
+    y: float,
+    r_e: float,
+    n: float,
+    q: float,
+    pa: float,
+    flux: float,
+    oversample: int = 3,
+) -> np.ndarray:
     """An intrinsic (unconvolved) elliptical Sersic galaxy of total ``flux`` (within the stamp)."""
     h, w = shape
     off = (np.arange(oversample) + 0.5) / oversample - 0.5
@@ -56,11 +65,11 @@ def convolve_psf(image: np.ndarray, fwhm: float) -> np.ndarray:
     return gaussian_filter(image, fwhm * FWHM_TO_SIGMA, mode="constant")
 
 
-def dipole(shape: tuple[int, int], x: float, y: float, flux: float, fwhm: float,
-           shift: tuple[float, float]) -> np.ndarray:
+def dipole(
+    shape: tuple[int, int], x: float, y: float, flux: float, fwhm: float, shift: tuple[float, float]
+) -> np.ndarray:
     """The residual of a point source subtracted with a misregistered reference."""
-    return (point_source(shape, x + shift[0], y + shift[1], flux, fwhm)
-            - point_source(shape, x, y, flux, fwhm))
+    return point_source(shape, x + shift[0], y + shift[1], flux, fwhm) - point_source(shape, x, y, flux, fwhm)
 
 
 def cosmic_ray(shape: tuple[int, int], x: float, y: float, flux: float, rng: np.random.Generator) -> np.ndarray:
@@ -83,9 +92,9 @@ def nan_patch(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.5:  # a bad column segment
         col = int(rng.integers(0, w))
         y0 = int(rng.integers(0, h - 8))
-        out[y0:y0 + int(rng.integers(8, h - y0 + 1)), col] = np.nan
+        out[y0 : y0 + int(rng.integers(8, h - y0 + 1)), col] = np.nan
     else:
         ph, pw = int(rng.integers(2, 8)), int(rng.integers(2, 8))
         y0, x0 = int(rng.integers(0, h - ph)), int(rng.integers(0, w - pw))
-        out[y0:y0 + ph, x0:x0 + pw] = np.nan
+        out[y0 : y0 + ph, x0 : x0 + pw] = np.nan
     return out

@@ -20,15 +20,15 @@ from typing import Sequence
 
 import numpy as np
 
-from alertvision.splits import allot
+from alertvision.data.splits import allot
 
 SUBSETS: tuple[str, ...] = ("trues", "dims", "vars", "rejects")
 LABELS = {"trues": 1, "dims": 0, "vars": 0, "rejects": 0}
-ZTF_ZP = 26.3          # ZTF science zero point (counts)
-JD_START = 2458850.5   # 2020-01-01
+ZTF_ZP = 26.3  # ZTF science zero point (counts)
+JD_START = 2458850.5  # 2020-01-01
 BAND_OF_FID = {1: "g", 2: "r", 3: "i"}
-PS1_DEPTH = 22.5       # faintest PS1 counterpart that gets a star/galaxy score
-ZTF_REF_DEPTH = 21.5   # faintest source in the ZTF reference catalogue (distnr, chinr, sharpnr)
+PS1_DEPTH = 22.5  # faintest PS1 counterpart that gets a star/galaxy score
+ZTF_REF_DEPTH = 21.5  # faintest source in the ZTF reference catalogue (distnr, chinr, sharpnr)
 
 KINDS = {
     "trues": ("sn",),
@@ -37,7 +37,10 @@ KINDS = {
     "rejects": ("dipole", "bad_sub", "cosmic", "asteroid"),
 }
 KIND_WEIGHTS = {
-    "trues": (1.0,), "dims": (1.0,), "vars": (0.55, 0.45), "rejects": (0.35, 0.2, 0.2, 0.25),
+    "trues": (1.0,),
+    "dims": (1.0,),
+    "vars": (0.55, 0.45),
+    "rejects": (0.35, 0.2, 0.2, 0.25),
 }
 
 
@@ -48,16 +51,20 @@ class Galaxy:
     dx: float
     dy: float
     mag_r: float
-    r_e: float      # arcsec
+    r_e: float  # arcsec
     n: float
     q: float
-    pa: float       # radians
+    pa: float  # radians
     g_r: float
     r_z: float
 
     def mag(self, band: str) -> float:
-        return {"g": self.mag_r + self.g_r, "r": self.mag_r, "i": self.mag_r - 0.5 * self.r_z,
-                "z": self.mag_r - self.r_z}[band]
+        return {
+            "g": self.mag_r + self.g_r,
+            "r": self.mag_r,
+            "i": self.mag_r - 0.5 * self.r_z,
+            "z": self.mag_r - self.r_z,
+        }[band]
 
 
 @dataclass(frozen=True)
@@ -71,8 +78,12 @@ class Star:
     r_z: float
 
     def mag(self, band: str) -> float:
-        return {"g": self.mag_r + self.g_r, "r": self.mag_r, "i": self.mag_r - 0.5 * self.r_z,
-                "z": self.mag_r - self.r_z}[band]
+        return {
+            "g": self.mag_r + self.g_r,
+            "r": self.mag_r,
+            "i": self.mag_r - 0.5 * self.r_z,
+            "z": self.mag_r - self.r_z,
+        }[band]
 
 
 @dataclass
@@ -121,9 +132,15 @@ class Scene:
         if self.kind == "sn":
             dt = jd - self.t_peak
             # Bazin-like: exponential decline, logistic rise; normalised to 1 at peak
-            t_max = self.tau_rise * np.log(self.tau_fall / self.tau_rise - 1.0) if self.tau_fall > 2 * self.tau_rise else 0.0
+            t_max = (
+                self.tau_rise * np.log(self.tau_fall / self.tau_rise - 1.0)
+                if self.tau_fall > 2 * self.tau_rise
+                else 0.0
+            )
+
             def bazin(t: float) -> float:
                 return float(np.exp(-t / self.tau_fall) / (1.0 + np.exp(-t / self.tau_rise)))
+
             shape = bazin(dt + t_max) / bazin(t_max)
             colour = self.colour_g_r + 0.015 * max(dt, 0.0) if band == "g" else 0.0
             return shape * 10 ** (-0.4 * (self.peak_mag + colour - ZTF_ZP))
@@ -158,7 +175,9 @@ class Scene:
         if self.kind == "star_var":
             objs.append((float(abs(rng.normal(0.12, 0.06))), self.var_mean_mag, float(rng.uniform(0.95, 1.0)), False))
         if self.kind == "dipole":
-            objs.append((float(abs(rng.normal(0.6, 0.3))), self.extra["star_mag"], float(rng.uniform(0.97, 1.0)), False))
+            objs.append(
+                (float(abs(rng.normal(0.6, 0.3))), self.extra["star_mag"], float(rng.uniform(0.97, 1.0)), False)
+            )
         objs.sort(key=lambda o: o[0])
         return objs
 
@@ -179,8 +198,15 @@ def _draw_stars(rng: np.random.Generator, mean: float) -> list[Star]:
     for _ in range(int(rng.poisson(mean))):
         r = 30.0 * np.sqrt(rng.uniform(0.02, 1.0))
         a = rng.uniform(0, 2 * np.pi)
-        stars.append(Star(float(r * np.cos(a)), float(r * np.sin(a)), float(rng.uniform(14.5, 21.5)),
-                          float(rng.uniform(0.2, 1.2)), float(rng.uniform(0.0, 0.6))))
+        stars.append(
+            Star(
+                float(r * np.cos(a)),
+                float(r * np.sin(a)),
+                float(rng.uniform(14.5, 21.5)),
+                float(rng.uniform(0.2, 1.2)),
+                float(rng.uniform(0.0, 0.6)),
+            )
+        )
     return stars
 
 
@@ -191,13 +217,20 @@ def _draw_galaxy(rng: np.random.Generator, mu: float, dx: float, dy: float) -> G
     r_e_kpc = float(np.exp(rng.normal(np.log(3.0), 0.4)))
     r_e = max(0.6, r_e_kpc / (d_mpc * 1e3) * 206265.0)
     early = rng.random() < 0.3
-    return Galaxy(dx=dx, dy=dy, mag_r=float(mu + abs_mag), r_e=float(min(r_e, 12.0)),
-                  n=4.0 if early else 1.0, q=float(rng.uniform(0.35, 1.0)), pa=float(rng.uniform(0, np.pi)),
-                  g_r=float(rng.normal(0.75 if early else 0.5, 0.1)), r_z=float(rng.normal(0.45, 0.1)))
+    return Galaxy(
+        dx=dx,
+        dy=dy,
+        mag_r=float(mu + abs_mag),
+        r_e=float(min(r_e, 12.0)),
+        n=4.0 if early else 1.0,
+        q=float(rng.uniform(0.35, 1.0)),
+        pa=float(rng.uniform(0, np.pi)),
+        g_r=float(rng.normal(0.75 if early else 0.5, 0.1)),
+        r_z=float(rng.normal(0.45, 0.1)),
+    )
 
 
-def draw_scene(index: int, subset: str, seed: int, season_days: Sequence[float],
-               star_density: float = 1.5) -> Scene:
+def draw_scene(index: int, subset: str, seed: int, season_days: Sequence[float], star_density: float = 1.5) -> Scene:
     """Draw the scene of source ``index`` of ``subset`` from ``seed`` alone."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, index, 0]))
     kinds, weights = KINDS[subset], KIND_WEIGHTS[subset]
@@ -208,10 +241,21 @@ def draw_scene(index: int, subset: str, seed: int, season_days: Sequence[float],
     season_start = JD_START + float(rng.uniform(0, 700))
     season_length = float(rng.uniform(*season_days))
     stars = _draw_stars(rng, star_density)
-    scene = Scene(index=index, object_id=object_id(index, season_start), subset=subset, kind=kind,
-                  ra=ra, dec=dec, host=None, stars=stars, seed_words=(int(seed), int(index)),
-                  season_start=season_start, season_length=season_length,
-                  ncovhist_base=int(rng.integers(30, 1200)), ps1_background=int(rng.poisson(8)))
+    scene = Scene(
+        index=index,
+        object_id=object_id(index, season_start),
+        subset=subset,
+        kind=kind,
+        ra=ra,
+        dec=dec,
+        host=None,
+        stars=stars,
+        seed_words=(int(seed), int(index)),
+        season_start=season_start,
+        season_length=season_length,
+        ncovhist_base=int(rng.integers(30, 1200)),
+        ps1_background=int(rng.poisson(8)),
+    )
 
     if kind == "sn":
         peak = rng.uniform(15.8, 18.5) if subset == "trues" else rng.uniform(18.5, 19.9)
@@ -255,11 +299,11 @@ def draw_scene(index: int, subset: str, seed: int, season_days: Sequence[float],
     return scene
 
 
-def draw_scenes(n_sources: int, fractions: dict[str, float], seed: int, season_days: Sequence[float],
-                star_density: float = 1.5) -> list[Scene]:
+def draw_scenes(
+    n_sources: int, fractions: dict[str, float], seed: int, season_days: Sequence[float], star_density: float = 1.5
+) -> list[Scene]:
     """All scenes of a synthetic dataset: exact subset counts, shuffled with the seed."""
     counts = allot(n_sources, [fractions[s] for s in SUBSETS])
     subsets = np.repeat(np.array(SUBSETS), counts)
     np.random.default_rng(np.random.SeedSequence([seed, 1 << 20])).shuffle(subsets)
     return [draw_scene(i, str(s), seed, season_days, star_density) for i, s in enumerate(subsets)]
-

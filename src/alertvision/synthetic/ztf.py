@@ -11,13 +11,20 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from alertvision.contract import (IMAGES_FILE, ImageArrayWriter, alert_ids, config_digest, start_dataset,
-                                  write_alerts, write_manifest)
-from alertvision.features import cut_mask, derive_source_features
-from alertvision.splits import assign_source_splits
+from alertvision.data.contract import (
+    IMAGES_FILE,
+    ImageArrayWriter,
+    alert_ids,
+    config_digest,
+    start_dataset,
+    write_alerts,
+    write_manifest,
+)
+from alertvision.data.features import cut_mask, derive_source_features
+from alertvision.data.splits import assign_source_splits
+from alertvision.data.triplet import StampError, normalize_triplet
 from alertvision.synthetic.observe import observe
 from alertvision.synthetic.scene import draw_scenes
-from alertvision.triplet import StampError, normalize_triplet
 
 log = logging.getLogger(__name__)
 GENERATOR_VERSION = "1"
@@ -25,12 +32,14 @@ GENERATOR_VERSION = "1"
 
 def synthetic_scenes(cfg: Mapping[str, Any]):
     """The scenes of the synthetic dataset described by the ``data.synthetic`` config block."""
-    return draw_scenes(cfg["n_sources"], dict(cfg["subset_fractions"]), cfg["seed"],
-                       cfg["season_days"], cfg["star_density"])
+    return draw_scenes(
+        cfg["n_sources"], dict(cfg["subset_fractions"]), cfg["seed"], cfg["season_days"], cfg["star_density"]
+    )
 
 
-def build_synthetic_ztf(cfg: Mapping[str, Any], splits_cfg: Mapping[str, Any], out_dir: str | os.PathLike,
-                        progress: bool = True) -> dict:
+def build_synthetic_ztf(
+    cfg: Mapping[str, Any], splits_cfg: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool = True
+) -> dict:
     """Write the synthetic ZTF dataset (alerts.parquet, images.npy, manifest.json) to ``out_dir``.
 
     ``cfg`` is ``data.synthetic``, ``splits_cfg`` is ``splits``. Returns the manifest.
@@ -48,8 +57,7 @@ def build_synthetic_ztf(cfg: Mapping[str, Any], splits_cfg: Mapping[str, Any], o
                 continue
             df = derive_source_features(pd.DataFrame(alert_rows))
             # ZTF-like candid: time of the exposure, then a running alert number (unique here)
-            df["candid"] = [int(round((jd - 2400000.5) * 1e4)) * 10**8 + n_issued + k
-                            for k, jd in enumerate(df["jd"])]
+            df["candid"] = [int(round((jd - 2400000.5) * 1e4)) * 10**8 + n_issued + k for k, jd in enumerate(df["jd"])]
             n_issued += len(df)
             keep = cut_mask(df).to_numpy()
             skipped["cut"] += int((~keep).sum())
@@ -69,7 +77,11 @@ def build_synthetic_ztf(cfg: Mapping[str, Any], splits_cfg: Mapping[str, Any], o
     alerts["split"] = assign_source_splits(alerts, splits_cfg["probabilities"], splits_cfg["seed"])
     alerts = write_alerts(out_dir, alerts)
     manifest = write_manifest(
-        out_dir, alerts, dataset="ztf", source="synthetic", synthetic=True,
+        out_dir,
+        alerts,
+        dataset="ztf",
+        source="synthetic",
+        synthetic=True,
         digest=config_digest(cfg, splits_cfg),
         extra={
             "generator_version": GENERATOR_VERSION,
@@ -81,6 +93,11 @@ def build_synthetic_ztf(cfg: Mapping[str, Any], splits_cfg: Mapping[str, Any], o
             ],
         },
     )
-    log.info("wrote %d synthetic alerts of %d sources to %s (skipped: %s)", len(alerts),
-             alerts["objectId"].nunique(), out_dir, dict(skipped))
+    log.info(
+        "wrote %d synthetic alerts of %d sources to %s (skipped: %s)",
+        len(alerts),
+        alerts["objectId"].nunique(),
+        out_dir,
+        dict(skipped),
+    )
     return manifest

@@ -34,9 +34,18 @@ class Batches:
     with shuffling a different alert sits out each epoch).
     """
 
-    def __init__(self, images: np.ndarray | None, rows: np.ndarray, labels: np.ndarray, batch_size: int,
-                 shuffle: bool = False, augment: bool = False, seed: int = 0, metadata: np.ndarray | None = None,
-                 min_batch: int = 1):
+    def __init__(
+        self,
+        images: np.ndarray | None,
+        rows: np.ndarray,
+        labels: np.ndarray,
+        batch_size: int,
+        shuffle: bool = False,
+        augment: bool = False,
+        seed: int = 0,
+        metadata: np.ndarray | None = None,
+        min_batch: int = 1,
+    ):
         if images is None and metadata is None:
             raise ValueError("Batches needs images, metadata or both")
         self.images, self.rows, self.labels = images, np.asarray(rows), np.asarray(labels, dtype=np.float32)
@@ -52,7 +61,7 @@ class Batches:
         n = len(self.rows)
         order = torch.randperm(n, generator=self.generator).numpy() if self.shuffle else np.arange(n)
         for start in range(0, n, self.batch_size):
-            pos = order[start:start + self.batch_size]
+            pos = order[start : start + self.batch_size]
             if len(pos) < self.min_batch:
                 break
             rows = self.rows[pos]
@@ -69,8 +78,9 @@ class Batches:
             yield xt, torch.from_numpy(self.labels[pos]), pos
 
 
-def to_device(x: torch.Tensor | tuple, device: torch.device,
-              memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor | tuple:
+def to_device(
+    x: torch.Tensor | tuple, device: torch.device, memory_format: torch.memory_format = torch.contiguous_format
+) -> torch.Tensor | tuple:
     """Move a batch's inputs (a tensor or an (images, metadata) pair) to ``device``; images in
     ``memory_format``."""
     if isinstance(x, tuple):

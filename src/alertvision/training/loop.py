@@ -3,8 +3,8 @@
 Read top to bottom: set-up, data, model, loss and optimiser, the epoch loop with early stopping on
 the validation loss, then the test split and the outputs (model.pt, history.csv, metrics.json,
 predictions.parquet with what the trigger policies need), each written atomically. The policies are
-scored by the evaluation stage (:mod:`alertvision.aggregate`), from predictions.parquet. A multi-modal run (model
-spec ``modality: multimodal``) also feeds the 25 metadata features of each alert. A sweep trial
+scored by the evaluation stage (:mod:`alertvision.evaluation.aggregate`), from predictions.parquet. A
+multi-modal run (model spec ``modality: multimodal``) also feeds the 25 metadata features of each alert. A sweep trial
 passes ``out_dir=None`` and ``test_split=False``: nothing is written and the test split is never read.
 """
 
@@ -25,12 +25,12 @@ from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from alertvision.atomic import write_csv, write_json, write_parquet
-from alertvision.contract import open_dataset
+from alertvision.data.contract import open_dataset
+from alertvision.data.splits import check_eval_classes
 from alertvision.models import build_model, save_model
 from alertvision.models.classifier import AlertClassifier
 from alertvision.models.inputs import input_norm_for
 from alertvision.models.weights import ResolvedWeights
-from alertvision.splits import check_eval_classes
 from alertvision.training.data import Batches, to_device
 from alertvision.training.metadata import metadata_matrix
 from alertvision.training.schedule import epoch_warmup_cosine, warmup_cosine
@@ -64,13 +64,16 @@ def check_writable(folder: str | os.PathLike) -> Path:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check.", suffix=".tmp"):
             pass
     except OSError as exc:
-        raise PermissionError(f"cannot write the run's outputs to {folder}: {exc.strerror or exc}; check the "
-                              f"folder's permissions and that its file system is writable and not full") from exc
+        raise PermissionError(
+            f"cannot write the run's outputs to {folder}: {exc.strerror or exc}; check the "
+            f"folder's permissions and that its file system is writable and not full"
+        ) from exc
     return folder
 
 
-def build_run_model(arch_cfg: Mapping[str, Any], training: Mapping[str, Any], weights: ResolvedWeights | None,
-                    metadata_fill: Any = None) -> AlertClassifier:
+def build_run_model(
+    arch_cfg: Mapping[str, Any], training: Mapping[str, Any], weights: ResolvedWeights | None, metadata_fill: Any = None
+) -> AlertClassifier:
     """The model a run trains: the factory's model, fed as the regimen's ``input_norm`` says (default
     ``l2``: the stored triplet times the architecture's ``input_scale``, whatever the weights)."""
     input_norm = input_norm_for(arch_cfg.get("input_norm", "l2"), weights, arch_cfg.get("input_scale", 1.0))
@@ -83,8 +86,14 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, batches: Batches, device: torch.device, loss_fn, autocast,
-            memory_format: torch.memory_format = torch.contiguous_format) -> tuple[np.ndarray, float]:
+def predict(
+    model: torch.nn.Module,
+    batches: Batches,
+    device: torch.device,
+    loss_fn,
+    autocast,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> tuple[np.ndarray, float]:
     """Scores (sigmoid) in the order of ``batches.rows`` and the mean loss."""
     model.eval()
     scores = np.empty(len(batches.rows), dtype=np.float32)
@@ -99,11 +108,20 @@ def predict(model: torch.nn.Module, batches: Batches, device: torch.device, loss
     return scores, total / max(n, 1)
 
 
-def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out_dir: str | os.PathLike | None, *,
-              arch_cfg: Mapping[str, Any], training: Mapping[str, Any], seed: int,
-              weights: ResolvedWeights | None = None, run_info: Mapping[str, Any] | None = None,
-              progress: bool = True, on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
-              test_split: bool = True) -> dict[str, Any]:
+def train_run(
+    dataset_dir: str | os.PathLike,
+    split_file: str | os.PathLike,
+    out_dir: str | os.PathLike | None,
+    *,
+    arch_cfg: Mapping[str, Any],
+    training: Mapping[str, Any],
+    seed: int,
+    weights: ResolvedWeights | None = None,
+    run_info: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+    test_split: bool = True,
+) -> dict[str, Any]:
     """Train one model and write its run folder; returns the metrics.
 
     ``on_epoch(epoch, history_row)`` is called after each epoch's validation; an exception it raises
@@ -136,20 +154,32 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
     y_train = labels[rows["train"]]
     n_pos, n_neg = float(y_train.sum()), float(len(y_train) - y_train.sum())
     if n_pos == 0 or n_neg == 0:
-        raise ValueError(f"{split_file}: the train split holds only one class ({int(n_pos)} positive, "
-                         f"{int(n_neg)} negative alerts)")
+        raise ValueError(
+            f"{split_file}: the train split holds only one class ({int(n_pos)} positive, {int(n_neg)} negative alerts)"
+        )
     metadata, metadata_fill = None, None
     if arch_cfg.get("modality", "image") == "multimodal":
-        metadata, metadata_fill = metadata_matrix(data.alerts, np.concatenate(list(rows.values())), rows["train"],
-                                                  arch_cfg.get("metadata_fill", "error"))
+        metadata, metadata_fill = metadata_matrix(
+            data.alerts, np.concatenate(list(rows.values())), rows["train"], arch_cfg.get("metadata_fill", "error")
+        )
     images = None if arch_cfg["kind"] == "none" else data.images  # the metadata-only model reads no image
     bs, ebs = int(training["batch_size"]), int(training["eval_batch_size"])
-    train_batches = Batches(images, rows["train"], y_train, bs, shuffle=True,
-                            augment=bool(training["augment"]), seed=seed + 1, metadata=metadata,
-                            min_batch=bs if training["drop_last"] else 2)
+    train_batches = Batches(
+        images,
+        rows["train"],
+        y_train,
+        bs,
+        shuffle=True,
+        augment=bool(training["augment"]),
+        seed=seed + 1,
+        metadata=metadata,
+        min_batch=bs if training["drop_last"] else 2,
+    )
     if len(train_batches) == 0:
-        raise ValueError(f"{split_file}: {len(y_train)} training alerts make no full batch of {bs} "
-                         f"(training.drop_last is on): lower training.batch_size or turn drop_last off")
+        raise ValueError(
+            f"{split_file}: {len(y_train)} training alerts make no full batch of {bs} "
+            f"(training.drop_last is on): lower training.batch_size or turn drop_last off"
+        )
     val_batches = Batches(images, rows["val"], labels[rows["val"]], ebs, metadata=metadata)
 
     # --- model, loss, optimiser ------------------------------------------------------------------
@@ -158,17 +188,28 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
     model = model.to(memory_format=memory_format)
     pos_weight = torch.tensor(n_neg / n_pos, device=device)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(training["lr"]),
-                                  weight_decay=float(training["weight_decay"]),
-                                  betas=tuple(float(b) for b in training["betas"]))
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=float(training["lr"]),
+        weight_decay=float(training["weight_decay"]),
+        betas=tuple(float(b) for b in training["betas"]),
+    )
     epochs = int(training["epochs"])
     steps = epochs * len(train_batches)
     per_epoch = training["schedule"] == "epoch"
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(training, len(train_batches)))
     min_improvement = float(training["min_improvement"])
-    log.info("training %s on %d alerts (%d positive), val %d, test %s, %d epochs of %d steps on %s",
-             arch_cfg.get("timm_name", arch_cfg["kind"]), len(y_train), int(n_pos), len(rows["val"]),
-             len(rows["test"]) if test_split else "unused", epochs, len(train_batches), device)
+    log.info(
+        "training %s on %d alerts (%d positive), val %d, test %s, %d epochs of %d steps on %s",
+        arch_cfg.get("timm_name", arch_cfg["kind"]),
+        len(y_train),
+        int(n_pos),
+        len(rows["val"]),
+        len(rows["test"]) if test_split else "unused",
+        epochs,
+        len(train_batches),
+        device,
+    )
 
     # --- epochs, early stopping on validation loss -----------------------------------------------
     history: list[dict[str, Any]] = []
@@ -198,24 +239,41 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
         else:
             lr = optimizer.param_groups[0]["lr"]
         val_scores, val_loss = predict(model, val_batches, device, loss_fn, autocast, memory_format)
-        history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss,
-                        "val_roc_auc": roc_auc(labels[rows["val"]], val_scores),
-                        "lr": lr, "seconds": time.time() - t0})
-        log.info("epoch %d: train loss %.4f, val loss %.4f, val AUC %.3f", epoch, history[-1]["train_loss"],
-                 val_loss, history[-1]["val_roc_auc"])
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": total / n,
+                "val_loss": val_loss,
+                "val_roc_auc": roc_auc(labels[rows["val"]], val_scores),
+                "lr": lr,
+                "seconds": time.time() - t0,
+            }
+        )
+        log.info(
+            "epoch %d: train loss %.4f, val loss %.4f, val AUC %.3f",
+            epoch,
+            history[-1]["train_loss"],
+            val_loss,
+            history[-1]["val_roc_auc"],
+        )
         if on_epoch is not None:
             on_epoch(epoch, dict(history[-1]))
         if val_loss * (1.0 + min_improvement) < lowest:
-            best = {"val_loss": val_loss, "epoch": epoch,
-                    "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            best = {
+                "val_loss": val_loss,
+                "epoch": epoch,
+                "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            }
         elif epoch - best["epoch"] >= int(training["patience"]):
             log.info("early stop: no improvement of the validation loss for %d epochs", training["patience"])
             break
         lowest = min(lowest, val_loss)
     bar.close()
     if best["state"] is None:
-        raise FloatingPointError(f"no epoch gave a finite validation loss (last: {history[-1]['val_loss']}); "
-                                 f"check the dataset for NaN or infinite images or features, or lower training.lr")
+        raise FloatingPointError(
+            f"no epoch gave a finite validation loss (last: {history[-1]['val_loss']}); "
+            f"check the dataset for NaN or infinite images or features, or lower training.lr"
+        )
     model.load_state_dict(best["state"])
 
     # --- test split and outputs --------------------------------------------------------------------
@@ -223,10 +281,17 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
         test_batches = Batches(images, rows["test"], labels[rows["test"]], ebs, metadata=metadata)
         test_scores, test_loss = predict(model, test_batches, device, loss_fn, autocast, memory_format)
         test = data.alerts.iloc[rows["test"]]
-        predictions = pd.DataFrame({"alert_id": test["alert_id"].to_numpy(),
-                                    "objectId": test["objectId"].to_numpy(), "jd": test["jd"].to_numpy(),
-                                    "source_set": test["source_set"].to_numpy(), "label": test["label"].to_numpy(),
-                                    "magpsf": test["magpsf"].to_numpy(), "score": test_scores})
+        predictions = pd.DataFrame(
+            {
+                "alert_id": test["alert_id"].to_numpy(),
+                "objectId": test["objectId"].to_numpy(),
+                "jd": test["jd"].to_numpy(),
+                "source_set": test["source_set"].to_numpy(),
+                "label": test["label"].to_numpy(),
+                "magpsf": test["magpsf"].to_numpy(),
+                "score": test_scores,
+            }
+        )
         test_metrics = {"test_roc_auc": roc_auc(test["label"].to_numpy(), test_scores), "test_loss": test_loss}
     train_alerts = data.alerts.iloc[rows["train"]]
     metrics = {
@@ -253,8 +318,13 @@ def train_run(dataset_dir: str | os.PathLike, split_file: str | os.PathLike, out
         "seconds": time.time() - started,
     }
     if out_dir is not None:
-        save_model(model, out_dir / "model.pt", arch_cfg=arch_cfg, head_cfg=training,
-                   info={**dict(run_info or {}), "weight_id": metrics["weight_id"]})
+        save_model(
+            model,
+            out_dir / "model.pt",
+            arch_cfg=arch_cfg,
+            head_cfg=training,
+            info={**dict(run_info or {}), "weight_id": metrics["weight_id"]},
+        )
         write_csv(out_dir / "history.csv", pd.DataFrame(history))
         if test_split:
             write_parquet(out_dir / "predictions.parquet", predictions)

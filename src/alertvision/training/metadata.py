@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from alertvision.features import METADATA_FEATURES
+from alertvision.data.features import METADATA_FEATURES
 
 FILL_POLICIES = ("error", "zero", "median")
 
@@ -14,8 +14,9 @@ class MetadataError(ValueError):
     """A non-finite metadata feature where the configuration asks for none."""
 
 
-def metadata_matrix(alerts: pd.DataFrame, rows: np.ndarray, train_rows: np.ndarray,
-                    fill: str = "error") -> tuple[np.ndarray, list[float] | None]:
+def metadata_matrix(
+    alerts: pd.DataFrame, rows: np.ndarray, train_rows: np.ndarray, fill: str = "error"
+) -> tuple[np.ndarray, list[float] | None]:
     """The features of every alert as float32 (N, 25) in model order, and the per-feature fill values.
 
     Only ``rows`` (the alerts the run reads) are checked. ``fill="error"`` raises
@@ -39,7 +40,8 @@ def metadata_matrix(alerts: pd.DataFrame, rows: np.ndarray, train_rows: np.ndarr
             raise MetadataError(
                 f"metadata feature {METADATA_FEATURES[j]!r} is {matrix[rows[i], j]} for alert {alert['alert_id']} "
                 f"of {alert['objectId']} (jd {alert['jd']:.5f}); non-finite values per column: {per_column}. "
-                f"Set multimodal.metadata_fill to 'median' or 'zero' to fill them, or fix the dataset")
+                f"Set multimodal.metadata_fill to 'median' or 'zero' to fill them, or fix the dataset"
+            )
         return matrix, None
     if fill == "zero":
         return matrix, [0.0] * len(METADATA_FEATURES)

@@ -23,8 +23,9 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def epoch_warmup_cosine(epoch: int, warmup_epochs: float, horizon: int, start_factor: float = 0.01,
-                        floor_factor: float = 0.01) -> float:
+def epoch_warmup_cosine(
+    epoch: int, warmup_epochs: float, horizon: int, start_factor: float = 0.01, floor_factor: float = 0.01
+) -> float:
     """Learning-rate factor of ``epoch`` (0-based) under BTSbot's schedule.
 
     Warm-up: ``start_factor`` at epoch 0, rising linearly to 1 at ``warmup_epochs``; then a cosine from

@@ -1,0 +1,2 @@
+"""The data layer: the data contract, the triplet and features, splits, sources and their ingesters, Legacy
+Survey cutouts."""

@@ -1,0 +1,127 @@
+"""The 25 metadata features of BTSbot, the alert cuts, and the features derived per source."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+#: BTSbot's metadata features, in model input order.
+METADATA_FEATURES: tuple[str, ...] = (
+    "sgscore1",
+    "distpsnr1",
+    "sgscore2",
+    "distpsnr2",
+    "fwhm",
+    "magpsf",
+    "sigmapsf",
+    "chipsf",
+    "ra",
+    "dec",
+    "diffmaglim",
+    "ndethist",
+    "nmtchps",
+    "age",
+    "days_since_peak",
+    "days_to_peak",
+    "peakmag_so_far",
+    "new_drb",
+    "ncovhist",
+    "nnotdet",
+    "chinr",
+    "sharpnr",
+    "scorr",
+    "sky",
+    "maxmag_so_far",
+)
+
+#: Features computed from a source's alerts up to the current one.
+DERIVED_FEATURES: tuple[str, ...] = (
+    "age",
+    "nnotdet",
+    "peakmag_so_far",
+    "maxmag_so_far",
+    "days_since_peak",
+    "days_to_peak",
+)
+
+
+def cut_mask(df: pd.DataFrame) -> pd.Series:
+    """BTSbot's cuts: positive subtraction, g or r band, a PS1 counterpart score for either neighbour."""
+    isdiffpos = df["isdiffpos"].astype(str).str.lower().isin(["t", "1", "true"])
+    return isdiffpos & df["fid"].isin([1, 2]) & ((df["sgscore1"] >= 0) | (df["sgscore2"] >= 0))
+
+
+def passes_cuts(isdiffpos: object, fid: object, sgscore1: object, sgscore2: object) -> bool:
+    """:func:`cut_mask` for one alert's fields (None counts as missing)."""
+
+    def score(x: object) -> float:
+        return float("nan") if x is None else float(x)
+
+    return (
+        str(isdiffpos).lower() in ("t", "1", "true")
+        and fid in (1, 2)
+        and (score(sgscore1) >= 0 or score(sgscore2) >= 0)
+    )
+
+
+def derive_source_features(df: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Add the derived features, computed per source over its alerts in time order.
+
+    ``history`` (columns objectId, jd, fid, magpsf) holds earlier detections that are not alerts of
+    ``df``, such as a packet's ``prv_candidates``: they take part in the running peak and first
+    detection like alerts do, but get no row of their own. Rows of ``history`` with the
+    (objectId, jd, fid) of an alert are ignored.
+
+    Only a source's alerts up to and including the current one are used (no look-ahead):
+    ``age = jd - min(jdstarthist, first jd)``, ``nnotdet = ncovhist - ndethist``,
+    ``peakmag_so_far`` / ``maxmag_so_far`` = min / max magpsf so far, ``days_since_peak =
+    jd - jd(brightest so far)``, ``days_to_peak = jd(brightest so far) - min(jdstarthist, first jd)``.
+    The brightest alert so far is the first one to reach the running minimum magnitude.
+    Needs columns objectId, jd, magpsf, jdstarthist, ncovhist, ndethist. Row order is kept.
+    """
+    out = df.copy()
+    if history is not None and len(history):
+        return _derive_with_history(out, history)
+    order = np.lexsort((out["jd"].to_numpy(), out["objectId"].to_numpy()))
+    s = out.iloc[order]
+    g = s.groupby("objectId", sort=False)
+    peak = g["magpsf"].cummin()
+    prev_peak = peak.groupby(s["objectId"], sort=False).shift(1)
+    new_peak = prev_peak.isna() | (s["magpsf"] < prev_peak)
+    jd_peak = s["jd"].where(new_peak).groupby(s["objectId"], sort=False).ffill()
+    first_jd = g["jd"].cummin()
+    jd_first = np.minimum(s["jdstarthist"].to_numpy(dtype=float), first_jd.to_numpy(dtype=float))
+    derived = pd.DataFrame(index=s.index)
+    derived["peakmag_so_far"] = peak
+    derived["maxmag_so_far"] = g["magpsf"].cummax()
+    derived["age"] = s["jd"].to_numpy() - jd_first
+    derived["days_since_peak"] = s["jd"] - jd_peak
+    derived["days_to_peak"] = jd_peak.to_numpy() - jd_first
+    derived["nnotdet"] = s["ncovhist"] - s["ndethist"]
+    for col in DERIVED_FEATURES:
+        out[col] = derived[col].reindex(out.index).astype(np.float64)
+    return out
+
+
+def _derive_with_history(df: pd.DataFrame, history: pd.DataFrame) -> pd.DataFrame:
+    def keys(frame: pd.DataFrame) -> pd.Series:
+        return (
+            frame["objectId"].astype(str)
+            + "|"
+            + frame["jd"].astype(float).round(6).astype(str)
+            + "|"
+            + frame["fid"].astype(int).astype(str)
+        )
+
+    hist = history.loc[history["objectId"].isin(set(df["objectId"])), ["objectId", "jd", "fid", "magpsf"]]
+    hist = hist.dropna(subset=["jd", "magpsf"])
+    hist = hist[~keys(hist).isin(set(keys(df)))].drop_duplicates()
+    hist = hist.assign(jdstarthist=np.inf, ncovhist=np.nan, ndethist=np.nan)
+    n = len(df)
+    union = pd.concat([df.reset_index(drop=True), hist.reset_index(drop=True)], ignore_index=True)
+    derived = derive_source_features(union).iloc[:n]
+    derived.index = df.index
+    out = df.copy()
+    for col in DERIVED_FEATURES:
+        out[col] = derived[col]
+    return out

@@ -1,0 +1,1 @@
+"""Ingesters of real ZTF alerts: each writes the data contract (see :mod:`alertvision.data.contract`)."""

@@ -1,0 +1,1 @@
+"""Scoring trained runs: trigger policies, tables aggregated over seeds, embeddings and their UMAP."""

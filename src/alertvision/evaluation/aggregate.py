@@ -1,0 +1,163 @@
+"""Aggregate per-run metrics over seeds into the study's tables."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Collection, Iterable
+
+import numpy as np
+import pandas as pd
+
+from alertvision.atomic import write_csv
+
+KEYS = ("dataset", "modality", "arch", "regimen", "fraction")
+#: A run's test scores, beside its metrics.json.
+PREDICTIONS_FILE = "predictions.parquet"
+
+
+def read_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """One row per run from its metrics.json."""
+    rows = []
+    for path in paths:
+        with open(path) as fh:
+            rows.append(json.load(fh))
+    if not rows:
+        raise ValueError("no metrics.json files to aggregate")
+    df = pd.DataFrame(rows)
+    missing = [k for k in (*KEYS, "seed", "test_roc_auc", "n_train_alerts") if k not in df.columns]
+    if missing:
+        raise ValueError(f"metrics lack {', '.join(missing)}")
+    df["fraction"] = df["fraction"].astype(float)
+    df["test_roc_auc"] = df["test_roc_auc"].astype(float)
+    return df
+
+
+def _std(s: pd.Series) -> float:
+    """Standard deviation over seeds (ddof=1); NaN with fewer than two values."""
+    return s.std(ddof=1) if s.notna().sum() > 1 else np.nan
+
+
+def aggregate_roc_auc(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Median and standard deviation (ddof=1; empty for one seed) of test ROC AUC per configuration."""
+    g = metrics.groupby(list(KEYS), sort=True)
+    out = g.agg(
+        n_seeds=("seed", "nunique"),
+        n_train_alerts=("n_train_alerts", "median"),
+        roc_auc_median=("test_roc_auc", "median"),
+        roc_auc_std=("test_roc_auc", _std),
+        test_loss_median=("test_loss", "median"),
+        synthetic=("synthetic", "all"),
+    ).reset_index()
+    out["n_train_alerts"] = out["n_train_alerts"].round().astype(int)
+    return out
+
+
+def write_roc_auc_table(metric_files: Iterable[str | os.PathLike], out_csv: str | os.PathLike) -> pd.DataFrame:
+    """Read runs, aggregate, write ``roc_auc.csv``; returns the table."""
+    table = aggregate_roc_auc(read_metrics(metric_files))
+    write_csv(out_csv, table)
+    return table
+
+
+def policy_rows(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, policy) from the runs' ``policies`` metrics."""
+    if "policies" not in metrics.columns:
+        raise ValueError("metrics lack the trigger policies: score them first (score_policies)")
+    rows = []
+    for _, run in metrics.iterrows():
+        for policy, values in (run["policies"] or {}).items():
+            rows.append(
+                {
+                    **{k: run[k] for k in (*KEYS, "seed", "n_train_alerts", "test_roc_auc", "synthetic")},
+                    "policy": policy,
+                    **{k: v for k, v in values.items() if k != "completeness_by_peak_mag"},
+                    "completeness_by_peak_mag": values.get("completeness_by_peak_mag") or [],
+                }
+            )
+    if not rows:
+        raise ValueError("no trigger-policy results in the metrics")
+    out = pd.DataFrame(rows)
+    for col in ("f1", "completeness", "purity", "trigger_delay_days_median"):
+        out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)  # null in JSON -> NaN
+    return out
+
+
+def aggregate_f1(rows: pd.DataFrame) -> pd.DataFrame:
+    """Median and standard deviation over seeds of F1, completeness and purity per configuration and policy."""
+    g = rows.groupby([*KEYS, "policy"], sort=True)
+    out = g.agg(
+        n_seeds=("seed", "nunique"),
+        n_train_alerts=("n_train_alerts", "median"),
+        f1_median=("f1", "median"),
+        f1_std=("f1", _std),
+        completeness_median=("completeness", "median"),
+        completeness_std=("completeness", _std),
+        purity_median=("purity", "median"),
+        purity_std=("purity", _std),
+        trigger_delay_days_median=("trigger_delay_days_median", "median"),
+        n_sources=("n_included", "median"),
+        roc_auc_median=("test_roc_auc", "median"),
+        synthetic=("synthetic", "all"),
+    ).reset_index()
+    out["n_train_alerts"] = out["n_train_alerts"].round().astype(int)
+    return out
+
+
+def aggregate_peak_mag(rows: pd.DataFrame) -> pd.DataFrame:
+    """Completeness per peak-magnitude bin: median and std over seeds per configuration and policy."""
+    long = [
+        {**{k: r[k] for k in (*KEYS, "policy", "seed")}, **b}
+        for _, r in rows.iterrows()
+        for b in r["completeness_by_peak_mag"]
+    ]
+    if not long:
+        return pd.DataFrame(columns=[*KEYS, "policy", "lo", "hi", "n_trues", "completeness_median", "completeness_std"])
+    frame = pd.DataFrame(long)
+    frame["completeness"] = pd.to_numeric(frame["completeness"], errors="coerce").astype(float)
+    g = frame.groupby([*KEYS, "policy", "lo", "hi"], sort=True)
+    return g.agg(
+        n_trues=("n_trues", "median"),
+        completeness_median=("completeness", "median"),
+        completeness_std=("completeness", _std),
+    ).reset_index()
+
+
+def score_policies(metric_files: Iterable[str | os.PathLike], exclude: Collection[str] = ()) -> pd.DataFrame:
+    """The runs' metrics with a ``policies`` column: every trigger policy scored on the run's test predictions
+    (``predictions.parquet`` beside its ``metrics.json``), the sources in ``exclude`` left out."""
+    from alertvision.evaluation.policies import evaluate_policies
+
+    paths = [Path(p) for p in metric_files]
+    metrics = read_metrics(paths)
+    metrics["policies"] = [
+        evaluate_policies(pd.read_parquet(p.parent / PREDICTIONS_FILE), exclude=exclude) for p in paths
+    ]
+    return metrics
+
+
+def write_f1_tables(
+    metric_files: Iterable[str | os.PathLike],
+    out_csv: str | os.PathLike,
+    peak_mag_csv: str | os.PathLike | None = None,
+    exclude_sources: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Score the runs' trigger policies (see :func:`score_policies`; ``exclude_sources`` an exclusion list
+    file), aggregate them over seeds, write ``f1.csv`` (and the peak-magnitude table)."""
+    from alertvision.evaluation.policies import read_exclusion_list
+
+    exclude = read_exclusion_list(exclude_sources) if exclude_sources else set()
+    return write_policy_tables(score_policies(metric_files, exclude), out_csv, peak_mag_csv)
+
+
+def write_policy_tables(
+    metrics: pd.DataFrame, out_csv: str | os.PathLike, peak_mag_csv: str | os.PathLike | None = None
+) -> pd.DataFrame:
+    """Aggregate runs whose ``policies`` are scored into ``f1.csv`` (and the peak-magnitude table)."""
+    rows = policy_rows(metrics)
+    table = aggregate_f1(rows)
+    write_csv(out_csv, table)
+    if peak_mag_csv is not None:
+        write_csv(peak_mag_csv, aggregate_peak_mag(rows))
+    return table

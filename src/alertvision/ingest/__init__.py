@@ -1,1 +1,0 @@
-"""Ingesters of real ZTF alerts: each writes the data contract (see :mod:`alertvision.contract`)."""

@@ -1,0 +1,196 @@
+"""The paper's figures, drawn from the aggregated tables."""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from alertvision.atomic import atomic_path  # noqa: E402
+from alertvision.config import METADATA_ONLY  # noqa: E402
+from alertvision.evaluation.policies import POLICIES  # noqa: E402
+
+DATASET_TITLES = {"ztf": "ZTF", "ls": "Legacy Survey"}
+ARCH_TITLES = {"convnext": "ConvNeXt", "maxvit": "MaxViT", "cnn": "CNN", "none": "metadata only"}
+BASELINE_ARCH = "cnn"
+REGIMEN_COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"]
+
+
+def _line(ax, rows: pd.DataFrame, colour: str, label: str, metric: str = "roc_auc", style: str = "o-") -> None:
+    """Median of ``metric`` against training alerts, with a one-std band where there are several seeds."""
+    rows = rows.sort_values("n_train_alerts")
+    x = rows["n_train_alerts"].to_numpy(dtype=float)
+    y = rows[f"{metric}_median"].to_numpy(dtype=float)
+    s = np.nan_to_num(rows[f"{metric}_std"].to_numpy(dtype=float))
+    ax.plot(x, y, style, color=colour, label=label, lw=1.6, ms=4)
+    if (s > 0).any():
+        ax.fill_between(x, y - s, y + s, color=colour, alpha=0.2, lw=0)
+
+
+def _title(text: str, table: pd.DataFrame) -> tuple[str, str]:
+    """The suptitle (median of N seeds; SYNTHETIC DATA first when the data are synthetic) and its colour."""
+    synthetic = bool(table["synthetic"].all()) if "synthetic" in table else False
+    n_seeds = int(table["n_seeds"].max())
+    text += f" (median of {n_seeds} seed{'s' if n_seeds > 1 else ''})"
+    return ("SYNTHETIC DATA - " + text, "firebrick") if synthetic else (text, "black")
+
+
+def _finish_panel(
+    ax,
+    drawn: dict,
+    key: tuple,
+    title: str,
+    *,
+    bottom: bool,
+    ylabel: str | None,
+    legend: bool,
+    ylabel_size: float | None = None,
+) -> None:
+    """Record a panel's lines in ``drawn`` and give it the figures' common look: log x axis, grid, title,
+    the x label on the bottom row, ``ylabel`` where given, a legend where asked."""
+    drawn["panels"].append(key)
+    drawn["lines"][key] = [line.get_label() for line in ax.get_lines()]
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    if bottom:
+        ax.set_xlabel("number of training alerts")
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=ylabel_size)
+    if legend:
+        ax.legend(fontsize=7, loc="lower right")
+
+
+def _save(fig, out_pdf: str | os.PathLike) -> None:
+    fig.tight_layout()
+    with atomic_path(out_pdf) as tmp:
+        fig.savefig(tmp, format="pdf")
+    plt.close(fig)
+
+
+def figure2(table: pd.DataFrame, out_pdf: str | os.PathLike, modality: str = "image") -> dict:
+    """Test ROC AUC against number of training alerts: rows are datasets, columns architectures.
+
+    One line per pre-training regimen (median over seeds, band = one standard deviation), the
+    baseline CNN in grey in every panel of its dataset. The title says so when the data are synthetic.
+    Returns what was drawn: the title, the panels (dataset, arch) and each panel's line labels.
+    """
+    table = table[table["modality"] == modality]
+    if table.empty:
+        raise ValueError(f"no {modality} runs in the table")
+    datasets = [d for d in DATASET_TITLES if d in set(table["dataset"])]
+    archs = [a for a in table["arch"].unique() if a != BASELINE_ARCH] or [BASELINE_ARCH]
+    regimens = sorted(set(table.loc[table["arch"] != BASELINE_ARCH, "regimen"]), key=lambda r: (r != "none", r))
+    colours = {r: REGIMEN_COLOURS[i % len(REGIMEN_COLOURS)] for i, r in enumerate(regimens)}
+    drawn: dict = {"panels": [], "lines": {}}
+    fig, axes = plt.subplots(
+        len(datasets),
+        len(archs),
+        figsize=(4.2 * len(archs), 3.4 * len(datasets)),
+        squeeze=False,
+        sharex="row",
+        sharey=True,
+    )
+    for i, dataset in enumerate(datasets):
+        for j, arch in enumerate(archs):
+            ax = axes[i][j]
+            base = table[(table["dataset"] == dataset) & (table["arch"] == BASELINE_ARCH)]
+            if not base.empty and arch != BASELINE_ARCH:
+                _line(ax, base, "0.55", "CNN baseline")
+            for regimen in regimens:
+                rows = table[(table["dataset"] == dataset) & (table["arch"] == arch) & (table["regimen"] == regimen)]
+                if not rows.empty:
+                    _line(ax, rows, colours[regimen], f"{ARCH_TITLES.get(arch, arch)}, {regimen}")
+            _finish_panel(
+                ax,
+                drawn,
+                (dataset, arch),
+                f"{DATASET_TITLES.get(dataset, dataset)}: {ARCH_TITLES.get(arch, arch)}",
+                bottom=i == len(datasets) - 1,
+                ylabel="test ROC AUC" if j == 0 else None,
+                legend=True,
+            )
+    title, colour = _title("Test ROC AUC against training-set size", table)
+    fig.suptitle(title, fontsize=11, color=colour)
+    _save(fig, out_pdf)
+    drawn["title"] = title
+    return drawn
+
+
+def policy_note(policies: Sequence[str]) -> list[str]:
+    """One line per policy in words, BTSbot's production triggers first and named so."""
+    chosen = [POLICIES[p] for p in policies]
+    return [f"BTSbot production trigger {p.name}: {p.describe()}" for p in chosen if p.production] + [
+        f"{p.name}: {p.describe()}" for p in chosen if not p.production
+    ]
+
+
+def figure3(table: pd.DataFrame, out_pdf: str | os.PathLike, policies: str | Sequence[str] | None = None) -> dict:
+    """F1 of follow-up trigger policies against number of training alerts for the multi-modal models.
+
+    One panel row per policy (in the order given; a single name is one row; None: all four), one column per image
+    backbone other than the CNN; in each panel one line per regimen (median over seeds, band = one
+    standard deviation), the multi-modal CNN baseline in grey and the metadata-only model (arch
+    ``none``) dashed. The suptitle says which policies are BTSbot's production triggers and what each
+    needs. Returns the title, the panels (policy, arch) and each panel's line labels.
+    """
+    policies = list(POLICIES) if policies is None else [policies] if isinstance(policies, str) else list(policies)
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown or not policies:
+        raise ValueError(f"unknown policies {unknown} (known: {', '.join(POLICIES)})")
+    table = table[table["modality"] == "multimodal"]
+    for policy in policies:
+        if not (table["policy"] == policy).any():
+            raise ValueError(f"no multimodal runs scored with policy {policy!r} in the table")
+    table = table[table["policy"].isin(policies)]
+    archs = [a for a in table["arch"].unique() if a not in (BASELINE_ARCH, METADATA_ONLY)]
+    archs = archs or [a for a in (BASELINE_ARCH, METADATA_ONLY) if a in set(table["arch"])][:1]
+    regimens = sorted(set(table.loc[table["arch"].isin(archs), "regimen"]), key=lambda r: (r != "none", r))
+    colours = {r: REGIMEN_COLOURS[i % len(REGIMEN_COLOURS)] for i, r in enumerate(regimens)}
+    drawn: dict = {"panels": [], "lines": {}}
+    fig, axes = plt.subplots(
+        len(policies),
+        len(archs),
+        figsize=(4.6 * len(archs), 3.1 * len(policies) + 1.2),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+    )
+    for i, policy in enumerate(policies):
+        scored = table[table["policy"] == policy]
+        base, meta = scored[scored["arch"] == BASELINE_ARCH], scored[scored["arch"] == METADATA_ONLY]
+        name = f"{policy} (production)" if POLICIES[policy].production else policy
+        for j, arch in enumerate(archs):
+            ax = axes[i][j]
+            if not base.empty and arch != BASELINE_ARCH:
+                _line(ax, base, "0.55", "CNN baseline (multi-modal)", metric="f1")
+            for regimen in regimens:
+                rows = scored[(scored["arch"] == arch) & (scored["regimen"] == regimen)]
+                if not rows.empty:
+                    _line(ax, rows, colours[regimen], f"{ARCH_TITLES.get(arch, arch)}, {regimen}", metric="f1")
+            if not meta.empty and arch != METADATA_ONLY:
+                _line(ax, meta, "black", "metadata only", metric="f1", style="--")
+            _finish_panel(
+                ax,
+                drawn,
+                (policy, arch),
+                f"{ARCH_TITLES.get(arch, arch)} + metadata: {name}",
+                bottom=i == len(policies) - 1,
+                ylabel=f"F1 of {policy} triggers (test sources)" if j == 0 else None,
+                legend=i == 0,
+                ylabel_size=9,
+            )
+    title, colour = _title("ZTF multi-modal models: F1 of follow-up trigger policies against training-set size", table)
+    title = "\n".join([title, *policy_note(policies)])
+    fig.suptitle(title, fontsize=10, color=colour)
+    _save(fig, out_pdf)
+    drawn["title"] = title
+    return drawn

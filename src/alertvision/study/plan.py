@@ -1,0 +1,163 @@
+"""The study plan: which runs the grid holds and where every file of a study lives.
+
+This is the one module that spells the ``results/`` and ``resources/`` layout. The Snakemake rules
+(through ``workflow/rules/common.smk``), the CLI, Figure 4's run selection and the sweeps all ask
+it. Every path method gives a concrete path for concrete values and a Snakemake wildcard pattern
+when called with the defaults (``"{dataset}"`` and so on), so a rule's output and the code that
+reads it can never disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator, Mapping
+
+#: The wildcard names of one training run, in path order.
+RUN_FIELDS = ("dataset", "modality", "arch", "regimen", "fraction", "seed")
+#: Each field as a Snakemake wildcard: the values that turn a path into a rule's pattern.
+WILDCARDS = {k: f"{{{k}}}" for k in RUN_FIELDS}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the grid: a (dataset, modality, arch, regimen, fraction, seed) cell.
+
+    ``fraction`` is the path form of the training fraction (see ``config.format_fraction``).
+    """
+
+    dataset: str
+    modality: str
+    arch: str
+    regimen: str
+    fraction: str
+    seed: int
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> "Run":
+        """A run from Snakemake wildcards or a dict holding the six fields (``seed`` as text or number)."""
+        return cls(*(str(values[k]) for k in RUN_FIELDS[:-1]), seed=int(values["seed"]))
+
+    def values(self) -> dict[str, Any]:
+        """The six fields as a dict (the ``run_info`` a run records in metrics.json)."""
+        return asdict(self)
+
+    @property
+    def configuration(self) -> dict[str, str]:
+        """The fields without the seed: what a sweep tunes once for every seed."""
+        return {k: str(v) for k, v in asdict(self).items() if k != "seed"}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a study's files live, under a results root and a resources root (weights, corpora)."""
+
+    results: str = "results"
+    resources: str = "resources"
+
+    # -- datasets and splits ------------------------------------------------------------------------
+    def dataset_dir(self, dataset: str = "{dataset}") -> str:
+        """A dataset folder (alerts.parquet, images.npy, manifest.json)."""
+        return f"{self.results}/data/{dataset}"
+
+    def dataset_file(self, name: str, dataset: str = "{dataset}") -> str:
+        return f"{self.dataset_dir(dataset)}/{name}"
+
+    def split_file(self, dataset: str = "{dataset}", fraction: str = "{fraction}") -> str:
+        """The split table of one training fraction."""
+        return f"{self.results}/splits/{dataset}/f{fraction}.parquet"
+
+    # -- training runs, sweeps, embeddings ----------------------------------------------------------
+    def run_dir(self, run: Run | None = None) -> str:
+        """A run's folder (model.pt, history.csv, metrics.json, predictions.parquet); the pattern without a run."""
+        v = run.values() if run is not None else WILDCARDS
+        return (
+            f"{self.results}/runs/{v['dataset']}/{v['modality']}/{v['arch']}/{v['regimen']}/"
+            f"f{v['fraction']}/s{v['seed']}"
+        )
+
+    def run_file(self, name: str, run: Run | None = None) -> str:
+        return f"{self.run_dir(run)}/{name}"
+
+    def sweep_dir(self, configuration: Mapping[str, Any] | Run | None = None) -> str:
+        """The folder of a configuration's sweep (worker reports, best.yaml, trials); seeds share it."""
+        if isinstance(configuration, Run):
+            configuration = configuration.configuration
+        v = configuration or WILDCARDS
+        return f"{self.results}/sweeps/{v['dataset']}/{v['modality']}/{v['arch']}/{v['regimen']}/f{v['fraction']}"
+
+    def sweep_file(self, name: str, configuration: Mapping[str, Any] | Run | None = None) -> str:
+        """A file of a configuration's sweep, e.g. ``best.yaml``, ``trials.csv``, ``worker0.json``."""
+        return f"{self.sweep_dir(configuration)}/{name}"
+
+    def sweep_summary(self) -> str:
+        return f"{self.results}/sweeps/summary.csv"
+
+    def embeddings_dir(self, dataset: str = "{dataset}", arch: str = "{arch}", regimen: str = "{regimen}") -> str:
+        """The folder of a run's test-split embeddings and their UMAP."""
+        return f"{self.results}/embeddings/{dataset}/{arch}/{regimen}"
+
+    def embeddings_file(
+        self, name: str, dataset: str = "{dataset}", arch: str = "{arch}", regimen: str = "{regimen}"
+    ) -> str:
+        """``embeddings.parquet`` or ``umap.parquet`` of a run."""
+        return f"{self.embeddings_dir(dataset, arch, regimen)}/{name}"
+
+    # -- weights and corpora ------------------------------------------------------------------------
+    def weights_dir(self, regimen: str = "{regimen}", arch: str = "{arch}") -> str:
+        """Where the weights a (regimen, arch) starts from are materialised; training reads only this folder."""
+        return f"{self.resources}/weights/{regimen}/{arch}"
+
+    def corpus_dir(self, regimen: str = "{regimen}") -> str:
+        """The synthetic image corpus a pre-training regimen writes."""
+        return f"{self.resources}/corpora/{regimen}"
+
+    # -- tables, figures, reports -------------------------------------------------------------------
+    def resolved_config(self) -> str:
+        return f"{self.results}/config.yaml"
+
+    def table(self, name: str) -> str:
+        """A results table, e.g. ``roc_auc.csv``, ``f1.csv``, ``completeness_peak_mag.csv``."""
+        return f"{self.results}/tables/{name}"
+
+    def figure(self, number: int) -> str:
+        return f"{self.results}/figure{number}.pdf"
+
+    def table2_json(self, arch: str = "{arch}") -> str:
+        """One architecture's Table 2 measurements."""
+        return f"{self.results}/table2/{arch}.json"
+
+    def table2_file(self, suffix: str) -> str:
+        """Table 2 as ``csv``, ``md`` or ``tex``."""
+        return f"{self.results}/table2.{suffix}"
+
+    def outliers_dir(self) -> str:
+        return f"{self.results}/outliers"
+
+    def outliers_file(self, name: str) -> str:
+        """``outliers.csv``, ``index.html`` or the ``img`` folder of the outlier report."""
+        return f"{self.outliers_dir()}/{name}"
+
+    def job_benchmark(self, rule: str, pattern: str) -> str:
+        """Snakemake's benchmark file of a job of ``rule`` (``pattern``: its wildcards as a relative path)."""
+        return f"{self.results}/benchmarks/{rule}/{pattern}.tsv"
+
+
+#: The layout of a study run from the repository root, as Snakemake and the CLI's defaults use it.
+LAYOUT = Layout()
+
+
+def grid_runs(config: Mapping[str, Any], modality: str | None = None) -> Iterator[Run]:
+    """Every training run of the grid, or those of one modality, in the config's order."""
+    from alertvision.config import grid_cells
+
+    for cell in grid_cells(config, modality):
+        yield Run.from_values(cell)
+
+
+def largest_run(config: Mapping[str, Any], arch: str, regimen: str, dataset: str, modality: str = "image") -> Run:
+    """The run Table 2 and Figure 4 use for (arch, regimen): the grid's largest fraction, its first seed."""
+    from alertvision.config import format_fraction
+
+    grid = config["grid"]
+    fraction = format_fraction(max(float(f) for f in grid["fractions"]))
+    return Run(dataset, modality, arch, regimen, fraction, int(grid["seeds"][0]))

@@ -1,0 +1,372 @@
+"""One function per pipeline step: the front door. Every Snakemake script and every CLI command calls these."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+import pandas as pd
+
+from alertvision.atomic import write_parquet
+from alertvision.data.contract import ALERTS_FILE
+
+if TYPE_CHECKING:
+    from alertvision.models.weights import ResolvedWeights
+
+log = logging.getLogger(__name__)
+
+
+def write_resolved_config(config: Mapping[str, Any], out: str | os.PathLike) -> None:
+    """Write the study config as resolved (every default filled in; storage passwords masked) as YAML."""
+    import yaml
+
+    from alertvision.atomic import write_text
+    from alertvision.config import masked_config
+
+    write_text(
+        out,
+        "# The study config as run: every default filled in, storage passwords masked.\n"
+        + yaml.safe_dump(masked_config(config), sort_keys=False),
+    )
+    log.info("wrote the resolved config to %s", out)
+
+
+def ingest_ztf(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool = True) -> dict:
+    """Write the ZTF dataset of ``data.source`` (alerts.parquet, images.npy, manifest.json); returns its manifest."""
+    from alertvision.data.sources import ingest_ztf as ingest
+
+    return ingest(config, out_dir, progress=progress)
+
+
+def ls_dataset(
+    config: Mapping[str, Any], ztf_dir: str | os.PathLike, out_dir: str | os.PathLike, progress: bool = True
+) -> dict:
+    """Write the Legacy Survey dataset paired with the alerts of ``ztf_dir``; returns its manifest."""
+    from alertvision.data.sources import ingest_ls
+
+    return ingest_ls(config, ztf_dir, out_dir, progress=progress)
+
+
+def split(
+    dataset_dir: str | os.PathLike, fraction: float, splits_cfg: Mapping[str, Any], out: str | os.PathLike
+) -> pd.DataFrame:
+    """Write the split table of one training fraction (alert_id, row, split)."""
+    from alertvision.data.splits import check_eval_classes, split_table
+
+    alerts = pd.read_parquet(
+        Path(dataset_dir) / ALERTS_FILE, columns=["alert_id", "objectId", "jd", "label", "source_set", "split"]
+    )
+    table = split_table(alerts, float(fraction), splits_cfg)
+    check_eval_classes(table, alerts["label"].to_numpy(), f"{dataset_dir} at {fraction}%")
+    write_parquet(out, table)
+    counts = table["split"].value_counts().to_dict()
+    log.info("fraction %s%%: %s alerts per split", fraction, counts)
+    return table
+
+
+def fetch_weights(weight_id: str, weights_cfg: Mapping[str, Any], out_folder: str | os.PathLike) -> dict:
+    """Materialise a weight id into ``out_folder`` (config.json + model.safetensors + source.json)."""
+    from alertvision.models.fetch import fetch_weights as fetch
+
+    record = fetch(
+        weight_id,
+        out_folder,
+        local_dirs=weights_cfg.get("local_dirs"),
+        cache_dir=weights_cfg.get("cache_dir"),
+        endpoint=weights_cfg.get("endpoint"),
+    )
+    log.info("weights %s -> %s: %s", weight_id, out_folder, json.dumps(record, default=str))
+    return record
+
+
+def galaxy_corpus(corpus_cfg: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool = True) -> dict:
+    """Write the SYNTHETIC galaxy corpus of a pre-training regimen (images, vote counts, manifest)."""
+    from alertvision.synthetic.galaxies import write_galaxy_corpus
+
+    manifest = write_galaxy_corpus(
+        out_dir, int(corpus_cfg["n_images"]), int(corpus_cfg["size"]), int(corpus_cfg["seed"]), progress=progress
+    )
+    log.info("SYNTHETIC galaxy corpus: %d images of %d px in %s", manifest["n_images"], manifest["size"], out_dir)
+    return manifest
+
+
+def pretrain(
+    corpus_dir: str | os.PathLike,
+    out_folder: str | os.PathLike,
+    *,
+    arch_cfg: Mapping[str, Any],
+    pretrain_cfg: Mapping[str, Any],
+    threads: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Pre-train the encoder of a timm architecture on an image corpus and write it in timm's local-dir layout."""
+    from alertvision.training.pretrain import pretrain_encoder
+
+    if arch_cfg["kind"] != "timm":
+        raise ValueError(f"only timm architectures are pre-trained, not kind {arch_cfg['kind']!r}")
+    keys = ("epochs", "batch_size", "lr", "weight_decay", "loss", "seed", "device")
+    return pretrain_encoder(
+        corpus_dir,
+        out_folder,
+        timm_name=arch_cfg["timm_name"],
+        input_size=int(arch_cfg["input_size"]),
+        threads=threads or pretrain_cfg.get("threads"),
+        progress=progress,
+        **{k: pretrain_cfg[k] for k in keys},
+    )
+
+
+def weights_from_folder(folder: str | os.PathLike | None, weight_id: str | None) -> "ResolvedWeights | None":
+    """The weights materialised in ``folder`` (by fetch_weights or pretrain), recorded under ``weight_id``
+    (default: ``local-dir:`` of the folder); None without a folder (random init)."""
+    if folder is None:
+        return None
+    weight_id = weight_id or f"local-dir:{folder}"
+    from alertvision.models.fetch import SOURCE_FILE, fetched_weights
+    from alertvision.models.weights import ResolvedWeights, check_folder
+
+    folder = Path(folder).resolve()
+    if (folder / SOURCE_FILE).is_file():
+        return fetched_weights(folder)
+    return ResolvedWeights(weight_id, str(folder), check_folder(folder, weight_id), "pretrained here")
+
+
+def sweep_worker(
+    dataset_dir: str | os.PathLike,
+    split_file: str | os.PathLike,
+    report_json: str | os.PathLike,
+    *,
+    arch_cfg: Mapping[str, Any],
+    training: Mapping[str, Any],
+    sweep_cfg: Mapping[str, Any],
+    study_name: str,
+    weights_dir: str | os.PathLike | None,
+    weight_id: str | None,
+    progress: bool = True,
+) -> dict:
+    """Run trials of one configuration's study (shared with its other workers) until it has enough."""
+    from alertvision.sweeps import sweep_run
+
+    weights = weights_from_folder(weights_dir, weight_id)
+    return sweep_run(
+        dataset_dir,
+        split_file,
+        Path(report_json).parent,
+        arch_cfg=arch_cfg,
+        training=training,
+        sweep_cfg=sweep_cfg,
+        study_name=study_name,
+        weights=weights,
+        progress=progress,
+        worker_report=report_json,
+    )
+
+
+def sweep_finalize(
+    sweep_dir: str | os.PathLike,
+    *,
+    study_name: str,
+    arch_cfg: Mapping[str, Any],
+    training: Mapping[str, Any],
+    sweep_cfg: Mapping[str, Any],
+    modality: str,
+) -> dict:
+    """Write best.yaml, trials.csv and trials.png of a configuration whose workers are done; returns best.yaml."""
+    from alertvision.sweeps import sweep_finalize as finalize
+
+    folder = Path(sweep_dir)
+    return finalize(
+        folder,
+        study_name=study_name,
+        training=training,
+        sweep_cfg=sweep_cfg,
+        best_yaml=folder / "best.yaml",
+        trials_csv=folder / "trials.csv",
+        plot=folder / "trials.png",
+        modality=modality,
+        arch_cfg=arch_cfg,
+    )
+
+
+def sweep_summary(best_yamls: Iterable[str | os.PathLike], out_csv: str | os.PathLike) -> pd.DataFrame:
+    """Gather the studies' best.yaml files into one table."""
+    from alertvision.sweeps import write_summary
+
+    return write_summary(best_yamls, out_csv)
+
+
+def train(
+    dataset_dir: str | os.PathLike,
+    split_file: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    *,
+    arch_cfg: Mapping[str, Any],
+    training: Mapping[str, Any],
+    seed: int,
+    weights_dir: str | os.PathLike | None,
+    weight_id: str | None,
+    run_info: Mapping[str, Any],
+    best_yaml: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train one grid cell, from the weights in ``weights_dir`` (written by fetch_weights or pretrain;
+    None: random init), with a sweep's best hyperparameters over the configured ones when ``best_yaml``
+    is given."""
+    from alertvision.training.loop import train_run
+
+    arch_cfg, training, run_info = dict(arch_cfg), dict(training), dict(run_info)
+    if best_yaml is not None:
+        from alertvision.sweeps import load_best_params
+        from alertvision.sweeps.space import split_params
+
+        best = load_best_params(best_yaml)
+        arch_best, training_best = split_params(best)
+        arch_cfg.update(arch_best)
+        training.update(training_best)
+        run_info.update(hyperparameters=best, hyperparameters_from=str(best_yaml))
+        log.info("hyperparameters from %s: %s", best_yaml, best)
+    weights = weights_from_folder(weights_dir, weight_id)
+    return train_run(
+        dataset_dir,
+        split_file,
+        run_dir,
+        arch_cfg=arch_cfg,
+        training=training,
+        seed=int(seed),
+        weights=weights,
+        run_info=run_info,
+        progress=progress,
+    )
+
+
+def benchmark(
+    model: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    out_json: str | os.PathLike,
+    *,
+    arch: str,
+    arch_cfg: Mapping[str, Any],
+    benchmark_cfg: Mapping[str, Any],
+    training_cfg: Mapping[str, Any],
+) -> dict:
+    """Table 2 rows of one architecture: throughput and memory on the test split of ``dataset_dir``."""
+    from alertvision.reports.throughput import benchmark_run
+
+    return benchmark_run(
+        model,
+        dataset_dir,
+        out_json,
+        arch=arch,
+        arch_cfg=arch_cfg,
+        benchmark_cfg=benchmark_cfg,
+        training_cfg=training_cfg,
+    )
+
+
+def table2(
+    json_files: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    workload: Mapping[str, Any],
+    alerts_file: str | os.PathLike,
+    splits_cfg: Mapping[str, Any],
+) -> pd.DataFrame:
+    """Gather benchmark JSON files into table2.csv, .md and .tex, with the compute estimate of ``workload``
+    (training alerts counted in ``alerts_file``)."""
+    from alertvision.reports.throughput import table2 as gather
+    from alertvision.reports.workload import StudyWorkload
+
+    study = StudyWorkload.from_dataset(workload, alerts_file, splits_cfg)
+    out = Path(out_dir)
+    return gather(json_files, out / "table2.csv", out / "table2.md", out / "table2.tex", study)
+
+
+def embed(
+    model: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    batch_size: int,
+    threads: int | None,
+    device: str,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Penultimate-layer embeddings of a run's test alerts."""
+    from alertvision.evaluation.embeddings import embed_run
+
+    return embed_run(model, dataset_dir, out, batch_size=batch_size, threads=threads, device=device, progress=progress)
+
+
+def umap(embeddings: str | os.PathLike, out: str | os.PathLike, umap_cfg: Mapping[str, Any]) -> pd.DataFrame:
+    """The seeded 2-D UMAP of an embeddings table."""
+    from alertvision.evaluation.latent import write_umap
+
+    return write_umap(embeddings, out, umap_cfg)
+
+
+def figure4(
+    panels: Mapping[str, str | os.PathLike],
+    manifest: str | os.PathLike,
+    out_pdf: str | os.PathLike,
+    note: str | None = None,
+) -> None:
+    """Draw Figure 4 from UMAP tables, one panel per title."""
+    from alertvision.reports.figure4 import figure4_from_files
+
+    figure4_from_files(panels, manifest, out_pdf, note=note)
+
+
+def outliers(
+    umaps: Mapping[str, str | os.PathLike],
+    ztf_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    isolation_forest: Mapping[str, Any],
+    *,
+    ls_dir: str | os.PathLike | None = None,
+    titles: Mapping[str, str] | None = None,
+    note: str | None = None,
+) -> dict:
+    """Isolation-Forest outliers of each model's UMAP: outliers.csv and a page of cards."""
+    from alertvision.reports.gallery import build_outlier_report
+
+    return build_outlier_report(umaps, ztf_dir, out_dir, isolation_forest, ls_dir=ls_dir, titles=titles, note=note)
+
+
+def aggregate(metric_files: Iterable[str | os.PathLike], out_csv: str | os.PathLike) -> pd.DataFrame:
+    """Aggregate runs into ``roc_auc.csv``."""
+    from alertvision.evaluation.aggregate import write_roc_auc_table
+
+    return write_roc_auc_table(metric_files, out_csv)
+
+
+def figure2(table_csv: str | os.PathLike, out_pdf: str | os.PathLike) -> None:
+    """Draw Figure 2 from ``roc_auc.csv``."""
+    from alertvision.reports.figures import figure2 as draw
+
+    draw(pd.read_csv(table_csv), out_pdf)
+
+
+def f1_table(
+    metric_files: Iterable[str | os.PathLike],
+    out_csv: str | os.PathLike,
+    peak_mag_csv: str | os.PathLike | None = None,
+    exclude_sources: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Score the runs' trigger policies on their test predictions (the sources of ``exclude_sources`` left
+    out) and aggregate them into ``f1.csv`` (and completeness per peak-magnitude bin)."""
+    from alertvision.evaluation.aggregate import write_f1_tables
+
+    return write_f1_tables(metric_files, out_csv, peak_mag_csv, exclude_sources)
+
+
+def figure3(
+    table_csv: str | os.PathLike, out_pdf: str | os.PathLike, policies: str | Sequence[str] | None = None
+) -> None:
+    """Draw Figure 3 from ``f1.csv``: the F1 of each of ``policies`` (one panel row each; None: all four) for the
+    multi-modal models."""
+    from alertvision.reports.figures import figure3 as draw
+
+    draw(pd.read_csv(table_csv), out_pdf, policies=policies)
