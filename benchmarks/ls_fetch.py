@@ -1,6 +1,6 @@
 """Legacy Survey cutout fetching against a local cutout service with injected latency, in one run.
 
-Starts the local stand-in of the viewer's cutout service (tests/legacysurvey_server.py, real FITS
+Starts the local stand-in of the viewer's cutout service (tests/servers/legacysurvey_server.py, real FITS
 layout) with ``--latency`` seconds per answer, fetches ``--n`` sources with 1 request in flight
 (the baseline) and with ``--concurrency`` in flight into fresh caches, prints sources/s of each and
 their ratio, then fetches again into the filled cache and prints the cache hit rate. No network.
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "servers"))
 
 from legacysurvey_server import ViewerServer  # noqa: E402
 

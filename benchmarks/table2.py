@@ -33,13 +33,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from alertvision.models import build_model  # noqa: E402
-from alertvision.reports import throughput as tp  # noqa: E402
-from alertvision.reports.workload import StudyWorkload, format_estimate, study_hours, workload_groups  # noqa: E402
+from alertvision.reports import table2 as tp  # noqa: E402
+from alertvision.reports.table2.estimate import StudyWorkload, format_estimate, study_hours, workload_groups  # noqa: E402
 
 log = logging.getLogger("table2")
 
 #: The architectures of config/config.yaml with the schema's defaults filled in (kept in step by
-#: tests/test_throughput.py), so that this script needs neither yaml nor jsonschema.
+#: tests/unit/test_throughput.py), so that this script needs neither yaml nor jsonschema.
 ARCHS = {
     "cnn": {
         "kind": "cnn",

@@ -1,13 +1,17 @@
-"""Shared fixtures: the real alert packets, a tiny config, tiny synthetic datasets."""
+"""Shared fixtures: the real alert packets, a tiny config, tiny synthetic datasets; the test folders' import path."""
 
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# tests/unit: unit tests; tests/workflow: Snakemake and the CLI as a user runs them; tests/servers: the
+# local protocol servers and clusters the tests talk to. Servers and unit-test helpers import by name.
+sys.path[:0] = [str(REPO / "tests" / "servers"), str(REPO / "tests" / "unit")]
 #: Twelve real ZTF packets (MIT, from skyportal/kowalski; see the README and LICENSE beside them).
 ALERTS_DIR = REPO / "tests" / "data" / "ztf_alerts"
 
@@ -27,7 +31,7 @@ TINY_CONFIG = {
     # input_scale 63 as the embedded default: at the paper's scale (1) a few epochs barely move the loss
     "archs": {
         # BTSbot's CNN shape at a fifth of its width: the tests pin behaviour, not the model's capacity
-        # (tests/test_models.py counts the parameters of the full-size default)
+        # (tests/unit/test_models.py counts the parameters of the full-size default)
         "cnn": {
             "kind": "cnn",
             "input_scale": 63,

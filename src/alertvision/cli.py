@@ -175,7 +175,14 @@ def cmd_pretrain(args) -> int:
     block = _pretrain_block(config, args.regimen)
     corpus = args.corpus or corpus_folder(config, args.regimen)
     out = args.out or LAYOUT.weights_dir(args.regimen, args.arch)
-    summary = pretrain(corpus, out, arch_cfg=config["archs"][args.arch], pretrain_cfg=block, progress=not args.quiet)
+    summary = pretrain(
+        corpus,
+        out,
+        arch_cfg=config["archs"][args.arch],
+        pretrain_cfg=block,
+        progress=not args.quiet,
+        checkpoints=config["checkpoints"],
+    )
     print(
         f"{out}: loss {summary['first_train_loss']:.3f} -> {summary['last_train_loss']:.3f} (train), best val "
         f"{summary['best_val_loss']:.3f}"
@@ -222,6 +229,7 @@ def cmd_train(args) -> int:
         run_info=run.values(),
         best_yaml=_best_yaml(args, config, run),
         progress=not args.quiet,
+        checkpoints=config["checkpoints"],
     )
     import pandas as pd
 
@@ -361,7 +369,7 @@ def cmd_benchmark(args) -> int:
 
 def cmd_table2(args) -> int:
     from alertvision.data.contract import ALERTS_FILE
-    from alertvision.reports.workload import workload_plan
+    from alertvision.reports.table2.estimate import workload_plan
     from alertvision.study.steps import table2
 
     config = _config(args)

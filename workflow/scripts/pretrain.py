@@ -11,4 +11,5 @@ pretrain(
     pretrain_cfg=snakemake.params.pretrain,
     threads=snakemake.threads,
     progress=False,
+    checkpoints=snakemake.config["checkpoints"],  # not a param: changing it reruns nothing
 )

@@ -17,4 +17,5 @@ train(
     weight_id=snakemake.params.weight_id,
     run_info=snakemake.params.run_info,
     best_yaml=snakemake.input.get("best"),
+    checkpoints=snakemake.config["checkpoints"],  # not a param: changing it reruns nothing
 )

@@ -22,7 +22,7 @@ from alertvision.data.contract import open_dataset
 from alertvision.models import load_model
 from alertvision.models.classifier import AlertClassifier
 from alertvision.training.data import Batches
-from alertvision.training.loop import pick_device
+from alertvision.training.device import pick_device
 
 log = logging.getLogger(__name__)
 

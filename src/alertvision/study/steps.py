@@ -101,8 +101,10 @@ def pretrain(
     pretrain_cfg: Mapping[str, Any],
     threads: int | None = None,
     progress: bool = True,
+    checkpoints: Mapping[str, Any] | None = None,
 ) -> dict:
-    """Pre-train the encoder of a timm architecture on an image corpus and write it in timm's local-dir layout."""
+    """Pre-train the encoder of a timm architecture on an image corpus and write it in timm's local-dir layout
+    (resuming from a checkpoint as the ``checkpoints`` config block says)."""
     from alertvision.training.pretrain import pretrain_encoder
 
     if arch_cfg["kind"] != "timm":
@@ -115,6 +117,7 @@ def pretrain(
         input_size=int(arch_cfg["input_size"]),
         threads=threads or pretrain_cfg.get("threads"),
         progress=progress,
+        **_checkpoint_args(checkpoints),
         **{k: pretrain_cfg[k] for k in keys},
     )
 
@@ -211,10 +214,11 @@ def train(
     run_info: Mapping[str, Any],
     best_yaml: str | os.PathLike | None = None,
     progress: bool = True,
+    checkpoints: Mapping[str, Any] | None = None,
 ) -> dict:
     """Train one grid cell, from the weights in ``weights_dir`` (written by fetch_weights or pretrain;
     None: random init), with a sweep's best hyperparameters over the configured ones when ``best_yaml``
-    is given."""
+    is given, resuming from a checkpoint as the ``checkpoints`` config block says."""
     from alertvision.training.loop import train_run
 
     arch_cfg, training, run_info = dict(arch_cfg), dict(training), dict(run_info)
@@ -239,7 +243,20 @@ def train(
         weights=weights,
         run_info=run_info,
         progress=progress,
+        **_checkpoint_args(checkpoints),
     )
+
+
+def _checkpoint_args(checkpoints: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The validated ``checkpoints`` config block as the training functions take it (None: their defaults)."""
+    if checkpoints is None:
+        return {}
+    every = checkpoints["every_minutes"]
+    return {
+        "checkpoint": bool(checkpoints["enabled"]),
+        "keep_checkpoint": bool(checkpoints["keep"]),
+        "checkpoint_every_s": None if every is None else 60.0 * float(every),
+    }
 
 
 def benchmark(
@@ -253,7 +270,7 @@ def benchmark(
     training_cfg: Mapping[str, Any],
 ) -> dict:
     """Table 2 rows of one architecture: throughput and memory on the test split of ``dataset_dir``."""
-    from alertvision.reports.throughput import benchmark_run
+    from alertvision.reports.table2 import benchmark_run
 
     return benchmark_run(
         model,
@@ -276,8 +293,8 @@ def table2(
 ) -> pd.DataFrame:
     """Gather benchmark JSON files into table2.csv, .md and .tex, with the compute estimate of ``workload``
     (training alerts counted in ``alerts_file``)."""
-    from alertvision.reports.throughput import table2 as gather
-    from alertvision.reports.workload import StudyWorkload
+    from alertvision.reports.table2 import table2 as gather
+    from alertvision.reports.table2.estimate import StudyWorkload
 
     study = StudyWorkload.from_dataset(workload, alerts_file, splits_cfg)
     out = Path(out_dir)

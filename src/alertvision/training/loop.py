@@ -1,18 +1,18 @@
-"""The training loop: one run of one grid cell, from a dataset folder and a split table to a model.
+"""One training run of one grid cell: prepare -> fit -> predict -> write.
 
-Read top to bottom: set-up, data, model, loss and optimiser, the epoch loop with early stopping on
-the validation loss, then the test split and the outputs (model.pt, history.csv, metrics.json,
-predictions.parquet with what the trigger policies need), each written atomically. The policies are
-scored by the evaluation stage (:mod:`alertvision.evaluation.aggregate`), from predictions.parquet. A
-multi-modal run (model spec ``modality: multimodal``) also feeds the 25 metadata features of each alert. A sweep trial
-passes ``out_dir=None`` and ``test_split=False``: nothing is written and the test split is never read.
+Read top to bottom: set-up, data, model, loss and optimiser, then the epoch loop of the training
+engine (:func:`alertvision.training.engine.fit`: early stopping on the validation loss), then the
+test split and the outputs (model.pt, history.csv, metrics.json, predictions.parquet with what the
+trigger policies need), each written atomically. The policies are scored by the evaluation stage
+(:mod:`alertvision.evaluation.aggregate`), from predictions.parquet. A multi-modal run (model spec
+``modality: multimodal``) also feeds the 25 metadata features of each alert. A sweep trial passes
+``out_dir=None`` and ``test_split=False``: nothing is written and the test split is never read.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
-from tqdm import tqdm
 
 from alertvision.atomic import write_csv, write_json, write_parquet
 from alertvision.data.contract import open_dataset
@@ -31,29 +30,15 @@ from alertvision.models import build_model, save_model
 from alertvision.models.classifier import AlertClassifier
 from alertvision.models.inputs import input_norm_for
 from alertvision.models.weights import ResolvedWeights
-from alertvision.training.data import Batches, to_device
+from alertvision.training.checkpoint import CHECKPOINT_NAME, Checkpointer, params_digest
+from alertvision.training.data import Batches
+from alertvision.training.device import pick_device, seed_everything
+from alertvision.training.engine import Precision, evaluate, fit
 from alertvision.training.metadata import metadata_matrix
 from alertvision.training.schedule import epoch_warmup_cosine, warmup_cosine
 
 log = logging.getLogger(__name__)
 RUN_FILES = ("model.pt", "history.csv", "metrics.json", "predictions.parquet")
-
-
-def pick_device(requested: str = "auto") -> torch.device:
-    """CUDA when asked for or available (``auto``), else CPU."""
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("training.device is 'cuda' but no CUDA device is available")
-    if requested in ("auto", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def check_writable(folder: str | os.PathLike) -> Path:
@@ -85,27 +70,9 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else float("nan")
 
 
-@torch.no_grad()
-def predict(
-    model: torch.nn.Module,
-    batches: Batches,
-    device: torch.device,
-    loss_fn,
-    autocast,
-    memory_format: torch.memory_format = torch.contiguous_format,
-) -> tuple[np.ndarray, float]:
+def predict(model: torch.nn.Module, batches: Batches, loss_fn, precision: Precision) -> tuple[np.ndarray, float]:
     """Scores (sigmoid) in the order of ``batches.rows`` and the mean loss."""
-    model.eval()
-    scores = np.empty(len(batches.rows), dtype=np.float32)
-    total, n = 0.0, 0
-    for x, y, pos in batches:
-        x, y = to_device(x, device, memory_format), y.to(device)
-        with autocast():
-            logits = model(x).float()
-        total += float(loss_fn(logits, y)) * len(y)
-        n += len(y)
-        scores[pos] = torch.sigmoid(logits).cpu().numpy()
-    return scores, total / max(n, 1)
+    return evaluate(model, batches, loss_fn, precision, score=torch.sigmoid)
 
 
 def train_run(
@@ -121,12 +88,20 @@ def train_run(
     progress: bool = True,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
     test_split: bool = True,
+    checkpoint: bool = True,
+    keep_checkpoint: bool = False,
+    checkpoint_every_s: float | None = None,
 ) -> dict[str, Any]:
     """Train one model and write its run folder; returns the metrics.
 
     ``on_epoch(epoch, history_row)`` is called after each epoch's validation; an exception it raises
     (a sweep's ``optuna.TrialPruned``) ends the run with nothing written. ``test_split=False`` leaves
-    the test split unread and unscored; ``out_dir=None`` writes no files.
+    the test split unread and unscored; ``out_dir=None`` writes no files. With ``checkpoint`` (and an
+    ``out_dir``) the run saves its state after every epoch in ``out_dir/.checkpoint.pt`` and resumes
+    from a checkpoint of the same parameters and inputs (also saved every ``checkpoint_every_s``
+    within an epoch, and at once on SIGTERM or SIGUSR1, which then end the run with
+    :class:`~alertvision.training.engine.Preempted`); the file goes when the outputs are written,
+    unless ``keep_checkpoint``.
     """
     # --- set-up ----------------------------------------------------------------------------------
     started = time.time()
@@ -134,9 +109,6 @@ def train_run(
     torch.set_num_threads(int(training["threads"]))
     device = pick_device(training["device"])
     use_bf16 = bool(training["bf16"]) and device.type == "cuda"
-
-    def autocast():
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
     if out_dir is not None:
         out_dir = check_writable(out_dir)
@@ -186,6 +158,7 @@ def train_run(
     model = build_run_model(arch_cfg, training, weights, metadata_fill).to(device)
     memory_format = torch.channels_last if training["channels_last"] else torch.contiguous_format
     model = model.to(memory_format=memory_format)
+    precision = Precision(device, use_bf16, memory_format)
     pos_weight = torch.tensor(n_neg / n_pos, device=device)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     optimizer = torch.optim.AdamW(
@@ -195,10 +168,7 @@ def train_run(
         betas=tuple(float(b) for b in training["betas"]),
     )
     epochs = int(training["epochs"])
-    steps = epochs * len(train_batches)
-    per_epoch = training["schedule"] == "epoch"
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(training, len(train_batches)))
-    min_improvement = float(training["min_improvement"])
     log.info(
         "training %s on %d alerts (%d positive), val %d, test %s, %d epochs of %d steps on %s",
         arch_cfg.get("timm_name", arch_cfg["kind"]),
@@ -212,74 +182,43 @@ def train_run(
     )
 
     # --- epochs, early stopping on validation loss -----------------------------------------------
-    history: list[dict[str, Any]] = []
-    best = {"val_loss": float("inf"), "epoch": -1, "state": None}
-    lowest = float("inf")  # the lowest validation loss so far, improvement or not (BTSbot's reference)
-    bar = tqdm(total=steps, desc="train", unit="step", disable=not progress, mininterval=5)
-    for epoch in range(1, epochs + 1):
-        t0 = time.time()
-        lr = optimizer.param_groups[0]["lr"]
-        model.train()
-        total, n = 0.0, 0
-        for x, y, _ in train_batches:
-            x, y = to_device(x, device, memory_format), y.to(device)
-            with autocast():
-                logits = model(x).float()
-            loss = loss_fn(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if not per_epoch:
-                scheduler.step()
-            total += loss.item() * len(y)
-            n += len(y)
-            bar.update(1)
-        if per_epoch:
-            scheduler.step()
-        else:
-            lr = optimizer.param_groups[0]["lr"]
-        val_scores, val_loss = predict(model, val_batches, device, loss_fn, autocast, memory_format)
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": total / n,
-                "val_loss": val_loss,
-                "val_roc_auc": roc_auc(labels[rows["val"]], val_scores),
-                "lr": lr,
-                "seconds": time.time() - t0,
-            }
-        )
-        log.info(
-            "epoch %d: train loss %.4f, val loss %.4f, val AUC %.3f",
-            epoch,
-            history[-1]["train_loss"],
-            val_loss,
-            history[-1]["val_roc_auc"],
-        )
-        if on_epoch is not None:
-            on_epoch(epoch, dict(history[-1]))
-        if val_loss * (1.0 + min_improvement) < lowest:
-            best = {
-                "val_loss": val_loss,
-                "epoch": epoch,
-                "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            }
-        elif epoch - best["epoch"] >= int(training["patience"]):
-            log.info("early stop: no improvement of the validation loss for %d epochs", training["patience"])
-            break
-        lowest = min(lowest, val_loss)
-    bar.close()
-    if best["state"] is None:
+    y_val = labels[rows["val"]]
+    checkpointer = None
+    if checkpoint and out_dir is not None:
+        key = {"arch": arch_cfg, "training": training, "seed": seed, "weights": weights.weight_id if weights else None}
+        inputs = (split_file, *[p for p in [Path(dataset_dir) / "manifest.json"] if p.is_file()])
+        checkpointer = Checkpointer(out_dir / CHECKPOINT_NAME, params_digest({**key, "run_info": run_info}, inputs))
+    fitted = fit(
+        model,
+        train_batches,
+        val_batches,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        epochs=epochs,
+        precision=precision,
+        schedule_per_epoch=training["schedule"] == "epoch",
+        patience=int(training["patience"]),
+        min_improvement=float(training["min_improvement"]),
+        val_score=torch.sigmoid,
+        val_metrics=lambda scores: {"val_roc_auc": roc_auc(y_val, scores)},
+        on_epoch=on_epoch,
+        checkpoint=checkpointer,
+        checkpoint_every_s=checkpoint_every_s,
+        progress=progress,
+    )
+    history, best = fitted.history, fitted.best
+    if best.state is None:
         raise FloatingPointError(
             f"no epoch gave a finite validation loss (last: {history[-1]['val_loss']}); "
             f"check the dataset for NaN or infinite images or features, or lower training.lr"
         )
-    model.load_state_dict(best["state"])
+    model.load_state_dict(best.state)
 
     # --- test split and outputs --------------------------------------------------------------------
     if test_split:
         test_batches = Batches(images, rows["test"], labels[rows["test"]], ebs, metadata=metadata)
-        test_scores, test_loss = predict(model, test_batches, device, loss_fn, autocast, memory_format)
+        test_scores, test_loss = predict(model, test_batches, loss_fn, precision)
         test = data.alerts.iloc[rows["test"]]
         predictions = pd.DataFrame(
             {
@@ -302,10 +241,10 @@ def train_run(
         "n_val_alerts": int(len(rows["val"])),
         **({"n_test_alerts": int(len(rows["test"]))} if test_split else {}),
         "pos_weight": float(pos_weight),
-        "best_epoch": best["epoch"],
+        "best_epoch": best.epoch,
         "epochs_run": len(history),
-        "val_loss_best": best["val_loss"],
-        "val_roc_auc_best": history[best["epoch"] - 1]["val_roc_auc"],
+        "val_loss_best": best.val_loss,
+        "val_roc_auc_best": history[best.epoch - 1]["val_roc_auc"],
         "input_size": int(arch_cfg.get("input_size", 0)) or None,
         "params": int(sum(p.numel() for p in model.parameters())),
         "weight_id": weights.weight_id if weights else None,
@@ -329,8 +268,10 @@ def train_run(
         if test_split:
             write_parquet(out_dir / "predictions.parquet", predictions)
         write_json(out_dir / "metrics.json", _finite(metrics))
+        if checkpointer is not None and not keep_checkpoint:
+            checkpointer.remove()
     if test_split:
-        log.info("test ROC AUC %.4f, loss %.4f (best epoch %d)", metrics["test_roc_auc"], test_loss, best["epoch"])
+        log.info("test ROC AUC %.4f, loss %.4f (best epoch %d)", metrics["test_roc_auc"], test_loss, best.epoch)
     return metrics
 
 

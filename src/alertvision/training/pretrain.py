@@ -14,13 +14,12 @@ A corpus folder holds ``images.npy`` ((N, 3, H, W) float32, read memory-mapped),
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,8 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from alertvision.atomic import atomic_dir
+from alertvision.training import engine
+from alertvision.training.checkpoint import Checkpointer, params_digest
 from alertvision.training.data import Batches
-from alertvision.training.loop import pick_device, seed_everything
+from alertvision.training.device import pick_device, seed_everything, torch_threads
+from alertvision.training.engine import Best, Precision
 from alertvision.training.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -224,17 +226,6 @@ def constant_outputs(
     return out.detach()[0]
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, batches: Batches, loss_fn, device: torch.device) -> float:
-    """The mean loss over ``batches``, in eval mode."""
-    model.eval()
-    total, n = 0.0, 0
-    for x, y, _ in batches:
-        total += float(loss_fn(model(x.to(device)), y.to(device))) * len(y)
-        n += len(y)
-    return total / max(n, 1)
-
-
 # --- the run ------------------------------------------------------------------------------------------------
 
 
@@ -255,12 +246,18 @@ def pretrain_encoder(
     warmup_epochs: float = 0.0,
     val_fraction: float = 0.1,
     device: str = "auto",
+    checkpoint: bool = True,
+    keep_checkpoint: bool = False,
+    checkpoint_every_s: float | None = None,
 ) -> dict[str, Any]:
     """Pre-train ``timm_name`` on a vote corpus and write its backbone to ``out_folder`` (timm local-dir layout).
 
     ``out_folder`` gets ``config.json``, ``model.safetensors`` (the backbone of the epoch with the
     lowest validation loss, no head) and ``pretrain.json`` (settings, corpus, per-epoch history);
     it appears only when the run succeeds. ``threads`` sets torch's CPU threads for the run only.
+    With ``checkpoint`` the run saves its state after every epoch beside ``out_folder`` (a dot file,
+    ``.<name>.checkpoint.pt``) and resumes from a checkpoint of the same settings and corpus; the
+    file goes when the folder is written, unless ``keep_checkpoint``.
     Returns a summary of the run; its ``constant_val_loss`` is the validation loss of the best
     image-independent prediction, the bar an encoder that learned anything beats.
     """
@@ -313,7 +310,12 @@ def pretrain_encoder(
             len(train),
             dev,
         )
-        history, best = fit(model, train, val, loss_fn, settings, dev, progress)
+        checkpointer = None
+        if checkpoint:
+            out = Path(out_folder)
+            key = params_digest(settings, (Path(corpus_dir) / "manifest.json", Path(corpus_dir) / "labels.parquet"))
+            checkpointer = Checkpointer(out.parent / f".{out.name}.checkpoint.pt", key)
+        history, best = fit(model, train, val, loss_fn, settings, dev, progress, checkpointer, checkpoint_every_s)
         summary = {
             "timm_name": timm_name,
             "n_images": int(len(images)),
@@ -323,16 +325,18 @@ def pretrain_encoder(
             "last_train_loss": history[-1]["train_loss"],
             "first_val_loss": history[0]["val_loss"],
             "last_val_loss": history[-1]["val_loss"],
-            "best_val_loss": best["val_loss"],
+            "best_val_loss": best.val_loss,
             "constant_val_loss": constant_val_loss,
-            "best_epoch": best["epoch"],
+            "best_epoch": best.epoch,
             "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
             "device": str(dev),
             "threads": torch.get_num_threads(),
             "seconds": time.time() - started,
         }
     record = {"settings": settings, "corpus": corpus, "history": history, "summary": summary}
-    write_encoder_folder(out_folder, model.backbone, best["state"], timm_name, input_size, record)
+    write_encoder_folder(out_folder, model.backbone, best.state, timm_name, input_size, record)
+    if checkpointer is not None and not keep_checkpoint:
+        checkpointer.remove()
     summary["seconds"] = time.time() - started
     summary["out_folder"] = str(out_folder)
     log.info(
@@ -340,23 +344,11 @@ def pretrain_encoder(
         timm_name,
         summary["first_train_loss"],
         summary["last_train_loss"],
-        best["val_loss"],
-        best["epoch"],
+        best.val_loss,
+        best.epoch,
         out_folder,
     )
     return summary
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with ``threads`` CPU threads (unchanged when None), then restore the previous count."""
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def fit(
@@ -367,67 +359,37 @@ def fit(
     settings: Mapping[str, Any],
     device: torch.device,
     progress: bool = True,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """AdamW with warm-up and cosine decay for ``settings["epochs"]``; (per-epoch history, best epoch).
-
-    The best epoch (lowest validation loss) carries a CPU copy of the backbone's state dict.
-    """
-    from tqdm import tqdm
-
+    checkpoint: Checkpointer | None = None,
+    checkpoint_every_s: float | None = None,
+) -> tuple[list[dict[str, Any]], Best]:
+    """AdamW with warm-up and cosine decay per step for ``settings["epochs"]``, through the training
+    engine; (per-epoch history, best epoch: lowest validation loss, with a CPU copy of the backbone)."""
     epochs = int(settings["epochs"])
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"])
     steps, warmup = epochs * len(train), int(round(settings["warmup_epochs"] * len(train)))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, steps, warmup))
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"val_loss": float("inf"), "epoch": 0, "state": None}
-    bar = tqdm(total=steps, desc="pretrain", unit="step", disable=not progress, mininterval=5)
-    for epoch in range(1, epochs + 1):
-        t0 = time.time()
-        train_loss = _train_epoch(model, train, loss_fn, optimizer, scheduler, device, bar)
-        val_loss = evaluate(model, val, loss_fn, device)
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "val_loss": val_loss,
-                "lr": optimizer.param_groups[0]["lr"],
-                "seconds": time.time() - t0,
-            }
+    fitted = engine.fit(
+        model,
+        train,
+        val,
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        epochs=epochs,
+        precision=Precision(device),
+        keep=model.backbone,
+        skip_below=2,  # a lone last image breaks batch-norm backbones; its loss is not worth a step
+        checkpoint=checkpoint,
+        checkpoint_every_s=checkpoint_every_s,
+        name="pretrain",
+        progress=progress,
+    )
+    if fitted.best.state is None:
+        raise FloatingPointError(
+            f"pre-training: no epoch gave a finite validation loss (last: {fitted.history[-1]['val_loss']}); "
+            f"check the corpus for NaN or infinite images, or lower the regimen's pretrain lr"
         )
-        log.info(
-            "pretrain epoch %d/%d: train loss %.4f, val loss %.4f (%.1f s)",
-            epoch,
-            epochs,
-            train_loss,
-            val_loss,
-            history[-1]["seconds"],
-        )
-        if val_loss < best["val_loss"] or best["state"] is None:
-            best = {
-                "val_loss": val_loss,
-                "epoch": epoch,
-                "state": {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()},
-            }
-    bar.close()
-    return history, best
-
-
-def _train_epoch(model: nn.Module, batches: Batches, loss_fn, optimizer, scheduler, device: torch.device, bar) -> float:
-    """One pass over ``batches``; the mean training loss."""
-    model.train()
-    total, n = 0.0, 0
-    for x, y, _ in batches:
-        bar.update(1)
-        if len(y) < 2:  # a lone last image breaks batch-norm backbones; its loss is not worth a step
-            continue
-        loss = loss_fn(model(x.to(device)), y.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        total += loss.item() * len(y)
-        n += len(y)
-    return total / max(n, 1)
+    return fitted.history, fitted.best
 
 
 def encoder_config(backbone: nn.Module, timm_name: str, input_size: int, record: Mapping[str, Any]) -> dict:

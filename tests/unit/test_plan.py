@@ -7,7 +7,7 @@ from pathlib import Path
 
 from alertvision.study.plan import LAYOUT, RUN_FIELDS, Layout, Run, grid_runs, largest_run
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "alertvision"
+SRC = Path(__file__).resolve().parents[2] / "src" / "alertvision"
 
 
 def test_a_pattern_filled_with_a_run_is_the_run_s_path():

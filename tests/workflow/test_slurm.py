@@ -16,7 +16,7 @@ import yaml
 from conftest import TINY_CONFIG, dry_run_jobs
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401 (the fixture)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROFILE = REPO / "profiles" / "slurm-ci"
 CLUSTER_PROFILE = REPO / "profiles" / "slurm"
 TARGET = "results/figure2.pdf"
@@ -84,6 +84,7 @@ def test_cluster_profile_asks_for_what_the_config_says(tmp_path: Path):
     assert "gpu" not in split and (split["runtime"], split["mem_mb"]) == ("60", "4000")
 
 
+@pytest.mark.slow
 def test_tiny_study_runs_every_job_through_sbatch(slurm_cluster: SlurmCluster, tmp_path: Path):  # noqa: F811
     workdir = tmp_path / "study"
     _write_study(workdir)

@@ -3,7 +3,7 @@
 :func:`workload_plan` reads a validated config into :class:`WorkloadGroup` s (plain data: the
 ``table2`` rule's params, so that a changed grid, epochs or sweep reruns only that job);
 :meth:`StudyWorkload.from_dataset` adds the training alerts of each fraction counted in the ZTF
-dataset; :func:`study_hours` scales measured training rates (:func:`alertvision.reports.throughput.training_record`)
+dataset; :func:`study_hours` scales measured training rates (:func:`alertvision.reports.table2.training_record`)
 to device-hours and :func:`format_estimate` writes them below Table 2.
 
 Imports only pandas at import time (``alertvision.config``, hence jsonschema and yaml, only in

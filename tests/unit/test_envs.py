@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: conda-forge names that differ from PyPI's
 CONDA_TO_PYPI = {
     "matplotlib-base": "matplotlib",

@@ -15,7 +15,7 @@ import yaml
 from conftest import dry_run_jobs, packet_paths
 from postgres_server import postgres_url  # noqa: F401 (the fixture)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 
 

@@ -14,10 +14,12 @@ from conftest import TINY_CONFIG, dry_run_jobs
 
 from alertvision.evaluation.policies import evaluate_policies
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 
 pytestmark = pytest.mark.e2e
+#: the tests of the whole tiny study (about 14 minutes on 2 cores): `python -m pytest -m slow`
+slow = pytest.mark.slow
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -70,6 +72,7 @@ def _jobs(dry_run_output: str) -> set[str]:
     return set(dry_run_jobs(dry_run_output))
 
 
+@slow
 def test_figure2_and_table_cover_the_grid(study):
     pdf = study / "results" / "figure2.pdf"
     assert pdf.read_bytes()[:5] == b"%PDF-"
@@ -88,6 +91,7 @@ def test_figure2_and_table_cover_the_grid(study):
     assert (n.xs(100.0, level="fraction") > n.xs(50.0, level="fraction")).all()
 
 
+@slow
 def test_every_job_logged_and_training_benchmarked(study):
     logs = {p.relative_to(study / "logs").as_posix() for p in (study / "logs").rglob("*.log")}
     assert {
@@ -112,11 +116,13 @@ def test_every_job_logged_and_training_benchmarked(study):
     assert {p.name for p in run.iterdir()} == {"model.pt", "history.csv", "metrics.json", "predictions.parquet"}
 
 
+@slow
 def test_nothing_to_do_after_a_full_run(study):
     out = snakemake(study, "-n", "results/figure2.pdf")
     assert _jobs(out.stdout) == set()
 
 
+@slow
 def test_training_epochs_rerun_training_and_what_follows(study):
     out = snakemake(study, "-n", "results/figure2.pdf", "--config", "training={epochs: 2}")
     assert _jobs(out.stdout) == {"sweep_worker", "sweep_finalize", "train", "aggregate_roc_auc", "figure2"}
@@ -134,6 +140,7 @@ def test_training_epochs_rerun_training_and_what_follows(study):
     assert trained == {"maxvit"}
 
 
+@slow
 def test_figure3_and_f1_table_cover_the_multimodal_grid(study):
     import json
 
@@ -168,6 +175,7 @@ def test_figure3_and_f1_table_cover_the_multimodal_grid(study):
     assert {line.split("/")[3] for line in outputs} == {"multimodal"}
 
 
+@slow
 def test_table2_has_both_modes_per_architecture(study):
     table = pd.read_csv(study / "results" / "table2.csv")
     assert set(zip(table["arch"], table["mode"], strict=True)) == {
@@ -186,6 +194,7 @@ def test_table2_has_both_modes_per_architecture(study):
     assert "\\begin{tabular}" in (study / "results" / "table2.tex").read_text()
 
 
+@slow
 def test_figure4_and_outlier_report(study):
     assert (study / "results" / "figure4.pdf").read_bytes()[:5] == b"%PDF-"
     emb = pd.read_parquet(study / "results" / "embeddings" / "ztf" / "maxvit" / "none" / "embeddings.parquet")
@@ -199,6 +208,7 @@ def test_figure4_and_outlier_report(study):
         assert (study / "results" / "outliers" / src).is_file(), src
 
 
+@slow
 def test_benchmark_and_embed_settings_rerun_only_their_steps(study):
     out = snakemake(study, "-n", "--config", "benchmark={trials: 2}")
     assert _jobs(out.stdout) == {"benchmark_throughput", "table2", "all", "resolved_config"}
@@ -211,6 +221,7 @@ def test_benchmark_and_embed_settings_rerun_only_their_steps(study):
     assert _jobs(out.stdout) == {"all", "resolved_config"}  # only the recorded config changes
 
 
+@slow
 def test_sweeps_feed_the_seed_runs(study):
     import json
 
@@ -246,6 +257,7 @@ def test_sweeps_feed_the_seed_runs(study):
     assert trained == {"cnn"}
 
 
+@slow
 def test_synthetic_seed_reruns_everything(study):
     out = snakemake(study, "-n", "results/figure2.pdf", "--config", "data={synthetic: {seed: 4, n_sources: 200}}")
     assert _jobs(out.stdout) == {
@@ -260,11 +272,13 @@ def test_synthetic_seed_reruns_everything(study):
     }
 
 
+@slow
 def test_bad_config_stops_at_once_naming_the_key(study):
     out = snakemake(study, "-n", "--config", "training={epochs: -1}", check=False)
     assert out.returncode != 0 and "config key training.epochs" in (out.stdout + out.stderr)
 
 
+@slow
 def test_pretrained_run_records_its_weights(study):
     import json
 
@@ -280,6 +294,7 @@ def test_pretrained_run_records_its_weights(study):
         assert other["input_norm"] == {"mode": "scale", "scale": 63.0}
 
 
+@slow
 def test_pretrained_here_regimen_fine_tunes_from_its_encoder(study):
     import json
 
@@ -299,6 +314,7 @@ def test_pretrained_here_regimen_fine_tunes_from_its_encoder(study):
     assert trained == {"synth"}
 
 
+@slow
 def test_missing_weights_stop_before_training(study):
     missing = "hf_hub:nobody/not-a-real-encoder"
     env_config = (
@@ -330,6 +346,7 @@ def test_missing_weights_stop_before_training(study):
     assert not (study / "logs" / "train" / "ztf" / "image" / "convnext" / "gone").exists()
 
 
+@slow
 def test_report_is_built(study):
     snakemake(study, "--report", "report.html")
     html = (study / "report.html").read_text(errors="ignore")

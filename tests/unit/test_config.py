@@ -17,7 +17,7 @@ from alertvision.config import (
     weight_id,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_embedded_default_validates_with_defaults():

@@ -1,0 +1,95 @@
+"""Checkpoints: a training run that is killed resumes where its last finished epoch left it.
+
+A checkpoint holds everything the next epoch depends on: the model, the optimiser, the schedule,
+the early-stopping state (lowest validation loss, the best epoch and its weights), the history so
+far, and every random state (Python, NumPy, torch CPU and CUDA, the training batches' generator),
+so that on CPU a resumed run ends bit for bit where an uninterrupted one does. It is written
+atomically at the end of every epoch under a name that is not an output of the run (Snakemake
+leaves it in place when a job dies) and carries a digest of the run's parameters: a checkpoint of
+other parameters (the config changed) is ignored and replaced, never mixed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from alertvision.atomic import atomic_path, clean_stale_temporaries
+
+log = logging.getLogger(__name__)
+
+#: the file name of a run's checkpoint, inside its run folder (a dot file: never an output)
+CHECKPOINT_NAME = ".checkpoint.pt"
+
+
+def params_digest(params: Mapping[str, Any], files: tuple[str | os.PathLike, ...] = ()) -> str:
+    """A digest of a run's parameters and of the bytes of the input ``files`` it reads."""
+    h = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    for path in files:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def random_states() -> dict[str, Any]:
+    """The global random states a training step draws from."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def set_random_states(states: Mapping[str, Any]) -> None:
+    """Put back what :func:`random_states` took."""
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+@dataclass
+class Checkpointer:
+    """Where one run keeps its checkpoint (``path``) and the digest (``key``) of the run it belongs to."""
+
+    path: Path
+    key: str
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state of this run, or None (no checkpoint, another run's, or an unreadable one)."""
+        clean_stale_temporaries([self.path])  # what a save killed half-way left
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # a torn or foreign file: start again rather than stop the run
+            log.warning("checkpoint %s is unreadable (%s); starting from epoch 1", self.path, exc)
+            return None
+        if not isinstance(state, dict) or state.get("key") != self.key:
+            log.warning(
+                "checkpoint %s belongs to other parameters (the config changed); ignored and replaced", self.path
+            )
+            return None
+        log.info("resuming from %s: %d epochs done", self.path, state["epoch"])
+        return state
+
+    def save(self, state: Mapping[str, Any]) -> None:
+        """Write ``state`` (with this run's key) atomically: a kill leaves the previous checkpoint whole,
+        a full disk stops the run naming the path (:class:`~alertvision.atomic.DiskFullError`)."""
+        with atomic_path(self.path) as tmp:
+            torch.save({**state, "key": self.key}, tmp)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
