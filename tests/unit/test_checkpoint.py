@@ -228,6 +228,7 @@ def test_sigusr1_saves_at_once_and_exits_75_and_the_rerun_resumes(tiny_datasets,
         child.send_signal(signum)
         assert child.wait(timeout=300) == PREEMPTED_EXIT
         assert not (out / "metrics.json").exists()
+        assert torch.load(out / CHECKPOINT_NAME, weights_only=False)["signal"] == signal.Signals(signum).name
         _run(stopped)
         _assert_same(tmp_path / "whole", out)
 

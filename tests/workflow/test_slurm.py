@@ -133,3 +133,64 @@ def test_tiny_study_runs_every_job_through_sbatch(slurm_cluster: SlurmCluster, t
         for name in expected
     }
     print(f"{sum(expected.values())} SLURM jobs in {elapsed:.0f} s")
+
+
+@pytest.mark.slow
+def test_a_training_job_signalled_on_slurm_resumes_after_resubmission(
+    slurm_cluster: SlurmCluster,  # noqa: F811
+    tmp_path: Path,
+):
+    """Preemption: `scancel --signal=TERM` mid-run; the job checkpoints and exits 75, Snakemake resubmits
+    it (`--retries 1`), the new job resumes, and the outputs equal those of an unsignalled run."""
+    import pandas as pd
+
+    config = _small_config()
+    config["archs"]["cnn"]["training"] = {"epochs": 40, "patience": 40, "min_improvement": 0.0}
+    reference = tmp_path / "reference"
+    workdir = tmp_path / "signalled"
+    for folder in (reference, workdir):
+        (folder / "config").mkdir(parents=True)
+        (folder / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    local = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(reference)]
+        + ["--cores", "1", RUN_TARGET],
+        capture_output=True,
+        text=True,
+    )
+    assert local.returncode == 0, local.stderr[-3000:]
+
+    env = slurm_cluster.env
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    run = subprocess.Popen(
+        [*cmd, "--profile", str(PROFILE), "--retries", "1", RUN_TARGET],
+        env=env,
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    checkpoint = workdir / Path(RUN_TARGET).parent / ".checkpoint.pt"
+    deadline = time.monotonic() + 600
+    while not checkpoint.is_file() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert checkpoint.is_file(), "the training job never wrote a checkpoint"
+    queued = slurm_cluster.run("squeue", "-h", "-o", "%i %k").stdout.split("\n")
+    train_jobs = [line.split()[0] for line in queued if "rule_train" in line]
+    assert len(train_jobs) == 1, queued
+    slurm_cluster.run("scancel", "--signal=TERM", train_jobs[0])
+    out, _ = run.communicate(timeout=900)
+    assert run.returncode == 0, out[-5000:]
+    logs = sorted((workdir / ".snakemake" / "slurm_logs" / "rule_train").rglob("*.log"))
+    assert len(logs) == 2, f"expected the train job to run twice (signalled, resubmitted): {logs}"
+    resumed = (workdir / "logs" / "train" / "ztf" / "image" / "cnn" / "none" / "f100" / "s0.log").read_text()
+    assert "(saved on SIGTERM)" in resumed, resumed[-3000:]  # the signal reached the training process
+    run_dir = Path(RUN_TARGET).parent
+    for name in ("history.csv", "predictions.parquet"):
+        read = pd.read_csv if name.endswith(".csv") else pd.read_parquet
+        a, b = read(reference / run_dir / name), read(workdir / run_dir / name)
+        pd.testing.assert_frame_equal(
+            a.drop(columns="seconds", errors="ignore"), b.drop(columns="seconds", errors="ignore")
+        )
+    ma, mb = (json.loads((folder / RUN_TARGET).read_text()) for folder in (reference, workdir))
+    assert {k: v for k, v in ma.items() if k != "seconds"} == {k: v for k, v in mb.items() if k != "seconds"}
+    assert not checkpoint.exists()

@@ -82,7 +82,14 @@ class Checkpointer:
                 "checkpoint %s belongs to other parameters (the config changed); ignored and replaced", self.path
             )
             return None
-        log.info("resuming from %s: %d epochs done", self.path, state["epoch"])
+        within = state.get("within")
+        log.info(
+            "resuming from %s%s: %d epochs done%s",
+            self.path,
+            f" (saved on {state['signal']})" if state.get("signal") else "",
+            state["epoch"],
+            f", then {within['step']} steps of the next" if within else "",
+        )
         return state
 
     def save(self, state: Mapping[str, Any]) -> None:

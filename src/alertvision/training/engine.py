@@ -145,6 +145,7 @@ def fit(
             {
                 "epoch": epoch,
                 "within": within,
+                "signal": signal.Signals(signalled[0]).name if signalled else None,
                 "stopped": stopped,
                 "lowest": lowest,
                 "history": result.history,
