@@ -87,6 +87,25 @@ def clean_stale_temporaries(targets: Iterable[str | os.PathLike]) -> int:
     return removed
 
 
+def clean_old_temporaries(folder: str | os.PathLike, older_than_s: float = 600.0) -> int:
+    """Remove atomic-write temporaries (``.*.tmp`` files) in ``folder`` and below not touched for
+    ``older_than_s``; returns how many. For folders several processes write at once (a shared cache):
+    a live write renames its temporary within seconds, so only what a killed writer left is that old."""
+    import time
+
+    folder, removed, now = Path(folder), 0, time.time()
+    if not folder.is_dir():
+        return 0
+    for tmp in folder.rglob(".*.tmp"):
+        try:
+            if tmp.is_file() and now - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
+                removed += 1
+        except FileNotFoundError:  # renamed or removed by its writer meanwhile
+            pass
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it onto ``final`` when the block succeeds.

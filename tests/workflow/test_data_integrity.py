@@ -228,6 +228,26 @@ def test_an_unwritable_run_folder_stops_before_training(mounted_tmpfs, tiny_data
     assert "epoch 1" not in caplog.text and "training" not in caplog.text  # not one step was taken
 
 
+def test_a_shared_cache_loses_only_temporaries_old_enough_to_be_a_killed_writer_s(tmp_path):
+    """A fetch killed mid-write leaves a hidden .<cutout>.*.tmp in the cache, which several jobs may
+    share: the next fetch removes those older than ten minutes and leaves a live writer's alone."""
+    import os
+    import time
+
+    from alertvision.atomic import clean_old_temporaries
+
+    folder = tmp_path / "cache" / "ls-dr10"
+    folder.mkdir(parents=True)
+    old, fresh, entry = folder / ".ZTF1.fits.ab12.fits.tmp", folder / ".ZTF2.fits.cd34.fits.tmp", folder / "ZTF3.fits"
+    for path in (old, fresh, entry):
+        path.write_bytes(b"x")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    os.utime(entry, (time.time() - 3600, time.time() - 3600))
+    assert clean_old_temporaries(tmp_path / "cache") == 1
+    assert not old.exists() and fresh.exists() and entry.exists()
+    assert clean_old_temporaries(tmp_path / "missing") == 0
+
+
 def test_a_killed_writer_s_temporary_is_cleaned_when_the_job_starts(tmp_path, tiny_datasets):
     """Before, a killed ingest left a hidden .images.npy.*.tmp the size of the dataset that nothing removed."""
     from types import SimpleNamespace

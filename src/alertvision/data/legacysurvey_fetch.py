@@ -42,7 +42,7 @@ from tqdm import tqdm
 from urllib3.exceptions import MaxRetryError
 from urllib3.util import Retry
 
-from alertvision.atomic import atomic_path, write_csv
+from alertvision.atomic import atomic_path, clean_old_temporaries, write_csv
 from alertvision.data.ingest.http import HttpError, JsonClient, Redactor
 from alertvision.data.legacysurvey import (
     BANDS,
@@ -276,6 +276,9 @@ class ViewerFetcher:
     def fetch_all(self, sources: pd.DataFrame, progress: bool = True) -> FetchReport:
         """Fetch every source (columns objectId, ra, dec) not cached yet; a progress bar shows the counts."""
         report = FetchReport()
+        stale = clean_old_temporaries(self.cache_folder)
+        if stale:
+            log.info("removed %d partial cutouts a killed fetch left in %s", stale, self.cache_folder)
         bar = tqdm(total=len(sources), desc="Legacy Survey cutouts", unit="src", disable=not progress, mininterval=1)
         with ThreadPoolExecutor(max_workers=self.cfg["concurrency"], thread_name_prefix="ls-fetch") as pool:
             futures = {
