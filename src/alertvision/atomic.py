@@ -87,6 +87,22 @@ def clean_stale_temporaries(targets: Iterable[str | os.PathLike]) -> int:
     return removed
 
 
+def check_writable(folder: str | os.PathLike, what: str) -> Path:
+    """Make ``folder`` and prove a file can be written there before any work starts; a read-only, full or
+    forbidden folder raises one PermissionError naming ``what`` and the folder."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check.", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        raise PermissionError(
+            f"cannot write {what} to {folder}: {exc.strerror or exc}; check the folder's permissions and "
+            f"that its file system is writable and not full"
+        ) from exc
+    return folder
+
+
 def clean_old_temporaries(folder: str | os.PathLike, older_than_s: float = 600.0) -> int:
     """Remove atomic-write temporaries (``.*.tmp`` files) in ``folder`` and below not touched for
     ``older_than_s``; returns how many. For folders several processes write at once (a shared cache):

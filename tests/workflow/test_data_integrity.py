@@ -228,6 +228,32 @@ def test_an_unwritable_run_folder_stops_before_training(mounted_tmpfs, tiny_data
     assert "epoch 1" not in caplog.text and "training" not in caplog.text  # not one step was taken
 
 
+def test_a_read_only_dataset_folder_or_cutout_cache_stops_at_once_naming_it(mounted_tmpfs, tiny_datasets):
+    """Before, an ingest or a fetch into a read-only folder died with a bare OSError from deep inside."""
+    import copy
+
+    from conftest import TINY_CONFIG
+    from legacysurvey_server import ViewerServer
+
+    from alertvision.config import validate_config
+    from alertvision.data.sources import ingest_ls, ingest_ztf
+
+    readonly = mounted_tmpfs("ro", readonly=True)
+    with pytest.raises(PermissionError, match=f"cannot write the dataset to {readonly / 'ztf'}: Read-only"):
+        ingest_ztf(tiny_datasets["config"], readonly / "ztf", progress=False)
+    writable = mounted_tmpfs("rw", size="64m")
+    with ViewerServer() as server:
+        config = copy.deepcopy(TINY_CONFIG)
+        viewer = {"url": server.url, "cache_dir": str(readonly / "cache"), "backoff_s": 0.0}
+        config["legacysurvey"] = {"source": "viewer", "viewer": viewer}
+        with pytest.raises(PermissionError, match=f"cannot write Legacy Survey cutouts .* to {readonly / 'cache'}"):
+            ingest_ls(validate_config(config), tiny_datasets["ztf"], writable / "ls", progress=False)
+        with pytest.raises(PermissionError, match=f"cannot write the Legacy Survey dataset to {readonly / 'ls'}"):
+            ingest_ls(validate_config(config), tiny_datasets["ztf"], readonly / "ls", progress=False)
+        assert sum(server.counts.values()) == 0  # nothing asked of the service
+    assert sorted(p.name for p in writable.iterdir()) == ["ls"] and list((writable / "ls").iterdir()) == []
+
+
 def test_a_shared_cache_loses_only_temporaries_old_enough_to_be_a_killed_writer_s(tmp_path):
     """A fetch killed mid-write leaves a hidden .<cutout>.*.tmp in the cache, which several jobs may
     share: the next fetch removes those older than ten minutes and leaves a live writer's alone."""

@@ -21,7 +21,14 @@ import numpy as np
 import pandas as pd
 
 from alertvision import __version__
-from alertvision.atomic import DiskFullError, atomic_path, clean_stale_temporaries, write_json, write_parquet
+from alertvision.atomic import (
+    DiskFullError,
+    atomic_path,
+    check_writable,
+    clean_stale_temporaries,
+    write_json,
+    write_parquet,
+)
 from alertvision.data.features import METADATA_FEATURES
 
 IMAGE_SIZE = 63
@@ -203,8 +210,7 @@ def counts_by_subset_split(df: pd.DataFrame) -> dict[str, dict[str, int]]:
 def start_dataset(directory: str | os.PathLike) -> Path:
     """Prepare a folder for a (re)write: the manifest is the mark of a complete dataset and is
     written last, so it goes first; a crash mid-way leaves a folder :func:`open_dataset` refuses."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = check_writable(directory, "the dataset")
     (directory / MANIFEST_FILE).unlink(missing_ok=True)
     clean_stale_temporaries(directory / name for name in DATASET_FILES)  # a killed writer's leftovers
     return directory

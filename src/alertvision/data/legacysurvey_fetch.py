@@ -42,7 +42,7 @@ from tqdm import tqdm
 from urllib3.exceptions import MaxRetryError
 from urllib3.util import Retry
 
-from alertvision.atomic import atomic_path, clean_old_temporaries, write_csv
+from alertvision.atomic import atomic_path, check_writable, clean_old_temporaries, write_csv
 from alertvision.data.ingest.http import HttpError, JsonClient, Redactor
 from alertvision.data.legacysurvey import (
     BANDS,
@@ -276,6 +276,7 @@ class ViewerFetcher:
     def fetch_all(self, sources: pd.DataFrame, progress: bool = True) -> FetchReport:
         """Fetch every source (columns objectId, ra, dec) not cached yet; a progress bar shows the counts."""
         report = FetchReport()
+        check_writable(self.cache_folder, "Legacy Survey cutouts (legacysurvey.viewer.cache_dir)")
         stale = clean_old_temporaries(self.cache_folder)
         if stale:
             log.info("removed %d partial cutouts a killed fetch left in %s", stale, self.cache_folder)

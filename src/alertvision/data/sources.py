@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from alertvision.atomic import check_writable
 from alertvision.data.legacysurvey import CubeProvider, build_ls_dataset, source_positions
 
 #: ingester(config, out_dir, progress) -> manifest; config is the whole validated config.
@@ -129,7 +130,7 @@ def ingest_ls(
     if source not in LS_SOURCES:
         raise ValueError(f"legacysurvey.source {source!r} is not one of {', '.join(LS_SOURCES)}")
     synthetic = source == "synthetic" or config["data"]["source"] == "synthetic"
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir, "the Legacy Survey dataset")
     provider, extra = LS_SOURCES[source](config, ztf_dir, out_dir, progress)
     return build_ls_dataset(
         ztf_dir,

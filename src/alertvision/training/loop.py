@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -23,7 +22,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from alertvision.atomic import write_csv, write_json, write_parquet
+from alertvision.atomic import check_writable, write_csv, write_json, write_parquet
 from alertvision.data.contract import open_dataset
 from alertvision.data.splits import check_eval_classes
 from alertvision.models import build_model, save_model
@@ -39,21 +38,6 @@ from alertvision.training.schedule import epoch_warmup_cosine, warmup_cosine
 
 log = logging.getLogger(__name__)
 RUN_FILES = ("model.pt", "history.csv", "metrics.json", "predictions.parquet")
-
-
-def check_writable(folder: str | os.PathLike) -> Path:
-    """Make ``folder`` and prove a file can be written there, before any training; raise naming it."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check.", suffix=".tmp"):
-            pass
-    except OSError as exc:
-        raise PermissionError(
-            f"cannot write the run's outputs to {folder}: {exc.strerror or exc}; check the "
-            f"folder's permissions and that its file system is writable and not full"
-        ) from exc
-    return folder
 
 
 def build_run_model(
@@ -111,7 +95,7 @@ def train_run(
     use_bf16 = bool(training["bf16"]) and device.type == "cuda"
 
     if out_dir is not None:
-        out_dir = check_writable(out_dir)
+        out_dir = check_writable(out_dir, "the run's outputs")
 
     # --- data --------------------------------------------------------------------------------------
     data = open_dataset(dataset_dir)
