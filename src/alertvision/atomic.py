@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -107,8 +108,6 @@ def clean_old_temporaries(folder: str | os.PathLike, older_than_s: float = 600.0
     """Remove atomic-write temporaries (``.*.tmp`` files) in ``folder`` and below not touched for
     ``older_than_s``; returns how many. For folders several processes write at once (a shared cache):
     a live write renames its temporary within seconds, so only what a killed writer left is that old."""
-    import time
-
     folder, removed, now = Path(folder), 0, time.time()
     if not folder.is_dir():
         return 0

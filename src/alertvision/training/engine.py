@@ -41,7 +41,7 @@ class Best:
 
 @dataclass
 class Precision:
-    """How batches reach the model: ``autocast`` dtype (None: float32) and the images' memory format."""
+    """How batches reach the model: on ``device``, under bf16 autocast or in float32, images in ``memory_format``."""
 
     device: torch.device
     bf16: bool = False
@@ -294,13 +294,10 @@ def _train_epoch(
         batches.generator.set_state(resume_at["epoch_rng"])
         (total, n), first = resume_at["totals"], resume_at["step"]
     epoch_rng = batches.generator.get_state()
-    rng_now = random_states() if resume_at is not None else None
     last_save = time.monotonic()
     for step, (x, y, _) in enumerate(batches, start=1):
-        if step <= first:  # replayed: the same draws of batch order and augmentation as before the stop
-            if step == first:
-                set_random_states(rng_now)
-            continue
+        if step <= first:  # replayed: the batches' own generator redraws order and augmentation; the global
+            continue  # random states (dropout) were put back by fit as they were at the save
         bar.update(1)
         if len(y) >= skip_below:
             x, y = precision.to_device(x), y.to(precision.device)
