@@ -410,6 +410,15 @@ def test_missing_env_var_is_named_before_any_request(tmp_path, env, services, li
     assert services.total_requests() == 0
 
 
+def test_a_read_only_cache_stops_before_any_request_naming_it(tmp_path, env, services, lists, mounted_tmpfs):
+    """Before, a read-only cache folder died with a bare OSError from the first answer's write."""
+    readonly = mounted_tmpfs("ro", readonly=True)
+    config = make_config(tmp_path, services, lists, cache_dir=str(readonly / "kowalski"))
+    with pytest.raises(PermissionError, match=f"cannot write Kowalski and Fritz answers .* to {readonly}/kowalski"):
+        ingest_kowalski(config, tmp_path / "ztf", progress=False)
+    assert services.total_requests() == 0 and not (tmp_path / "ztf").exists()
+
+
 def test_explorer_duplicates_are_dropped_and_an_object_in_two_lists_keeps_the_first(tmp_path, env, services, lists):
     config = make_config(tmp_path, services, lists, dims_peak_limit=None)
     bts = config["data"]["kowalski"]["bts"]

@@ -194,3 +194,60 @@ def test_a_training_job_signalled_on_slurm_resumes_after_resubmission(
     ma, mb = (json.loads((folder / RUN_TARGET).read_text()) for folder in (reference, workdir))
     assert {k: v for k, v in ma.items() if k != "seconds"} == {k: v for k, v in mb.items() if k != "seconds"}
     assert not checkpoint.exists()
+
+
+@pytest.mark.slow
+def test_a_training_job_longer_than_its_time_limit_finishes_after_resubmissions(
+    slurm_cluster: SlurmCluster,  # noqa: F811
+    tmp_path: Path,
+):
+    """Time limits: a train job of about 30 s under a 1-minute limit, with README's `--signal=USR1@...`
+    setting (40 s before the limit); SLURM signals it, it checkpoints and exits, Snakemake resubmits it and
+    it resumes until done: the outputs equal those of a local run without a limit."""
+    import pandas as pd
+
+    config = _small_config()
+    config["archs"]["cnn"]["training"] = {"epochs": 60, "patience": 60, "min_improvement": 0.0}
+    config["resources"] = {"train": {"runtime": 1}}
+    reference, workdir = tmp_path / "reference", tmp_path / "limited"
+    for folder in (reference, workdir):
+        (folder / "config").mkdir(parents=True)
+        (folder / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    profile["set-resources"]["train"]["slurm_extra"] = "'--signal=USR1@40'"  # as README says for profiles/slurm
+    profile["retries"] = 6
+    (tmp_path / "profile").mkdir()
+    (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+    local = subprocess.Popen(  # alongside the cluster run: the suite's time, not the outputs, depends on it
+        [*cmd, "--directory", str(reference), "--cores", "1", RUN_TARGET],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    limited = subprocess.run(
+        [*cmd, "--directory", str(workdir), "--profile", str(tmp_path / "profile"), RUN_TARGET],
+        env=slurm_cluster.env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    local_out, _ = local.communicate(timeout=900)
+    assert local.returncode == 0, local_out[-3000:]
+    assert limited.returncode == 0, (limited.stdout + limited.stderr)[-5000:]
+    attempts = sorted((workdir / ".snakemake" / "slurm_logs" / "rule_train").rglob("*.log"))
+    assert len(attempts) >= 2, f"expected the time limit to stop the train job at least once: {attempts}"
+    log = (workdir / "logs" / "train" / "ztf" / "image" / "cnn" / "none" / "f100" / "s0.log").read_text()
+    saved_on = re.findall(r"resuming from .*\(saved on (SIG\w+)\)", log)
+    assert saved_on and "SIGUSR1" in saved_on, log[-3000:]  # the profile's --signal reached the training process
+    run_dir = Path(RUN_TARGET).parent
+    for name in ("history.csv", "predictions.parquet"):
+        read = pd.read_csv if name.endswith(".csv") else pd.read_parquet
+        a, b = read(reference / run_dir / name), read(workdir / run_dir / name)
+        pd.testing.assert_frame_equal(
+            a.drop(columns="seconds", errors="ignore"), b.drop(columns="seconds", errors="ignore")
+        )
+    ma, mb = (json.loads((folder / RUN_TARGET).read_text()) for folder in (reference, workdir))
+    assert {k: v for k, v in ma.items() if k != "seconds"} == {k: v for k, v in mb.items() if k != "seconds"}
+    print(f"{len(attempts)} attempts; checkpoints saved on {saved_on}")

@@ -38,7 +38,7 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from alertvision.atomic import atomic_path, write_json
+from alertvision.atomic import atomic_path, check_writable, write_json
 from alertvision.data.contract import MANIFEST_FILE, config_digest
 from alertvision.data.ingest.http import REDACTED, AuthError, HttpError, JsonClient, Redactor
 from alertvision.data.ingest.labels import check_labels, resolve_listings
@@ -449,6 +449,7 @@ class Fetcher:
         self.redact = Redactor()
         for name in (KOWALSKI_TOKEN_ENV, KOWALSKI_PASSWORD_ENV, FRITZ_TOKEN_ENV):
             self.redact.add(_env(name))  # blanked wherever they show up, used or not
+        check_writable(cfg["cache_dir"], "Kowalski and Fritz answers (data.kowalski.cache_dir)")
         self.cache = QueryCache(cfg["cache_dir"], self.redact)
         self.kowalski_auth = KowalskiCredentials(self.redact)
         self.fritz_auth = FritzCredentials(self.redact)
