@@ -12,6 +12,8 @@ from typing import Any, Iterable, Iterator, Mapping, MutableMapping
 import jsonschema
 import yaml
 
+from alertvision.settings import METADATA_KEYS  # the metadata branch's keys: part of multi-modal runs only
+
 DEFAULT_CONFIG = Path("config") / "config.yaml"
 
 
@@ -315,8 +317,6 @@ METADATA_ONLY = "none"
 MULTIMODAL = "multimodal"
 #: Multi-modal models train on ZTF alerts only (requiring Legacy Survey coverage would cost completeness).
 MULTIMODAL_DATASET = "ztf"
-#: Training keys of the metadata branch: part of a multi-modal run's settings only.
-METADATA_KEYS = ("meta_dense1", "meta_dense2", "meta_dropout")
 
 
 #: A URL's password (scheme://user:PASSWORD@host...).

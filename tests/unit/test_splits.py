@@ -47,7 +47,7 @@ def test_splits_are_per_source_per_subset_and_deterministic():
 def test_caps_random_in_train_latest_for_vars():
     df = _alerts(per_source=8)
     df["split"] = assign_source_splits(df, [0.81, 0.09, 0.10], seed=1)
-    keep = cap_mask(df, 3, seed=5)
+    keep = cap_mask(df, 3, seed=5, latest_subsets=("vars", "junk"))
     kept = df[keep]
     counts = kept.groupby("objectId").size()
     assert counts.max() <= 3 or (kept.groupby("objectId")["split"].first()[counts > 3] != "train").all()

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from alertvision.data.contract import SPLITS
+from alertvision.settings import SplitSettings
 
 
 def allot(n: int, weights: Sequence[float]) -> np.ndarray:
@@ -54,9 +55,7 @@ def assign_source_splits(alerts: pd.DataFrame, probabilities: Sequence[float], s
     return alerts["objectId"].map(split_of).rename("split")
 
 
-def cap_mask(
-    alerts: pd.DataFrame, max_per_source: int | None, seed: int, latest_subsets: Sequence[str] = ("vars", "junk")
-) -> np.ndarray:
+def cap_mask(alerts: pd.DataFrame, max_per_source: int | None, seed: int, latest_subsets: Sequence[str]) -> np.ndarray:
     """Which alerts survive BTSbot's per-source cap (see module docstring)."""
     keep = np.ones(len(alerts), dtype=bool)
     if not max_per_source:
@@ -102,35 +101,37 @@ def fraction_alerts(train: pd.DataFrame, fraction: float, seed: int) -> set[int]
 SPLIT_COLUMNS = ("alert_id", "objectId", "source_set", "jd", "split")
 
 
-def _capped(alerts: pd.DataFrame, cfg: Mapping) -> tuple[np.ndarray, pd.DataFrame]:
+def _capped(alerts: pd.DataFrame, cfg: SplitSettings) -> tuple[np.ndarray, pd.DataFrame]:
     """(the cap's keep mask, the alerts it keeps) of ``alerts`` with a fresh index."""
-    keep = cap_mask(alerts, cfg.get("max_alerts_per_source"), cfg["seed"], cfg.get("latest_subsets", ("vars", "junk")))
+    keep = cap_mask(alerts, cfg.max_alerts_per_source, cfg.seed, cfg.latest_subsets)
     return keep, alerts[keep]
 
 
-def in_fraction(alerts: pd.DataFrame, part: pd.DataFrame, fraction: float, cfg: Mapping) -> pd.Series:
+def in_fraction(alerts: pd.DataFrame, part: pd.DataFrame, fraction: float, cfg: SplitSettings | Mapping) -> pd.Series:
     """Which of ``alerts`` are in the ``fraction`` (0-1) sample drawn from ``part`` (capped alerts of one
     split): its sources (``fraction_sampling: sources``, BTSbot's) or its alerts (``alerts``)."""
-    if cfg.get("fraction_sampling", "sources") == "alerts":
-        return alerts["alert_id"].isin(fraction_alerts(part, fraction, cfg["seed"]))
-    return alerts["objectId"].isin(fraction_sources(part, fraction, cfg["seed"]))
+    cfg = SplitSettings.from_block(cfg)
+    if cfg.fraction_sampling == "alerts":
+        return alerts["alert_id"].isin(fraction_alerts(part, fraction, cfg.seed))
+    return alerts["objectId"].isin(fraction_sources(part, fraction, cfg.seed))
 
 
-def split_table(alerts: pd.DataFrame, fraction_percent: float, cfg: Mapping) -> pd.DataFrame:
+def split_table(alerts: pd.DataFrame, fraction_percent: float, cfg: SplitSettings | Mapping) -> pd.DataFrame:
     """The rows one training run uses: columns alert_id, row (into images.npy), split.
 
     ``cfg`` is the ``splits`` block of the config (seed, max_alerts_per_source, latest_subsets,
-    fraction_sampling, fraction_eval).
+    fraction_sampling, fraction_eval; left-out keys take the schema's defaults).
     """
+    cfg = SplitSettings.from_block(cfg)
     alerts = alerts.reset_index(drop=True)
     keep, capped = _capped(alerts, cfg)
     fraction = fraction_percent / 100.0
     chosen = in_fraction(alerts, capped[capped["split"] == "train"], fraction, cfg)
     sampled = alerts["split"] == "train"
-    if cfg.get("fraction_eval", "whole") == "sampled":  # BTSbot's subsample_data: val and test sources too
+    if cfg.fraction_eval == "sampled":  # BTSbot's subsample_data: val and test sources too
         for split in ("val", "test"):
             part = capped[capped["split"] == split]
-            chosen |= alerts["objectId"].isin(fraction_sources(part, fraction, cfg["seed"]))
+            chosen |= alerts["objectId"].isin(fraction_sources(part, fraction, cfg.seed))
         sampled = pd.Series(True, index=alerts.index)
     use = keep & (~sampled | chosen).to_numpy()
     out = pd.DataFrame(
@@ -164,9 +165,12 @@ def check_eval_classes(
             )
 
 
-def train_alert_counts(alerts: pd.DataFrame, fractions_percent: Sequence[float], cfg: Mapping) -> dict[float, int]:
+def train_alert_counts(
+    alerts: pd.DataFrame, fractions_percent: Sequence[float], cfg: SplitSettings | Mapping
+) -> dict[float, int]:
     """Training alerts of a run at each fraction: the train rows :func:`split_table` selects (the cap
     computed once). ``alerts`` needs the columns of :data:`SPLIT_COLUMNS`."""
+    cfg = SplitSettings.from_block(cfg)
     _, capped = _capped(alerts.reset_index(drop=True), cfg)
     train = capped[capped["split"] == "train"]
     return {float(f): int(in_fraction(train, train, float(f) / 100.0, cfg).sum()) for f in fractions_percent}

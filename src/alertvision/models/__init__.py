@@ -9,15 +9,14 @@ import torch
 from torch import nn
 
 from alertvision import __version__
-from alertvision.config import METADATA_KEYS
 from alertvision.data.features import METADATA_FEATURES
 from alertvision.models.classifier import AlertClassifier, MLPHead
 from alertvision.models.cnn import CNN_KEYS, BTSbotCNN
 from alertvision.models.multimodal import MetadataBranch, MultimodalClassifier
 from alertvision.models.weights import ResolvedWeights, load_pretrained_backbone
+from alertvision.settings import HeadSettings
 
 MODEL_FORMAT = "alertvision-model/1"
-HEAD_KEYS = ("dense1", "dense2", "dropout")
 
 
 def _timm_size_kwargs(architecture: str, input_size: int) -> dict[str, Any]:
@@ -70,21 +69,23 @@ MODALITIES = ("image", "multimodal")
 
 def build_model(
     arch_cfg: Mapping[str, Any],
-    head_cfg: Mapping[str, Any],
+    head_cfg: HeadSettings | Mapping[str, Any],
     weights: ResolvedWeights | None = None,
     input_norm: Mapping[str, Any] | None = None,
     metadata_fill: Sequence[float] | None = None,
 ) -> AlertClassifier:
     """Build a classifier from a model spec (an ``archs.<name>`` block, optionally with ``modality``)
-    and the head sizes (dense1, dense2 (None: a one-layer head), dropout; multi-modal: also meta_dense1,
-    meta_dense2, meta_dropout). The architecture kind sets the activation of the head and of the
-    metadata branch (ReLU for BTSbot's CNN, GELU for timm backbones).
+    and the head sizes (:class:`~alertvision.settings.HeadSettings`, or a mapping with dense1, dense2
+    (None: a one-layer head), dropout; multi-modal: also meta_dense1, meta_dense2, meta_dropout). The
+    architecture kind sets the activation of the head and of the metadata branch (ReLU for BTSbot's
+    CNN, GELU for timm backbones).
 
     ``input_norm`` is a spec of :mod:`alertvision.models.inputs` (as ``input_norm_for`` makes it from
     the regimen's ``input_norm``); None scales by ``arch_cfg["input_scale"]``. ``metadata_fill``: per-feature values
     a multi-modal model puts in place of NaN or infinite features (None: none).
     """
     kind, modality = arch_cfg["kind"], arch_cfg.get("modality", "image")
+    head_settings = HeadSettings.from_config(head_cfg)
     if kind not in ARCH_KINDS:
         raise ValueError(f"unknown architecture kind {kind!r}; known: {', '.join(ARCH_KINDS)}")
     if modality not in MODALITIES:
@@ -92,19 +93,21 @@ def build_model(
     backbone, activation = ARCH_KINDS[kind](arch_cfg, weights)
     size, scale = arch_cfg.get("input_size", 63), arch_cfg.get("input_scale", 1.0)
     if modality == "image":
-        head = MLPHead(backbone.num_features, head_cfg["dense1"], head_cfg["dense2"], head_cfg["dropout"], activation)
+        head = _mlp_head(backbone.num_features, head_settings, activation)
         return AlertClassifier(backbone, head, size, scale, input_norm)
+    branch = head_settings.metadata
+    if branch is None:
+        raise ValueError("a multi-modal model needs the metadata branch's meta_dense1, meta_dense2 and meta_dropout")
     metadata = MetadataBranch(
-        len(METADATA_FEATURES),
-        head_cfg["meta_dense1"],
-        head_cfg["meta_dense2"],
-        head_cfg["meta_dropout"],
-        metadata_fill,
-        activation,
+        len(METADATA_FEATURES), branch.meta_dense1, branch.meta_dense2, branch.meta_dropout, metadata_fill, activation
     )
     fused = metadata.out_features + (backbone.num_features if backbone is not None else 0)
-    head = MLPHead(fused, head_cfg["dense1"], head_cfg["dense2"], head_cfg["dropout"], activation)
+    head = _mlp_head(fused, head_settings, activation)
     return MultimodalClassifier(backbone, metadata, head, size, scale, input_norm)
+
+
+def _mlp_head(in_features: int, head: HeadSettings, activation: str) -> MLPHead:
+    return MLPHead(in_features, head.dense1, head.dense2, head.dropout, activation)
 
 
 def save_model(
@@ -112,14 +115,13 @@ def save_model(
     path: str | os.PathLike,
     *,
     arch_cfg: Mapping[str, Any],
-    head_cfg: Mapping[str, Any],
+    head_cfg: HeadSettings | Mapping[str, Any],
     info: Mapping[str, Any],
 ) -> None:
     """Save weights plus everything :func:`load_model` needs to rebuild the model without the weights source."""
     from alertvision.atomic import atomic_path
 
     arch_cfg = dict(arch_cfg)
-    head_keys = HEAD_KEYS + (METADATA_KEYS if isinstance(model, MultimodalClassifier) else ())
     arch = getattr(model.backbone, "timm_architecture", None)
     if arch is not None:
         arch_cfg["timm_name"] = arch  # what the weights' config.json named, not what the config asked
@@ -127,7 +129,7 @@ def save_model(
         "format": MODEL_FORMAT,
         "alertvision_version": __version__,
         "arch_cfg": arch_cfg,
-        "head_cfg": {k: head_cfg[k] for k in head_keys},
+        "head_cfg": HeadSettings.from_config(head_cfg).as_dict(with_metadata=isinstance(model, MultimodalClassifier)),
         "info": dict(info),
         "input_norm": model.input_norm.spec(),
         **(

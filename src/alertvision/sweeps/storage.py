@@ -30,9 +30,10 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from alertvision.settings import PrunerSettings, with_schema_defaults
+
 log = logging.getLogger(__name__)
 
-DEFAULT_STORAGE_ENV = "ALERTVISION_SWEEP_STORAGE"
 JOURNAL_FILE = "study.journal"
 #: system attributes this module keeps on a trial; a retried trial starts without them
 ATTR_PREFIX = "alertvision:"
@@ -70,7 +71,7 @@ def resolve_storage(sweep_cfg: Mapping[str, Any], journal_path: str | os.PathLik
     else the journal file ``journal_path``."""
     if sweep_cfg.get("storage"):
         return str(sweep_cfg["storage"])
-    env = sweep_cfg.get("storage_env", DEFAULT_STORAGE_ENV)
+    env = with_schema_defaults(sweep_cfg, "sweep")["storage_env"]
     if env and os.environ.get(env):
         return os.environ[env]
     return str(journal_path)
@@ -96,22 +97,21 @@ def display_storage(storage_spec: str) -> str:
         return storage_spec.split("://", 1)[0] + "://***"
 
 
-def make_pruner(pruner_cfg: Mapping[str, Any] | str | None, epochs: int) -> BasePruner:
+def make_pruner(pruner_cfg: PrunerSettings | Mapping[str, Any] | str | None, epochs: int) -> BasePruner:
     """The pruner ``sweep.pruner`` names: none (the paper), median, or hyperband (epochs as resource)."""
-    cfg = {"kind": pruner_cfg} if isinstance(pruner_cfg, str) or pruner_cfg is None else dict(pruner_cfg)
-    kind = cfg.get("kind") or "none"
-    warmup = int(cfg.get("warmup_epochs", 1))
-    if kind == "none":
+    cfg = PrunerSettings.from_block(pruner_cfg)
+    warmup = int(cfg.warmup_epochs)
+    if cfg.kind == "none":
         return NopPruner()
-    if kind == "median":
-        return MedianPruner(n_startup_trials=int(cfg.get("startup_trials", 5)), n_warmup_steps=warmup)
-    if kind == "hyperband":
+    if cfg.kind == "median":
+        return MedianPruner(n_startup_trials=int(cfg.startup_trials), n_warmup_steps=warmup)
+    if cfg.kind == "hyperband":
         return HyperbandPruner(
             min_resource=max(1, warmup),
             max_resource=max(int(epochs), max(1, warmup)),
-            reduction_factor=int(cfg.get("reduction_factor", 3)),
+            reduction_factor=int(cfg.reduction_factor),
         )
-    raise ValueError(f"config key sweep.pruner.kind: {kind!r} is not one of {', '.join(PRUNERS)}")
+    raise ValueError(f"config key sweep.pruner.kind: {cfg.kind!r} is not one of {', '.join(PRUNERS)}")
 
 
 class TrialSeededSampler(BaseSampler):

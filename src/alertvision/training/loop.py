@@ -29,6 +29,7 @@ from alertvision.models import build_model, save_model
 from alertvision.models.classifier import AlertClassifier
 from alertvision.models.inputs import input_norm_for
 from alertvision.models.weights import ResolvedWeights
+from alertvision.settings import HeadSettings, TrainingSettings
 from alertvision.training.checkpoint import CHECKPOINT_NAME, Checkpointer, params_digest
 from alertvision.training.data import Batches
 from alertvision.training.device import pick_device, seed_everything
@@ -41,12 +42,15 @@ RUN_FILES = ("model.pt", "history.csv", "metrics.json", "predictions.parquet")
 
 
 def build_run_model(
-    arch_cfg: Mapping[str, Any], training: Mapping[str, Any], weights: ResolvedWeights | None, metadata_fill: Any = None
+    arch_cfg: Mapping[str, Any],
+    head: HeadSettings | Mapping[str, Any],
+    weights: ResolvedWeights | None,
+    metadata_fill: Any = None,
 ) -> AlertClassifier:
     """The model a run trains: the factory's model, fed as the regimen's ``input_norm`` says (default
     ``l2``: the stored triplet times the architecture's ``input_scale``, whatever the weights)."""
     input_norm = input_norm_for(arch_cfg.get("input_norm", "l2"), weights, arch_cfg.get("input_scale", 1.0))
-    return build_model(arch_cfg, training, weights, input_norm=input_norm, metadata_fill=metadata_fill)
+    return build_model(arch_cfg, head, weights, input_norm=input_norm, metadata_fill=metadata_fill)
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -78,6 +82,10 @@ def train_run(
 ) -> dict[str, Any]:
     """Train one model and write its run folder; returns the metrics.
 
+    ``training`` is :func:`alertvision.config.training_params` of the run: read once into
+    :class:`~alertvision.settings.TrainingSettings` and the model's
+    :class:`~alertvision.settings.HeadSettings`; the mapping itself keys the checkpoint.
+
     ``on_epoch(epoch, history_row)`` is called after each epoch's validation; an exception it raises
     (a sweep's ``optuna.TrialPruned``) ends the run with nothing written. ``test_split=False`` leaves
     the test split unread and unscored; ``out_dir=None`` writes no files. With ``checkpoint`` (and an
@@ -89,10 +97,11 @@ def train_run(
     """
     # --- set-up ----------------------------------------------------------------------------------
     started = time.time()
+    settings, head = TrainingSettings.from_config(training), HeadSettings.from_config(training)
     seed_everything(seed)
-    torch.set_num_threads(int(training["threads"]))
-    device = pick_device(training["device"])
-    use_bf16 = bool(training["bf16"]) and device.type == "cuda"
+    torch.set_num_threads(settings.threads)
+    device = pick_device(settings.device)
+    use_bf16 = settings.bf16 and device.type == "cuda"
 
     if out_dir is not None:
         out_dir = check_writable(out_dir, "the run's outputs")
@@ -119,17 +128,17 @@ def train_run(
             data.alerts, np.concatenate(list(rows.values())), rows["train"], arch_cfg.get("metadata_fill", "error")
         )
     images = None if arch_cfg["kind"] == "none" else data.images  # the metadata-only model reads no image
-    bs, ebs = int(training["batch_size"]), int(training["eval_batch_size"])
+    bs, ebs = settings.batch_size, settings.eval_batch_size
     train_batches = Batches(
         images,
         rows["train"],
         y_train,
         bs,
         shuffle=True,
-        augment=bool(training["augment"]),
+        augment=settings.augment,
         seed=seed + 1,
         metadata=metadata,
-        min_batch=bs if training["drop_last"] else 2,
+        min_batch=bs if settings.drop_last else 2,
     )
     if len(train_batches) == 0:
         raise ValueError(
@@ -139,20 +148,20 @@ def train_run(
     val_batches = Batches(images, rows["val"], labels[rows["val"]], ebs, metadata=metadata)
 
     # --- model, loss, optimiser ------------------------------------------------------------------
-    model = build_run_model(arch_cfg, training, weights, metadata_fill).to(device)
-    memory_format = torch.channels_last if training["channels_last"] else torch.contiguous_format
+    model = build_run_model(arch_cfg, head, weights, metadata_fill).to(device)
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     precision = Precision(device, use_bf16, memory_format)
     pos_weight = torch.tensor(n_neg / n_pos, device=device)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     optimizer = torch.optim.AdamW(
         model.parameters(),
-        lr=float(training["lr"]),
-        weight_decay=float(training["weight_decay"]),
-        betas=tuple(float(b) for b in training["betas"]),
+        lr=float(settings.lr),
+        weight_decay=float(settings.weight_decay),
+        betas=tuple(float(b) for b in settings.betas),
     )
-    epochs = int(training["epochs"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(training, len(train_batches)))
+    epochs = int(settings.epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(settings, len(train_batches)))
     log.info(
         "training %s on %d alerts (%d positive), val %d, test %s, %d epochs of %d steps on %s",
         arch_cfg.get("timm_name", arch_cfg["kind"]),
@@ -181,9 +190,9 @@ def train_run(
         scheduler=scheduler,
         epochs=epochs,
         precision=precision,
-        schedule_per_epoch=training["schedule"] == "epoch",
-        patience=int(training["patience"]),
-        min_improvement=float(training["min_improvement"]),
+        schedule_per_epoch=settings.schedule == "epoch",
+        patience=int(settings.patience),
+        min_improvement=float(settings.min_improvement),
         val_score=torch.sigmoid,
         val_metrics=lambda scores: {"val_roc_auc": roc_auc(y_val, scores)},
         on_epoch=on_epoch,
@@ -236,7 +245,7 @@ def train_run(
         "metadata_fill": arch_cfg.get("metadata_fill") if metadata is not None else None,
         "synthetic": data.synthetic,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "threads": int(training["threads"]),
+        "threads": int(settings.threads),
         "bf16": use_bf16,
         "seconds": time.time() - started,
     }
@@ -245,7 +254,7 @@ def train_run(
             model,
             out_dir / "model.pt",
             arch_cfg=arch_cfg,
-            head_cfg=training,
+            head_cfg=head,
             info={**dict(run_info or {}), "weight_id": metrics["weight_id"]},
         )
         write_csv(out_dir / "history.csv", pd.DataFrame(history))
@@ -259,16 +268,16 @@ def train_run(
     return metrics
 
 
-def _lr_factor(training: Mapping[str, Any], steps_per_epoch: int) -> Callable[[int], float]:
+def _lr_factor(settings: TrainingSettings, steps_per_epoch: int) -> Callable[[int], float]:
     """The factor of ``training.schedule`` as LambdaLR calls it: per epoch (``epoch``) or per step (``step``)."""
-    epochs = int(training["epochs"])
-    if training["schedule"] == "epoch":
-        horizon = int(training["schedule_epochs"] or epochs)
-        warmup = float(training["warmup_epochs"])
-        start, floor = float(training["warmup_start_factor"]), float(training["lr_floor_factor"])
+    epochs = int(settings.epochs)
+    if settings.schedule == "epoch":
+        horizon = int(settings.schedule_epochs or epochs)
+        warmup = float(settings.warmup_epochs)
+        start, floor = float(settings.warmup_start_factor), float(settings.lr_floor_factor)
         return lambda e: epoch_warmup_cosine(e, warmup, horizon, start, floor)
     steps = epochs * steps_per_epoch
-    warmup_steps = int(round(float(training["warmup_epochs"]) * steps_per_epoch))
+    warmup_steps = int(round(float(settings.warmup_epochs) * steps_per_epoch))
     return lambda s: warmup_cosine(s, steps, warmup_steps)
 
 
