@@ -179,7 +179,9 @@ def _check_consistency(config: Mapping[str, Any]) -> None:
     lo, hi = config["data"]["synthetic"]["season_days"]
     if lo > hi:
         raise ConfigError(f"config key data.synthetic.season_days: [{lo}, {hi}] is not a range")
-    _check_data_inputs(config["data"])
+    from alertvision.data.sources import check_sources  # each source checks its own block
+
+    check_sources(config)
     if (
         config["legacysurvey"]["source"] == "synthetic"
         and "ls" in grid["datasets"]
@@ -190,56 +192,11 @@ def _check_consistency(config: Mapping[str, Any]) -> None:
             "for data.source 'synthetic': use legacysurvey.source 'viewer' (the DR10 cutout "
             "service) or leave 'ls' out of grid.datasets"
         )
-    _check_legacysurvey_product(config["legacysurvey"])
     for arch, spec in config["archs"].items():
         if spec["kind"] == "timm" and "maxvit" in spec["timm_name"] and spec["input_size"] % 32:
             raise ConfigError(
                 f"config key archs.{arch}.input_size: MaxViT needs a multiple of 32, got {spec['input_size']}"
             )
-
-
-def _check_legacysurvey_product(ls: Mapping[str, Any]) -> None:
-    """``product: jpeg`` needs the viewer (no synthetic JPEGs) and has a fixed channel order."""
-    if ls["product"] != "jpeg":
-        return
-    if ls["source"] == "synthetic":
-        raise ConfigError(
-            "config key legacysurvey.product: 'jpeg' images come from the viewer's JPEG cutout "
-            "service only; legacysurvey.source 'synthetic' renders FITS-like cubes: use "
-            "legacysurvey.product 'fits' with it, or legacysurvey.source 'viewer'"
-        )
-    if list(ls["channels"]) != ["z", "r", "g"]:
-        raise ConfigError(
-            f"config key legacysurvey.channels: {list(ls['channels'])} applies to product 'fits' "
-            "only; the viewer's JPEG is always red, green, blue = z, r, g (leave channels out)"
-        )
-
-
-def _check_data_inputs(data: Mapping[str, Any]) -> None:
-    """The inputs each real-data source cannot do without (whether they exist is checked on use)."""
-    source = data["source"]
-    block = data.get(source, {})
-    if source == "avro" and not (block.get("path") and block.get("labels")):
-        raise ConfigError(
-            "config key data.avro: data.source 'avro' needs data.avro.path (packets: folder, "
-            ".avro file or .tar/.tar.gz archive) and data.avro.labels (objectId, label, source_set)"
-        )
-    if source == "release" and not (block.get("path") or (block.get("images_zip") and block.get("metadata_zip"))):
-        raise ConfigError(
-            "config key data.release: data.source 'release' needs data.release.path (the folder "
-            "of the extracted files or of the two zips) or both data.release.images_zip and "
-            "data.release.metadata_zip"
-        )
-    if source == "kowalski" and not block["bts"]["trues"]:
-        raise ConfigError(
-            "config key data.kowalski.bts.trues: data.source 'kowalski' needs a CSV export of the "
-            "BTS sample explorer (column ZTFID) for the trues; dims and vars are optional"
-        )
-    if source == "kowalski" and block["rejects"]["enabled"] and not block["rejects"]["group_ids"]:
-        raise ConfigError(
-            "config key data.kowalski.rejects.group_ids: rejects are Fritz candidates saved to none "
-            "of these groups; list them, or set data.kowalski.rejects.enabled: false"
-        )
 
 
 def _check_regimens(config: Mapping[str, Any]) -> None:

@@ -1,0 +1,40 @@
+"""``data.source: avro``: ZTF alert packets (files, folders, nightly ``.tar``/``.tar.gz`` archives) and labels."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from alertvision.data.sources import ZtfSource
+
+
+def ingest(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool) -> dict:
+    from alertvision.data.ingest.avro import ingest_avro
+
+    return ingest_avro(config, out_dir, progress=progress)
+
+
+def input_files(block: Mapping[str, Any]) -> list[Path]:
+    from alertvision.data.ingest.avro import AvroInputError, packet_files
+
+    paths: list[Path] = []
+    for entry in [block["path"]] if isinstance(block["path"], str) else list(block["path"] or []):
+        try:
+            paths += packet_files(entry)
+        except AvroInputError:
+            continue
+    return paths + ([Path(block["labels"])] if block.get("labels") else [])
+
+
+def check(block: Mapping[str, Any]) -> None:
+    from alertvision.config import ConfigError
+
+    if not (block.get("path") and block.get("labels")):
+        raise ConfigError(
+            "config key data.avro: data.source 'avro' needs data.avro.path (packets: folder, "
+            ".avro file or .tar/.tar.gz archive) and data.avro.labels (objectId, label, source_set)"
+        )
+
+
+SOURCE = ZtfSource("avro", ingest, input_files, check)

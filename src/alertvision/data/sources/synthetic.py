@@ -1,0 +1,17 @@
+"""``data.source: synthetic``: the embedded simulated BTS-like stream (labelled synthetic everywhere)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+from alertvision.data.sources import ZtfSource
+
+
+def ingest(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool) -> dict:
+    from alertvision.synthetic.ztf import build_synthetic_ztf
+
+    return build_synthetic_ztf(config["data"]["synthetic"], config["splits"], out_dir, progress=progress)
+
+
+SOURCE = ZtfSource("synthetic", ingest, synthetic=True)

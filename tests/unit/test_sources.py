@@ -1,0 +1,45 @@
+"""The source registry: one plugin module per source, in step with the schema."""
+
+from __future__ import annotations
+
+import pytest
+
+from alertvision.config import ConfigError, schema, validate_config
+from alertvision.data.sources import check_sources, registry, source_input_files, ztf_source
+
+
+def test_every_schema_source_has_a_plugin_and_a_block():
+    props = schema()["properties"]
+    assert sorted(registry().ztf) == sorted(props["data"]["properties"]["source"]["enum"])
+    assert sorted(registry().ls) == sorted(props["legacysurvey"]["properties"]["source"]["enum"])
+    for name in registry().ztf:
+        assert name in props["data"]["properties"], f"data.{name}: the schema has no block for source {name!r}"
+        assert ztf_source(name).block == f"data.{name}"
+    products = set(props["legacysurvey"]["properties"]["product"]["enum"])
+    assert set().union(*(s.products for s in registry().ls.values())) == products
+
+
+def test_unknown_sources_are_named_with_the_known_ones():
+    with pytest.raises(ValueError, match="data.source 'ftp' is not one of avro, kowalski, release, synthetic"):
+        ztf_source("ftp")
+
+
+def test_a_source_checks_its_own_block():
+    config = validate_config({})
+    check_sources(config)  # the embedded default
+    config["data"]["source"] = "avro"
+    with pytest.raises(ConfigError, match="data.source 'avro' needs data.avro.path"):
+        check_sources(config)
+    config["data"]["source"], config["legacysurvey"]["product"] = "synthetic", "jpeg"
+    with pytest.raises(ConfigError, match="'jpeg' images come from the viewer source only"):
+        check_sources(config)
+
+
+def test_input_files_are_the_existing_files_a_source_reads(tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("objectId,label,source_set\n")
+    (tmp_path / "packets").mkdir()
+    (tmp_path / "packets" / "a.avro").write_bytes(b"")
+    config = {"data": {"source": "avro", "avro": {"path": str(tmp_path / "packets"), "labels": str(labels)}}}
+    assert source_input_files(config) == sorted([str(tmp_path / "packets" / "a.avro"), str(labels)])
+    assert source_input_files({"data": {"source": "synthetic"}}) == []
