@@ -6,8 +6,9 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
@@ -102,7 +103,7 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_fetch_kowalski(args) -> int:
-    from alertvision.data.ingest.kowalski import fetch_kowalski
+    from alertvision.study.steps import fetch_kowalski
 
     fetched = fetch_kowalski(_config(args), progress=not args.quiet)
     print(f"{fetched.cache_dir}: answers for {len(fetched.labels)} sources cached ({fetched.stats['listed_sources']})")
@@ -449,7 +450,358 @@ def cmd_outliers(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- the command table
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One command-line argument: argparse's flags and keywords."""
+
+    flags: tuple[str, ...]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+def arg(*flags: str, **kwargs: Any) -> Arg:
+    return Arg(flags, kwargs)
+
+
+#: The arguments that name a grid cell (a run, or a sweep's configuration without --seed).
+CELL_ARGS = (
+    arg("--dataset", default="ztf", choices=["ztf", "ls"], help="(default: %(default)s)"),
+    arg("--modality", default="image", choices=["image", "multimodal"], help="(default: %(default)s)"),
+    arg("--arch", required=True, help="an architecture of the config's archs, e.g. cnn"),
+    arg("--regimen", default="none", help="a regimen of the config (default: %(default)s)"),
+    arg("--fraction", type=float, default=100.0, help="percent of the training sources (default: %(default)s)"),
+)
+SEED_ARG = arg("--seed", type=int, default=0, help="(default: %(default)s)")
+RESULTS_ARG = arg("--results", default=LAYOUT.results, help="results root for default paths (default: %(default)s)")
+CELL_INPUT_ARGS = (
+    RESULTS_ARG,
+    arg("--dataset-dir", help="dataset folder (default: RESULTS/data/DATASET)"),
+    arg("--split", help="split table (default: RESULTS/splits/DATASET/fFRACTION.parquet)"),
+)
+SWEEP_HELP = "(study in sweep.storage, else a journal file in RESULTS/sweeps/DATASET/MODALITY/ARCH/REGIMEN/fFRACTION)"
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command: its name, what it runs, the step functions of :mod:`alertvision.study.steps` it calls
+    (the same ones the Snakemake scripts call), its help and arguments, and whether it reads the config."""
+
+    name: str
+    run: Callable[[argparse.Namespace], int]
+    steps: tuple[str, ...]
+    help: str
+    args: tuple[Arg, ...] = ()
+    config: bool = True
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("config", cmd_config, (), "validate the config and print it with every default filled in"),
+    Command(
+        "ingest",
+        cmd_ingest,
+        ("ingest_ztf",),
+        "write the ZTF dataset of data.source (alerts.parquet, images.npy, manifest.json)",
+        (arg("--out", default=LAYOUT.dataset_dir("ztf"), help="dataset folder (default: %(default)s)"),),
+    ),
+    Command(
+        "fetch-kowalski",
+        cmd_fetch_kowalski,
+        ("fetch_kowalski",),
+        "fill data.kowalski.cache_dir from Fritz and Kowalski without building the dataset (e.g. on a login "
+        "node with network; tokens from the environment)",
+    ),
+    Command(
+        "ls-dataset",
+        cmd_ls_dataset,
+        ("ls_dataset",),
+        "pair each alert with its source's Legacy Survey grz image",
+        (
+            arg("--ztf", default=LAYOUT.dataset_dir("ztf"), help="ZTF dataset folder (default: %(default)s)"),
+            arg("--out", default=LAYOUT.dataset_dir("ls"), help="dataset folder (default: %(default)s)"),
+        ),
+    ),
+    Command(
+        "split",
+        cmd_split,
+        ("split",),
+        "write the rows (train fraction, val, test) one training run uses",
+        (
+            arg("--dataset-dir", required=True, help=f"dataset folder, e.g. {LAYOUT.dataset_dir('ztf')}"),
+            arg("--fraction", type=float, required=True, help="percent of the train sources, e.g. 10"),
+            arg("--out", required=True, help="split table to write (.parquet)"),
+        ),
+    ),
+    Command(
+        "weights",
+        cmd_weights,
+        ("fetch_weights",),
+        f"fetch the published weights of a (regimen, arch) into {LAYOUT.weights_dir('REGIMEN', 'ARCH')} "
+        "(config.json, model.safetensors, source.json), from a local folder, a Hugging Face cache or the hub",
+        (
+            arg("--regimen", required=True),
+            arg("--arch", required=True),
+            arg("--id", help="a weight id to fetch instead of the config's"),
+            arg("--out", help=f"folder to fill (default: {LAYOUT.weights_dir('REGIMEN', 'ARCH')})"),
+        ),
+    ),
+    Command(
+        "galaxy-corpus",
+        cmd_galaxy_corpus,
+        ("galaxy_corpus",),
+        "write the SYNTHETIC galaxy corpus of a pre-training regimen",
+        (
+            arg("--regimen", required=True),
+            arg("--out", help=f"corpus folder (default: {LAYOUT.corpus_dir('REGIMEN')})"),
+        ),
+    ),
+    Command(
+        "pretrain",
+        cmd_pretrain,
+        ("pretrain",),
+        "pre-train an architecture's encoder on a regimen's corpus (Zoobot-style vote-fraction regression) into "
+        f"{LAYOUT.weights_dir('REGIMEN', 'ARCH')}",
+        (
+            arg("--regimen", required=True),
+            arg("--arch", required=True),
+            arg("--corpus", help="corpus folder (default: the regimen's)"),
+            arg("--out", help=f"folder to write (default: {LAYOUT.weights_dir('REGIMEN', 'ARCH')})"),
+        ),
+    ),
+    Command(
+        "train",
+        cmd_train,
+        ("train",),
+        "train one grid cell and write model.pt, history.csv, metrics.json, predictions.parquet; a swept "
+        "architecture trains with its sweep's best.yaml, as in Snakemake",
+        (
+            *CELL_ARGS,
+            SEED_ARG,
+            *CELL_INPUT_ARGS,
+            arg("--out-dir", help="run folder (default: the grid path under RESULTS/runs/)"),
+            arg(
+                "--best",
+                help="a sweep's best.yaml to train with (default: the configuration's, when the config sweeps "
+                "the architecture)",
+            ),
+        ),
+    ),
+    Command(
+        "sweep",
+        cmd_sweep,
+        ("sweep_worker", "sweep_finalize"),
+        "sweep one configuration's hyperparameters (Table 1's space) in this process, then write best.yaml, "
+        f"trials.csv and trials.png {SWEEP_HELP}",
+        (*CELL_ARGS, *CELL_INPUT_ARGS),
+    ),
+    Command(
+        "sweep-worker",
+        cmd_sweep_worker,
+        ("sweep_worker",),
+        "one worker of a configuration's sweep: adds trials until the study holds sweep.trials finished ones; "
+        f"start several at once on one study {SWEEP_HELP}",
+        (
+            *CELL_ARGS,
+            *CELL_INPUT_ARGS,
+            arg("--worker", type=int, default=0, help="worker number, names its report workerN.json"),
+        ),
+    ),
+    Command(
+        "sweep-finalize",
+        cmd_sweep_finalize,
+        ("sweep_finalize",),
+        "write best.yaml, trials.csv and trials.png of a configuration whose sweep workers are done",
+        (*CELL_ARGS, *CELL_INPUT_ARGS),
+    ),
+    Command(
+        "sweep-summary",
+        cmd_sweep_summary,
+        ("sweep_summary",),
+        "gather best.yaml files into one table",
+        (arg("best", nargs="+", help="best.yaml files"), arg("--out", default=LAYOUT.sweep_summary())),
+        config=False,
+    ),
+    Command(
+        "aggregate",
+        cmd_aggregate,
+        ("aggregate",),
+        "aggregate metrics.json files into roc_auc.csv (median, std over seeds)",
+        (arg("metrics", nargs="+", help="metrics.json files"), arg("--out", default=LAYOUT.table("roc_auc.csv"))),
+        config=False,
+    ),
+    Command(
+        "figure2",
+        cmd_figure2,
+        ("figure2",),
+        "draw Figure 2 from roc_auc.csv",
+        (arg("--table", default=LAYOUT.table("roc_auc.csv")), arg("--out", default=LAYOUT.figure(2))),
+        config=False,
+    ),
+    Command(
+        "f1",
+        cmd_f1,
+        ("f1_table",),
+        "score the trigger policies on the runs' test predictions and aggregate them into f1.csv (median, std "
+        "over seeds) and completeness per peak-magnitude bin",
+        (
+            arg(
+                "metrics",
+                nargs="+",
+                help="metrics.json files (multi-modal runs for Figure 3); each run's predictions.parquet is read "
+                "from beside it",
+            ),
+            arg("--out", default=LAYOUT.table("f1.csv")),
+            arg("--peak-mag-out", default=LAYOUT.table("completeness_peak_mag.csv")),
+            arg("--exclude-sources", help="a file of objectIds the policies leave out (RCFJunk, say)"),
+        ),
+        config=False,
+    ),
+    Command(
+        "figure3",
+        cmd_figure3,
+        ("figure3",),
+        "draw Figure 3 (F1 of the trigger policies, one panel row each, multi-modal models) from f1.csv",
+        (
+            arg("--table", default=LAYOUT.table("f1.csv")),
+            arg(
+                "--policy",
+                "--policies",
+                nargs="+",
+                choices=["bts_p1", "bts_p2", "prod_p1", "prod_p2"],
+                help="policies to draw, one panel row each, in this order (default: all four)",
+            ),
+            arg("--out", default=LAYOUT.figure(3)),
+        ),
+        config=False,
+    ),
+    Command(
+        "benchmark",
+        cmd_benchmark,
+        ("benchmark",),
+        "Table 2 rows of one architecture: inference throughput and memory on the test split (paper protocol "
+        "and production mode, CPU and CUDA when present) and a training burst",
+        (
+            arg("--arch", required=True),
+            RESULTS_ARG,
+            arg(
+                "--model",
+                help="model.pt to measure (default: the ZTF run of regimen none, largest fraction, first seed)",
+            ),
+            arg("--dataset-dir", help="dataset folder whose test split is scored (default: RESULTS/data/ztf)"),
+            arg("--out", help="JSON to write (default: RESULTS/table2/ARCH.json)"),
+        ),
+    ),
+    Command(
+        "table2",
+        cmd_table2,
+        ("table2",),
+        "gather benchmark JSON files into table2.csv, .md and .tex, with the compute estimate of the config's "
+        "grid and sweeps",
+        (
+            arg("json", nargs="+", help="files written by `alertvision benchmark`"),
+            arg("--out-dir", default=LAYOUT.results, help="folder of the table files (default: %(default)s)"),
+            arg(
+                "--dataset-dir",
+                default=LAYOUT.dataset_dir("ztf"),
+                help="ZTF dataset whose train split the estimate counts (default: %(default)s)",
+            ),
+        ),
+    ),
+    Command(
+        "embed",
+        cmd_embed,
+        ("embed",),
+        "penultimate-layer embeddings of a run's test alerts (Figure 4's input)",
+        (
+            arg("--arch", required=True),
+            arg("--regimen", default="none"),
+            arg("--dataset", default="ztf"),
+            RESULTS_ARG,
+            arg("--model", help="model.pt (default: the run of the largest fraction, first seed)"),
+            arg("--dataset-dir", help="dataset folder (default: RESULTS/data/DATASET)"),
+            arg("--out", help="parquet to write (default: RESULTS/embeddings/DATASET/ARCH/REGIMEN/embeddings.parquet)"),
+        ),
+    ),
+    Command(
+        "umap",
+        cmd_umap,
+        ("umap",),
+        "seeded 2-D UMAP of an embeddings table (settings from embed.umap)",
+        (
+            arg("embeddings", help="embeddings.parquet written by `alertvision embed`"),
+            arg("--out", required=True, help="parquet of 2-D coordinates to write"),
+        ),
+    ),
+    Command(
+        "figure4",
+        cmd_figure4,
+        ("figure4",),
+        "draw Figure 4 from UMAP tables, one panel each",
+        (
+            arg(
+                "--panel",
+                action="append",
+                required=True,
+                metavar="TITLE=UMAP_PARQUET",
+                help=f"a panel, in order, e.g. --panel CNN={LAYOUT.embeddings_dir('ztf', 'cnn', 'none')}/umap.parquet",
+            ),
+            arg(
+                "--manifest",
+                default=LAYOUT.dataset_file("manifest.json", "ztf"),
+                help="the dataset's manifest (name, synthetic)",
+            ),
+            arg("--out", default=LAYOUT.figure(4)),
+        ),
+        config=False,
+    ),
+    Command(
+        "outliers",
+        cmd_outliers,
+        ("outliers",),
+        "Isolation-Forest outliers per subset of each model's UMAP: outliers.csv and a page of cards (settings "
+        "from embed.isolation_forest)",
+        (
+            arg(
+                "--model",
+                action="append",
+                required=True,
+                metavar="NAME=UMAP_PARQUET",
+                help=f"a model's UMAP table, e.g. --model maxvit_none={LAYOUT.embeddings_dir('ztf', 'maxvit', 'none')}"
+                "/umap.parquet",
+            ),
+            arg("--ztf", default=LAYOUT.dataset_dir("ztf"), help="ZTF dataset folder (cutouts)"),
+            arg("--ls", help="Legacy Survey dataset folder (grz images on the cards), optional"),
+            arg("--out-dir", default=LAYOUT.outliers_dir()),
+        ),
+    ),
+)
+
+CONFIG_ARGS = (
+    arg(
+        "--config",
+        action="append",
+        metavar="FILE",
+        help="study config file; repeat to merge several in order. Given files replace config/config.yaml (the "
+        "default) and the schema fills what they leave out, exactly as `snakemake --configfile FILE ...` resolves "
+        "them",
+    ),
+    arg(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value by dotted key, e.g. --set training.epochs=2",
+    ),
+)
+COMMON_ARGS = (
+    arg("--log", help="also write the log to this file"),
+    arg("-q", "--quiet", action="store_true", help="no progress bars"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The parser, generated from :data:`COMMANDS`."""
     p = argparse.ArgumentParser(
         prog="alertvision",
         description=(
@@ -463,238 +815,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"alertvision {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def add(name: str, func, help_text: str, config: bool = True) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help_text, description=help_text)
-        if config:
-            sp.add_argument(
-                "--config",
-                action="append",
-                metavar="FILE",
-                help="study config file; repeat to merge several in order. Given files replace "
-                "config/config.yaml (the default) and the schema fills what they leave out, "
-                "exactly as `snakemake --configfile FILE ...` resolves them",
-            )
-            sp.add_argument(
-                "--set",
-                action="append",
-                default=[],
-                metavar="KEY=VALUE",
-                help="override a config value by dotted key, e.g. --set training.epochs=2",
-            )
-        sp.add_argument("--log", help="also write the log to this file")
-        sp.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-        sp.set_defaults(func=func)
-        return sp
-
-    add("config", cmd_config, "validate the config and print it with every default filled in")
-    sp = add("ingest", cmd_ingest, "write the ZTF dataset of data.source (alerts.parquet, images.npy, manifest.json)")
-    sp.add_argument("--out", default=LAYOUT.dataset_dir("ztf"), help="dataset folder (default: %(default)s)")
-    add(
-        "fetch-kowalski",
-        cmd_fetch_kowalski,
-        "fill data.kowalski.cache_dir from Fritz and Kowalski without "
-        "building the dataset (e.g. on a login node with network; tokens from the environment)",
-    )
-    sp = add("ls-dataset", cmd_ls_dataset, "pair each alert with its source's Legacy Survey grz image")
-    sp.add_argument("--ztf", default=LAYOUT.dataset_dir("ztf"), help="ZTF dataset folder (default: %(default)s)")
-    sp.add_argument("--out", default=LAYOUT.dataset_dir("ls"), help="dataset folder (default: %(default)s)")
-    sp = add("split", cmd_split, "write the rows (train fraction, val, test) one training run uses")
-    sp.add_argument("--dataset-dir", required=True, help=f"dataset folder, e.g. {LAYOUT.dataset_dir('ztf')}")
-    sp.add_argument("--fraction", type=float, required=True, help="percent of the train sources, e.g. 10")
-    sp.add_argument("--out", required=True, help="split table to write (.parquet)")
-    sp = add(
-        "weights",
-        cmd_weights,
-        f"fetch the published weights of a (regimen, arch) into {LAYOUT.weights_dir('REGIMEN', 'ARCH')} "
-        "(config.json, model.safetensors, source.json), from a local folder, a Hugging Face cache or the hub",
-    )
-    sp.add_argument("--regimen", required=True)
-    sp.add_argument("--arch", required=True)
-    sp.add_argument("--id", help="a weight id to fetch instead of the config's")
-    sp.add_argument("--out", help=f"folder to fill (default: {LAYOUT.weights_dir('REGIMEN', 'ARCH')})")
-    sp = add("galaxy-corpus", cmd_galaxy_corpus, "write the SYNTHETIC galaxy corpus of a pre-training regimen")
-    sp.add_argument("--regimen", required=True)
-    sp.add_argument("--out", help=f"corpus folder (default: {LAYOUT.corpus_dir('REGIMEN')})")
-    sp = add(
-        "pretrain",
-        cmd_pretrain,
-        "pre-train an architecture's encoder on a regimen's corpus (Zoobot-style "
-        f"vote-fraction regression) into {LAYOUT.weights_dir('REGIMEN', 'ARCH')}",
-    )
-    sp.add_argument("--regimen", required=True)
-    sp.add_argument("--arch", required=True)
-    sp.add_argument("--corpus", help="corpus folder (default: the regimen's)")
-    sp.add_argument("--out", help=f"folder to write (default: {LAYOUT.weights_dir('REGIMEN', 'ARCH')})")
-
-    def add_cell(sp: argparse.ArgumentParser, seed: bool) -> None:
-        sp.add_argument("--dataset", default="ztf", choices=["ztf", "ls"], help="(default: %(default)s)")
-        sp.add_argument("--modality", default="image", choices=["image", "multimodal"], help="(default: %(default)s)")
-        sp.add_argument("--arch", required=True, help="an architecture of the config's archs, e.g. cnn")
-        sp.add_argument("--regimen", default="none", help="a regimen of the config (default: %(default)s)")
-        sp.add_argument(
-            "--fraction", type=float, default=100.0, help="percent of the training sources (default: %(default)s)"
-        )
-        if seed:
-            sp.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
-        sp.add_argument(
-            "--results", default=LAYOUT.results, help="results root for default paths (default: %(default)s)"
-        )
-        sp.add_argument("--dataset-dir", help="dataset folder (default: RESULTS/data/DATASET)")
-        sp.add_argument("--split", help="split table (default: RESULTS/splits/DATASET/fFRACTION.parquet)")
-
-    sp = add(
-        "train",
-        cmd_train,
-        "train one grid cell and write model.pt, history.csv, metrics.json, predictions.parquet; "
-        "a swept architecture trains with its sweep's best.yaml, as in Snakemake",
-    )
-    add_cell(sp, seed=True)
-    sp.add_argument("--out-dir", help="run folder (default: the grid path under RESULTS/runs/)")
-    sp.add_argument(
-        "--best",
-        help="a sweep's best.yaml to train with (default: the configuration's, when the "
-        "config sweeps the architecture)",
-    )
-    sweep_help = (
-        "(study in sweep.storage, else a journal file in RESULTS/sweeps/DATASET/MODALITY/ARCH/REGIMEN/fFRACTION)"
-    )
-    sp = add(
-        "sweep",
-        cmd_sweep,
-        "sweep one configuration's hyperparameters (Table 1's space) in this process, then "
-        f"write best.yaml, trials.csv and trials.png {sweep_help}",
-    )
-    add_cell(sp, seed=False)
-    sp = add(
-        "sweep-worker",
-        cmd_sweep_worker,
-        "one worker of a configuration's sweep: adds trials until the study "
-        f"holds sweep.trials finished ones; start several at once on one study {sweep_help}",
-    )
-    add_cell(sp, seed=False)
-    sp.add_argument("--worker", type=int, default=0, help="worker number, names its report workerN.json")
-    sp = add(
-        "sweep-finalize",
-        cmd_sweep_finalize,
-        "write best.yaml, trials.csv and trials.png of a configuration whose sweep workers are done",
-    )
-    add_cell(sp, seed=False)
-    sp = add("sweep-summary", cmd_sweep_summary, "gather best.yaml files into one table", config=False)
-    sp.add_argument("best", nargs="+", help="best.yaml files")
-    sp.add_argument("--out", default=LAYOUT.sweep_summary())
-    sp = add(
-        "aggregate",
-        cmd_aggregate,
-        "aggregate metrics.json files into roc_auc.csv (median, std over seeds)",
-        config=False,
-    )
-    sp.add_argument("metrics", nargs="+", help="metrics.json files")
-    sp.add_argument("--out", default=LAYOUT.table("roc_auc.csv"))
-    sp = add("figure2", cmd_figure2, "draw Figure 2 from roc_auc.csv", config=False)
-    sp.add_argument("--table", default=LAYOUT.table("roc_auc.csv"))
-    sp.add_argument("--out", default=LAYOUT.figure(2))
-    sp = add(
-        "f1",
-        cmd_f1,
-        "score the trigger policies on the runs' test predictions and aggregate them into "
-        "f1.csv (median, std over seeds) and completeness per peak-magnitude bin",
-        config=False,
-    )
-    sp.add_argument(
-        "metrics",
-        nargs="+",
-        help="metrics.json files (multi-modal runs for Figure 3); each run's "
-        "predictions.parquet is read from beside it",
-    )
-    sp.add_argument("--out", default=LAYOUT.table("f1.csv"))
-    sp.add_argument("--peak-mag-out", default=LAYOUT.table("completeness_peak_mag.csv"))
-    sp.add_argument("--exclude-sources", help="a file of objectIds the policies leave out (RCFJunk, say)")
-    sp = add(
-        "figure3",
-        cmd_figure3,
-        "draw Figure 3 (F1 of the trigger policies, one panel row each, multi-modal models) from f1.csv",
-        config=False,
-    )
-    sp.add_argument("--table", default=LAYOUT.table("f1.csv"))
-    sp.add_argument(
-        "--policy",
-        "--policies",
-        nargs="+",
-        choices=["bts_p1", "bts_p2", "prod_p1", "prod_p2"],
-        help="policies to draw, one panel row each, in this order (default: all four)",
-    )
-    sp.add_argument("--out", default=LAYOUT.figure(3))
-    sp = add(
-        "benchmark",
-        cmd_benchmark,
-        "Table 2 rows of one architecture: inference throughput and memory on the "
-        "test split (paper protocol and production mode, CPU and CUDA when present) and a training burst",
-    )
-    sp.add_argument("--arch", required=True)
-    sp.add_argument("--results", default=LAYOUT.results, help="results root for default paths (default: %(default)s)")
-    sp.add_argument(
-        "--model", help="model.pt to measure (default: the ZTF run of regimen none, largest fraction, first seed)"
-    )
-    sp.add_argument("--dataset-dir", help="dataset folder whose test split is scored (default: RESULTS/data/ztf)")
-    sp.add_argument("--out", help="JSON to write (default: RESULTS/table2/ARCH.json)")
-    sp = add(
-        "table2",
-        cmd_table2,
-        "gather benchmark JSON files into table2.csv, .md and .tex, with the compute "
-        "estimate of the config's grid and sweeps",
-    )
-    sp.add_argument("json", nargs="+", help="files written by `alertvision benchmark`")
-    sp.add_argument("--out-dir", default=LAYOUT.results, help="folder of the table files (default: %(default)s)")
-    sp.add_argument(
-        "--dataset-dir",
-        default=LAYOUT.dataset_dir("ztf"),
-        help="ZTF dataset whose train split the estimate counts (default: %(default)s)",
-    )
-    sp = add("embed", cmd_embed, "penultimate-layer embeddings of a run's test alerts (Figure 4's input)")
-    sp.add_argument("--arch", required=True)
-    sp.add_argument("--regimen", default="none")
-    sp.add_argument("--dataset", default="ztf")
-    sp.add_argument("--results", default=LAYOUT.results, help="results root for default paths (default: %(default)s)")
-    sp.add_argument("--model", help="model.pt (default: the run of the largest fraction, first seed)")
-    sp.add_argument("--dataset-dir", help="dataset folder (default: RESULTS/data/DATASET)")
-    sp.add_argument(
-        "--out", help="parquet to write (default: RESULTS/embeddings/DATASET/ARCH/REGIMEN/embeddings.parquet)"
-    )
-    sp = add("umap", cmd_umap, "seeded 2-D UMAP of an embeddings table (settings from embed.umap)")
-    sp.add_argument("embeddings", help="embeddings.parquet written by `alertvision embed`")
-    sp.add_argument("--out", required=True, help="parquet of 2-D coordinates to write")
-    sp = add("figure4", cmd_figure4, "draw Figure 4 from UMAP tables, one panel each", config=False)
-    sp.add_argument(
-        "--panel",
-        action="append",
-        required=True,
-        metavar="TITLE=UMAP_PARQUET",
-        help=f"a panel, in order, e.g. --panel CNN={LAYOUT.embeddings_dir('ztf', 'cnn', 'none')}/umap.parquet",
-    )
-    sp.add_argument(
-        "--manifest",
-        default=LAYOUT.dataset_file("manifest.json", "ztf"),
-        help="the dataset's manifest (name, synthetic)",
-    )
-    sp.add_argument("--out", default=LAYOUT.figure(4))
-    sp = add(
-        "outliers",
-        cmd_outliers,
-        "Isolation-Forest outliers per subset of each model's UMAP: outliers.csv and "
-        "a page of cards (settings from embed.isolation_forest)",
-    )
-    sp.add_argument(
-        "--model",
-        action="append",
-        required=True,
-        metavar="NAME=UMAP_PARQUET",
-        help=f"a model's UMAP table, e.g. --model maxvit_none={LAYOUT.embeddings_dir('ztf', 'maxvit', 'none')}"
-        "/umap.parquet",
-    )
-    sp.add_argument("--ztf", default=LAYOUT.dataset_dir("ztf"), help="ZTF dataset folder (cutouts)")
-    sp.add_argument("--ls", help="Legacy Survey dataset folder (grz images on the cards), optional")
-    sp.add_argument("--out-dir", default=LAYOUT.outliers_dir())
+    for command in COMMANDS:
+        sp = sub.add_parser(command.name, help=command.help, description=command.help)
+        for a in (*command.args, *(CONFIG_ARGS if command.config else ()), *COMMON_ARGS):
+            sp.add_argument(*a.flags, **a.kwargs)
+        sp.set_defaults(func=command.run)
     return p
 
 

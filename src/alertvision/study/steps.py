@@ -41,6 +41,14 @@ def ingest_ztf(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: 
     return ingest(config, out_dir, progress=progress)
 
 
+def fetch_kowalski(config: Mapping[str, Any], progress: bool = True) -> Any:
+    """Fill ``data.kowalski.cache_dir`` from Fritz and Kowalski without building the dataset; returns what
+    was fetched (labels, cache folder, statistics)."""
+    from alertvision.data.ingest.kowalski import fetch_kowalski as fetch
+
+    return fetch(config, progress=progress)
+
+
 def ls_dataset(
     config: Mapping[str, Any], ztf_dir: str | os.PathLike, out_dir: str | os.PathLike, progress: bool = True
 ) -> dict:
