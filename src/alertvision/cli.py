@@ -308,7 +308,7 @@ def cmd_sweep_summary(args) -> int:
 def cmd_aggregate(args) -> int:
     from alertvision.study.steps import aggregate
 
-    table = aggregate(args.metrics, args.out)
+    table = aggregate(args.metrics, args.out, bootstrap=_config(args)["bootstrap"])
     print(table.to_string(index=False))
     return 0
 
@@ -626,9 +626,9 @@ COMMANDS: tuple[Command, ...] = (
         "aggregate",
         cmd_aggregate,
         ("aggregate",),
-        "aggregate metrics.json files into roc_auc.csv (median, std over seeds)",
+        "aggregate metrics.json files into roc_auc.csv (median, std over seeds, and the bootstrap std over test "
+        "sources from each run's predictions.parquet, settings from the config's bootstrap block)",
         (arg("metrics", nargs="+", help="metrics.json files"), arg("--out", default=LAYOUT.table("roc_auc.csv"))),
-        config=False,
     ),
     Command(
         "figure2",

@@ -247,3 +247,61 @@ def test_policies_are_scored_from_the_predictions_and_the_exclusion_list_leaves_
     from alertvision.evaluation.policies import read_exclusion_list
 
     assert read_exclusion_list(tmp_path / "rcfjunk.txt") == {"ZTFc", "ZTFd"}
+
+
+def test_bootstrap_std_resamples_whole_sources_and_is_seeded():
+    from alertvision.evaluation.aggregate import bootstrap_auc_std
+
+    rng = np.random.default_rng(0)
+    n = 400
+    sources = np.array([f"ZTF{i:04d}" for i in range(n)])
+    labels = (np.arange(n) % 2).astype(float)
+    scores = labels * 0.6 + rng.random(n)  # an AUC near 0.8
+    one = bootstrap_auc_std(labels, scores, sources, 300, seed=1)
+    assert one == bootstrap_auc_std(labels, scores, sources, 300, seed=1)
+    assert one != bootstrap_auc_std(labels, scores, sources, 300, seed=2)
+    # shuffling the rows changes nothing: the draws depend on the sorted source ids
+    perm = rng.permutation(n)
+    assert one == pytest.approx(bootstrap_auc_std(labels[perm], scores[perm], sources[perm], 300, seed=1), abs=1e-12)
+    # a quarter of the sources: about twice the std
+    quarter = bootstrap_auc_std(labels[:100], scores[:100], sources[:100], 300, seed=1)
+    assert 1.5 < quarter / one < 2.7
+    # each source's alerts travel together: ten copies of each alert under one source id are one source,
+    # so the std stays that of 400 sources, not of 4000 independent alerts
+    copies = bootstrap_auc_std(np.repeat(labels, 10), np.repeat(scores, 10), np.repeat(sources, 10), 300, seed=1)
+    assert copies == pytest.approx(one, rel=0.25)
+    assert bootstrap_auc_std(labels, labels, sources, 50, seed=0) == 0.0  # a perfect ranking stays perfect
+
+
+def test_roc_auc_table_carries_the_bootstrap_std_of_each_configuration(tmp_path):
+    from alertvision.evaluation.aggregate import bootstrap_auc_std
+
+    rng = np.random.default_rng(3)
+    files, stds = [], []
+    for seed in range(3):
+        folder = tmp_path / f"s{seed}"
+        folder.mkdir()
+        labels = (np.arange(120) % 2).astype(float)
+        pred = pd.DataFrame(
+            {"objectId": [f"ZTF{i // 2:03d}" for i in range(120)], "label": labels, "score": labels + rng.random(120)}
+        )
+        pred.to_parquet(folder / "predictions.parquet")
+        stds.append(bootstrap_auc_std(labels, pred["score"].to_numpy(), pred["objectId"].to_numpy(), 50, 4))
+        metrics = dict(
+            dataset="ztf",
+            modality="image",
+            arch="cnn",
+            regimen="none",
+            fraction="100",
+            seed=seed,
+            test_roc_auc=0.9,
+            test_loss=0.3,
+            n_train_alerts=500,
+            synthetic=True,
+        )
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+        files.append(folder / "metrics.json")
+    table = write_roc_auc_table(files, tmp_path / "roc_auc.csv", bootstrap={"resamples": 50, "seed": 4})
+    row = table.iloc[0]
+    assert row.roc_auc_bootstrap_std == pytest.approx(np.median(stds)) and row.n_test_sources == 60
+    assert "roc_auc_bootstrap_std" not in write_roc_auc_table(files, tmp_path / "plain.csv").columns

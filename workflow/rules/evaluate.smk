@@ -4,8 +4,11 @@
 rule aggregate_roc_auc:
     input:
         metrics=grid_files("metrics.json", "image"),
+        predictions=grid_files("predictions.parquet", "image"),
     output:
         LAYOUT.table("roc_auc.csv"),
+    params:
+        bootstrap=config["bootstrap"],
     log:
         "logs/evaluate/aggregate_roc_auc.log",
     conda:

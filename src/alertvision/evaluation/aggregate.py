@@ -34,6 +34,45 @@ def read_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     return df
 
 
+def bootstrap_auc_std(labels: np.ndarray, scores: np.ndarray, sources: np.ndarray, resamples: int, seed: int) -> float:
+    """Standard deviation (ddof=1) of the ROC AUC over ``resamples`` draws of the test sources with
+    replacement (a drawn source brings all its alerts); draws with one class only are skipped. The draws
+    depend on the sorted source ids and ``seed`` only, so runs on the same test split share them."""
+    from sklearn.metrics import roc_auc_score
+
+    ids, inverse = np.unique(np.asarray(sources).astype(str), return_inverse=True)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(ids) + 1))
+    members = [order[bounds[i] : bounds[i + 1]] for i in range(len(ids))]
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(int(resamples)):
+        rows = np.concatenate([members[i] for i in rng.integers(0, len(ids), len(ids))])
+        y = labels[rows]
+        if y.min() != y.max():
+            aucs.append(roc_auc_score(y, scores[rows]))
+    return float(np.std(aucs, ddof=1)) if len(aucs) > 1 else float("nan")
+
+
+def add_bootstrap_std(metrics: pd.DataFrame, paths: Iterable[str | os.PathLike], bootstrap: dict) -> pd.DataFrame:
+    """``metrics`` (rows in the order of ``paths``) with ``test_roc_auc_bootstrap_std`` and ``n_test_sources``
+    from each run's predictions.parquet beside its metrics.json."""
+    stds, n_sources = [], []
+    for path in paths:
+        pred = pd.read_parquet(Path(path).parent / PREDICTIONS_FILE, columns=["objectId", "label", "score"])
+        stds.append(
+            bootstrap_auc_std(
+                pred["label"].to_numpy(),
+                pred["score"].to_numpy(),
+                pred["objectId"].to_numpy(),
+                bootstrap["resamples"],
+                bootstrap["seed"],
+            )
+        )
+        n_sources.append(pred["objectId"].nunique())
+    return metrics.assign(test_roc_auc_bootstrap_std=stds, n_test_sources=n_sources)
+
+
 def _std(s: pd.Series) -> float:
     """Standard deviation over seeds (ddof=1); NaN with fewer than two values."""
     return s.std(ddof=1) if s.notna().sum() > 1 else np.nan
@@ -47,16 +86,33 @@ def aggregate_roc_auc(metrics: pd.DataFrame) -> pd.DataFrame:
         n_train_alerts=("n_train_alerts", "median"),
         roc_auc_median=("test_roc_auc", "median"),
         roc_auc_std=("test_roc_auc", _std),
+        **(
+            {
+                "roc_auc_bootstrap_std": ("test_roc_auc_bootstrap_std", "median"),
+                "n_test_sources": ("n_test_sources", "median"),
+            }
+            if "test_roc_auc_bootstrap_std" in metrics
+            else {}
+        ),
         test_loss_median=("test_loss", "median"),
         synthetic=("synthetic", "all"),
     ).reset_index()
     out["n_train_alerts"] = out["n_train_alerts"].round().astype(int)
+    if "n_test_sources" in out:
+        out["n_test_sources"] = out["n_test_sources"].round().astype(int)
     return out
 
 
-def write_roc_auc_table(metric_files: Iterable[str | os.PathLike], out_csv: str | os.PathLike) -> pd.DataFrame:
-    """Read runs, aggregate, write ``roc_auc.csv``; returns the table."""
-    table = aggregate_roc_auc(read_metrics(metric_files))
+def write_roc_auc_table(
+    metric_files: Iterable[str | os.PathLike], out_csv: str | os.PathLike, bootstrap: dict | None = None
+) -> pd.DataFrame:
+    """Read runs, aggregate, write ``roc_auc.csv``; returns the table. With ``bootstrap`` (the config's
+    block) each run's test AUC also gets its bootstrap std over test sources, from its predictions."""
+    paths = list(metric_files)
+    metrics = read_metrics(paths)
+    if bootstrap is not None:
+        metrics = add_bootstrap_std(metrics, paths, bootstrap)
+    table = aggregate_roc_auc(metrics)
     write_csv(out_csv, table)
     return table
 

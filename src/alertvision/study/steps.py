@@ -360,11 +360,14 @@ def outliers(
     return build_outlier_report(umaps, ztf_dir, out_dir, isolation_forest, ls_dir=ls_dir, titles=titles, note=note)
 
 
-def aggregate(metric_files: Iterable[str | os.PathLike], out_csv: str | os.PathLike) -> pd.DataFrame:
-    """Aggregate runs into ``roc_auc.csv``."""
+def aggregate(
+    metric_files: Iterable[str | os.PathLike], out_csv: str | os.PathLike, bootstrap: Mapping[str, Any] | None = None
+) -> pd.DataFrame:
+    """Aggregate runs into ``roc_auc.csv`` (with ``bootstrap``, the config's block: each configuration's
+    bootstrap std of the test AUC over test sources, read from the runs' predictions)."""
     from alertvision.evaluation.aggregate import write_roc_auc_table
 
-    return write_roc_auc_table(metric_files, out_csv)
+    return write_roc_auc_table(metric_files, out_csv, dict(bootstrap) if bootstrap is not None else None)
 
 
 def figure2(table_csv: str | os.PathLike, out_pdf: str | os.PathLike) -> None:
