@@ -74,6 +74,7 @@ class TrainingSettings:
     schedule_epochs: int | None
     patience: int
     min_improvement: float
+    start_from_epoch: int
     drop_last: bool
     augment: bool
     threads: int

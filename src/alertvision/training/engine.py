@@ -102,6 +102,7 @@ def fit(
     schedule_per_epoch: bool = False,
     patience: int | None = None,
     min_improvement: float = 0.0,
+    start_from_epoch: int = 0,
     val_score: Callable[[torch.Tensor], torch.Tensor] | None = None,
     val_metrics: Callable[[np.ndarray], dict[str, float]] | None = None,
     keep: nn.Module | None = None,
@@ -115,7 +116,10 @@ def fit(
     """Train for at most ``epochs``; the history and the best epoch (lowest validation loss).
 
     An epoch is best when its validation loss undercuts the lowest so far by ``min_improvement``
-    (0.005: BTSbot's 0.5%); with ``patience`` the run stops after that many epochs without one.
+    (0.005: BTSbot's 0.5%); with ``patience`` the run stops after that many epochs without one. The
+    first ``start_from_epoch`` epochs (a warm-up) are neither candidates nor counted, as Keras'
+    ``EarlyStopping(start_from_epoch=...)``: after a warm-up at a tiny learning rate the weights are
+    still those of the start, whose validation loss a short run may never undercut.
     ``val_metrics(scores)`` adds columns to each history row from the validation ``val_score``s.
     ``keep`` is the module whose weights the best epoch keeps (default: ``model``). A training
     batch of fewer than ``skip_below`` rows takes no step (a lone image breaks batch norm).
@@ -125,6 +129,11 @@ def fit(
     :mod:`alertvision.training.checkpoint`), and SIGTERM or SIGUSR1 save the state at the end of the
     current step and stop the run with :class:`Preempted` (exit status 75).
     """
+    if not 0 <= start_from_epoch < epochs:
+        raise ValueError(
+            f"training.start_from_epoch {start_from_epoch} leaves no epoch of {epochs} to choose the best from: "
+            f"make it smaller than training.epochs"
+        )
     keep = model if keep is None else keep
     result = FitResult()
     lowest = float("inf")  # the lowest validation loss so far, improvement or not (BTSbot's reference)
@@ -215,13 +224,16 @@ def fit(
             )
             if on_epoch is not None:
                 on_epoch(epoch, dict(row))
-            if val_loss * (1.0 + min_improvement) < lowest:
+            if epoch <= start_from_epoch:
+                pass  # a warm-up epoch: not monitored
+            elif val_loss * (1.0 + min_improvement) < lowest:
                 state = {k: v.detach().cpu().clone() for k, v in keep.state_dict().items()}
                 result.best = Best(val_loss, epoch, state)
-            elif patience is not None and epoch - result.best.epoch >= patience:
+            elif patience is not None and epoch - max(result.best.epoch, start_from_epoch) >= patience:
                 log.info("early stop: no improvement of the validation loss for %d epochs", patience)
                 stopped = True
-            lowest = min(lowest, val_loss)
+            if epoch > start_from_epoch:
+                lowest = min(lowest, val_loss)
             if checkpoint is not None:
                 save(epoch)
                 if signalled:

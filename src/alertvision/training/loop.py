@@ -193,6 +193,7 @@ def train_run(
         schedule_per_epoch=settings.schedule == "epoch",
         patience=int(settings.patience),
         min_improvement=float(settings.min_improvement),
+        start_from_epoch=int(settings.start_from_epoch),
         val_score=torch.sigmoid,
         val_metrics=lambda scores: {"val_roc_auc": roc_auc(y_val, scores)},
         on_epoch=on_epoch,
