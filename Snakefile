@@ -51,6 +51,7 @@ include: "workflow/rules/benchmark.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/embed.smk"
+include: "workflow/rules/export.smk"
 
 
 rule all:

@@ -5,14 +5,16 @@
 
 For each revision: `git clone` of this repository at that revision into a temporary folder (its
 embedded default config, no results), then README's main command there with this environment's
-Python (the install is not timed). Prints the wall time, the ratio of each revision's wall time to
-the first one's, and per rule: jobs, summed job seconds, the longest job, from Snakemake's own log
-(job start to "Finished jobid"). Nothing is kept unless --keep.
+Python (the install is not timed), the clone's own `src/` first on PYTHONPATH so that its jobs run
+the revision's library, not the one this environment has installed. Prints the wall time, the
+ratio of each revision's wall time to the first one's, and per rule: jobs, summed job seconds, the
+longest job, from Snakemake's own log (job start to "Finished jobid"). Nothing is kept unless --keep.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -54,8 +56,10 @@ def time_revision(rev: str, cores: int, target: str, keep: bool) -> tuple[float,
     subprocess.run(["git", "-C", str(clone), "checkout", "-q", rev], check=True)
     cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), target]
     print(f"{rev}: {' '.join(cmd[2:])} in {clone}", flush=True)
+    path = [str(clone / "src"), os.environ.get("PYTHONPATH")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
     start = time.monotonic()
-    run = subprocess.run(cmd, cwd=clone, capture_output=True, text=True)
+    run = subprocess.run(cmd, cwd=clone, env=env, capture_output=True, text=True)
     wall = time.monotonic() - start
     if run.returncode != 0:
         raise SystemExit(f"{rev}: the main command failed ({run.returncode}):\n{run.stderr[-3000:]}")

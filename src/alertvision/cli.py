@@ -250,6 +250,35 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from alertvision.study.steps import export
+
+    config, run, layout = _config(args), _run(args), _layout(args)
+    out = Path(args.out or layout.model_dir(run))
+    result = export(
+        args.run_dir or layout.run_dir(run),
+        args.dataset_dir or layout.dataset_dir(run.dataset),
+        args.split or layout.split_file(run.dataset, run.fraction),
+        out,
+        n_reference=config["export"]["n_reference"],
+    )
+    parity = result["parity"]
+    print(
+        f"{out}: model.onnx, model_card.md, reference.parquet; onnxruntime = PyTorch within "
+        f"{parity['max_abs_logit_diff']:.2g} on {parity['n_test_alerts']} test alerts"
+    )
+    return 0
+
+
+def cmd_export_best(args) -> int:
+    from alertvision.study.steps import export_best
+
+    result = export_best(args.metrics, args.out, n_reference=_config(args)["export"]["n_reference"])
+    chosen = json.loads((Path(args.out) / "run.json").read_text())
+    print(f"{args.out}: {chosen} (onnxruntime = PyTorch within {result['parity']['max_abs_logit_diff']:.2g})")
+    return 0
+
+
 def cmd_sweep_worker(args) -> int:
     from alertvision.study.steps import sweep_worker
 
@@ -585,6 +614,32 @@ COMMANDS: tuple[Command, ...] = (
                 help="a sweep's best.yaml to train with (default: the configuration's, when the config sweeps "
                 "the architecture)",
             ),
+        ),
+    ),
+    Command(
+        "export",
+        cmd_export,
+        ("export",),
+        "export a run for brokers: model.onnx (input transform and metadata fill inside, its contract in the "
+        "metadata), model_card.md and reference.parquet, after checking onnxruntime against PyTorch on the "
+        "whole test split",
+        (
+            *CELL_ARGS,
+            SEED_ARG,
+            *CELL_INPUT_ARGS,
+            arg("--run-dir", help="the run folder (default: the grid path under RESULTS/runs/)"),
+            arg("--out", help="folder to write (default: the grid path under RESULTS/models/)"),
+        ),
+    ),
+    Command(
+        "export-best",
+        cmd_export_best,
+        ("export_best",),
+        "export the run with the highest validation ROC AUC among the given ones (the study's default: the "
+        "multi-modal runs), with run.json naming it",
+        (
+            arg("metrics", nargs="+", help="metrics.json files of the candidate runs"),
+            arg("--out", default=LAYOUT.best_model_file("").rstrip("/"), help="(default: %(default)s)"),
         ),
     ),
     Command(

@@ -150,13 +150,6 @@ def _check_consistency(config: Mapping[str, Any]) -> None:
                 raise ConfigError(
                     f"config key {key}: {arch!r} is not defined under archs (defined: {', '.join(config['archs'])})"
                 )
-    for arch in [*grid["archs"], METADATA_ONLY]:
-        params = training_params(config, arch, MULTIMODAL)
-        if params["start_from_epoch"] >= params["epochs"]:
-            raise ConfigError(
-                f"config key training.start_from_epoch: {params['start_from_epoch']} leaves {arch!r} (epochs "
-                f"{params['epochs']}) no epoch to choose the best from; make it smaller than its epochs"
-            )
     for key, regimens in (
         ("grid.regimens", grid["regimens"]),
         ("multimodal.regimens", config["multimodal"]["regimens"] or []),

@@ -19,6 +19,8 @@ COMMANDS = [
     "galaxy-corpus",
     "pretrain",
     "train",
+    "export",
+    "export-best",
     "sweep",
     "sweep-worker",
     "sweep-finalize",

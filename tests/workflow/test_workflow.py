@@ -159,6 +159,15 @@ def test_figure3_and_f1_table_cover_the_multimodal_grid(study):
     run = study / "results" / "runs" / "ztf" / "multimodal" / "none" / "none" / "f100" / "s0"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["modality"] == "multimodal" and metrics["arch"] == "none" and metrics["input_norm"] is None
+    # `all` exported the multi-modal run with the highest validation ROC AUC for brokers
+    best = study / "results" / "models" / "best"
+    chosen = json.loads((best / "run.json").read_text())
+    candidates = {
+        p: json.loads(p.read_text())["val_roc_auc_best"]
+        for p in (study / "results" / "runs" / "ztf" / "multimodal").rglob("metrics.json")
+    }
+    assert chosen["modality"] == "multimodal" and chosen["val_roc_auc_best"] == max(candidates.values())
+    assert "SYNTHETIC" in (best / "model_card.md").read_text() and (best / "model.onnx").stat().st_size > 0
     row = table[(table.arch == "none") & (table.fraction == 100) & (table.policy == "bts_p1")].iloc[0]
     scored = evaluate_policies(pd.read_parquet(run / "predictions.parquet"))  # scored from the predictions
     assert row.f1_median == pytest.approx(scored["bts_p1"]["f1"])
@@ -170,7 +179,7 @@ def test_figure3_and_f1_table_cover_the_multimodal_grid(study):
     out = snakemake(study, "-n", "--config", "policies={exclude_sources: junk.txt}")
     assert _jobs(out.stdout) == {"aggregate_f1", "figure3", "all", "resolved_config"}
     out = snakemake(study, "-n", "--config", "training={meta_dense1: 8}")
-    assert _jobs(out.stdout) == {"train", "aggregate_f1", "figure3", "all", "resolved_config"}
+    assert _jobs(out.stdout) == {"train", "aggregate_f1", "figure3", "export_best", "all", "resolved_config"}
     outputs = [line for line in out.stdout.splitlines() if line.strip().startswith("output: results/runs/")]
     assert {line.split("/")[3] for line in outputs} == {"multimodal"}
 

@@ -106,6 +106,32 @@ def policy_exclusions(wildcards):
     return {"exclude": path} if path else {}
 
 
+def export_inputs(wildcards):
+    """A run's files, its dataset and split table: what an export reads."""
+    run = Run.from_values(wildcards)
+    files = {
+        name.split(".")[0]: LAYOUT.run_file(name, run) for name in ("model.pt", "metrics.json", "predictions.parquet")
+    }
+    return {**files, **dataset_files(run.dataset), "split": LAYOUT.split_file(run.dataset, run.fraction)}
+
+
+def multimodal_split_files():
+    return sorted({LAYOUT.split_file(run.dataset, run.fraction) for run in grid_runs(config, "multimodal")})
+
+
+def export_targets():
+    """The exported models `all` makes: the best multi-modal run's and each of export.runs."""
+    from alertvision.config import format_fraction
+
+    targets = []
+    if config["export"]["best_multimodal"] and "multimodal" in config["grid"]["modalities"]:
+        targets += [LAYOUT.best_model_file(name) for name in ("model.onnx", "model_card.md", "reference.parquet")]
+    for entry in config["export"]["runs"]:
+        run = Run.from_values({**entry, "fraction": format_fraction(entry["fraction"])})
+        targets += [LAYOUT.model_file(name, run) for name in ("model.onnx", "model_card.md", "reference.parquet")]
+    return targets
+
+
 def all_targets():
     """The resolved config; Figure 2 and its table (image models), Figure 3 and its table (multi-modal models)
     when the grid has them; Table 2, Figure 4 and the outlier report when enabled."""
@@ -120,7 +146,7 @@ def all_targets():
         targets += [LAYOUT.sweep_summary()]
     if config["embed"]["enabled"]:
         targets += [LAYOUT.figure(4), LAYOUT.outliers_file("outliers.csv"), LAYOUT.outliers_file("index.html")]
-    return targets
+    return targets + export_targets()
 
 
 def benchmark_inputs(wildcards):

@@ -7,12 +7,12 @@ rule aggregate_roc_auc:
         predictions=grid_files("predictions.parquet", "image"),
     output:
         LAYOUT.table("roc_auc.csv"),
-    params:
-        bootstrap=config["bootstrap"],
     log:
         "logs/evaluate/aggregate_roc_auc.log",
     conda:
         ENV
+    params:
+        bootstrap=config["bootstrap"],
     script:
         "../scripts/aggregate.py"
 

@@ -92,6 +92,17 @@ class Layout:
     def sweep_summary(self) -> str:
         return f"{self.results}/sweeps/summary.csv"
 
+    def model_dir(self, run: Run | None = None) -> str:
+        """A run exported for brokers (model.onnx, model_card.md, reference.parquet); the pattern without a run."""
+        return self.run_dir(run).replace(f"{self.results}/runs/", f"{self.results}/models/", 1)
+
+    def model_file(self, name: str, run: Run | None = None) -> str:
+        return f"{self.model_dir(run)}/{name}"
+
+    def best_model_file(self, name: str) -> str:
+        """The export of the study's best multi-modal run (and ``run.json`` naming it)."""
+        return f"{self.results}/models/best/{name}"
+
     def embeddings_dir(self, dataset: str = "{dataset}", arch: str = "{arch}", regimen: str = "{regimen}") -> str:
         """The folder of a run's test-split embeddings and their UMAP."""
         return f"{self.results}/embeddings/{dataset}/{arch}/{regimen}"

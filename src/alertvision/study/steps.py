@@ -360,6 +360,41 @@ def outliers(
     return build_outlier_report(umaps, ztf_dir, out_dir, isolation_forest, ls_dir=ls_dir, titles=titles, note=note)
 
 
+def export(
+    run_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    split_file: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    n_reference: int = 8,
+) -> dict:
+    """Export a run for brokers: model.onnx (its contract inside), model_card.md, reference.parquet."""
+    from alertvision.deploy.export import export_run
+
+    return export_run(run_dir, dataset_dir, split_file, out_dir, n_reference=n_reference)
+
+
+def export_best(metric_files: Iterable[str | os.PathLike], out_dir: str | os.PathLike, n_reference: int = 8) -> dict:
+    """Export the run of ``metric_files`` with the highest validation ROC AUC to ``out_dir``, with
+    ``run.json`` naming it."""
+    from alertvision.atomic import write_json
+    from alertvision.deploy.export import best_run, export_run
+    from alertvision.study.plan import LAYOUT, Run
+
+    chosen = best_run(list(metric_files))
+    metrics = json.loads(chosen.read_text())
+    run = Run.from_values(metrics)
+    result = export_run(
+        chosen.parent,
+        LAYOUT.dataset_dir(run.dataset),
+        LAYOUT.split_file(run.dataset, run.fraction),
+        out_dir,
+        n_reference=n_reference,
+    )
+    write_json(Path(out_dir) / "run.json", {**run.values(), "val_roc_auc_best": metrics.get("val_roc_auc_best")})
+    log.info("exported the best multi-modal run %s to %s", chosen.parent, out_dir)
+    return result
+
+
 def aggregate(
     metric_files: Iterable[str | os.PathLike], out_csv: str | os.PathLike, bootstrap: Mapping[str, Any] | None = None
 ) -> pd.DataFrame:

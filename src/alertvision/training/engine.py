@@ -119,7 +119,8 @@ def fit(
     (0.005: BTSbot's 0.5%); with ``patience`` the run stops after that many epochs without one. The
     first ``start_from_epoch`` epochs (a warm-up) are neither candidates nor counted, as Keras'
     ``EarlyStopping(start_from_epoch=...)``: after a warm-up at a tiny learning rate the weights are
-    still those of the start, whose validation loss a short run may never undercut.
+    still those of the start, whose validation loss a short run may never undercut. When it covers
+    every epoch, the last one is the only candidate.
     ``val_metrics(scores)`` adds columns to each history row from the validation ``val_score``s.
     ``keep`` is the module whose weights the best epoch keeps (default: ``model``). A training
     batch of fewer than ``skip_below`` rows takes no step (a lone image breaks batch norm).
@@ -129,11 +130,13 @@ def fit(
     :mod:`alertvision.training.checkpoint`), and SIGTERM or SIGUSR1 save the state at the end of the
     current step and stop the run with :class:`Preempted` (exit status 75).
     """
-    if not 0 <= start_from_epoch < epochs:
-        raise ValueError(
-            f"training.start_from_epoch {start_from_epoch} leaves no epoch of {epochs} to choose the best from: "
-            f"make it smaller than training.epochs"
+    if start_from_epoch >= epochs > 0:
+        log.warning(
+            "training.start_from_epoch %d leaves none of %d epochs to choose from: the last epoch is kept",
+            start_from_epoch,
+            epochs,
         )
+        start_from_epoch = epochs - 1
     keep = model if keep is None else keep
     result = FitResult()
     lowest = float("inf")  # the lowest validation loss so far, improvement or not (BTSbot's reference)

@@ -1,0 +1,1 @@
+"""Deployment: trained runs as files a broker can load (ONNX with its contract inside, a model card)."""

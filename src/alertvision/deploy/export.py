@@ -1,0 +1,352 @@
+"""A trained run as one self-describing ONNX file, a model card and reference alerts for a broker.
+
+``model.onnx`` takes what the data contract stores, the L2-normalised 63x63 triplet (science,
+reference, difference; NCHW float32) and, for a multi-modal model, the 25 raw metadata features in
+:data:`~alertvision.data.features.METADATA_FEATURES` order; the input transform (the x63 scale or
+another ``input_norm``), the resize and the fill of non-finite features are inside the graph. It
+returns one logit per alert (the score is its sigmoid). Its ``metadata_props`` carry that contract.
+The export refuses to write anything unless onnxruntime's logits equal PyTorch's within
+:data:`PARITY_TOLERANCE` on the run's whole test split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import io
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from alertvision import __version__
+from alertvision.atomic import atomic_path, check_writable, write_parquet, write_text
+from alertvision.data.contract import config_digest, open_dataset
+from alertvision.data.features import METADATA_FEATURES
+from alertvision.models import load_model
+from alertvision.models.multimodal import MultimodalClassifier
+
+log = logging.getLogger(__name__)
+
+#: Largest |onnxruntime logit - PyTorch logit| allowed on the test split.
+PARITY_TOLERANCE = 1e-5
+OPSET = 17
+EXPORT_FILES = ("model.onnx", "model_card.md", "reference.parquet")
+CHANNELS = ("science", "reference", "difference")
+TRIPLET_INPUT, METADATA_INPUT, OUTPUT = "triplet", "metadata", "logit"
+
+
+class _Graph(nn.Module):
+    """The exported forward: named tensor inputs -> logits (B,)."""
+
+    def __init__(self, model: nn.Module, images: bool, metadata: bool):
+        super().__init__()
+        self.model, self.images, self.metadata = model, images, metadata
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if not self.metadata:
+            return self.model(inputs[0])
+        images = inputs[0] if self.images else None
+        return self.model((images, inputs[-1]))
+
+
+def _inputs(model: nn.Module) -> tuple[bool, bool]:
+    """(takes the triplet, takes the metadata) of a loaded model."""
+    multimodal = isinstance(model, MultimodalClassifier)
+    return (model.backbone is not None, multimodal)
+
+
+def torch_logits(
+    model: nn.Module, images: np.ndarray | None, metadata: np.ndarray | None, rows: np.ndarray, batch: int = 256
+) -> np.ndarray:
+    """PyTorch logits (float32) of ``rows``, in eval mode, on the CPU."""
+    takes_images, takes_metadata = _inputs(model)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(rows), batch):
+            chunk = rows[start : start + batch]
+            x = torch.from_numpy(np.ascontiguousarray(images[chunk])) if takes_images else None
+            if takes_metadata:
+                out.append(model((x, torch.from_numpy(metadata[chunk]))).numpy())
+            else:
+                out.append(model(x).numpy())
+    return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+def onnx_logits(
+    session: Any, images: np.ndarray | None, metadata: np.ndarray | None, rows: np.ndarray, batch: int = 256
+) -> np.ndarray:
+    """onnxruntime logits of ``rows`` through an exported model's session."""
+    names = [i.name for i in session.get_inputs()]
+    out = []
+    for start in range(0, len(rows), batch):
+        chunk = rows[start : start + batch]
+        feed = {}
+        if TRIPLET_INPUT in names:
+            feed[TRIPLET_INPUT] = np.ascontiguousarray(images[chunk], dtype=np.float32)
+        if METADATA_INPUT in names:
+            feed[METADATA_INPUT] = np.ascontiguousarray(metadata[chunk], dtype=np.float32)
+        out.append(session.run([OUTPUT], feed)[0])
+    return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+
+def onnx_bytes(model: nn.Module) -> bytes:
+    """The ONNX graph of a loaded model (eval, float32, dynamic batch axis)."""
+    takes_images, takes_metadata = _inputs(model)
+    example, names, axes = [], [], {OUTPUT: {0: "batch"}}
+    if takes_images:
+        example.append(torch.zeros(2, 3, 63, 63))
+        names.append(TRIPLET_INPUT)
+    if takes_metadata:
+        example.append(torch.zeros(2, len(METADATA_FEATURES)))
+        names.append(METADATA_INPUT)
+    axes.update({name: {0: "batch"} for name in names})
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _Graph(model.eval(), takes_images, takes_metadata),
+            tuple(example),
+            buf,
+            input_names=names,
+            output_names=[OUTPUT],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            **legacy,
+        )
+    return buf.getvalue()
+
+
+def ort_session(data: bytes | str | os.PathLike, threads: int = 1) -> Any:
+    """An onnxruntime CPU session of an ONNX model (bytes or a file)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    source = data if isinstance(data, bytes) else str(data)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def _manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """A digest of a dataset manifest, its creation time left out (a re-ingest of the same data agrees)."""
+    return config_digest({k: v for k, v in manifest.items() if k != "created"})
+
+
+def contract(payload: Mapping[str, Any], manifest: Mapping[str, Any], takes: tuple[bool, bool]) -> dict[str, str]:
+    """The ``metadata_props`` of an exported model (string values; lists and mappings as JSON)."""
+    takes_images, takes_metadata = takes
+    inputs = ([TRIPLET_INPUT] if takes_images else []) + ([METADATA_INPUT] if takes_metadata else [])
+    fill = payload.get("metadata_fill")
+    props = {
+        "alertvision.inputs": inputs,
+        "alertvision.input_shapes": {
+            **({TRIPLET_INPUT: ["batch", 3, 63, 63]} if takes_images else {}),
+            **({METADATA_INPUT: ["batch", len(METADATA_FEATURES)]} if takes_metadata else {}),
+        },
+        "alertvision.layout": "NCHW float32",
+        "alertvision.channels": list(CHANNELS),
+        "alertvision.triplet": "each 63x63 stamp divided by its L2 norm (the data contract's images.npy); "
+        "the input transform below is inside the graph",
+        "alertvision.input_norm": payload.get("input_norm"),
+        "alertvision.metadata_features": list(METADATA_FEATURES) if takes_metadata else [],
+        "alertvision.metadata_fill": {
+            "policy": payload.get("arch_cfg", {}).get("metadata_fill"),
+            "values": fill,
+            "inside_graph": True,
+        }
+        if takes_metadata
+        else None,
+        "alertvision.output": "logit; probability = sigmoid(logit)",
+        "alertvision.calibration": "none",
+        "alertvision.thresholds": {},
+        "alertvision.version": __version__,
+        "alertvision.config_digest": config_digest(
+            payload.get("arch_cfg"), payload.get("head_cfg"), payload.get("info")
+        ),
+        "alertvision.dataset_manifest_digest": _manifest_digest(manifest),
+        "alertvision.synthetic": bool(manifest.get("synthetic", False)),
+    }
+    return {k: v if isinstance(v, str) else json.dumps(v) for k, v in props.items()}
+
+
+def export_run(
+    run_dir: str | os.PathLike,
+    dataset_dir: str | os.PathLike,
+    split_file: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    n_reference: int = 8,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Export the run in ``run_dir`` to ``out_dir`` (model.onnx, model_card.md, reference.parquet);
+    returns the parity check and the contract. Nothing is written when parity fails."""
+    import onnx
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    torch.set_num_threads(int(threads))
+    payload = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False)
+    model, info = load_model(run_dir / "model.pt")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    data = open_dataset(dataset_dir)
+    table = pd.read_parquet(split_file)
+    rows = np.sort(table.loc[table["split"] == "test", "row"].to_numpy())
+    if len(rows) == 0:
+        raise ValueError(f"{split_file}: the test split is empty; nothing to check the export against")
+    takes = _inputs(model)
+    images = data.images if takes[0] else None
+    metadata = data.alerts[list(METADATA_FEATURES)].to_numpy(dtype=np.float32) if takes[1] else None
+
+    expected = torch_logits(model, images, metadata, rows)
+    proto = onnx.load_from_string(onnx_bytes(model))
+    for key, value in contract(payload, data.manifest, takes).items():
+        proto.metadata_props.add(key=key, value=value)
+    blob = proto.SerializeToString()
+    got = onnx_logits(ort_session(blob, threads), images, metadata, rows)
+    worst = float(np.max(np.abs(got - expected)))
+    if not worst <= PARITY_TOLERANCE:
+        raise AssertionError(
+            f"{run_dir}: onnxruntime and PyTorch logits differ by up to {worst:.3g} on the test split "
+            f"(tolerance {PARITY_TOLERANCE:g}); nothing exported"
+        )
+    parity = {"n_test_alerts": int(len(rows)), "max_abs_logit_diff": worst, "tolerance": PARITY_TOLERANCE}
+    log.info("parity on %d test alerts: max |logit difference| %.3g", len(rows), worst)
+
+    check_writable(out_dir, "the exported model")
+    reference = _reference_table(data.alerts, images, metadata, rows, expected, n_reference)
+    with atomic_path(out_dir / "model.onnx") as tmp:
+        tmp.write_bytes(blob)
+    write_parquet(out_dir / "reference.parquet", reference)
+    write_text(out_dir / "model_card.md", model_card(run_dir, payload, info, metrics, data.manifest, parity, takes))
+    return {"parity": parity, "contract": {p.key: p.value for p in proto.metadata_props}}
+
+
+def triplet_digest(triplet: np.ndarray) -> str:
+    """sha256 of one (3, 63, 63) triplet as C-contiguous little-endian float32 bytes."""
+    return hashlib.sha256(np.ascontiguousarray(triplet, dtype="<f4").tobytes()).hexdigest()
+
+
+def _reference_table(
+    alerts: pd.DataFrame,
+    images: np.ndarray | None,
+    metadata: np.ndarray | None,
+    rows: np.ndarray,
+    logits: np.ndarray,
+    n: int,
+) -> pd.DataFrame:
+    """The first ``n`` test alerts (by row) with their input digest, features and expected logit and score."""
+    pick = np.arange(min(n, len(rows)))
+    chosen = rows[pick]
+    out = alerts.iloc[chosen][["alert_id", "objectId", "jd"]].reset_index(drop=True)
+    if images is not None:
+        out["triplet_sha256"] = [triplet_digest(images[r]) for r in chosen]
+    if metadata is not None:
+        for j, name in enumerate(METADATA_FEATURES):
+            out[name] = metadata[chosen, j]
+    out["logit"] = logits[pick]
+    out["score"] = 1.0 / (1.0 + np.exp(-logits[pick].astype(np.float64)))
+    return out
+
+
+def model_card(
+    run_dir: Path,
+    payload: Mapping[str, Any],
+    info: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    manifest: Mapping[str, Any],
+    parity: Mapping[str, Any],
+    takes: tuple[bool, bool],
+) -> str:
+    """The model card (Markdown) of an exported run."""
+    from alertvision.evaluation.policies import POLICIES, evaluate_policies
+
+    synthetic = bool(manifest.get("synthetic", False))
+    policies = evaluate_policies(pd.read_parquet(run_dir / "predictions.parquet"), POLICIES)
+    rows = "\n".join(
+        f"| {name} | {m['f1']:.3f} | {m['completeness']:.3f} | {m['purity']:.3f} | "
+        f"{m['trigger_delay_days_median']:.2f} |"
+        for name, m in policies.items()
+    )
+    arch = payload["arch_cfg"]
+    feed = ["triplet"] if takes[0] else []
+    feed += ["metadata"] if takes[1] else []
+    snippet_feed = ", ".join(f'"{name}": {name}' for name in feed)
+    metadata_line = (
+        "- Input `metadata`: float32 (batch, 25), the raw features in the order of "
+        f"`alertvision.metadata_features`; non-finite values are filled inside the graph ({arch.get('metadata_fill')})."
+        if takes[1]
+        else ""
+    )
+    return f"""# Model card: {info.get("arch", arch.get("kind"))} ({info.get("modality", "image")}, regimen \
+{info.get("regimen", "?")}, {info.get("fraction", "?")}% of the training alerts, seed {info.get("seed", "?")})
+
+{"**SYNTHETIC DATA**: trained and tested on simulated alerts, not observations. " if synthetic else ""}\
+Exported by alertvision {__version__} from `{run_dir}`.
+
+## Trained on
+- Dataset `{manifest.get("dataset")}` from source `{manifest.get("source")}`{" (SYNTHETIC)" if synthetic else ""}: \
+{manifest.get("n_alerts")} alerts of {manifest.get("n_sources")} sources; per subset and split: \
+`{json.dumps(manifest.get("alerts", {}))}`.
+- This run: {metrics.get("n_train_alerts")} training alerts of {metrics.get("n_train_sources")} sources, \
+{metrics.get("n_val_alerts")} validation alerts, best epoch {metrics.get("best_epoch")} of {metrics.get("epochs_run")}.
+
+## Test metrics ({metrics.get("n_test_alerts")} test alerts)
+- ROC AUC {metrics.get("test_roc_auc", float("nan")):.4f}, loss {metrics.get("test_loss", float("nan")):.4f}.
+
+| policy | F1 | completeness | purity | median trigger delay (days) |
+|---|---|---|---|---|
+{rows}
+
+Calibration: none yet (the output is the raw logit; `sigmoid(logit)` is a score, not a calibrated
+probability). Recommended thresholds: the policies' own (BTSbot's), above.
+
+## Parity
+onnxruntime and PyTorch logits agree within {parity["max_abs_logit_diff"]:.2g} on all \
+{parity["n_test_alerts"]} test alerts (tolerance {parity["tolerance"]:g}).
+
+## Preprocessing (inside the graph unless said)
+- Input `triplet`: float32 (batch, 3, 63, 63), NCHW, channels science, reference, difference; each
+  63x63 stamp divided by its own L2 norm (done by the broker, as the data contract stores it; NaN
+  pixels set to 0 first).
+- Then, inside the graph: `{json.dumps(payload.get("input_norm"))}`, and a bilinear resize to \
+{arch.get("input_size", 63)} px.
+{metadata_line}
+
+## Intended use and limits
+Ranking ZTF alerts for follow-up as in the Bright Transient Survey (Rehemtulla et al.). Trained on
+{"simulated" if synthetic else "ZTF"} alerts only: scores on other surveys, or on alerts outside the
+cuts of the training set (real, positive, not a star), are not validated.
+
+## Score a packet with onnxruntime alone
+```python
+import json, numpy as np, onnxruntime as ort
+session = ort.InferenceSession("model.onnx")
+meta = session.get_modelmeta().custom_metadata_map            # the contract: inputs, features, fill
+logit = session.run(["logit"], {{{snippet_feed}}})[0]            # triplet: (n, 3, 63, 63) float32
+score = 1 / (1 + np.exp(-logit))
+```
+`reference.parquet` holds {min(8, parity["n_test_alerts"])} test alerts with the sha256 of their
+triplet, their features and the expected logit and score: check a broker's preprocessing against it.
+"""
+
+
+def best_run(metric_files: list[str | os.PathLike]) -> Path:
+    """The metrics.json of the run with the highest validation ROC AUC (its best epoch's); ties go to the
+    first path in sorted order. The test split is not read."""
+    best, best_value = None, -np.inf
+    for path in sorted(Path(p) for p in metric_files):
+        value = json.loads(path.read_text()).get("val_roc_auc_best")
+        value = -np.inf if value is None or not np.isfinite(value) else float(value)
+        if best is None or value > best_value:
+            best, best_value = path, value
+    if best is None:
+        raise ValueError("no runs to choose the best from")
+    return best

@@ -1,0 +1,41 @@
+# Models for brokers: ONNX with its contract inside, a model card and reference alerts (README,
+# "Deploying a model"). The export checks onnxruntime against PyTorch on the run's test split.
+
+
+rule export:
+    input:
+        unpack(export_inputs),
+    output:
+        model=LAYOUT.model_file("model.onnx"),
+        card=LAYOUT.model_file("model_card.md"),
+        reference=LAYOUT.model_file("reference.parquet"),
+    log:
+        "logs/export/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/s{seed}.log",
+    conda:
+        ENV
+    params:
+        n_reference=config["export"]["n_reference"],
+    script:
+        "../scripts/export.py"
+
+
+rule export_best:
+    input:
+        **dataset_files("ztf"),
+        metrics=grid_files("metrics.json", "multimodal"),
+        models=grid_files("model.pt", "multimodal"),
+        predictions=grid_files("predictions.parquet", "multimodal"),
+        splits=multimodal_split_files(),
+    output:
+        model=LAYOUT.best_model_file("model.onnx"),
+        card=LAYOUT.best_model_file("model_card.md"),
+        reference=LAYOUT.best_model_file("reference.parquet"),
+        run=LAYOUT.best_model_file("run.json"),
+    log:
+        "logs/export/best.log",
+    conda:
+        ENV
+    params:
+        n_reference=config["export"]["n_reference"],
+    script:
+        "../scripts/export_best.py"
