@@ -502,6 +502,7 @@ CELL_ARGS = (
     arg("--regimen", default="none", help="a regimen of the config (default: %(default)s)"),
     arg("--fraction", type=float, default=100.0, help="percent of the training sources (default: %(default)s)"),
 )
+REGIMEN_ARCH_ARGS = (arg("--regimen", required=True), arg("--arch", required=True))
 SEED_ARG = arg("--seed", type=int, default=0, help="(default: %(default)s)")
 RESULTS_ARG = arg("--results", default=LAYOUT.results, help="results root for default paths (default: %(default)s)")
 CELL_INPUT_ARGS = (
@@ -569,8 +570,7 @@ COMMANDS: tuple[Command, ...] = (
         f"fetch the published weights of a (regimen, arch) into {LAYOUT.weights_dir('REGIMEN', 'ARCH')} "
         "(config.json, model.safetensors, source.json), from a local folder, a Hugging Face cache or the hub",
         (
-            arg("--regimen", required=True),
-            arg("--arch", required=True),
+            *REGIMEN_ARCH_ARGS,
             arg("--id", help="a weight id to fetch instead of the config's"),
             arg("--out", help=f"folder to fill (default: {LAYOUT.weights_dir('REGIMEN', 'ARCH')})"),
         ),
@@ -592,8 +592,7 @@ COMMANDS: tuple[Command, ...] = (
         "pre-train an architecture's encoder on a regimen's corpus (Zoobot-style vote-fraction regression) into "
         f"{LAYOUT.weights_dir('REGIMEN', 'ARCH')}",
         (
-            arg("--regimen", required=True),
-            arg("--arch", required=True),
+            *REGIMEN_ARCH_ARGS,
             arg("--corpus", help="corpus folder (default: the regimen's)"),
             arg("--out", help=f"folder to write (default: {LAYOUT.weights_dir('REGIMEN', 'ARCH')})"),
         ),

@@ -72,6 +72,22 @@ def _snakemake(
     return subprocess.run(cmd, env=env, cwd=workdir, capture_output=True, text=True, timeout=timeout)
 
 
+def _assert_same_run(reference: Path, workdir: Path) -> None:
+    """The run of RUN_TARGET in ``workdir`` equals the one in ``reference``: history, predictions and metrics,
+    timings aside."""
+    import pandas as pd
+
+    run_dir = Path(RUN_TARGET).parent
+    for name in ("history.csv", "predictions.parquet"):
+        read = pd.read_csv if name.endswith(".csv") else pd.read_parquet
+        a, b = read(reference / run_dir / name), read(workdir / run_dir / name)
+        pd.testing.assert_frame_equal(
+            a.drop(columns="seconds", errors="ignore"), b.drop(columns="seconds", errors="ignore")
+        )
+    ma, mb = (json.loads((folder / RUN_TARGET).read_text()) for folder in (reference, workdir))
+    assert {k: v for k, v in ma.items() if k != "seconds"} == {k: v for k, v in mb.items() if k != "seconds"}
+
+
 def test_cluster_profile_asks_for_what_the_config_says(tmp_path: Path):
     """profiles/slurm: GPU rules ask for the config's gpu, runtime and mem_mb; the rest the profile's defaults."""
     pytest.importorskip("snakemake_executor_plugin_slurm")
@@ -142,7 +158,6 @@ def test_a_training_job_signalled_on_slurm_resumes_after_resubmission(
 ):
     """Preemption: `scancel --signal=TERM` mid-run; the job checkpoints and exits 75, Snakemake resubmits
     it (`--retries 1`), the new job resumes, and the outputs equal those of an unsignalled run."""
-    import pandas as pd
 
     config = _small_config()
     config["archs"]["cnn"]["training"] = {"epochs": 40, "patience": 40, "min_improvement": 0.0}
@@ -184,15 +199,7 @@ def test_a_training_job_signalled_on_slurm_resumes_after_resubmission(
     assert len(logs) == 2, f"expected the train job to run twice (signalled, resubmitted): {logs}"
     resumed = (workdir / "logs" / "train" / "ztf" / "image" / "cnn" / "none" / "f100" / "s0.log").read_text()
     assert "(saved on SIGTERM)" in resumed, resumed[-3000:]  # the signal reached the training process
-    run_dir = Path(RUN_TARGET).parent
-    for name in ("history.csv", "predictions.parquet"):
-        read = pd.read_csv if name.endswith(".csv") else pd.read_parquet
-        a, b = read(reference / run_dir / name), read(workdir / run_dir / name)
-        pd.testing.assert_frame_equal(
-            a.drop(columns="seconds", errors="ignore"), b.drop(columns="seconds", errors="ignore")
-        )
-    ma, mb = (json.loads((folder / RUN_TARGET).read_text()) for folder in (reference, workdir))
-    assert {k: v for k, v in ma.items() if k != "seconds"} == {k: v for k, v in mb.items() if k != "seconds"}
+    _assert_same_run(reference, workdir)
     assert not checkpoint.exists()
 
 
@@ -204,7 +211,6 @@ def test_a_training_job_longer_than_its_time_limit_finishes_after_resubmissions(
     """Time limits: a train job of about 30 s under a 1-minute limit, with README's `--signal=USR1@...`
     setting (40 s before the limit); SLURM signals it, it checkpoints and exits, Snakemake resubmits it and
     it resumes until done: the outputs equal those of a local run without a limit."""
-    import pandas as pd
 
     config = _small_config()
     config["archs"]["cnn"]["training"] = {"epochs": 60, "patience": 60, "min_improvement": 0.0}
@@ -241,13 +247,5 @@ def test_a_training_job_longer_than_its_time_limit_finishes_after_resubmissions(
     log = (workdir / "logs" / "train" / "ztf" / "image" / "cnn" / "none" / "f100" / "s0.log").read_text()
     saved_on = re.findall(r"resuming from .*\(saved on (SIG\w+)\)", log)
     assert saved_on and "SIGUSR1" in saved_on, log[-3000:]  # the profile's --signal reached the training process
-    run_dir = Path(RUN_TARGET).parent
-    for name in ("history.csv", "predictions.parquet"):
-        read = pd.read_csv if name.endswith(".csv") else pd.read_parquet
-        a, b = read(reference / run_dir / name), read(workdir / run_dir / name)
-        pd.testing.assert_frame_equal(
-            a.drop(columns="seconds", errors="ignore"), b.drop(columns="seconds", errors="ignore")
-        )
-    ma, mb = (json.loads((folder / RUN_TARGET).read_text()) for folder in (reference, workdir))
-    assert {k: v for k, v in ma.items() if k != "seconds"} == {k: v for k, v in mb.items() if k != "seconds"}
+    _assert_same_run(reference, workdir)
     print(f"{len(attempts)} attempts; checkpoints saved on {saved_on}")
