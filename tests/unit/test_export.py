@@ -15,6 +15,17 @@ from alertvision.deploy.export import EXPORT_FILES, PARITY_TOLERANCE, export_run
 from alertvision.training.loop import train_run
 
 
+@pytest.fixture(scope="module")
+def split_file(tiny_datasets, tmp_path_factory):
+    """10% of the training sources (a quick epoch) and the whole test split, which the parity check reads."""
+    from alertvision.atomic import write_parquet
+    from alertvision.data.splits import split_table
+
+    path = tmp_path_factory.mktemp("splits") / "f10.parquet"
+    write_parquet(path, split_table(open_dataset(tiny_datasets["ztf"]).alerts, 10, tiny_datasets["config"]["splits"]))
+    return path
+
+
 def _run(tiny_datasets, split_file, out, arch, modality):
     config = tiny_datasets["config"]
     if modality == "multimodal":
