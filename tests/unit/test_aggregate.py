@@ -273,6 +273,23 @@ def test_bootstrap_std_resamples_whole_sources_and_is_seeded():
     assert bootstrap_auc_std(labels, labels, sources, 50, seed=0) == 0.0  # a perfect ranking stays perfect
 
 
+def test_bootstrap_auc_is_sklearn_s_roc_auc_on_each_resample():
+    """The rank form the bootstrap uses gives roc_auc_score's value, ties included."""
+    from sklearn.metrics import roc_auc_score
+
+    from alertvision.evaluation.aggregate import bootstrap_auc_std
+
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 60).astype(float)
+    scores = np.round(rng.random(60), 1)  # many ties
+    sources = np.array([f"S{i:02d}" for i in range(60)])
+    draws = np.random.default_rng(9)
+    aucs = [roc_auc_score(labels[r], scores[r]) for r in (draws.integers(0, 60, 60) for _ in range(40))]
+    expected = np.std(aucs, ddof=1)
+    # the same draws: one source per alert, sorted ids equal the row order
+    assert bootstrap_auc_std(labels, scores, sources, 40, seed=9) == pytest.approx(expected, abs=1e-12)
+
+
 def test_roc_auc_table_carries_the_bootstrap_std_of_each_configuration(tmp_path):
     from alertvision.evaluation.aggregate import bootstrap_auc_std
 
