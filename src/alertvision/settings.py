@@ -12,7 +12,7 @@ the config keeps both in one ``training`` block (BTSbot's train configs do the s
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any, Mapping, TypeVar
 
@@ -26,15 +26,19 @@ def _frozen(value: Any) -> Any:
     return value
 
 
-def _take(cls: type[T], block: Mapping[str, Any], where: str) -> T:
-    names = [f.name for f in fields(cls)]
+def _pick(names: list[str] | tuple[str, ...], block: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``names`` of ``block`` (lists as tuples); a missing one raises KeyError naming it."""
     missing = [n for n in names if n not in block]
     if missing:
         raise KeyError(
             f"{where}: {', '.join(missing)} missing; build settings from a validated config "
             f"(alertvision.config.load_config or validate_config)"
         )
-    return cls(**{n: _frozen(block[n]) for n in names})
+    return {n: _frozen(block[n]) for n in names}
+
+
+def _take(cls: type[T], block: Mapping[str, Any], where: str) -> T:
+    return cls(**_pick([f.name for f in fields(cls)], block, where))
 
 
 @lru_cache(maxsize=None)
@@ -113,34 +117,22 @@ class HeadSettings:
         metadata branch when the mapping holds its keys."""
         if isinstance(params, HeadSettings):
             return params
-        meta_names = [f.name for f in fields(MetadataBranchSettings)]
-        metadata = _take(MetadataBranchSettings, params, "training") if all(k in params for k in meta_names) else None
-        head = _take(_HeadKeys, params, "training")
-        return cls(head.dense1, head.dense2, head.dropout, metadata)
+        has_branch = all(k in params for k in METADATA_KEYS)
+        metadata = _take(MetadataBranchSettings, params, "training") if has_branch else None
+        return cls(**_pick(HEAD_KEYS, params, "training"), metadata=metadata)
 
     def as_dict(self, with_metadata: bool) -> dict[str, Any]:
         """The keys as a saved model stores them (head first, then the metadata branch's)."""
-        out = {"dense1": self.dense1, "dense2": self.dense2, "dropout": self.dropout}
+        out = {k: getattr(self, k) for k in HEAD_KEYS}
         if with_metadata:
             if self.metadata is None:
                 raise ValueError("a multi-modal model needs meta_dense1, meta_dense2 and meta_dropout")
-            out.update(
-                meta_dense1=self.metadata.meta_dense1,
-                meta_dense2=self.metadata.meta_dense2,
-                meta_dropout=self.metadata.meta_dropout,
-            )
+            out.update(asdict(self.metadata))
         return out
 
 
-@dataclass(frozen=True)
-class _HeadKeys:
-    dense1: int
-    dense2: int | None
-    dropout: float
-
-
 #: The training keys that shape the model rather than its training (head, then metadata branch).
-HEAD_KEYS = tuple(f.name for f in fields(_HeadKeys))
+HEAD_KEYS = tuple(f.name for f in fields(HeadSettings) if f.name != "metadata")
 METADATA_KEYS = tuple(f.name for f in fields(MetadataBranchSettings))
 
 

@@ -12,12 +12,9 @@ The export refuses to write anything unless onnxruntime's logits equal PyTorch's
 from __future__ import annotations
 
 import hashlib
-import inspect
-import io
 import json
 import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,44 +27,29 @@ from alertvision import __version__
 from alertvision.atomic import atomic_path, check_writable, write_parquet, write_text
 from alertvision.data.contract import config_digest, open_dataset
 from alertvision.data.features import METADATA_FEATURES
-from alertvision.models import load_model
-from alertvision.models.multimodal import MultimodalClassifier
+from alertvision.models import model_from_payload
+from alertvision.models.onnx import (
+    METADATA_INPUT,
+    OUTPUT,
+    TRIPLET_INPUT,
+    model_inputs,
+    onnx_bytes,
+    ort_session,
+)
 
 log = logging.getLogger(__name__)
 
 #: Largest |onnxruntime logit - PyTorch logit| allowed on the test split.
 PARITY_TOLERANCE = 1e-5
-OPSET = 17
 EXPORT_FILES = ("model.onnx", "model_card.md", "reference.parquet")
 CHANNELS = ("science", "reference", "difference")
-TRIPLET_INPUT, METADATA_INPUT, OUTPUT = "triplet", "metadata", "logit"
-
-
-class _Graph(nn.Module):
-    """The exported forward: named tensor inputs -> logits (B,)."""
-
-    def __init__(self, model: nn.Module, images: bool, metadata: bool):
-        super().__init__()
-        self.model, self.images, self.metadata = model, images, metadata
-
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        if not self.metadata:
-            return self.model(inputs[0])
-        images = inputs[0] if self.images else None
-        return self.model((images, inputs[-1]))
-
-
-def _inputs(model: nn.Module) -> tuple[bool, bool]:
-    """(takes the triplet, takes the metadata) of a loaded model."""
-    multimodal = isinstance(model, MultimodalClassifier)
-    return (model.backbone is not None, multimodal)
 
 
 def torch_logits(
     model: nn.Module, images: np.ndarray | None, metadata: np.ndarray | None, rows: np.ndarray, batch: int = 256
 ) -> np.ndarray:
     """PyTorch logits (float32) of ``rows``, in eval mode, on the CPU."""
-    takes_images, takes_metadata = _inputs(model)
+    takes_images, takes_metadata = model_inputs(model)
     out = []
     with torch.no_grad():
         for start in range(0, len(rows), batch):
@@ -95,45 +77,6 @@ def onnx_logits(
             feed[METADATA_INPUT] = np.ascontiguousarray(metadata[chunk], dtype=np.float32)
         out.append(session.run([OUTPUT], feed)[0])
     return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
-
-
-def onnx_bytes(model: nn.Module) -> bytes:
-    """The ONNX graph of a loaded model (eval, float32, dynamic batch axis)."""
-    takes_images, takes_metadata = _inputs(model)
-    example, names, axes = [], [], {OUTPUT: {0: "batch"}}
-    if takes_images:
-        example.append(torch.zeros(2, 3, 63, 63))
-        names.append(TRIPLET_INPUT)
-    if takes_metadata:
-        example.append(torch.zeros(2, len(METADATA_FEATURES)))
-        names.append(METADATA_INPUT)
-    axes.update({name: {0: "batch"} for name in names})
-    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
-    buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            _Graph(model.eval(), takes_images, takes_metadata),
-            tuple(example),
-            buf,
-            input_names=names,
-            output_names=[OUTPUT],
-            dynamic_axes=axes,
-            opset_version=OPSET,
-            **legacy,
-        )
-    return buf.getvalue()
-
-
-def ort_session(data: bytes | str | os.PathLike, threads: int = 1) -> Any:
-    """An onnxruntime CPU session of an ONNX model (bytes or a file)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads)
-    options.inter_op_num_threads = 1
-    source = data if isinstance(data, bytes) else str(data)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def _manifest_digest(manifest: Mapping[str, Any]) -> str:
@@ -194,14 +137,14 @@ def export_run(
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     torch.set_num_threads(int(threads))
     payload = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False)
-    model, info = load_model(run_dir / "model.pt")
+    model, info = model_from_payload(payload, run_dir / "model.pt")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     data = open_dataset(dataset_dir)
     table = pd.read_parquet(split_file)
     rows = np.sort(table.loc[table["split"] == "test", "row"].to_numpy())
     if len(rows) == 0:
         raise ValueError(f"{split_file}: the test split is empty; nothing to check the export against")
-    takes = _inputs(model)
+    takes = model_inputs(model)
     images = data.images if takes[0] else None
     metadata = data.alerts[list(METADATA_FEATURES)].to_numpy(dtype=np.float32) if takes[1] else None
 

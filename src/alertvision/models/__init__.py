@@ -145,7 +145,11 @@ def save_model(
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[AlertClassifier, dict]:
     """Rebuild a saved model (eval mode); returns (model, info). Files saved before input_norm scale as then."""
-    payload = torch.load(path, map_location=map_location, weights_only=False)
+    return model_from_payload(torch.load(path, map_location=map_location, weights_only=False), path)
+
+
+def model_from_payload(payload: Mapping[str, Any], path: str | os.PathLike) -> tuple[AlertClassifier, dict]:
+    """The model (eval mode) and info of a model.pt payload already read (``path`` names it in errors)."""
     if payload.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path} is not an alertvision model ({payload.get('format')!r})")
     model = build_model(

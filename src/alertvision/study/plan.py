@@ -67,13 +67,17 @@ class Layout:
         return f"{self.results}/splits/{dataset}/f{fraction}.parquet"
 
     # -- training runs, sweeps, embeddings ----------------------------------------------------------
-    def run_dir(self, run: Run | None = None) -> str:
-        """A run's folder (model.pt, history.csv, metrics.json, predictions.parquet); the pattern without a run."""
+    def _cell_dir(self, kind: str, run: Run | None) -> str:
+        """``results/<kind>/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/s{seed}``, concrete or a pattern."""
         v = run.values() if run is not None else WILDCARDS
         return (
-            f"{self.results}/runs/{v['dataset']}/{v['modality']}/{v['arch']}/{v['regimen']}/"
+            f"{self.results}/{kind}/{v['dataset']}/{v['modality']}/{v['arch']}/{v['regimen']}/"
             f"f{v['fraction']}/s{v['seed']}"
         )
+
+    def run_dir(self, run: Run | None = None) -> str:
+        """A run's folder (model.pt, history.csv, metrics.json, predictions.parquet); the pattern without a run."""
+        return self._cell_dir("runs", run)
 
     def run_file(self, name: str, run: Run | None = None) -> str:
         return f"{self.run_dir(run)}/{name}"
@@ -94,7 +98,7 @@ class Layout:
 
     def model_dir(self, run: Run | None = None) -> str:
         """A run exported for brokers (model.onnx, model_card.md, reference.parquet); the pattern without a run."""
-        return self.run_dir(run).replace(f"{self.results}/runs/", f"{self.results}/models/", 1)
+        return self._cell_dir("models", run)
 
     def model_file(self, name: str, run: Run | None = None) -> str:
         return f"{self.model_dir(run)}/{name}"

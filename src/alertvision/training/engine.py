@@ -227,15 +227,13 @@ def fit(
             )
             if on_epoch is not None:
                 on_epoch(epoch, dict(row))
-            if epoch <= start_from_epoch:
-                pass  # a warm-up epoch: not monitored
-            elif val_loss * (1.0 + min_improvement) < lowest:
-                state = {k: v.detach().cpu().clone() for k, v in keep.state_dict().items()}
-                result.best = Best(val_loss, epoch, state)
-            elif patience is not None and epoch - max(result.best.epoch, start_from_epoch) >= patience:
-                log.info("early stop: no improvement of the validation loss for %d epochs", patience)
-                stopped = True
-            if epoch > start_from_epoch:
+            if epoch > start_from_epoch:  # warm-up epochs are not monitored
+                if val_loss * (1.0 + min_improvement) < lowest:
+                    state = {k: v.detach().cpu().clone() for k, v in keep.state_dict().items()}
+                    result.best = Best(val_loss, epoch, state)
+                elif patience is not None and epoch - max(result.best.epoch, start_from_epoch) >= patience:
+                    log.info("early stop: no improvement of the validation loss for %d epochs", patience)
+                    stopped = True
                 lowest = min(lowest, val_loss)
             if checkpoint is not None:
                 save(epoch)

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
-import io
 import logging
-import warnings
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -128,30 +125,11 @@ def paper_scorer(model: nn.Module, device: torch.device, settings: BenchSettings
 
 
 def onnx_session(model: nn.Module, threads: int) -> Any:
-    """An ONNX Runtime session of ``model`` (float32, dynamic batch, all graph optimisations)."""
-    import onnxruntime as ort
+    """An ONNX Runtime session of ``model`` (float32, dynamic batch, all graph optimisations): the same
+    graph :mod:`alertvision.deploy.export` gives brokers."""
+    from alertvision.models.onnx import onnx_bytes, ort_session
 
-    buf = io.BytesIO()
-    example = torch.zeros(2, 3, 63, 63)
-    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (example,),
-            buf,
-            input_names=["images"],
-            output_names=["logits"],
-            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
-            opset_version=17,
-            **legacy,
-        )
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads)
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
+    return ort_session(onnx_bytes(model), threads)
 
 
 def _ort_version() -> str | None:
