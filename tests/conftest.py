@@ -123,6 +123,41 @@ def split_file(tiny_datasets, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def quick_split_file(tiny_datasets, tmp_path_factory) -> Path:
+    """10% of the tiny ZTF dataset's training sources (a quick epoch) and its whole val and test splits."""
+    from alertvision.atomic import write_parquet
+    from alertvision.data.contract import open_dataset
+    from alertvision.data.splits import split_table
+
+    path = tmp_path_factory.mktemp("splits") / "f10.parquet"
+    write_parquet(path, split_table(open_dataset(tiny_datasets["ztf"]).alerts, 10, tiny_datasets["config"]["splits"]))
+    return path
+
+
+def quick_run(tiny_datasets: dict, split: Path, out: Path, arch: str, modality: str) -> Path:
+    """Train ``arch`` (``modality``) for one epoch on ``split`` into ``out`` (median metadata fill)."""
+    from alertvision.config import model_spec, training_params
+    from alertvision.training.loop import train_run
+
+    config = tiny_datasets["config"]
+    if modality == "multimodal":
+        config = {**config, "multimodal": {**config["multimodal"], "metadata_fill": "median"}}
+    training = {**training_params(config, arch, modality), "epochs": 1, "patience": 1}
+    info = {"arch": arch, "modality": modality, "regimen": "none", "fraction": "100", "seed": 0, "dataset": "ztf"}
+    train_run(
+        tiny_datasets["ztf"],
+        split,
+        out,
+        arch_cfg=model_spec(config, arch, modality),
+        training=training,
+        seed=0,
+        run_info=info,
+        progress=False,
+    )
+    return out
+
+
 def dry_run_jobs(dry_run_output: str) -> dict[str, int]:
     """Jobs per rule a Snakemake dry run would execute (from its job-stats table)."""
     counts: dict[str, int] = {}

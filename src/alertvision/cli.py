@@ -260,12 +260,13 @@ def cmd_export(args) -> int:
         args.dataset_dir or layout.dataset_dir(run.dataset),
         args.split or layout.split_file(run.dataset, run.fraction),
         out,
-        n_reference=config["export"]["n_reference"],
+        config["export"],
     )
-    parity = result["parity"]
+    parity, ece = result["parity"], result["ece"]
     print(
-        f"{out}: model.onnx, model_card.md, reference.parquet; onnxruntime = PyTorch within "
-        f"{parity['max_abs_logit_diff']:.2g} on {parity['n_test_alerts']} test alerts"
+        f"{out}: model.onnx, model_card.md, reference.parquet, reliability.png; onnxruntime = PyTorch within "
+        f"{parity['max_abs_logit_diff']:.2g} on {parity['n_test_alerts']} test alerts; calibration "
+        f"{result['calibration']['method']}: test ECE {ece['test, raw']:.3f} -> {ece['test, calibrated']:.3f}"
     )
     return 0
 
@@ -273,9 +274,29 @@ def cmd_export(args) -> int:
 def cmd_export_best(args) -> int:
     from alertvision.study.steps import export_best
 
-    result = export_best(args.metrics, args.out, n_reference=_config(args)["export"]["n_reference"])
+    result = export_best(args.metrics, args.out, _config(args)["export"])
     chosen = json.loads((Path(args.out) / "run.json").read_text())
     print(f"{args.out}: {chosen} (onnxruntime = PyTorch within {result['parity']['max_abs_logit_diff']:.2g})")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from alertvision.study.steps import predict
+
+    report = predict(
+        args.inputs,
+        args.model,
+        args.out,
+        threads=args.threads,
+        batch_size=args.batch_size,
+        thresholds=args.thresholds,
+        progress=not args.quiet,
+    )
+    skipped = ", ".join(f"{k} {n}" for k, n in report["skipped"].items()) or "none"
+    print(
+        f"{args.out}: {report['alerts_scored']} alerts scored in {report['seconds']:.1f} s "
+        f"({report['alerts_per_second']:.0f} alerts/s); skipped: {skipped}"
+    )
     return 0
 
 
@@ -640,6 +661,39 @@ COMMANDS: tuple[Command, ...] = (
             arg("metrics", nargs="+", help="metrics.json files of the candidate runs"),
             arg("--out", default=LAYOUT.best_model_file("").rstrip("/"), help="(default: %(default)s)"),
         ),
+    ),
+    Command(
+        "predict",
+        cmd_predict,
+        ("predict",),
+        "score real ZTF alert packets with an exported model: per alert the logit, score, calibrated score and "
+        "whether each trigger policy fires given the source's alerts so far; Parquet or CSV, written atomically; "
+        "packets that cannot be scored are skipped and counted by reason",
+        (
+            arg(
+                "inputs",
+                nargs="+",
+                help=".avro files, folders of them, .tar/.tar.gz archives, or - for an Avro stream on stdin",
+            ),
+            arg("--model", required=True, help="an export folder (its model.onnx), a model.onnx, or a run's model.pt"),
+            arg("--out", required=True, help="the output file, .parquet or .csv"),
+            arg(
+                "--threads",
+                type=int,
+                default=1,
+                help="CPU threads: the model's, and decoding beside it when > 1 (default: %(default)s)",
+            ),
+            arg("--batch-size", type=int, default=256, help="alerts per model call (default: %(default)s)"),
+            arg(
+                "--thresholds",
+                choices=("policy", "recommended"),
+                default="policy",
+                help="policy: the trigger policies as the study scores them (their thresholds on the score); "
+                "recommended: each policy's max-F1 threshold recommended at export, on the calibrated score "
+                "(default: %(default)s)",
+            ),
+        ),
+        config=False,
     ),
     Command(
         "sweep",

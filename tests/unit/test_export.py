@@ -7,42 +7,33 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+from conftest import quick_run
 
-from alertvision.config import model_spec, training_params
 from alertvision.data.contract import open_dataset
 from alertvision.data.features import METADATA_FEATURES
-from alertvision.deploy.export import EXPORT_FILES, PARITY_TOLERANCE, export_run, ort_session, triplet_digest
-from alertvision.training.loop import train_run
+from alertvision.deploy.calibration import Calibration
+from alertvision.deploy.export import (
+    EXPORT_FILES,
+    PARITY_TOLERANCE,
+    DeploySettings,
+    export_run,
+    fit_on_validation,
+    ort_session,
+    triplet_digest,
+)
+from alertvision.evaluation.policies import POLICIES
+from alertvision.models import model_from_payload
 
 
-@pytest.fixture(scope="module")
-def split_file(tiny_datasets, tmp_path_factory):
+@pytest.fixture
+def split_file(quick_split_file):
     """10% of the training sources (a quick epoch) and the whole test split, which the parity check reads."""
-    from alertvision.atomic import write_parquet
-    from alertvision.data.splits import split_table
-
-    path = tmp_path_factory.mktemp("splits") / "f10.parquet"
-    write_parquet(path, split_table(open_dataset(tiny_datasets["ztf"]).alerts, 10, tiny_datasets["config"]["splits"]))
-    return path
+    return quick_split_file
 
 
 def _run(tiny_datasets, split_file, out, arch, modality):
-    config = tiny_datasets["config"]
-    if modality == "multimodal":
-        config = {**config, "multimodal": {**config["multimodal"], "metadata_fill": "median"}}
-    training = {**training_params(config, arch, modality), "epochs": 1, "patience": 1}
-    info = {"arch": arch, "modality": modality, "regimen": "none", "fraction": "100", "seed": 0, "dataset": "ztf"}
-    train_run(
-        tiny_datasets["ztf"],
-        split_file,
-        out,
-        arch_cfg=model_spec(config, arch, modality),
-        training=training,
-        seed=0,
-        run_info=info,
-        progress=False,
-    )
-    return out
+    return quick_run(tiny_datasets, split_file, out, arch, modality)
 
 
 @pytest.mark.parametrize(
@@ -88,6 +79,60 @@ def test_onnx_equals_pytorch_on_the_test_split_and_carries_its_contract(
     np.testing.assert_allclose(logits, reference["logit"].to_numpy(), atol=PARITY_TOLERANCE)
     card = (out / "model_card.md").read_text()
     assert "SYNTHETIC" in card and f"all {n_test} test alerts" in card and "import json, numpy as np" in card
+
+    # calibration and thresholds travel in the file; the reference's calibrated scores follow from its logits
+    calibration = Calibration.from_spec(meta["alertvision.calibration"])
+    assert calibration.method == "temperature" and json.loads(meta["alertvision.calibration"])["fitted_on"] == (
+        "validation split"
+    )
+    np.testing.assert_allclose(reference["calibrated_score"], calibration.apply(reference["logit"]), atol=1e-12)
+    thresholds = json.loads(meta["alertvision.thresholds"])
+    assert thresholds["score"] == "calibrated" and set(thresholds["policies"]) == set(POLICIES)
+    assert set(result["ece"]) == {"validation, raw", "validation, calibrated", "test, raw", "test, calibrated"}
+    assert "Calibration and recommended thresholds" in card and "| prod_p1 |" in card
+
+
+class _RecordingArray:
+    """An array that records the rows read from it."""
+
+    def __init__(self, array: np.ndarray):
+        self.array, self.read = array, set()
+
+    def __getitem__(self, rows):
+        self.read.update(np.atleast_1d(np.arange(len(self.array))[rows]).tolist())
+        return self.array[rows]
+
+
+def test_calibration_and_thresholds_read_only_the_validation_split(tiny_datasets, split_file, tmp_path):
+    run = _run(tiny_datasets, split_file, tmp_path / "run", "cnn", "multimodal")
+    model, _ = model_from_payload(torch.load(run / "model.pt", weights_only=False), run / "model.pt")
+    data = open_dataset(tiny_datasets["ztf"])
+    split = pd.read_parquet(split_file)
+    val_rows = np.sort(split.loc[split["split"] == "val", "row"].to_numpy())
+    images = _RecordingArray(np.asarray(data.images))
+    metadata = _RecordingArray(data.alerts[list(METADATA_FEATURES)].to_numpy(np.float32))
+    fit = fit_on_validation(model, images, metadata, data.alerts.iloc[val_rows], val_rows, DeploySettings())
+    assert images.read == metadata.read == set(val_rows.tolist())
+    assert len(fit.logits) == len(val_rows) and set(fit.thresholds) == set(POLICIES)
+
+
+def test_test_labels_do_not_move_the_calibration_or_the_thresholds(tiny_datasets, split_file, tmp_path):
+    """The whole export: with the test split's labels flipped, the calibration and thresholds stay the same."""
+    import shutil
+
+    from alertvision.atomic import write_parquet
+
+    run = _run(tiny_datasets, split_file, tmp_path / "run", "cnn", "image")
+    flipped = tmp_path / "flipped"
+    shutil.copytree(tiny_datasets["ztf"], flipped)
+    alerts = pd.read_parquet(flipped / "alerts.parquet")
+    test_rows = pd.read_parquet(split_file).query("split == 'test'")["row"].to_numpy()
+    alerts.loc[test_rows, "label"] = 1 - alerts.loc[test_rows, "label"]
+    write_parquet(flipped / "alerts.parquet", alerts)
+    first = export_run(run, tiny_datasets["ztf"], split_file, tmp_path / "a")
+    second = export_run(run, flipped, split_file, tmp_path / "b")
+    assert first["calibration"] == second["calibration"] and first["thresholds"] == second["thresholds"]
+    assert first["ece"]["test, raw"] != second["ece"]["test, raw"]  # the test labels did change
 
 
 def test_a_failed_parity_check_writes_nothing(tiny_datasets, split_file, tmp_path, monkeypatch):

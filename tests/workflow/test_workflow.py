@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import TINY_CONFIG, dry_run_jobs
+from conftest import ALERTS_DIR, TINY_CONFIG, dry_run_jobs
 
 from alertvision.evaluation.policies import evaluate_policies
 
@@ -168,6 +168,14 @@ def test_figure3_and_f1_table_cover_the_multimodal_grid(study):
     }
     assert chosen["modality"] == "multimodal" and chosen["val_roc_auc_best"] == max(candidates.values())
     assert "SYNTHETIC" in (best / "model_card.md").read_text() and (best / "model.onnx").stat().st_size > 0
+    assert (best / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+    # what a broker does with it: score the twelve real packets with the exported file alone
+    scored_real = study / "real_packets.csv"
+    cli = [sys.executable, "-m", "alertvision", "predict", "-q", str(ALERTS_DIR), "--model", str(best)]
+    done = subprocess.run([*cli, "--out", str(scored_real)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    real = pd.read_csv(scored_real)
+    assert len(real) == 12 and real["score"].between(0, 1).all() and real["calibrated_score"].between(0, 1).all()
     row = table[(table.arch == "none") & (table.fraction == 100) & (table.policy == "bts_p1")].iloc[0]
     scored = evaluate_policies(pd.read_parquet(run / "predictions.parquet"))  # scored from the predictions
     assert row.f1_median == pytest.approx(scored["bts_p1"]["f1"])

@@ -106,6 +106,12 @@ def policy_exclusions(wildcards):
     return {"exclude": path} if path else {}
 
 
+# what an export reads of the config (not export.runs: listing one more run re-exports none)
+EXPORT_SETTINGS = {
+    key: config["export"][key] for key in ("n_reference", "calibration", "target_purity", "target_completeness")
+}
+
+
 def export_inputs(wildcards):
     """A run's files, its dataset and split table: what an export reads."""
     run = Run.from_values(wildcards)

@@ -1,5 +1,6 @@
 # Models for brokers: ONNX with its contract inside, a model card and reference alerts (README,
-# "Deploying a model"). The export checks onnxruntime against PyTorch on the run's test split.
+# "Deploying a model"). The export checks onnxruntime against PyTorch on the run's test split;
+# calibration and recommended thresholds come from the validation split only.
 
 
 rule export:
@@ -9,12 +10,17 @@ rule export:
         model=LAYOUT.model_file("model.onnx"),
         card=LAYOUT.model_file("model_card.md"),
         reference=LAYOUT.model_file("reference.parquet"),
+        reliability=report(
+            LAYOUT.model_file("reliability.png"),
+            caption="../report/reliability.rst",
+            category="Deployment",
+        ),
     log:
         "logs/export/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/s{seed}.log",
     conda:
         ENV
     params:
-        n_reference=config["export"]["n_reference"],
+        export=EXPORT_SETTINGS,
     script:
         "../scripts/export.py"
 
@@ -30,12 +36,17 @@ rule export_best:
         model=LAYOUT.best_model_file("model.onnx"),
         card=LAYOUT.best_model_file("model_card.md"),
         reference=LAYOUT.best_model_file("reference.parquet"),
+        reliability=report(
+            LAYOUT.best_model_file("reliability.png"),
+            caption="../report/reliability.rst",
+            category="Deployment",
+        ),
         run=LAYOUT.best_model_file("run.json"),
     log:
         "logs/export/best.log",
     conda:
         ENV
     params:
-        n_reference=config["export"]["n_reference"],
+        export=EXPORT_SETTINGS,
     script:
         "../scripts/export_best.py"

@@ -1,4 +1,4 @@
-"""Snakemake adapter: export one run for brokers (model.onnx, model_card.md, reference.parquet)."""
+"""Snakemake adapter: export one run for brokers (model.onnx, model_card.md, reference.parquet, reliability.png)."""
 
 from pathlib import Path
 
@@ -11,5 +11,5 @@ export(
     Path(snakemake.input.alerts).parent,
     snakemake.input.split,
     Path(snakemake.output.model).parent,
-    n_reference=snakemake.params.n_reference,
+    snakemake.params.export,
 )

@@ -6,4 +6,4 @@ from alertvision.logs import start_job
 from alertvision.study.steps import export_best
 
 start_job(snakemake)
-export_best(snakemake.input.metrics, Path(snakemake.output.model).parent, n_reference=snakemake.params.n_reference)
+export_best(snakemake.input.metrics, Path(snakemake.output.model).parent, snakemake.params.export)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import numpy as np
 import pandas as pd
 
@@ -125,3 +127,48 @@ def _derive_with_history(df: pd.DataFrame, history: pd.DataFrame) -> pd.DataFram
     for col in DERIVED_FEATURES:
         out[col] = derived[col]
     return out
+
+
+def derive_alert_features(
+    jd: float,
+    fid: int,
+    magpsf: float,
+    jdstarthist: float,
+    ncovhist: float,
+    ndethist: float,
+    history: Iterable[tuple[float, int, float]],
+) -> dict[str, float]:
+    """The derived features of one alert from its own earlier detections (``history``: (jd, fid, magpsf),
+    e.g. a packet's ``prv_candidates``), as :func:`derive_source_features` computes them for a source
+    whose only alert is this one: the same values, without pandas (the scoring path of a live stream).
+
+    History rows at the alert's (jd rounded to 1e-6, fid), without a magnitude, repeated, or not earlier
+    than the alert are left out.
+    """
+    key = (round(float(jd), 6), int(fid))
+    earlier = sorted(
+        {(float(h_jd), int(h_fid), float(h_mag)) for h_jd, h_fid, h_mag in history if (round(h_jd, 6), h_fid) != key}
+    )
+    earlier = [h for h in earlier if h[0] < jd and h[2] == h[2]]  # NaN != NaN
+    peak = max_mag = jd_peak = np.nan
+    for h_jd, _, h_mag in earlier:  # the running minimum; the first to reach it is the peak
+        if not peak <= h_mag:
+            peak, jd_peak = h_mag, h_jd
+        max_mag = h_mag if not max_mag >= h_mag else max_mag
+    if magpsf == magpsf:
+        if not peak <= magpsf:
+            jd_peak = jd
+        peak = magpsf if not peak <= magpsf else peak
+        max_mag = magpsf if not max_mag >= magpsf else max_mag
+    else:  # pandas' cummin/cummax give NaN at a NaN row; the peak stays the last one
+        peak = max_mag = np.nan
+        jd_peak = jd if not earlier else jd_peak
+    jd_first = float(np.minimum(float(jdstarthist), earlier[0][0] if earlier else jd))  # NaN stays NaN
+    return {
+        "age": jd - jd_first,
+        "nnotdet": float(ncovhist) - float(ndethist),
+        "peakmag_so_far": peak,
+        "maxmag_so_far": max_mag,
+        "days_since_peak": jd - jd_peak,
+        "days_to_peak": jd_peak - jd_first,
+    }

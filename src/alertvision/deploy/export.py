@@ -4,9 +4,11 @@
 reference, difference; NCHW float32) and, for a multi-modal model, the 25 raw metadata features in
 :data:`~alertvision.data.features.METADATA_FEATURES` order; the input transform (the x63 scale or
 another ``input_norm``), the resize and the fill of non-finite features are inside the graph. It
-returns one logit per alert (the score is its sigmoid). Its ``metadata_props`` carry that contract.
-The export refuses to write anything unless onnxruntime's logits equal PyTorch's within
-:data:`PARITY_TOLERANCE` on the run's whole test split.
+returns one logit per alert (the score is its sigmoid). Its ``metadata_props`` carry that contract,
+with the calibration (:mod:`alertvision.deploy.calibration`) and the recommended thresholds
+(:mod:`alertvision.deploy.thresholds`), both fitted on the validation split only. The export refuses
+to write anything unless onnxruntime's logits equal PyTorch's within :data:`PARITY_TOLERANCE` on the
+run's whole test split.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -27,6 +30,14 @@ from alertvision import __version__
 from alertvision.atomic import atomic_path, check_writable, write_parquet, write_text
 from alertvision.data.contract import config_digest, open_dataset
 from alertvision.data.features import METADATA_FEATURES
+from alertvision.deploy.calibration import (
+    Calibration,
+    expected_calibration_error,
+    fit_calibration,
+    plot_reliability,
+    sigmoid,
+)
+from alertvision.deploy.thresholds import recommend_thresholds
 from alertvision.models import model_from_payload
 from alertvision.models.onnx import (
     METADATA_INPUT,
@@ -41,7 +52,7 @@ log = logging.getLogger(__name__)
 
 #: Largest |onnxruntime logit - PyTorch logit| allowed on the test split.
 PARITY_TOLERANCE = 1e-5
-EXPORT_FILES = ("model.onnx", "model_card.md", "reference.parquet")
+EXPORT_FILES = ("model.onnx", "model_card.md", "reference.parquet", "reliability.png")
 CHANNELS = ("science", "reference", "difference")
 
 
@@ -79,12 +90,62 @@ def onnx_logits(
     return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
 
+@dataclass(frozen=True)
+class DeploySettings:
+    """The ``export`` block's calibration and threshold keys."""
+
+    calibration: str = "temperature"
+    target_purity: float = 0.9
+    target_completeness: float = 0.9
+
+    @classmethod
+    def from_config(cls, block: Mapping[str, Any]) -> "DeploySettings":
+        """The settings of a validated ``export`` block."""
+        return cls(block["calibration"], float(block["target_purity"]), float(block["target_completeness"]))
+
+
+@dataclass(frozen=True)
+class ValidationFit:
+    """What the validation split gives a deployed model: its calibration, its recommended thresholds
+    and the validation alerts' logits and labels they were fitted on."""
+
+    calibration: Calibration
+    thresholds: dict[str, dict[str, Any]]
+    logits: np.ndarray
+    labels: np.ndarray
+
+
+def fit_on_validation(
+    model: nn.Module,
+    images: np.ndarray | None,
+    metadata: np.ndarray | None,
+    val_alerts: pd.DataFrame,
+    val_rows: np.ndarray,
+    settings: DeploySettings,
+) -> ValidationFit:
+    """Calibrate ``model`` and recommend thresholds from the validation alerts (``val_alerts``, the rows
+    ``val_rows`` of the dataset's arrays); nothing else of the dataset is read."""
+    if len(val_rows) == 0:
+        raise ValueError("the validation split is empty; nothing to calibrate the exported model on")
+    logits = torch_logits(model, images, metadata, val_rows)
+    labels = val_alerts["label"].to_numpy(dtype=np.float64)
+    calibration = fit_calibration(logits, labels, settings.calibration)
+    predictions = val_alerts[["objectId", "jd", "label", "magpsf"]].assign(score=calibration.apply(logits))
+    thresholds = recommend_thresholds(predictions, settings.target_purity, settings.target_completeness)
+    return ValidationFit(calibration, thresholds, logits, labels)
+
+
 def _manifest_digest(manifest: Mapping[str, Any]) -> str:
     """A digest of a dataset manifest, its creation time left out (a re-ingest of the same data agrees)."""
     return config_digest({k: v for k, v in manifest.items() if k != "created"})
 
 
-def contract(payload: Mapping[str, Any], manifest: Mapping[str, Any], takes: tuple[bool, bool]) -> dict[str, str]:
+def contract(
+    payload: Mapping[str, Any],
+    manifest: Mapping[str, Any],
+    takes: tuple[bool, bool],
+    fit: ValidationFit | None = None,
+) -> dict[str, str]:
     """The ``metadata_props`` of an exported model (string values; lists and mappings as JSON)."""
     takes_images, takes_metadata = takes
     inputs = ([TRIPLET_INPUT] if takes_images else []) + ([METADATA_INPUT] if takes_metadata else [])
@@ -109,8 +170,15 @@ def contract(payload: Mapping[str, Any], manifest: Mapping[str, Any], takes: tup
         if takes_metadata
         else None,
         "alertvision.output": "logit; probability = sigmoid(logit)",
-        "alertvision.calibration": "none",
-        "alertvision.thresholds": {},
+        "alertvision.calibration": {
+            **(fit.calibration.spec() if fit else {"method": "none", "formula": "sigmoid(logit)"}),
+            "fitted_on": "validation split",
+        },
+        "alertvision.thresholds": {
+            "score": "calibrated" if fit else "sigmoid(logit)",
+            "chosen_on": "validation split",
+            "policies": fit.thresholds if fit else {},
+        },
         "alertvision.version": __version__,
         "alertvision.config_digest": config_digest(
             payload.get("arch_cfg"), payload.get("head_cfg"), payload.get("info")
@@ -129,9 +197,10 @@ def export_run(
     *,
     n_reference: int = 8,
     threads: int = 1,
+    settings: DeploySettings = DeploySettings(),
 ) -> dict[str, Any]:
-    """Export the run in ``run_dir`` to ``out_dir`` (model.onnx, model_card.md, reference.parquet);
-    returns the parity check and the contract. Nothing is written when parity fails."""
+    """Export the run in ``run_dir`` to ``out_dir`` (:data:`EXPORT_FILES`); returns the parity check, the
+    calibration report and the contract. Nothing is written when parity fails."""
     import onnx
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -142,15 +211,17 @@ def export_run(
     data = open_dataset(dataset_dir)
     table = pd.read_parquet(split_file)
     rows = np.sort(table.loc[table["split"] == "test", "row"].to_numpy())
+    val_rows = np.sort(table.loc[table["split"] == "val", "row"].to_numpy())
     if len(rows) == 0:
         raise ValueError(f"{split_file}: the test split is empty; nothing to check the export against")
     takes = model_inputs(model)
     images = data.images if takes[0] else None
     metadata = data.alerts[list(METADATA_FEATURES)].to_numpy(dtype=np.float32) if takes[1] else None
 
+    fit = fit_on_validation(model, images, metadata, data.alerts.iloc[val_rows], val_rows, settings)
     expected = torch_logits(model, images, metadata, rows)
     proto = onnx.load_from_string(onnx_bytes(model))
-    for key, value in contract(payload, data.manifest, takes).items():
+    for key, value in contract(payload, data.manifest, takes, fit).items():
         proto.metadata_props.add(key=key, value=value)
     blob = proto.SerializeToString()
     got = onnx_logits(ort_session(blob, threads), images, metadata, rows)
@@ -162,14 +233,34 @@ def export_run(
         )
     parity = {"n_test_alerts": int(len(rows)), "max_abs_logit_diff": worst, "tolerance": PARITY_TOLERANCE}
     log.info("parity on %d test alerts: max |logit difference| %.3g", len(rows), worst)
+    test_labels = data.alerts["label"].to_numpy(dtype=np.float64)[rows]
+    curves = {
+        "validation, raw": (sigmoid(fit.logits), fit.labels),
+        "validation, calibrated": (fit.calibration.apply(fit.logits), fit.labels),
+        "test, raw": (sigmoid(expected), test_labels),
+        "test, calibrated": (fit.calibration.apply(expected), test_labels),
+    }
+    ece = {name: expected_calibration_error(p, y) for name, (p, y) in curves.items()}
+    log.info("calibration %s; ECE %s", fit.calibration.method, ", ".join(f"{k} {v:.3f}" for k, v in ece.items()))
 
     check_writable(out_dir, "the exported model")
-    reference = _reference_table(data.alerts, images, metadata, rows, expected, n_reference)
+    reference = _reference_table(data.alerts, images, metadata, rows, expected, n_reference, fit.calibration)
     with atomic_path(out_dir / "model.onnx") as tmp:
         tmp.write_bytes(blob)
     write_parquet(out_dir / "reference.parquet", reference)
-    write_text(out_dir / "model_card.md", model_card(run_dir, payload, info, metrics, data.manifest, parity, takes))
-    return {"parity": parity, "contract": {p.key: p.value for p in proto.metadata_props}}
+    synthetic = " (SYNTHETIC DATA)" if data.manifest.get("synthetic") else ""
+    plot_reliability(
+        curves, out_dir / "reliability.png", f"Reliability of {run_dir.name} ({fit.calibration.method}){synthetic}"
+    )
+    card = model_card(run_dir, payload, info, metrics, data.manifest, parity, takes, fit, ece)
+    write_text(out_dir / "model_card.md", card)
+    return {
+        "parity": parity,
+        "ece": ece,
+        "calibration": fit.calibration.spec(),
+        "thresholds": fit.thresholds,
+        "contract": {p.key: p.value for p in proto.metadata_props},
+    }
 
 
 def triplet_digest(triplet: np.ndarray) -> str:
@@ -184,8 +275,10 @@ def _reference_table(
     rows: np.ndarray,
     logits: np.ndarray,
     n: int,
+    calibration: Calibration,
 ) -> pd.DataFrame:
-    """The first ``n`` test alerts (by row) with their input digest, features and expected logit and score."""
+    """The first ``n`` test alerts (by row) with their input digest, features and expected logit, score
+    (its sigmoid) and calibrated score."""
     pick = np.arange(min(n, len(rows)))
     chosen = rows[pick]
     out = alerts.iloc[chosen][["alert_id", "objectId", "jd"]].reset_index(drop=True)
@@ -195,7 +288,8 @@ def _reference_table(
         for j, name in enumerate(METADATA_FEATURES):
             out[name] = metadata[chosen, j]
     out["logit"] = logits[pick]
-    out["score"] = 1.0 / (1.0 + np.exp(-logits[pick].astype(np.float64)))
+    out["score"] = sigmoid(logits[pick])
+    out["calibrated_score"] = calibration.apply(logits[pick])
     return out
 
 
@@ -207,6 +301,8 @@ def model_card(
     manifest: Mapping[str, Any],
     parity: Mapping[str, Any],
     takes: tuple[bool, bool],
+    fit: ValidationFit,
+    ece: Mapping[str, float],
 ) -> str:
     """The model card (Markdown) of an exported run."""
     from alertvision.evaluation.policies import POLICIES, evaluate_policies
@@ -248,8 +344,10 @@ Exported by alertvision {__version__} from `{run_dir}`.
 |---|---|---|---|---|
 {rows}
 
-Calibration: none yet (the output is the raw logit; `sigmoid(logit)` is a score, not a calibrated
-probability). Recommended thresholds: the policies' own (BTSbot's), above.
+The policies above use their own (BTSbot's) thresholds on `sigmoid(logit)`.
+
+## Calibration and recommended thresholds (fitted on the validation split only)
+{_calibration_section(fit, ece)}
 
 ## Parity
 onnxruntime and PyTorch logits agree within {parity["max_abs_logit_diff"]:.2g} on all \
@@ -274,11 +372,47 @@ import json, numpy as np, onnxruntime as ort
 session = ort.InferenceSession("model.onnx")
 meta = session.get_modelmeta().custom_metadata_map            # the contract: inputs, features, fill
 logit = session.run(["logit"], {{{snippet_feed}}})[0]            # triplet: (n, 3, 63, 63) float32
-score = 1 / (1 + np.exp(-logit))
+score = 1 / (1 + np.exp(-logit))                              # calibrated: see alertvision.calibration
 ```
 `reference.parquet` holds {min(8, parity["n_test_alerts"])} test alerts with the sha256 of their
 triplet, their features and the expected logit and score: check a broker's preprocessing against it.
 """
+
+
+def _calibration_section(fit: ValidationFit, ece: Mapping[str, float]) -> str:
+    """The card's calibration paragraph and thresholds table."""
+    spec = fit.calibration.spec()
+    params = f"temperature {spec['temperature']:.4f}" if "temperature" in spec else ""
+    if "x" in spec:
+        params = f"{len(spec['x'])} breakpoints"
+    lines = [
+        f"Method `{spec['method']}` ({params or 'no parameters'}): calibrated probability = `{spec['formula']}`; "
+        f"the parameters are in the ONNX metadata `alertvision.calibration`. Expected calibration error "
+        f"(15 equal-width bins) before -> after: validation {ece['validation, raw']:.3f} -> "
+        f"{ece['validation, calibrated']:.3f}, test {ece['test, raw']:.3f} -> {ece['test, calibrated']:.3f} "
+        "(`reliability.png`). Calibrated probabilities follow the class balance of the validation split, "
+        "not of a night's alert stream.",
+        "",
+        "Recommended thresholds on the calibrated score, per policy (`alertvision.thresholds`): the one with "
+        "the best validation F1, the lowest reaching the target purity, the highest reaching the target "
+        "completeness (validation F1 / completeness / purity in brackets; - where no threshold reaches the target).",
+        "",
+        "| policy | own threshold | max F1 | purity target | completeness target |",
+        "|---|---|---|---|---|",
+    ]
+
+    def cell(point: Mapping[str, Any] | None) -> str:
+        if not point or point.get("threshold") is None:
+            return "-"
+        return f"{point['threshold']:.2f} ({point['f1']:.2f} / {point['completeness']:.2f} / {point['purity']:.2f})"
+
+    for name, rec in fit.thresholds.items():
+        lines.append(
+            f"| {name} | {rec['policy_threshold']:g} | {cell(rec['max_f1'])} | "
+            f">= {rec['purity']['target']:g}: {cell(rec['purity'])} | "
+            f">= {rec['completeness']['target']:g}: {cell(rec['completeness'])} |"
+        )
+    return "\n".join(lines)
 
 
 def best_run(metric_files: list[str | os.PathLike]) -> Path:

@@ -365,34 +365,63 @@ def export(
     dataset_dir: str | os.PathLike,
     split_file: str | os.PathLike,
     out_dir: str | os.PathLike,
-    n_reference: int = 8,
+    export_cfg: Mapping[str, Any],
 ) -> dict:
-    """Export a run for brokers: model.onnx (its contract inside), model_card.md, reference.parquet."""
-    from alertvision.deploy.export import export_run
+    """Export a run for brokers: model.onnx (its contract, calibration and thresholds inside), model_card.md,
+    reference.parquet, reliability.png; ``export_cfg``: the config's ``export`` block."""
+    from alertvision.deploy.export import DeploySettings, export_run
 
-    return export_run(run_dir, dataset_dir, split_file, out_dir, n_reference=n_reference)
+    return export_run(
+        run_dir,
+        dataset_dir,
+        split_file,
+        out_dir,
+        n_reference=int(export_cfg["n_reference"]),
+        settings=DeploySettings.from_config(export_cfg),
+    )
 
 
-def export_best(metric_files: Iterable[str | os.PathLike], out_dir: str | os.PathLike, n_reference: int = 8) -> dict:
+def export_best(
+    metric_files: Iterable[str | os.PathLike], out_dir: str | os.PathLike, export_cfg: Mapping[str, Any]
+) -> dict:
     """Export the run of ``metric_files`` with the highest validation ROC AUC to ``out_dir``, with
     ``run.json`` naming it."""
     from alertvision.atomic import write_json
-    from alertvision.deploy.export import best_run, export_run
+    from alertvision.deploy.export import best_run
     from alertvision.study.plan import LAYOUT, Run
 
     chosen = best_run(list(metric_files))
     metrics = json.loads(chosen.read_text())
     run = Run.from_values(metrics)
-    result = export_run(
+    result = export(
         chosen.parent,
         LAYOUT.dataset_dir(run.dataset),
         LAYOUT.split_file(run.dataset, run.fraction),
         out_dir,
-        n_reference=n_reference,
+        export_cfg,
     )
     write_json(Path(out_dir) / "run.json", {**run.values(), "val_roc_auc_best": metrics.get("val_roc_auc_best")})
     log.info("exported the best multi-modal run %s to %s", chosen.parent, out_dir)
     return result
+
+
+def predict(
+    inputs: Sequence[str | os.PathLike],
+    model: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    threads: int = 1,
+    batch_size: int = 256,
+    thresholds: str = "policy",
+    progress: bool = True,
+) -> dict:
+    """Score real alert packets (files, folders, tar archives, ``-`` for stdin) with an exported model into
+    a Parquet or CSV file (see :mod:`alertvision.deploy.predict`)."""
+    from alertvision.deploy.predict import predict as score_packets
+
+    return score_packets(
+        inputs, model, out, threads=threads, batch_size=batch_size, thresholds=thresholds, progress=progress
+    )
 
 
 def aggregate(

@@ -38,7 +38,13 @@ from alertvision.data.contract import (
     write_alerts,
     write_manifest,
 )
-from alertvision.data.features import DERIVED_FEATURES, METADATA_FEATURES, derive_source_features, passes_cuts
+from alertvision.data.features import (
+    DERIVED_FEATURES,
+    METADATA_FEATURES,
+    derive_alert_features,
+    derive_source_features,
+    passes_cuts,
+)
 from alertvision.data.splits import assign_source_splits
 from alertvision.data.triplet import StampError, triplet_from_alert
 
@@ -105,6 +111,70 @@ class InputReport:
     counts: Mapping[str, int]
 
 
+def candidate_row(packet: Mapping[str, Any]) -> dict[str, Any]:
+    """The table row of a packet's alert: objectId, candid and :data:`CANDIDATE_COLUMNS` as the packet
+    gives them (None where absent). Raises KeyError / TypeError for a packet without a candidate."""
+    cand = packet["candidate"]
+    return {
+        "objectId": packet["objectId"],
+        "candid": packet.get("candid", cand.get("candid")),
+        **{c: cand.get(c) for c in CANDIDATE_COLUMNS},
+    }
+
+
+def packet_new_drb(packet: Mapping[str, Any]) -> tuple[Any, str]:
+    """The alert's ``new_drb`` and where it came from: ``classifications.braai`` when the packet has it,
+    else the candidate's ``drb``."""
+    braai = (packet.get("classifications") or {}).get("braai")
+    if braai is not None:
+        return braai, "classifications.braai"
+    return packet["candidate"].get("drb"), "candidate.drb"
+
+
+def prv_detections(prv: Any) -> list[tuple[float, int, float]]:
+    """The detections of a packet's ``prv_candidates`` as (jd rounded to 1e-6, fid, magpsf); non-detections
+    (no magnitude) and malformed entries are left out."""
+    out = []
+    for p in prv or ():
+        if not isinstance(p, Mapping) or p.get("magpsf") is None or p.get("jd") is None:
+            continue  # non-detections carry no magnitude
+        try:
+            out.append((round(float(p["jd"]), 6), int(p["fid"]), float(p["magpsf"])))
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def numeric_field(value: Any) -> float:
+    """A candidate field as pandas' ``to_numeric(errors="coerce")`` reads it: None or text -> NaN."""
+    try:
+        return float(value) if value is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def packet_features(packet: Mapping[str, Any]) -> np.ndarray:
+    """The 25 metadata features (float32, :data:`METADATA_FEATURES` order) of a packet's alert from the
+    packet alone: its candidate fields, its ``new_drb`` and the features derived over its
+    ``prv_candidates`` (the history a live broker has). For a source with one packet these equal what
+    the avro ingest (``history: prv_candidates``) stores."""
+    row = candidate_row(packet)
+    values = {c: numeric_field(row[c]) for c in CANDIDATE_COLUMNS if c != "isdiffpos"}
+    values["new_drb"] = numeric_field(packet_new_drb(packet)[0])
+    values.update(
+        derive_alert_features(
+            values["jd"],
+            int(values["fid"]),
+            values["magpsf"],
+            values["jdstarthist"],
+            values["ncovhist"],
+            values["ndethist"],
+            prv_detections(packet.get("prv_candidates")),
+        )
+    )
+    return np.array([values[f] for f in METADATA_FEATURES], dtype=np.float32)
+
+
 class PacketCollector:
     """Accumulate packets of labelled sources: rows in memory, triplets straight to the writer."""
 
@@ -142,11 +212,7 @@ class PacketCollector:
         if self.with_prv:
             self._add_history(object_id, packet.get("prv_candidates"))
         try:
-            row = {
-                "objectId": object_id,
-                "candid": packet.get("candid", cand.get("candid")),
-                **{c: cand.get(c) for c in CANDIDATE_COLUMNS},
-            }
+            row = candidate_row(packet)
             key = (object_id, round(float(row["jd"]), 6), int(row["fid"]))
         except (TypeError, ValueError) as exc:
             self.skip("bad_candidate", origin, f"{object_id}: {exc}")
@@ -165,22 +231,15 @@ class PacketCollector:
         except StampError as exc:
             self.skip(f"stamp_{exc.reason}", origin, f"{object_id} candid {row['candid']}: {exc}")
             return False
-        braai = (packet.get("classifications") or {}).get("braai")
-        row["new_drb"] = braai if braai is not None else row["drb"]
-        self.new_drb_from.append("classifications.braai" if braai is not None else "candidate.drb")
+        row["new_drb"], origin_of_drb = packet_new_drb(packet)
+        self.new_drb_from.append(origin_of_drb)
         self.writer.append(image)
         self._seen.add(key)
         self.rows.append(row)
         return True
 
     def _add_history(self, object_id: str, prv: Any) -> None:
-        for p in prv or ():
-            if not isinstance(p, Mapping) or p.get("magpsf") is None or p.get("jd") is None:
-                continue  # non-detections carry no magnitude
-            try:
-                self.history.append((object_id, round(float(p["jd"]), 6), int(p["fid"]), float(p["magpsf"])))
-            except (TypeError, ValueError):
-                continue
+        self.history.extend((object_id, *detection) for detection in prv_detections(prv))
 
     def table(self) -> pd.DataFrame:
         """The collected alerts with labels and derived features, in images.npy order (no split yet)."""
