@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from alertvision.data.contract import IMAGE_SIZE
+from alertvision.data.fitsstamp import read_primary_image
 
 CUTOUT_FIELDS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
 CHANNELS = ("science", "reference", "difference")
@@ -32,14 +33,38 @@ class StampError(ValueError):
         self.reason = reason
 
 
-def decode_stamp(stamp: bytes) -> np.ndarray:
-    """Gunzip a ZTF stamp and read the image of its primary HDU as float32."""
-    from astropy.io import fits
-
+def _gunzip(stamp: bytes) -> bytes:
+    """gzip.decompress, through one zlib call where the stamp is a clean single-member gzip stream."""
     try:
-        raw = gzip.decompress(stamp)
+        inflater = zlib.decompressobj(31)  # 16 + MAX_WBITS: gzip wrapper, CRC and length checked
+        raw = inflater.decompress(stamp)
+        if inflater.eof and not inflater.unused_data:
+            return raw
+    except zlib.error:
+        pass
+    # several members, trailing bytes, a truncated or broken stream: gzip decides, and raises as before
+    return gzip.decompress(stamp)
+
+
+def decode_stamp(stamp: bytes) -> np.ndarray:
+    """Gunzip a ZTF stamp and read the image of its primary HDU as float32.
+
+    The simple layout of a ZTF cutout is read directly (:func:`alertvision.data.fitsstamp.read_primary_image`,
+    bit-equal to astropy); anything else goes through astropy, which decides the error reason."""
+    try:
+        raw = _gunzip(stamp)
     except (OSError, EOFError, zlib.error) as exc:
         raise StampError("bad_gzip", str(exc)) from exc
+    data = read_primary_image(raw)
+    if data is not None:
+        return data
+    return _decode_with_astropy(raw)
+
+
+def _decode_with_astropy(raw: bytes) -> np.ndarray:
+    """The primary HDU's image of an uncompressed FITS file read by astropy, as float32."""
+    from astropy.io import fits
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # real stamps carry a non-standard SIMPLE card
