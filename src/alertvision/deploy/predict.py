@@ -38,11 +38,12 @@ from alertvision.data.ingest.packets import InputReport, Skip, candidate_row, nu
 from alertvision.data.triplet import StampError, triplet_from_alert
 from alertvision.deploy.calibration import Calibration, sigmoid
 from alertvision.evaluation.policies import POLICIES, Policy
+from alertvision.models.runtime import PRODUCTION_BATCH
 
 log = logging.getLogger(__name__)
 
-#: Alerts scored per model call.
-BATCH_SIZE = 256
+#: Alerts scored per model call: the production back-end's batch.
+BATCH_SIZE = PRODUCTION_BATCH
 #: Where the policies' thresholds come from (``--thresholds``).
 THRESHOLD_SOURCES = ("policy", "recommended")
 ALERT_COLUMNS = ("objectId", "candid", "jd", "fid", "magpsf", "passes_cuts")
@@ -75,10 +76,11 @@ def load_model(path: str | os.PathLike, threads: int = 1) -> ExportedModel:
         raise PredictInputError(f"model {path} not found: give an export folder, a model.onnx or a run's model.pt")
     if path.suffix == ".pt":
         return _torch_model(path, threads)
-    from alertvision.models.onnx import METADATA_INPUT, OUTPUT, TRIPLET_INPUT, ort_session
+    from alertvision.models.onnx import METADATA_INPUT, OUTPUT, TRIPLET_INPUT
+    from alertvision.models.runtime import production_session
 
     try:
-        session = ort_session(path, threads)
+        session = production_session(path, threads)  # Table 2's production back-end, float32
     except Exception as exc:  # onnxruntime raises its own types for a file that is not a model
         raise PredictInputError(f"{path} is not an ONNX model onnxruntime can load: {exc}") from exc
     meta = session.get_modelmeta().custom_metadata_map

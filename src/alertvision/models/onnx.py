@@ -73,14 +73,9 @@ def onnx_bytes(model: nn.Module) -> bytes:
 
 
 def ort_session(data: bytes | str | os.PathLike, threads: int = 1) -> Any:
-    """An onnxruntime CPU session of an ONNX model (bytes or a file): ``threads`` intra-op threads,
-    sequential, every graph optimisation."""
-    import onnxruntime as ort
+    """An onnxruntime CPU session of an ONNX model (bytes or a file): ``threads`` intra-op threads and
+    the rest of the production options of :func:`alertvision.models.runtime.session_options` (sequential,
+    every graph optimisation), float32."""
+    from alertvision.models.runtime import production_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads)
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    source = data if isinstance(data, bytes) else str(data)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return production_session(data, threads)

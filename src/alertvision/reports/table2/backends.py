@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from alertvision.reports.table2.probes import _chunks
+from alertvision.reports.table2.probes import _chunks, random_inputs
 from alertvision.reports.table2.settings import BenchSettings
 
 log = logging.getLogger(__name__)
@@ -99,18 +99,19 @@ class TorchScorer:
 
 
 class OrtScorer:
-    """Score alerts with an ONNX Runtime session of the float32 model (CPU execution provider)."""
+    """Score alerts with an onnxruntime session of the model (CPU execution provider), through
+    :func:`alertvision.models.runtime.score_logits`, ``batch_size`` alerts per run."""
 
     def __init__(self, session: Any, batch_size: int, setup: str):
         self.session, self.batch_size, self.setup = session, int(batch_size), setup
         self.device = torch.device("cpu")
-        self.input_name = session.get_inputs()[0].name
 
     def score(self, images: np.ndarray, seq: np.ndarray) -> np.ndarray:
-        """Sigmoid scores of ``images[seq]``, in order."""
+        """Sigmoid scores of ``images[seq]``, in order (read batch by batch)."""
+        from alertvision.models.runtime import score_logits
+
         logits = [
-            self.session.run(None, {self.input_name: np.ascontiguousarray(images[rows])})[0].reshape(-1)
-            for rows in _chunks(seq, self.batch_size)
+            score_logits(self.session, images[rows], None, self.batch_size) for rows in _chunks(seq, self.batch_size)
         ]
         return torch.sigmoid(torch.from_numpy(np.concatenate(logits))).numpy()
 
@@ -124,12 +125,26 @@ def paper_scorer(model: nn.Module, device: torch.device, settings: BenchSettings
     return TorchScorer(model, device, settings.batch_size, setup)
 
 
-def onnx_session(model: nn.Module, threads: int) -> Any:
-    """An ONNX Runtime session of ``model`` (float32, dynamic batch, all graph optimisations): the same
-    graph :mod:`alertvision.deploy.export` gives brokers."""
-    from alertvision.models.onnx import onnx_bytes, ort_session
+def onnx_session(model: nn.Module, threads: int, precision: str = "float32", tolerance: float = 1e-3) -> Any:
+    """An onnxruntime session of ``model`` through :func:`alertvision.models.runtime.production_session`:
+    the float32 graph :mod:`alertvision.deploy.export` gives brokers or, ``precision`` 'int8', its int8
+    graph, refused (``ToleranceExceeded``) unless its scores of :data:`INT8_CHECK_ALERTS` random cutouts
+    are within ``tolerance`` of float32's."""
+    from alertvision.models.onnx import onnx_bytes
+    from alertvision.models.runtime import FLOAT32, production_session
 
-    return ort_session(onnx_bytes(model), threads)
+    if precision == FLOAT32:
+        return production_session(onnx_bytes(model), threads)
+    check = (random_inputs(INT8_CHECK_ALERTS, seed=1).images, None)
+    return production_session(onnx_bytes(model), threads, precision=precision, check=check, tolerance=tolerance)
+
+
+def has_pointwise_convs(model: nn.Module) -> bool:
+    """Whether ``model`` has 1x1 convolutions (what the int8 graph quantises)."""
+    return any(
+        isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1) and m.groups == 1 and m.stride == (1, 1)
+        for m in model.modules()
+    )
 
 
 def _ort_version() -> str | None:
@@ -147,29 +162,40 @@ def cpu_bf16_supported() -> bool:
     return False
 
 
+#: Random cutouts the int8 graph is checked on before Table 2 screens it on the alerts themselves.
+INT8_CHECK_ALERTS = 256
+
 #: (setup, batch size, factory) of one production candidate; factories build lazily (exports are slow).
 CandidateSpec = tuple[str, int, Callable[[], Scorer]]
 
 
 def cpu_candidates(model: nn.Module, settings: BenchSettings) -> list[CandidateSpec]:
-    """The CPU production candidates: ONNX Runtime (two batch sizes) and eager layouts at the large batch."""
+    """The CPU production candidates: the production back-end of :mod:`alertvision.models.runtime`
+    (onnxruntime float32 at the paper's, the production and ``cpu_batch_size`` batch sizes; int8 at the
+    production batch when ``settings.int8`` and the model has 1x1 convolutions) and eager layouts at
+    ``cpu_batch_size``. Every candidate is screened against the float32 scores as any other (an int8 one
+    outside the tolerance is never chosen)."""
     b, threads = settings.cpu_batch_size, settings.cpu_threads
     specs: list[CandidateSpec] = []
-    version = _ort_version()
-    if version is not None:
-        session: dict[str, Any] = {}
+    if _ort_version() is not None:
+        from alertvision.models.runtime import FLOAT32, INT8, PRODUCTION_BATCH, describe
 
-        def ort_factory(batch: int, setup: str) -> Callable[[], Scorer]:
+        sessions: dict[str, Any] = {}
+
+        def ort_factory(precision: str, batch: int, setup: str) -> Callable[[], Scorer]:
             def build() -> Scorer:
-                if "s" not in session:
-                    session["s"] = onnx_session(model, threads)
-                return OrtScorer(session["s"], batch, setup)
+                if precision not in sessions:  # one export and session per precision, shared by batch sizes
+                    sessions[precision] = onnx_session(model, threads, precision, settings.tolerance)
+                return OrtScorer(sessions[precision], batch, setup)
 
             return build
 
-        for batch in dict.fromkeys((settings.batch_size, b)):
-            setup = f"onnxruntime {version}, float32, {threads} intra-op threads"
-            specs.append((setup, batch, ort_factory(batch, setup)))
+        setup = describe(FLOAT32, threads)
+        for batch in dict.fromkeys((settings.batch_size, PRODUCTION_BATCH, b)):
+            specs.append((setup, batch, ort_factory(FLOAT32, batch, setup)))
+        if settings.int8 and has_pointwise_convs(model):
+            setup = describe(INT8, threads)
+            specs.append((setup, PRODUCTION_BATCH, ort_factory(INT8, PRODUCTION_BATCH, setup)))
     else:
         log.info("onnxruntime is not installed: no ONNX Runtime candidate")
     cl = "torch eager float32, channels_last"

@@ -19,7 +19,12 @@ PAPER, PRODUCTION = "paper", "production"
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """The ``benchmark`` config block, flattened (defaults are the schema's)."""
+    """The ``benchmark`` config block, flattened (defaults are the schema's).
+
+    ``int8``: offer the int8 graph of :mod:`alertvision.models.runtime` as a CPU production candidate.
+    Like every candidate it is chosen only when all its scores are within ``tolerance`` of the paper
+    mode's float32 scores.
+    """
 
     batch_size: int = 32
     trials: int = 3
@@ -33,6 +38,7 @@ class BenchSettings:
     train_steps: int = 5
     train_warmup: int = 2
     probe_seconds: float = 0.5
+    int8: bool = True
 
     @classmethod
     def from_config(cls, block: Mapping[str, Any]) -> "BenchSettings":
