@@ -9,7 +9,7 @@ from alertvision.config import (
     training_params,
     weight_id,
 )
-from alertvision.study.plan import LAYOUT, Run, grid_runs
+from alertvision.study.plan import LAYOUT, RUN_FILES, Run, grid_runs
 
 ENV = "../../envs/alertvision.yaml"
 DATASET_FILES = ("alerts.parquet", "images.npy", "manifest.json")
@@ -92,7 +92,24 @@ def swept_configurations():
 
 
 def run_info(wildcards):
-    return Run.from_values(wildcards).values()
+    """A run's values; for a cell without a seed wildcard (train_seeds), those of its first grid seed."""
+    values = dict(wildcards)
+    values.setdefault("seed", config["grid"]["seeds"][0])
+    return Run.from_values(values).values()
+
+
+def seed_run_dirs(wildcards):
+    """The run folders of every grid seed of a cell, in grid order."""
+    return [LAYOUT.run_dir(Run.from_values({**wildcards, "seed": seed})) for seed in config["grid"]["seeds"]]
+
+
+def grid_seed_files(names):
+    """The run files ``names`` of every grid seed of a cell, the cell's other wildcards left open."""
+    return [
+        expand(LAYOUT.run_file(name), seed=seed, allow_missing=True)[0]
+        for seed in config["grid"]["seeds"]
+        for name in names
+    ]
 
 
 def grid_files(filename, modality):

@@ -1,4 +1,5 @@
-# Pretrained weights (fetched once per regimen and architecture) and one training job per grid cell.
+# Pretrained weights (fetched once per regimen and architecture) and one training job per grid cell and
+# seed, or per grid cell for all its seeds (grid.seeds_in_one_job).
 
 
 # Fetch jobs need nothing and every training job waits for the data, so they run first; a weight
@@ -47,3 +48,35 @@ rule train:
         weight_id=lambda wildcards: weight_id(config, wildcards.regimen, wildcards.arch),
     script:
         "../scripts/train.py"
+
+
+# All seeds of a cell in one job: the grid's seeds; any other seed (export.runs, say) still trains alone.
+if config["grid"]["seeds_in_one_job"]:
+
+    ruleorder: train_seeds > train
+
+    rule train_seeds:
+        input:
+            unpack(seed_run_inputs),
+        output:
+            grid_seed_files(RUN_FILES),
+        log:
+            "logs/train/{dataset}/{modality}/{arch}/{regimen}/f{fraction}/seeds.log",
+        benchmark:
+            LAYOUT.job_benchmark("train", "{dataset}/{modality}/{arch}/{regimen}/f{fraction}/seeds")
+        conda:
+            ENV
+        threads: lambda wildcards: training_params(config, wildcards.arch)["threads"]
+        resources:
+            gpu=config["resources"]["train"]["gpu"],
+            runtime=config["resources"]["train"]["runtime"] * len(config["grid"]["seeds"]),
+            mem_mb=config["resources"]["train"]["mem_mb"],
+        params:
+            arch=lambda wildcards: model_spec(config, wildcards.arch, wildcards.modality, wildcards.regimen),
+            training=lambda wildcards: training_params(config, wildcards.arch, wildcards.modality),
+            run_info=run_info,
+            seeds=config["grid"]["seeds"],
+            run_dirs=seed_run_dirs,
+            weight_id=lambda wildcards: weight_id(config, wildcards.regimen, wildcards.arch),
+        script:
+            "../scripts/train_seeds.py"

@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Mapping
 
+#: The files of one training run (one seed of a grid cell).
+RUN_FILES = ("model.pt", "history.csv", "metrics.json", "predictions.parquet")
+
 #: The wildcard names of one training run, in path order.
 RUN_FIELDS = ("dataset", "modality", "arch", "regimen", "fraction", "seed")
 #: Each field as a Snakemake wildcard: the values that turn a path into a rule's pattern.

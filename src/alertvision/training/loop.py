@@ -30,6 +30,7 @@ from alertvision.models.classifier import AlertClassifier
 from alertvision.models.inputs import input_norm_for
 from alertvision.models.weights import ResolvedWeights
 from alertvision.settings import HeadSettings, TrainingSettings
+from alertvision.study.plan import RUN_FILES  # noqa: F401  (the files a run writes; re-exported)
 from alertvision.training.checkpoint import CHECKPOINT_NAME, Checkpointer, params_digest
 from alertvision.training.data import Batches
 from alertvision.training.device import pick_device, seed_everything
@@ -38,7 +39,6 @@ from alertvision.training.metadata import metadata_matrix
 from alertvision.training.schedule import epoch_warmup_cosine, warmup_cosine
 
 log = logging.getLogger(__name__)
-RUN_FILES = ("model.pt", "history.csv", "metrics.json", "predictions.parquet")
 
 
 def build_run_model(
