@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import io
 import random
-import warnings
 import zlib
 
 import numpy as np
@@ -19,30 +18,16 @@ from astropy.io import fits
 
 from alertvision.data import triplet
 from alertvision.data.fitsstamp import read_primary_image
-from alertvision.data.triplet import CUTOUT_FIELDS, StampError, decode_stamp
+from alertvision.data.triplet import CUTOUT_FIELDS, StampError, _decode_with_astropy, decode_stamp
 
 
 def _astropy_decode(stamp: bytes) -> np.ndarray:
-    """decode_stamp before the fast reader: the astropy-only path."""
+    """decode_stamp before the fast reader: gzip.decompress, then astropy (the fallback kept unchanged)."""
     try:
         raw = gzip.decompress(stamp)
     except (OSError, EOFError, zlib.error) as exc:
         raise StampError("bad_gzip", str(exc)) from exc
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with fits.open(io.BytesIO(raw), memmap=False) as hdul:
-                data = hdul[0].data
-                if data is None:
-                    raise StampError("no_image", "primary HDU holds no data")
-                data = np.array(data, dtype=np.float32)
-    except StampError:
-        raise
-    except Exception as exc:
-        raise StampError("bad_fits", f"{type(exc).__name__}: {exc}") from exc
-    if data.ndim != 2:
-        raise StampError("bad_shape", f"stamp has {data.ndim} dimensions")
-    return data
+    return _decode_with_astropy(raw)
 
 
 def _outcome(decode, stamp: bytes) -> np.ndarray | str:
