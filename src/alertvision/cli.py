@@ -640,9 +640,10 @@ COMMANDS: tuple[Command, ...] = (
         "export",
         cmd_export,
         ("export",),
-        "export a run for brokers: model.onnx (input transform and metadata fill inside, its contract in the "
-        "metadata), model_card.md and reference.parquet, after checking onnxruntime against PyTorch on the "
-        "whole test split",
+        "export a run for brokers: model.onnx (input transform and metadata fill inside, its contract, "
+        "calibration and recommended thresholds in the metadata), model_card.md, reference.parquet and "
+        "reliability.png, after checking onnxruntime against PyTorch on the whole test split; calibration and "
+        "thresholds come from the validation split only",
         (
             *CELL_ARGS,
             SEED_ARG,
