@@ -171,14 +171,14 @@ CandidateSpec = tuple[str, int, Callable[[], Scorer]]
 
 def cpu_candidates(model: nn.Module, settings: BenchSettings) -> list[CandidateSpec]:
     """The CPU production candidates: the production back-end of :mod:`alertvision.models.runtime`
-    (onnxruntime float32 at the paper's, the production and ``cpu_batch_size`` batch sizes; int8 at the
-    production batch when ``settings.int8`` and the model has 1x1 convolutions) and eager layouts at
-    ``cpu_batch_size``. Every candidate is screened against the float32 scores as any other (an int8 one
-    outside the tolerance is never chosen)."""
+    (onnxruntime float32 at the paper's and ``cpu_batch_size`` batch sizes, the latter the production batch
+    by default; int8 at ``cpu_batch_size`` when ``settings.int8`` and the model has 1x1 convolutions) and
+    eager layouts at ``cpu_batch_size``. Every candidate is screened against the float32 scores as any
+    other (an int8 one outside the tolerance is never chosen)."""
     b, threads = settings.cpu_batch_size, settings.cpu_threads
     specs: list[CandidateSpec] = []
     if _ort_version() is not None:
-        from alertvision.models.runtime import FLOAT32, INT8, PRODUCTION_BATCH, describe
+        from alertvision.models.runtime import FLOAT32, INT8, describe
 
         sessions: dict[str, Any] = {}
 
@@ -191,11 +191,11 @@ def cpu_candidates(model: nn.Module, settings: BenchSettings) -> list[CandidateS
             return build
 
         setup = describe(FLOAT32, threads)
-        for batch in dict.fromkeys((settings.batch_size, PRODUCTION_BATCH, b)):
+        for batch in dict.fromkeys((settings.batch_size, b)):
             specs.append((setup, batch, ort_factory(FLOAT32, batch, setup)))
         if settings.int8 and has_pointwise_convs(model):
             setup = describe(INT8, threads)
-            specs.append((setup, PRODUCTION_BATCH, ort_factory(INT8, PRODUCTION_BATCH, setup)))
+            specs.append((setup, b, ort_factory(INT8, b, setup)))
     else:
         log.info("onnxruntime is not installed: no ONNX Runtime candidate")
     cl = "torch eager float32, channels_last"
