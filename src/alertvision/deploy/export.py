@@ -39,14 +39,8 @@ from alertvision.deploy.calibration import (
 )
 from alertvision.deploy.thresholds import recommend_thresholds
 from alertvision.models import model_from_payload
-from alertvision.models.onnx import (
-    METADATA_INPUT,
-    OUTPUT,
-    TRIPLET_INPUT,
-    model_inputs,
-    onnx_bytes,
-    ort_session,
-)
+from alertvision.models.onnx import METADATA_INPUT, TRIPLET_INPUT, model_inputs, onnx_bytes, ort_session
+from alertvision.models.runtime import score_logits
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +70,17 @@ def torch_logits(
 def onnx_logits(
     session: Any, images: np.ndarray | None, metadata: np.ndarray | None, rows: np.ndarray, batch: int = 256
 ) -> np.ndarray:
-    """onnxruntime logits of ``rows`` through an exported model's session."""
-    names = [i.name for i in session.get_inputs()]
-    out = []
-    for start in range(0, len(rows), batch):
-        chunk = rows[start : start + batch]
-        feed = {}
-        if TRIPLET_INPUT in names:
-            feed[TRIPLET_INPUT] = np.ascontiguousarray(images[chunk], dtype=np.float32)
-        if METADATA_INPUT in names:
-            feed[METADATA_INPUT] = np.ascontiguousarray(metadata[chunk], dtype=np.float32)
-        out.append(session.run([OUTPUT], feed)[0])
+    """onnxruntime logits of ``rows`` through an exported model's session (the production back-end's
+    feeding, :func:`~alertvision.models.runtime.score_logits`), reading ``batch`` rows at a time."""
+    out = [
+        score_logits(
+            session,
+            images[chunk] if images is not None else None,
+            metadata[chunk] if metadata is not None else None,
+            batch_size=batch,
+        )
+        for chunk in (rows[start : start + batch] for start in range(0, len(rows), batch))
+    ]
     return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
 

@@ -76,48 +76,51 @@ def load_model(path: str | os.PathLike, threads: int = 1) -> ExportedModel:
         raise PredictInputError(f"model {path} not found: give an export folder, a model.onnx or a run's model.pt")
     if path.suffix == ".pt":
         return _torch_model(path, threads)
-    from alertvision.models.onnx import METADATA_INPUT, OUTPUT, TRIPLET_INPUT
-    from alertvision.models.runtime import production_session
+    from alertvision.models.onnx import METADATA_INPUT, TRIPLET_INPUT
+    from alertvision.models.runtime import input_names, production_session, score_logits
 
     try:
         session = production_session(path, threads)  # Table 2's production back-end, float32
     except Exception as exc:  # onnxruntime raises its own types for a file that is not a model
         raise PredictInputError(f"{path} is not an ONNX model onnxruntime can load: {exc}") from exc
     meta = session.get_modelmeta().custom_metadata_map
-    names = [i.name for i in session.get_inputs()]
+    names = input_names(session)
     calibration = Calibration.from_spec(meta.get("alertvision.calibration", '{"method": "none"}'))
     thresholds = json.loads(meta.get("alertvision.thresholds", "{}")).get("policies", {})
 
-    def logits(triplets: np.ndarray | None, metadata: np.ndarray | None) -> np.ndarray:
-        feed = {}
-        if TRIPLET_INPUT in names:
-            feed[TRIPLET_INPUT] = triplets
-        if METADATA_INPUT in names:
-            feed[METADATA_INPUT] = metadata
-        return session.run([OUTPUT], feed)[0].astype(np.float32)
+    def logits(triplets: np.ndarray | None, metadata: np.ndarray | None) -> np.ndarray:  # one run per batch
+        return score_logits(session, triplets, metadata, batch_size=max(_alerts(triplets, metadata), 1))
 
-    return ExportedModel(logits, TRIPLET_INPUT in names, METADATA_INPUT in names, calibration, thresholds, str(path))
+    return ExportedModel(
+        logits,
+        TRIPLET_INPUT in names,
+        METADATA_INPUT in names,
+        calibration,
+        thresholds,
+        str(path),
+    )
 
 
 def _torch_model(path: Path, threads: int) -> ExportedModel:
     import torch
 
+    from alertvision.deploy.export import torch_logits
     from alertvision.models import model_from_payload
     from alertvision.models.onnx import model_inputs
 
     torch.set_num_threads(int(threads))
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    model, _ = model_from_payload(payload, path)
-    model.eval()
+    model, _ = model_from_payload(torch.load(path, map_location="cpu", weights_only=False), path)
     takes_images, takes_metadata = model_inputs(model)
 
-    def logits(triplets: np.ndarray | None, metadata: np.ndarray | None) -> np.ndarray:
-        with torch.no_grad():
-            x = torch.from_numpy(triplets) if takes_images else None
-            out = model((x, torch.from_numpy(metadata))) if takes_metadata else model(x)
-        return out.numpy().astype(np.float32)
+    def logits(triplets: np.ndarray | None, metadata: np.ndarray | None) -> np.ndarray:  # one pass per batch
+        n = _alerts(triplets, metadata)
+        return torch_logits(model, triplets, metadata, np.arange(n), batch=max(n, 1))
 
     return ExportedModel(logits, takes_images, takes_metadata, Calibration("none"), {}, str(path))
+
+
+def _alerts(triplets: np.ndarray | None, metadata: np.ndarray | None) -> int:
+    return len(triplets) if triplets is not None else len(metadata)
 
 
 def policy_rules(model: ExportedModel, source: str = "policy") -> dict[str, tuple[Policy, str]]:

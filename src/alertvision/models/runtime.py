@@ -178,15 +178,13 @@ def score_logits(
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
-
-
 def score_deviation(session: Any, reference: Any, triplet: np.ndarray | None, metadata: np.ndarray | None) -> float:
     """max |sigmoid score of ``session`` - that of ``reference``| over the given alerts (inf if any is NaN),
     both scored in batches of :data:`PRODUCTION_BATCH`."""
-    got = _sigmoid(score_logits(session, triplet, metadata))
-    want = _sigmoid(score_logits(reference, triplet, metadata))
+    from alertvision.deploy.calibration import sigmoid
+
+    got = sigmoid(score_logits(session, triplet, metadata))
+    want = sigmoid(score_logits(reference, triplet, metadata))
     if len(got) == 0:
         return 0.0
     dev = np.abs(got - want)
