@@ -34,7 +34,14 @@ import pandas as pd
 
 from alertvision.atomic import atomic_path, check_writable
 from alertvision.data.features import passes_cuts
-from alertvision.data.ingest.packets import InputReport, Skip, candidate_row, numeric_field, packet_features
+from alertvision.data.ingest.packets import (
+    InputReport,
+    Skip,
+    candidate_row,
+    count_skip,
+    numeric_field,
+    packet_features,
+)
 from alertvision.data.triplet import StampError, triplet_from_alert
 from alertvision.deploy.calibration import Calibration, sigmoid
 from alertvision.evaluation.policies import POLICIES, Policy
@@ -146,7 +153,7 @@ def policy_rules(model: ExportedModel, source: str = "policy") -> dict[str, tupl
 
 
 class PolicyTracker:
-    """Per source, what a policy needs of the alerts seen so far: the faintest-to-date peak and, per
+    """Per source, what a policy needs of the alerts seen so far: the brightest magpsf so far and, per
     policy, the alerts above its threshold (a few numbers per source)."""
 
     def __init__(self, rules: Mapping[str, tuple[Policy, str]]):
@@ -177,12 +184,12 @@ class PolicyTracker:
 def packet_items(inputs: Sequence[str | os.PathLike]) -> Iterator[Any]:
     """Packets (``(origin, packet)``), :class:`Skip` records and archive reports of ``inputs``; ``-`` is
     an Avro stream on stdin."""
-    from alertvision.data.ingest.avro import AvroInputError, _read_avro, iter_packets
+    from alertvision.data.ingest.avro import AvroInputError, iter_packets, read_avro
 
     files = [p for p in inputs if str(p) != "-"]
     for item in inputs:
         if str(item) == "-":
-            yield from _read_avro(sys.stdin.buffer, "<stdin>")
+            yield from read_avro(sys.stdin.buffer, "<stdin>")
     if files:
         try:
             yield from iter_packets(files)
@@ -298,7 +305,7 @@ def predict(
                 if isinstance(item, InputReport):
                     continue
                 if isinstance(item, Skip):
-                    _count(skipped, item.reason, item.origin, item.detail)
+                    count_skip(skipped, item.reason, item.origin, item.detail)
                     continue
                 origin, packet = item
                 added = _add(batch, packet, origin, skipped, model)
@@ -340,19 +347,13 @@ def predict(
     return report
 
 
-def _count(skipped: Counter, reason: str, origin: str, detail: str = "") -> None:
-    skipped[reason] += 1
-    if skipped[reason] <= 5:
-        log.warning("skipped %s (%s)%s", origin, reason, f": {detail}" if detail else "")
-
-
 def _add(batch: _Batch, packet: Any, origin: str, skipped: Counter, model: ExportedModel) -> bool:
     """Decode one packet into ``batch``; a packet that cannot be scored is counted under its reason."""
     if not isinstance(packet, Mapping) or not isinstance(packet.get("objectId"), str):
-        _count(skipped, "bad_packet", origin, "no objectId")
+        count_skip(skipped, "bad_packet", origin, "no objectId")
         return False
     if not isinstance(packet.get("candidate"), Mapping):
-        _count(skipped, "bad_packet", origin, "no candidate")
+        count_skip(skipped, "bad_packet", origin, "no candidate")
         return False
     try:
         row = candidate_row(packet)
@@ -360,13 +361,13 @@ def _add(batch: _Batch, packet: Any, origin: str, skipped: Counter, model: Expor
         fid = int(row["fid"])
         jd = float(row["jd"])
     except (TypeError, ValueError, KeyError) as exc:
-        _count(skipped, "bad_candidate", origin, f"{packet['objectId']}: {exc}")
+        count_skip(skipped, "bad_candidate", origin, f"{packet['objectId']}: {exc}")
         return False
     if model.takes_images:
         try:
             triplet = triplet_from_alert(packet)
         except StampError as exc:
-            _count(skipped, f"stamp_{exc.reason}", origin, f"{packet['objectId']} candid {row['candid']}: {exc}")
+            count_skip(skipped, f"stamp_{exc.reason}", origin, f"{packet['objectId']} candid {row['candid']}: {exc}")
             return False
         batch.triplets.append(triplet)
     batch.features.append(features)

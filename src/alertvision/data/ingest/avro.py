@@ -56,7 +56,9 @@ def packet_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list
     return found
 
 
-def _read_avro(fh: BinaryIO, origin: str) -> Iterator[PacketItem]:
+def read_avro(fh: BinaryIO, origin: str) -> Iterator[PacketItem]:
+    """The packets of one Avro object container file open in ``fh`` (``origin`` names it), then a
+    ``corrupt_packet`` :class:`Skip` where it cannot be read to its end."""
     import fastavro
 
     n = 0
@@ -80,7 +82,7 @@ def _read_archive(path: Path) -> Iterator[PacketItem]:
         with open(path, "rb") as fh:
             for item in read_archive(fh, str(path), wanted=_is_avro):
                 if isinstance(item, Member):
-                    yield from _read_avro(io.BytesIO(item.data), f"{path}:{item.name}")
+                    yield from read_avro(io.BytesIO(item.data), f"{path}:{item.name}")
                     continue
                 if isinstance(item, InputReport) and item.counts["damaged_regions"]:
                     counts = ", ".join(f"{key} {n}" for key, n in item.counts.items())
@@ -98,7 +100,7 @@ def iter_packets(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> Iter
             yield from _read_archive(path)
         else:
             with open(path, "rb") as fh:
-                yield from _read_avro(fh, str(path))
+                yield from read_avro(fh, str(path))
 
 
 def ingest_avro(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool = True) -> dict:

@@ -111,6 +111,16 @@ class InputReport:
     counts: Mapping[str, int]
 
 
+def count_skip(skipped: Counter, reason: str, origin: str, detail: str = "") -> None:
+    """Count a packet skipped for ``reason``; name it in the log while there are few of its kind
+    (:data:`LOG_FIRST`), then say once that only the count is kept."""
+    skipped[reason] += 1
+    if skipped[reason] <= LOG_FIRST:
+        log.warning("skipped %s (%s)%s", origin, reason, f": {detail}" if detail else "")
+    elif skipped[reason] == LOG_FIRST + 1:
+        log.warning("more packets skipped for %s; only their count is kept", reason)
+
+
 def candidate_row(packet: Mapping[str, Any]) -> dict[str, Any]:
     """The table row of a packet's alert: objectId, candid and :data:`CANDIDATE_COLUMNS` as the packet
     gives them (None where absent). Raises KeyError / TypeError for a packet without a candidate."""
@@ -193,11 +203,7 @@ class PacketCollector:
 
     def skip(self, reason: str, origin: str, detail: str = "") -> None:
         """Count a skip; name it in the log while there are few of its kind."""
-        self.skipped[reason] += 1
-        if self.skipped[reason] <= LOG_FIRST:
-            log.warning("skipped %s (%s)%s", origin, reason, f": {detail}" if detail else "")
-        elif self.skipped[reason] == LOG_FIRST + 1:
-            log.warning("more packets skipped for %s; only their count goes to the manifest", reason)
+        count_skip(self.skipped, reason, origin, detail)
 
     def add(self, packet: Mapping[str, Any], origin: str) -> bool:
         """Take one packet; returns whether it became a row of the dataset."""
