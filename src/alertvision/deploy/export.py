@@ -138,7 +138,7 @@ def contract(
     payload: Mapping[str, Any],
     manifest: Mapping[str, Any],
     takes: tuple[bool, bool],
-    fit: ValidationFit | None = None,
+    fit: ValidationFit,
 ) -> dict[str, str]:
     """The ``metadata_props`` of an exported model (string values; lists and mappings as JSON)."""
     takes_images, takes_metadata = takes
@@ -164,15 +164,8 @@ def contract(
         if takes_metadata
         else None,
         "alertvision.output": "logit; probability = sigmoid(logit)",
-        "alertvision.calibration": {
-            **(fit.calibration.spec() if fit else {"method": "none", "formula": "sigmoid(logit)"}),
-            "fitted_on": "validation split",
-        },
-        "alertvision.thresholds": {
-            "score": "calibrated" if fit else "sigmoid(logit)",
-            "chosen_on": "validation split",
-            "policies": fit.thresholds if fit else {},
-        },
+        "alertvision.calibration": {**fit.calibration.spec(), "fitted_on": "validation split"},
+        "alertvision.thresholds": {"score": "calibrated", "chosen_on": "validation split", "policies": fit.thresholds},
         "alertvision.version": __version__,
         "alertvision.config_digest": config_digest(
             payload.get("arch_cfg"), payload.get("head_cfg"), payload.get("info")
