@@ -21,6 +21,10 @@ envvars:
 
 
 from alertvision.config import ConfigError, validate_config
+from alertvision.slurm import outlive_time_limit_warning
+
+# Inside a SLURM job this Snakemake waits out the time-limit warning its training job is answering.
+outlive_time_limit_warning()
 
 # The embedded default, unless config files are given on the command line: they replace it (merged in
 # order, the schema filling every key they leave out), so a study config means the same wherever it

@@ -243,3 +243,67 @@ def test_a_full_disk_while_checkpointing_names_the_checkpoint_and_leaves_no_part
     with pytest.raises(DiskFullError, match=f"the disk is full: could not write {disk / 'run' / CHECKPOINT_NAME}"):
         _run(arguments)
     assert [p.name for p in (disk / "run").iterdir()] == []
+
+
+def test_a_stop_signal_after_the_last_epoch_still_writes_the_outputs(tiny_datasets, split_file, tmp_path, monkeypatch):
+    """SLURM's warning may come while the test split is scored: the job's signal block records it and the
+    finished run is written, not lost (without the block SIGUSR1 would kill the process)."""
+    from alertvision.training import loop
+    from alertvision.training.engine import stop_signals
+
+    arguments = _arguments(tiny_datasets, split_file, tmp_path / "whole", epochs=2)
+    _run(arguments)
+    predict = loop.predict
+
+    def signal_then_predict(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "predict", signal_then_predict)
+    with stop_signals() as signalled:
+        _run({**arguments, "out_dir": str(tmp_path / "signalled")})
+    assert signalled == [signal.SIGUSR1]
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL  # the block put the default back
+    _assert_same(tmp_path / "whole", tmp_path / "signalled")
+
+
+def test_a_stop_signal_before_the_first_epoch_stops_the_run_at_its_first_step(tiny_datasets, split_file, tmp_path):
+    """A warning while the data loads: the epoch loop of the same job (a nested block) sees it, saves after
+    one step and stops with status 75; the rerun resumes to the outputs of an unsignalled run."""
+    from alertvision.training.engine import PREEMPTED_EXIT, stop_signals
+
+    arguments = _arguments(tiny_datasets, split_file, tmp_path / "whole", epochs=2)
+    _run(arguments)
+    out = tmp_path / "early"
+    with stop_signals() as signalled, pytest.raises(SystemExit) as stopped:
+        with stop_signals() as inner:
+            assert inner is signalled  # nested blocks share one record
+        os.kill(os.getpid(), signal.SIGTERM)
+        _run({**arguments, "out_dir": str(out)})
+    assert stopped.value.code == PREEMPTED_EXIT
+    state = torch.load(out / CHECKPOINT_NAME, weights_only=False)
+    assert (state["epoch"], state["within"]["step"], state["signal"]) == (0, 1, "SIGTERM")
+    _run({**arguments, "out_dir": str(out)})
+    _assert_same(tmp_path / "whole", out)
+
+
+OUTLIVE = """
+import os, signal, sys
+from alertvision.slurm import outlive_time_limit_warning
+print(outlive_time_limit_warning(), flush=True)
+os.kill(os.getpid(), signal.SIGUSR1)
+print("alive", flush=True)
+"""
+
+
+@pytest.mark.parametrize("in_slurm_job", [True, False])
+def test_the_jobs_own_snakemake_outlives_slurms_warning_only_inside_a_slurm_job(in_slurm_job):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    if in_slurm_job:
+        env["SLURM_JOB_ID"] = "17"
+    done = subprocess.run([sys.executable, "-c", OUTLIVE], env=env, capture_output=True, text=True, timeout=60)
+    if in_slurm_job:
+        assert (done.returncode, done.stdout) == (0, "True\nalive\n")
+        assert "SIGUSR1 (SLURM's time-limit warning) received" in done.stderr
+    else:
+        assert (done.returncode, done.stdout) == (-signal.SIGUSR1, "False\n")

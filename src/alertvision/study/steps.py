@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
 
@@ -118,16 +119,18 @@ def pretrain(
     if arch_cfg["kind"] != "timm":
         raise ValueError(f"only timm architectures are pre-trained, not kind {arch_cfg['kind']!r}")
     keys = ("epochs", "batch_size", "lr", "weight_decay", "loss", "seed", "device")
-    return pretrain_encoder(
-        corpus_dir,
-        out_folder,
-        timm_name=arch_cfg["timm_name"],
-        input_size=int(arch_cfg["input_size"]),
-        threads=threads or pretrain_cfg.get("threads"),
-        progress=progress,
-        **_checkpoint_args(checkpoints),
-        **{k: pretrain_cfg[k] for k in keys},
-    )
+    args = _checkpoint_args(checkpoints)
+    with _stop_signals_for_job(args):
+        return pretrain_encoder(
+            corpus_dir,
+            out_folder,
+            timm_name=arch_cfg["timm_name"],
+            input_size=int(arch_cfg["input_size"]),
+            threads=threads or pretrain_cfg.get("threads"),
+            progress=progress,
+            **args,
+            **{k: pretrain_cfg[k] for k in keys},
+        )
 
 
 def weights_from_folder(folder: str | os.PathLike | None, weight_id: str | None) -> "ResolvedWeights | None":
@@ -241,18 +244,33 @@ def train(
         run_info.update(hyperparameters=best, hyperparameters_from=str(best_yaml))
         log.info("hyperparameters from %s: %s", best_yaml, best)
     weights = weights_from_folder(weights_dir, weight_id)
-    return train_run(
-        dataset_dir,
-        split_file,
-        run_dir,
-        arch_cfg=arch_cfg,
-        training=training,
-        seed=int(seed),
-        weights=weights,
-        run_info=run_info,
-        progress=progress,
-        **_checkpoint_args(checkpoints),
-    )
+    args = _checkpoint_args(checkpoints)
+    with _stop_signals_for_job(args):
+        return train_run(
+            dataset_dir,
+            split_file,
+            run_dir,
+            arch_cfg=arch_cfg,
+            training=training,
+            seed=int(seed),
+            weights=weights,
+            run_info=run_info,
+            progress=progress,
+            **args,
+        )
+
+
+@contextlib.contextmanager
+def _stop_signals_for_job(checkpoint_args: Mapping[str, Any]) -> Iterator[None]:
+    """SIGTERM and SIGUSR1 recorded for the whole job when it checkpoints (the training engine stops at its
+    next step on them), so that one arriving while the data loads or the outputs are written neither kills
+    the process nor loses a finished run."""
+    from alertvision.training.engine import stop_signals
+
+    with stop_signals(checkpoint_args.get("checkpoint", True)) as signalled:
+        yield
+        if signalled:
+            log.warning("a stop signal arrived after the last epoch: the outputs were written all the same")
 
 
 def _checkpoint_args(checkpoints: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -178,7 +178,7 @@ def fit(
         disable=not progress,
         mininterval=5,
     )
-    with _stop_signals(checkpoint is not None) as signalled:
+    with stop_signals(checkpoint is not None) as signalled:
         for epoch in range(done + 1, epochs + 1):
             if stopped:
                 break
@@ -257,10 +257,24 @@ PREEMPTED_EXIT = 75
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
+#: the list the outermost active :func:`stop_signals` block records into (None: no block is active)
+_recording: list[int] | None = None
+
+
 @contextlib.contextmanager
-def _stop_signals(enabled: bool) -> Iterator[list[int]]:
+def stop_signals(enabled: bool = True) -> Iterator[list[int]]:
     """While the block runs, SIGTERM and SIGUSR1 are recorded in the list it yields instead of killing
-    the process (main thread only; elsewhere, or when not ``enabled``, nothing changes)."""
+    the process (main thread only; elsewhere, or when not ``enabled``, nothing changes).
+
+    Blocks nest: an inner block yields the outer block's list. A training job holds one block from
+    before it reads its data until its outputs are written, so a signal that arrives outside the
+    epoch loop is not lost (the loop stops at its next step) and one that arrives after the last
+    epoch lets the outputs be written instead of discarding a finished run.
+    """
+    global _recording
+    if _recording is not None:
+        yield _recording
+        return
     received: list[int] = []
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield received
@@ -268,14 +282,16 @@ def _stop_signals(enabled: bool) -> Iterator[list[int]]:
     before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
 
     def record(signum, frame):
-        log.warning("received %s: writing a checkpoint and stopping", signal.Signals(signum).name)
+        log.warning("received %s: the run stops at its next checkpoint", signal.Signals(signum).name)
         received.append(signum)
 
     for s in STOP_SIGNALS:
         signal.signal(s, record)
+    _recording = received
     try:
         yield received
     finally:
+        _recording = None
         for s, handler in before.items():
             signal.signal(s, handler)
 
