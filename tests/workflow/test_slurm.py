@@ -88,6 +88,20 @@ def _assert_same_run(reference: Path, workdir: Path) -> None:
     assert {k: v for k, v in ma.items() if k != "seconds"} == {k: v for k, v in mb.items() if k != "seconds"}
 
 
+class LocalRun:
+    """`snakemake --cores 1 target` in ``workdir``, run in the background; its output goes to a file beside."""
+
+    def __init__(self, workdir: Path, target: str):
+        self.output = workdir.parent / f"{workdir.name}.out"
+        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+        with open(self.output, "w") as out:
+            self.process = subprocess.Popen([*cmd, "--cores", "1", target], stdout=out, stderr=subprocess.STDOUT)
+
+    def finish(self, timeout: float = 900) -> None:
+        """Wait for it; fail the test with the end of its output unless it succeeded."""
+        assert self.process.wait(timeout=timeout) == 0, self.output.read_text()[-3000:]
+
+
 def test_cluster_profile_asks_for_what_the_config_says(tmp_path: Path):
     """profiles/slurm: GPU rules ask for the config's gpu, runtime and mem_mb; the rest the profile's defaults."""
     pytest.importorskip("snakemake_executor_plugin_slurm")
@@ -166,13 +180,7 @@ def test_a_training_job_signalled_on_slurm_resumes_after_resubmission(
     for folder in (reference, workdir):
         (folder / "config").mkdir(parents=True)
         (folder / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    local = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(reference)]
-        + ["--cores", "1", RUN_TARGET],
-        capture_output=True,
-        text=True,
-    )
-    assert local.returncode == 0, local.stderr[-3000:]
+    local = LocalRun(reference, RUN_TARGET)  # alongside the cluster run
 
     env = slurm_cluster.env
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
@@ -195,6 +203,7 @@ def test_a_training_job_signalled_on_slurm_resumes_after_resubmission(
     slurm_cluster.run("scancel", "--signal=TERM", train_jobs[0])
     out, _ = run.communicate(timeout=900)
     assert run.returncode == 0, out[-5000:]
+    local.finish()
     logs = sorted((workdir / ".snakemake" / "slurm_logs" / "rule_train").rglob("*.log"))
     assert len(logs) == 2, f"expected the train job to run twice (signalled, resubmitted): {logs}"
     resumed = (workdir / "logs" / "train" / "ztf" / "image" / "cnn" / "none" / "f100" / "s0.log").read_text()
@@ -203,53 +212,83 @@ def test_a_training_job_signalled_on_slurm_resumes_after_resubmission(
     assert not checkpoint.exists()
 
 
+#: the time-limit test's limit (minutes) and README's warning setting, scaled to it: SLURM sends the warning
+#: at one of its 30 s limit checks, up to a minute early; under -t 2 with @60 it comes 30-60 s after the job
+#: starts (under -t 1 with @40, 0-30 s: during start-up, or after a short job had finished)
+TIME_LIMIT_MINUTES, WARNING_S = 2, 60
+#: planned training time of the time-limit test, timed on this machine at the start of the test: with the
+#: job's start-up, past the latest warning (60 s) unless the machine gets 1.5 times as fast meanwhile
+TRAINING_S = 80
+#: what the cluster run builds while the epochs are timed: the dataset and the split
+SPLIT_TARGET = "results/splits/ztf/f100.parquet"
+
+
+def _with_cnn_epochs(config: dict, epochs: int) -> dict:
+    out = copy.deepcopy(config)
+    out["archs"]["cnn"]["training"] = {**config["archs"]["cnn"]["training"], "epochs": epochs}
+    return out
+
+
+def _write_config(folder: Path, config: dict) -> None:
+    (folder / "config").mkdir(parents=True, exist_ok=True)
+    (folder / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def _epoch_seconds(folder: Path) -> float:
+    """The fastest epoch of RUN_TARGET's run in ``folder`` after the first (which warms up)."""
+    import pandas as pd
+
+    return float(pd.read_csv(folder / Path(RUN_TARGET).parent / "history.csv")["seconds"].iloc[1:].min())
+
+
 @pytest.mark.slow
 def test_a_training_job_longer_than_its_time_limit_finishes_after_resubmissions(
     slurm_cluster: SlurmCluster,  # noqa: F811
     tmp_path: Path,
 ):
-    """Time limits: a train job of about 30 s under a 1-minute limit, with README's `--signal=USR1@...`
-    setting (40 s before the limit); SLURM signals it, it checkpoints and exits, Snakemake resubmits it and
-    it resumes until done: the outputs equal those of a local run without a limit."""
+    """Time limits: a train job of about 80 s (timed here) under a 2-minute limit, with README's
+    `--signal=USR1@...` setting (60 s before the limit); SLURM warns it, it checkpoints and exits, Snakemake
+    resubmits it and it resumes until done: the outputs equal those of a local run without a limit."""
 
     config = _small_config()
-    config["archs"]["cnn"]["training"] = {"epochs": 60, "patience": 60, "min_improvement": 0.0}
-    config["resources"] = {"train": {"runtime": 1}}
+    config["archs"]["cnn"]["training"] = {"patience": 10_000, "min_improvement": 0.0}
+    config["resources"] = {"train": {"runtime": TIME_LIMIT_MINUTES}}
     reference, workdir = tmp_path / "reference", tmp_path / "limited"
-    for folder in (reference, workdir):
-        (folder / "config").mkdir(parents=True)
-        (folder / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
-    profile["set-resources"]["train"]["slurm_extra"] = "'--signal=USR1@40'"  # as README says for profiles/slurm
+    # README's setting for profiles/slurm, scaled to the limit
+    profile["set-resources"]["train"]["slurm_extra"] = f"'--signal=USR1@{WARNING_S}'"
     profile["retries"] = 10  # a job that spends its whole window starting up gets no further
     (tmp_path / "profile").mkdir()
     (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
-    # alongside the cluster run, at the lowest priority: under a 1-minute limit each job's share of the CPU
-    # decides how far it gets before SLURM's warning, which may come while the job is still starting up
-    local = subprocess.Popen(
-        ["nice", "-n", "19", *cmd, "--directory", str(reference), "--cores", "1", RUN_TARGET],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    cluster = [*cmd, "--directory", str(workdir), "--profile", str(tmp_path / "profile")]
+
+    # time a 4-epoch run locally while the cluster builds the dataset and split (the epochs do not change them)
+    for folder, epochs in ((reference, 4), (workdir, 1)):
+        _write_config(folder, _with_cnn_epochs(config, epochs))
+    timing = LocalRun(reference, RUN_TARGET)
+    prepared = subprocess.run(
+        [*cluster, SPLIT_TARGET], env=slurm_cluster.env, cwd=workdir, capture_output=True, text=True, timeout=600
     )
+    assert prepared.returncode == 0, (prepared.stdout + prepared.stderr)[-5000:]
+    timing.finish()
+    epochs = max(20, round(TRAINING_S / _epoch_seconds(reference)))
+    config = _with_cnn_epochs(config, epochs)
+    for folder in (reference, workdir):
+        _write_config(folder, config)
+
+    local = LocalRun(reference, RUN_TARGET)  # alongside: it slows the cluster's job, which only adds windows
     limited = subprocess.run(
-        [*cmd, "--directory", str(workdir), "--profile", str(tmp_path / "profile"), RUN_TARGET],
-        env=slurm_cluster.env,
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=1200,
+        [*cluster, RUN_TARGET], env=slurm_cluster.env, cwd=workdir, capture_output=True, text=True, timeout=1500
     )
-    local_out, _ = local.communicate(timeout=900)
-    assert local.returncode == 0, local_out[-3000:]
+    local.finish()
     assert limited.returncode == 0, (limited.stdout + limited.stderr)[-5000:]
     attempts = sorted((workdir / ".snakemake" / "slurm_logs" / "rule_train").rglob("*.log"))
-    assert len(attempts) >= 2, f"expected the time limit to stop the train job at least once: {attempts}"
+    assert len(attempts) >= 2, f"the time limit never stopped the train job ({epochs} epochs): {attempts}"
     log = (workdir / "logs" / "train" / "ztf" / "image" / "cnn" / "none" / "f100" / "s0.log").read_text()
     saved_on = re.findall(r"resuming from .*\(saved on (SIG\w+)\)", log)
     assert saved_on and "SIGUSR1" in saved_on, log[-3000:]  # the profile's --signal reached the training process
     outlived = [a for a in attempts if "SIGUSR1 (SLURM's time-limit warning) received" in a.read_text()]
     assert outlived, "the job's own Snakemake died of the warning instead of waiting for the checkpoint"
     _assert_same_run(reference, workdir)
-    print(f"{len(attempts)} attempts; checkpoints saved on {saved_on}")
+    print(f"{epochs} epochs, {len(attempts)} attempts; checkpoints saved on {saved_on}")

@@ -56,6 +56,8 @@ def study(tmp_path_factory) -> Path:
     # Figure 3 at test scale: the multi-modal ConvNeXt and the metadata-only model
     config["grid"]["modalities"] = ["image", "multimodal"]
     config["multimodal"] = {"archs": ["convnext"], "regimens": ["none"]}
+    # ConvNeXt trains 14 of the study's runs: at 32 px (the stamps resized in the model) they cost a quarter
+    config["archs"]["convnext"]["input_size"] = 32
     (workdir / "config").mkdir()
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     snakemake(workdir, "--cores", "2")  # `all`: Figures 2 and 3, Table 2, Figure 4 and the outlier report
@@ -201,7 +203,7 @@ def test_table2_has_both_modes_per_architecture(study):
     assert (table["alerts_per_s"] > 0).all() and (table["peak_memory_mb"] > 0).all()
     assert table["device"].str.len().gt(0).all() and (table["threads"] == 2).all()
     assert (table.loc[table["mode"] == "production", "max_score_dev"] <= 1e-3).all()
-    assert dict(zip(table["arch"], table["input_size"], strict=False)) == {"cnn": 63, "convnext": 63, "maxvit": 64}
+    assert dict(zip(table["arch"], table["input_size"], strict=False)) == {"cnn": 63, "convnext": 32, "maxvit": 64}
     assert (table["alerts_timed"] == 64).all() and table["scope"].str.contains("test split").all()  # min_alerts 64
     md = (study / "results" / "table2.md").read_text()
     assert "alerts/s" in md and "hours" in md.lower()
