@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 
 pytestmark = pytest.mark.e2e
-#: the tests of the whole tiny study (about 14 minutes on 2 cores): `python -m pytest -m slow`
+#: the tests of the whole tiny study (the slow suite: 14-18 minutes on 2 cores): `python -m pytest -m slow`
 slow = pytest.mark.slow
 
 
