@@ -257,7 +257,8 @@ def test_a_training_job_longer_than_its_time_limit_finishes_after_resubmissions(
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
     # README's setting for profiles/slurm, scaled to the limit
     profile["set-resources"]["train"]["slurm_extra"] = f"'--signal=USR1@{WARNING_S}'"
-    profile["retries"] = 10  # a job that spends its whole window starting up gets no further
+    # each job gets 30-60 s, less its start-up (here 3-7 jobs in all, more where starting up is slow)
+    profile["retries"] = 20
     (tmp_path / "profile").mkdir()
     (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
