@@ -257,7 +257,7 @@ def test_a_training_job_longer_than_its_time_limit_finishes_after_resubmissions(
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
     # README's setting for profiles/slurm, scaled to the limit
     profile["set-resources"]["train"]["slurm_extra"] = f"'--signal=USR1@{WARNING_S}'"
-    # each job gets 30-60 s, less its start-up (here 3-7 jobs in all, more where starting up is slow)
+    # each job gets 30-60 s, less its start-up (here 2-7 jobs in all, more where starting up is slow)
     profile["retries"] = 20
     (tmp_path / "profile").mkdir()
     (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
