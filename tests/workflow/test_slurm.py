@@ -24,6 +24,7 @@ TARGET = "results/figure2.pdf"
 RUN_TARGET = "results/runs/ztf/image/cnn/none/f100/s0/metrics.json"
 #: a training time limit (minutes) no default has, to see the config's value reach sbatch
 TRAIN_RUNTIME = 17
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 
 pytestmark = pytest.mark.e2e
 
@@ -49,26 +50,19 @@ def _rule_resources(dry_run_output: str, rule: str) -> dict[str, str]:
     raise AssertionError(f"no resources printed for rule {rule}")
 
 
+def _write_config(folder: Path, config: dict) -> None:
+    (folder / "config").mkdir(parents=True, exist_ok=True)
+    (folder / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+
+
 def _write_study(workdir: Path) -> None:
-    (workdir / "config").mkdir(parents=True)
-    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(_small_config()))
+    _write_config(workdir, _small_config())
 
 
 def _snakemake(
     workdir: Path, env: dict[str, str] | None, *args: str, profile: Path = PROFILE, timeout: float
 ) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--profile",
-        str(profile),
-        *args,
-    ]
+    cmd = [*SNAKEMAKE, "--directory", str(workdir), "--profile", str(profile), *args]
     return subprocess.run(cmd, env=env, cwd=workdir, capture_output=True, text=True, timeout=timeout)
 
 
@@ -93,9 +87,9 @@ class LocalRun:
 
     def __init__(self, workdir: Path, target: str):
         self.output = workdir.parent / f"{workdir.name}.out"
-        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+        cmd = [*SNAKEMAKE, "--directory", str(workdir), "--cores", "1", target]
         with open(self.output, "w") as out:
-            self.process = subprocess.Popen([*cmd, "--cores", "1", target], stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
 
     def finish(self, timeout: float = 900) -> None:
         """Wait for it; fail the test with the end of its output unless it succeeded."""
@@ -178,14 +172,12 @@ def test_a_training_job_signalled_on_slurm_resumes_after_resubmission(
     reference = tmp_path / "reference"
     workdir = tmp_path / "signalled"
     for folder in (reference, workdir):
-        (folder / "config").mkdir(parents=True)
-        (folder / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+        _write_config(folder, config)
     local = LocalRun(reference, RUN_TARGET)  # alongside the cluster run
 
     env = slurm_cluster.env
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
     run = subprocess.Popen(
-        [*cmd, "--profile", str(PROFILE), "--retries", "1", RUN_TARGET],
+        [*SNAKEMAKE, "--directory", str(workdir), "--profile", str(PROFILE), "--retries", "1", RUN_TARGET],
         env=env,
         cwd=workdir,
         stdout=subprocess.PIPE,
@@ -229,11 +221,6 @@ def _with_cnn_epochs(config: dict, epochs: int) -> dict:
     return out
 
 
-def _write_config(folder: Path, config: dict) -> None:
-    (folder / "config").mkdir(parents=True, exist_ok=True)
-    (folder / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-
-
 def _epoch_seconds(folder: Path) -> float:
     """The fastest epoch of RUN_TARGET's run in ``folder`` after the first (which warms up)."""
     import pandas as pd
@@ -261,8 +248,7 @@ def test_a_training_job_longer_than_its_time_limit_finishes_after_resubmissions(
     profile["retries"] = 20
     (tmp_path / "profile").mkdir()
     (tmp_path / "profile" / "config.yaml").write_text(yaml.safe_dump(profile))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
-    cluster = [*cmd, "--directory", str(workdir), "--profile", str(tmp_path / "profile")]
+    cluster = [*SNAKEMAKE, "--directory", str(workdir), "--profile", str(tmp_path / "profile")]
 
     # time a 4-epoch run locally while the cluster builds the dataset and split (the epochs do not change them)
     for folder, epochs in ((reference, 4), (workdir, 1)):
