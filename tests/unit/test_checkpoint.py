@@ -55,7 +55,7 @@ def _outputs(folder: Path) -> tuple:
     metrics = json.loads((folder / "metrics.json").read_text())
     metrics.pop("seconds")
     predictions = pd.read_parquet(folder / "predictions.parquet")
-    state = torch.load(folder / "model.pt", weights_only=False)["state_dict"]
+    state = torch.load(folder / "model.pt", weights_only=True)["state_dict"]
     return history, metrics, predictions, state
 
 
@@ -83,7 +83,7 @@ def test_a_run_stopped_after_any_epoch_resumes_to_the_same_outputs(tiny_datasets
         with pytest.raises(Crash):
             _run({**arguments, "out_dir": str(out)}, on_epoch=crash)
         assert (out / CHECKPOINT_NAME).is_file() and not (out / "metrics.json").exists()
-        assert torch.load(out / CHECKPOINT_NAME, weights_only=False)["epoch"] == stop_after
+        assert torch.load(out / CHECKPOINT_NAME, weights_only=True)["epoch"] == stop_after
         _run({**arguments, "out_dir": str(out)})
         _assert_same(tmp_path / "whole", out)
 
@@ -103,7 +103,7 @@ def test_a_checkpoint_of_other_parameters_is_ignored_and_replaced(tiny_datasets,
         _run(changed, on_epoch=lambda epoch, row: seen.append(epoch), keep_checkpoint=True)
     assert seen == [1, 2, 3, 4, 5]  # started again from epoch 1
     assert "belongs to other parameters" in caplog.text
-    assert torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=False)["epoch"] == 5  # kept on request
+    assert torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)["epoch"] == 5  # kept on request
     _run(_arguments(tiny_datasets, split_file, tmp_path / "fresh", lr=changed["training"]["lr"]))
     _assert_same(tmp_path / "fresh", tmp_path / "run")
 
@@ -228,7 +228,7 @@ def test_sigusr1_saves_at_once_and_exits_75_and_the_rerun_resumes(tiny_datasets,
         child.send_signal(signum)
         assert child.wait(timeout=300) == PREEMPTED_EXIT
         assert not (out / "metrics.json").exists()
-        assert torch.load(out / CHECKPOINT_NAME, weights_only=False)["signal"] == signal.Signals(signum).name
+        assert torch.load(out / CHECKPOINT_NAME, weights_only=True)["signal"] == signal.Signals(signum).name
         _run(stopped)
         _assert_same(tmp_path / "whole", out)
 
@@ -281,7 +281,7 @@ def test_a_stop_signal_before_the_first_epoch_stops_the_run_at_its_first_step(ti
         os.kill(os.getpid(), signal.SIGTERM)
         _run({**arguments, "out_dir": str(out)})
     assert stopped.value.code == PREEMPTED_EXIT
-    state = torch.load(out / CHECKPOINT_NAME, weights_only=False)
+    state = torch.load(out / CHECKPOINT_NAME, weights_only=True)
     assert (state["epoch"], state["within"]["step"], state["signal"]) == (0, 1, "SIGTERM")
     _run({**arguments, "out_dir": str(out)})
     _assert_same(tmp_path / "whole", out)

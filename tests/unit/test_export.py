@@ -105,7 +105,7 @@ class _RecordingArray:
 
 def test_calibration_and_thresholds_read_only_the_validation_split(tiny_datasets, split_file, tmp_path):
     run = _run(tiny_datasets, split_file, tmp_path / "run", "cnn", "multimodal")
-    model, _ = model_from_payload(torch.load(run / "model.pt", weights_only=False), run / "model.pt")
+    model, _ = model_from_payload(torch.load(run / "model.pt", weights_only=True), run / "model.pt")
     data = open_dataset(tiny_datasets["ztf"])
     split = pd.read_parquet(split_file)
     val_rows = np.sort(split.loc[split["split"] == "val", "row"].to_numpy())

@@ -117,7 +117,7 @@ def test_a_model_saved_before_input_norm_loads_and_scales_as_then(tmp_path):
     torch.manual_seed(4)
     model = build_model(arch, HEAD).eval()
     save_model(model, tmp_path / "model.pt", arch_cfg=arch, head_cfg=HEAD, info={})
-    payload = torch.load(tmp_path / "model.pt", weights_only=False)
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
     del payload["input_norm"]  # the layout of files written before input_norm existed
     torch.save(payload, tmp_path / "old.pt")
     loaded, _ = load_model(tmp_path / "old.pt")

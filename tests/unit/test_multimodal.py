@@ -90,7 +90,7 @@ def test_multimodal_model_saves_and_loads_with_its_fill_values(tmp_path):
     loaded, info = load_model(tmp_path / "model.pt")
     assert isinstance(loaded, MultimodalClassifier) and info == {"arch": "cnn"}
     assert torch.equal(loaded((images, meta)), model((images, meta)))
-    payload = torch.load(tmp_path / "model.pt", weights_only=False)
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
     assert payload["metadata_features"] == list(METADATA_FEATURES) and payload["metadata_fill"] == pytest.approx(fill)
 
 

@@ -77,7 +77,7 @@ def test_features_from_a_packet_equal_the_ingested_ones(packets, ingested):
 
 
 def test_predict_scores_as_the_pipeline_does_on_the_real_packets(exported, ingested, tmp_path):
-    model, _ = model_from_payload(torch.load(exported["run"] / "model.pt", weights_only=False), "model.pt")
+    model, _ = model_from_payload(torch.load(exported["run"] / "model.pt", weights_only=True), "model.pt")
     session = ort_session(exported["export"] / "model.onnx")
     for model_path, scorer in [
         (exported["run"] / "model.pt", lambda im, md, rows: torch_logits(model, im, md, rows)),

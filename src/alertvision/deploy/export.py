@@ -38,7 +38,7 @@ from alertvision.deploy.calibration import (
     sigmoid,
 )
 from alertvision.deploy.thresholds import recommend_thresholds
-from alertvision.models import model_from_payload
+from alertvision.models import model_from_payload, read_model_file
 from alertvision.models.onnx import METADATA_INPUT, TRIPLET_INPUT, model_inputs, onnx_bytes, ort_session
 from alertvision.models.runtime import score_logits
 
@@ -192,7 +192,7 @@ def export_run(
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     torch.set_num_threads(int(threads))
-    payload = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False)
+    payload = read_model_file(run_dir / "model.pt")
     model, info = model_from_payload(payload, run_dir / "model.pt")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     data = open_dataset(dataset_dir)

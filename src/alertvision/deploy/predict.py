@@ -112,11 +112,11 @@ def _torch_model(path: Path, threads: int) -> ExportedModel:
     import torch
 
     from alertvision.deploy.export import torch_logits
-    from alertvision.models import model_from_payload
+    from alertvision.models import load_model as load_torch_model
     from alertvision.models.onnx import model_inputs
 
     torch.set_num_threads(int(threads))
-    model, _ = model_from_payload(torch.load(path, map_location="cpu", weights_only=False), path)
+    model, _ = load_torch_model(path)
     takes_images, takes_metadata = model_inputs(model)
 
     def logits(triplets: np.ndarray | None, metadata: np.ndarray | None) -> np.ndarray:  # one pass per batch

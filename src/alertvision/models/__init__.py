@@ -17,6 +17,8 @@ from alertvision.models.weights import ResolvedWeights, load_pretrained_backbone
 from alertvision.settings import HeadSettings
 
 MODEL_FORMAT = "alertvision-model/1"
+#: what to do with a model.pt that cannot be loaded
+MODEL_FIX = "delete it and train the run again (alertvision train, or the Snakemake rule that makes it)"
 
 
 def _timm_size_kwargs(architecture: str, input_size: int) -> dict[str, Any]:
@@ -143,15 +145,24 @@ def save_model(
         torch.save(payload, tmp)
 
 
+def read_model_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The payload of a model.pt, read as tensors and plain data only (:mod:`alertvision.safeload`:
+    a file holding anything else, a truncated or a foreign one is refused naming it)."""
+    from alertvision.safeload import load_tensors
+
+    return load_tensors(path, fix=MODEL_FIX, map_location=map_location)
+
+
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[AlertClassifier, dict]:
     """Rebuild a saved model (eval mode); returns (model, info). Files saved before input_norm scale as then."""
-    return model_from_payload(torch.load(path, map_location=map_location, weights_only=False), path)
+    return model_from_payload(read_model_file(path, map_location), path)
 
 
 def model_from_payload(payload: Mapping[str, Any], path: str | os.PathLike) -> tuple[AlertClassifier, dict]:
     """The model (eval mode) and info of a model.pt payload already read (``path`` names it in errors)."""
-    if payload.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path} is not an alertvision model ({payload.get('format')!r})")
+    found = payload.get("format") if isinstance(payload, Mapping) else type(payload).__name__
+    if found != MODEL_FORMAT:
+        raise ValueError(f"{path} is not an alertvision model ({found!r}); {MODEL_FIX}")
     model = build_model(
         payload["arch_cfg"],
         payload["head_cfg"],

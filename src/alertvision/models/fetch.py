@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from alertvision.atomic import atomic_dir
+from alertvision.safeload import RefusedFileError, load_tensors
 from alertvision.models.weights import (
     WEIGHT_FILES,
+    WEIGHTS_FIX,
     ResolvedWeights,
     WeightsInvalid,
     WeightsUnavailable,
@@ -123,9 +125,9 @@ def _convert_bin(src: Path, dst: Path, weight_id: str) -> None:
     from safetensors.torch import save_file
 
     try:
-        state = torch.load(src, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file, whatever the unpickler says
-        raise WeightsInvalid(f"weights {weight_id!r}: {src} cannot be read as a state dict ({exc})") from exc
+        state = load_tensors(src, fix=WEIGHTS_FIX)
+    except RefusedFileError as exc:  # holds code, truncated, or not a PyTorch file: the message says which
+        raise WeightsInvalid(f"weights {weight_id!r}: {exc}") from exc
     if not isinstance(state, Mapping) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
         raise WeightsInvalid(f"weights {weight_id!r}: {src} does not hold a state dict (name -> tensor)")
     # safetensors refuses tensors that share storage (tied weights) or are views: one owned copy each

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 #: Weight files of a local-dir folder, in timm's order of preference.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+#: what to do with a weights file that cannot be loaded
+WEIGHTS_FIX = "delete the weights folder and fetch the weights again (alertvision weights)"
 
 
 class WeightsUnavailable(RuntimeError):
@@ -276,9 +278,11 @@ def tensor_names(file: str | os.PathLike, weight_id: str) -> set[str]:
 
             with safe_open(str(file), framework="pt") as fh:
                 return set(fh.keys())
-        import torch
+        from alertvision.safeload import RefusedFileError, load_tensors
 
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        state = load_tensors(file, fix=WEIGHTS_FIX)
+    except RefusedFileError as exc:  # holds code, truncated, or not a PyTorch file: the message says which
+        raise WeightsInvalid(f"weights {weight_id!r}: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file, whatever the reader says
         raise WeightsInvalid(f"weights {weight_id!r}: {file} cannot be read ({_why(exc)})") from exc
     if not isinstance(state, Mapping) or not all(isinstance(k, str) for k in state):

@@ -6,7 +6,9 @@ far, and every random state (Python, NumPy, torch CPU and CUDA, the training bat
 so that on CPU a resumed run ends bit for bit where an uninterrupted one does. It is written
 atomically at the end of every epoch under a name that is not an output of the run (Snakemake
 leaves it in place when a job dies) and carries a digest of the run's parameters: a checkpoint of
-other parameters (the config changed) is ignored and replaced, never mixed in.
+other parameters (the config changed) is ignored and replaced, never mixed in. It holds tensors and
+plain data only and is read by :func:`alertvision.safeload.load_tensors`: a torn one (truncated, not
+a PyTorch file) starts the run again from epoch 1, one holding anything else stops the run.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from alertvision.atomic import atomic_path, clean_stale_temporaries
+from alertvision.safeload import TruncatedFileError, UnreadableFileError, load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +45,12 @@ def params_digest(params: Mapping[str, Any], files: tuple[str | os.PathLike, ...
 
 
 def random_states() -> dict[str, Any]:
-    """The global random states a training step draws from."""
+    """The global random states a training step draws from, as tensors and plain data (NumPy's key
+    array as a list of ints: a checkpoint is read back without unpickling NumPy objects)."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": [str(name), [int(k) for k in keys], int(pos), int(has_gauss), float(gauss)],
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
@@ -54,7 +59,8 @@ def random_states() -> dict[str, Any]:
 def set_random_states(states: Mapping[str, Any]) -> None:
     """Put back what :func:`random_states` took."""
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    name, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(states["torch"])
     if states.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -68,14 +74,22 @@ class Checkpointer:
     key: str
 
     def load(self) -> dict[str, Any] | None:
-        """The saved state of this run, or None (no checkpoint, another run's, or an unreadable one)."""
+        """The saved state of this run, or None (no checkpoint, another run's, or a torn one).
+
+        A file holding anything but tensors and plain data is not loaded: it raises
+        :class:`~alertvision.safeload.UnsafeFileError` naming it (it is neither replaced nor deleted).
+        """
         clean_stale_temporaries([self.path])  # what a save killed half-way left
         if not self.path.is_file():
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # a torn or foreign file: start again rather than stop the run
-            log.warning("checkpoint %s is unreadable (%s); starting from epoch 1", self.path, exc)
+            state = load_tensors(
+                self.path,
+                fix="alertvision does not write such a checkpoint (one saved by a version before it wrote "
+                "plain data only aside): delete it and rerun, the run starts again from epoch 1",
+            )
+        except (TruncatedFileError, UnreadableFileError) as exc:  # torn: start again rather than stop the run
+            log.warning("checkpoint %s is unreadable (%s); starting from epoch 1", self.path, exc.problem)
             return None
         if not isinstance(state, dict) or state.get("key") != self.key:
             log.warning(
