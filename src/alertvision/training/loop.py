@@ -54,8 +54,11 @@ def build_run_model(
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC, or NaN when only one class is present."""
-    return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else float("nan")
+    """ROC AUC, or NaN when only one class is present or a score is not finite (a diverged model: the
+    run then stops on its validation loss, with a message naming the likely cause)."""
+    if len(np.unique(labels)) != 2 or not np.all(np.isfinite(scores)):
+        return float("nan")
+    return float(roc_auc_score(labels, scores))
 
 
 def predict(model: torch.nn.Module, batches: Batches, loss_fn, precision: Precision) -> tuple[np.ndarray, float]:
