@@ -44,7 +44,10 @@ class UnreadableFileError(RefusedFileError):
 def _reason(exc: BaseException) -> str:
     """What PyTorch's error says about the file, in a line (its refusal is a page of advice)."""
     text = str(exc)
-    found = re.search(r"WeightsUnpickler error: (.*?)(?: was not an allowed global|\.?\n|\.?$)", text)
+    found = re.search(r"GLOBAL ([\w.]+)", text)  # the function or class the file asked to build
+    if found:
+        return f"unsupported GLOBAL {found.group(1)}"
+    found = re.search(r"WeightsUnpickler error: ([^\n]*)", text)
     if found:
         return found.group(1).strip()
     first = text.strip().splitlines()[0] if text.strip() else ""
