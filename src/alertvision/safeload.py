@@ -88,6 +88,8 @@ def load_tensors(path: str | os.PathLike, *, fix: str, map_location: Any = "cpu"
             fix,
         ) from exc
     except EOFError as exc:  # the legacy (non-zip) format read to its end before its last record
-        raise TruncatedFileError(f"{path} is truncated (it ends before its last record: a copy or write cut short)", fix) from exc
+        raise TruncatedFileError(
+            f"{path} is truncated (it ends before its last record: a copy or write cut short)", fix
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - PyTorch's reader raises RuntimeError, KeyError, ... for a bad file
         raise UnreadableFileError(f"{path} is not a readable PyTorch file ({_reason(exc)})", fix) from exc

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from alertvision.atomic import atomic_dir
-from alertvision.safeload import RefusedFileError, load_tensors
 from alertvision.models.weights import (
     WEIGHT_FILES,
     WEIGHTS_FIX,
@@ -34,6 +33,7 @@ from alertvision.models.weights import (
     resolve_weights,
     weights_file,
 )
+from alertvision.safeload import RefusedFileError, load_tensors
 
 log = logging.getLogger(__name__)
 
