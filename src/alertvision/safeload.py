@@ -15,7 +15,7 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 #: the first bytes of a zip archive: what ``torch.save`` writes (a torch file is a zip of records)
 ZIP_MAGIC = b"PK\x03\x04"
@@ -93,3 +93,23 @@ def load_tensors(path: str | os.PathLike, *, fix: str, map_location: Any = "cpu"
         ) from exc
     except Exception as exc:  # noqa: BLE001 - PyTorch's reader raises RuntimeError, KeyError, ... for a bad file
         raise UnreadableFileError(f"{path} is not a readable PyTorch file ({_reason(exc)})", fix) from exc
+
+
+def plain_data(value: Any) -> Any:
+    """``value`` with NumPy scalars and arrays as Python numbers and lists and paths as strings, in
+    dicts, lists and tuples at any depth: what :func:`load_tensors` reads back (tensors stay)."""
+    import numpy as np
+
+    if isinstance(value, Mapping):
+        return {plain_data(k): plain_data(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_data(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(plain_data(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import packet_paths
@@ -152,10 +153,12 @@ def test_a_saved_model_loads_and_a_truncated_one_says_truncated(tiny_config, tmp
     arch = tiny_config["archs"]["cnn"]
     torch.manual_seed(0)
     model = build_model(arch, HEAD).eval()
-    info = {"arch": "cnn", "seed": 0, "weight_id": None}
+    # NumPy values (a sweep's hyperparameters, say) are saved as Python numbers and lists
+    info = {"arch": "cnn", "seed": np.int64(0), "weight_id": None, "hp": {"lr": np.float64(3e-4), "w": np.arange(2)}}
     save_model(model, tmp_path / "model.pt", arch_cfg=arch, head_cfg=HEAD, info=info)
     loaded, loaded_info = load_model(tmp_path / "model.pt")  # what save_model writes is plain data
-    assert loaded_info == info
+    assert loaded_info == {"arch": "cnn", "seed": 0, "weight_id": None, "hp": {"lr": 3e-4, "w": [0, 1]}}
+    assert type(loaded_info["seed"]) is int and type(loaded_info["hp"]["lr"]) is float
     x = torch.randn(2, 3, 63, 63)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))

@@ -122,25 +122,33 @@ def save_model(
 ) -> None:
     """Save weights plus everything :func:`load_model` needs to rebuild the model without the weights source."""
     from alertvision.atomic import atomic_path
+    from alertvision.safeload import plain_data
 
     arch_cfg = dict(arch_cfg)
     arch = getattr(model.backbone, "timm_architecture", None)
     if arch is not None:
         arch_cfg["timm_name"] = arch  # what the weights' config.json named, not what the config asked
-    payload = {
-        "format": MODEL_FORMAT,
-        "alertvision_version": __version__,
-        "arch_cfg": arch_cfg,
-        "head_cfg": HeadSettings.from_config(head_cfg).as_dict(with_metadata=isinstance(model, MultimodalClassifier)),
-        "info": dict(info),
-        "input_norm": model.input_norm.spec(),
-        **(
-            {"metadata_features": list(METADATA_FEATURES), "metadata_fill": model.metadata.fill_values.tolist() or None}
-            if isinstance(model, MultimodalClassifier)
-            else {}
-        ),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-    }
+    payload = plain_data(  # NumPy values in info or the settings as plain numbers: read back without unpickling
+        {
+            "format": MODEL_FORMAT,
+            "alertvision_version": __version__,
+            "arch_cfg": arch_cfg,
+            "head_cfg": HeadSettings.from_config(head_cfg).as_dict(
+                with_metadata=isinstance(model, MultimodalClassifier)
+            ),
+            "info": dict(info),
+            "input_norm": model.input_norm.spec(),
+            **(
+                {
+                    "metadata_features": list(METADATA_FEATURES),
+                    "metadata_fill": model.metadata.fill_values.tolist() or None,
+                }
+                if isinstance(model, MultimodalClassifier)
+                else {}
+            ),
+        }
+    )
+    payload["state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
