@@ -128,6 +128,7 @@ class _Stream:
 
     def __init__(self, fh: BinaryIO):
         self.fh, self.back = fh, b""
+        self.taken = bytearray()  # what was read since the last mark, to read again after damage
 
     def read(self, n: int) -> bytes:
         out, self.back = self.back[:n], self.back[n:]
@@ -136,7 +137,11 @@ class _Stream:
             if not chunk:
                 break
             out += chunk
+        self.taken += out
         return out
+
+    def mark(self) -> None:
+        self.taken = bytearray()
 
     def exact(self, n: int) -> bytes:
         out = self.read(n)
@@ -145,7 +150,9 @@ class _Stream:
         return out
 
     def push(self, data: bytes) -> None:
+        """Unread ``data``: the next reads give it first."""
         self.back = data + self.back
+        del self.taken[max(len(self.taken) - len(data), 0) :]
 
     def long(self, raw: bytearray) -> int:
         """One Avro long (zig-zag varint), its bytes appended to ``raw``."""
@@ -198,6 +205,7 @@ def read_avro(fh: BinaryIO, origin: str) -> Iterator[PacketItem]:
         return Skip("corrupt_packet", origin, f"unreadable{where}: {why}")
 
     while True:
+        stream.mark()
         try:
             head = stream.read(len(_AVRO_MAGIC))
             if not head:
@@ -221,6 +229,7 @@ def read_avro(fh: BinaryIO, origin: str) -> Iterator[PacketItem]:
             if not damaged:
                 yield skip(f"{type(exc).__name__}: {exc}")
             damaged, header = True, None
+            stream.push(bytes(stream.taken[1:]))  # a container may start inside what the broken one took
             if not _to_next_container(stream):
                 return
             continue
