@@ -88,10 +88,11 @@ def _walk(folder: Path, found: list[Path], passed_over: list[Path]) -> None:
             (found if _is_packet_name(name) else passed_over).append(path)
 
 
-def packet_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+def packet_files(paths: str | os.PathLike | Iterable[str | os.PathLike], quiet: bool = False) -> list[Path]:
     """The packet files (.avro, .avro.gz / .bz2 / .xz) and archives (.tar, .tar.gz, .tar.bz2, .tar.xz)
     under ``paths``, folders searched recursively through links (each folder and file once); a file
-    named on its own is read whatever its name. Other files in a folder are named in the log."""
+    named on its own is read whatever its name. Other files in a folder are named in the log (unless
+    ``quiet``: for listing the inputs, not reading them)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     found: list[Path] = []
@@ -101,7 +102,7 @@ def packet_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list
             passed_over: list[Path] = []
             _walk(p, files, passed_over)
             found.extend(files)
-            if passed_over:
+            if passed_over and not quiet:
                 log.warning(
                     "%s: %d file(s) neither Avro packets (%s) nor archives (%s), not read: %s",
                     p,
