@@ -1,4 +1,4 @@
-"""``data.source: avro``: ZTF alert packets (files, folders, nightly ``.tar`` archives, compressed or not) and labels."""
+"""``data.source: avro``: ZTF alert packets (files, folders, nightly ``.tar`` archives, compressed) and labels."""
 
 from __future__ import annotations
 
