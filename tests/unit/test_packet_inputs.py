@@ -163,3 +163,13 @@ def test_the_ingest_cuts_count_by_reason_and_refuse_a_nan_jd(tmp_path, packets):
     manifest = ingest_avro(_config(folder, labels, lenient), tmp_path / "lenient", progress=False)
     assert manifest["n_alerts"] == 14 and manifest["skipped"] == {"bad_jd": 1, "cut_isdiffpos": 1}
     assert manifest["cuts"] == lenient
+
+
+@pytest.mark.parametrize("suffix", [None, *COMPRESSORS])
+def test_a_stream_of_containers_is_read_plain_or_compressed(suffix):
+    from alertvision.data.ingest.avro import read_stream
+
+    stream = b"".join(p.read_bytes() for p in packet_paths())
+    data = stream if suffix is None else COMPRESSORS[suffix](stream)
+    items = list(read_stream(io.BytesIO(data), "<stdin>"))
+    assert _candids(items) == ALL and not _skips(items)
