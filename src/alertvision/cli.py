@@ -677,7 +677,7 @@ COMMANDS: tuple[Command, ...] = (
             arg(
                 "inputs",
                 nargs="+",
-                help=".avro files, folders of them, .tar/.tar.gz archives, or - for an Avro stream on stdin",
+                help=".avro files (also .gz/.bz2/.xz), folders of them, .tar(.gz/.bz2/.xz) archives, - for stdin",
             ),
             arg("--model", required=True, help="an export folder (its model.onnx), a model.onnx, or a run's model.pt"),
             arg("--out", required=True, help="the output file, .parquet or .csv"),

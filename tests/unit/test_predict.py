@@ -236,6 +236,7 @@ def test_concatenated_containers_on_stdin_are_all_read(exported, tmp_path):
     done = subprocess.run([*cli, "--out", str(out)], input=stream, capture_output=True)
     assert done.returncode == 0, done.stderr.decode()
     assert b"12 alerts scored" in done.stdout and b"skipped: duplicate_alert 1" in done.stdout
+    assert b"trained on SYNTHETIC data" in done.stdout and b"trained on SYNTHETIC data" in done.stderr
     assert sorted(pd.read_csv(out)["candid"]) == sorted(int(p.stem) for p in packet_paths())
 
 
