@@ -77,10 +77,14 @@ def test_compressed_packets_and_archives_are_read(tmp_path, caplog):
     for i, (suffix, compress) in enumerate(COMPRESSORS.items()):
         path = paths[i]
         (folder / f"{path.name}{suffix}").write_bytes(compress(path.read_bytes()))
-    for mode, suffix, group in [("w:bz2", ".tar.bz2", paths[3:7]), ("w:xz", ".tar.xz", paths[7:])]:
+    for mode, suffix, group in [("w:bz2", ".tar.bz2", paths[3:7]), ("w:xz", ".tar.xz", paths[7:11])]:
         with tarfile.open(folder / f"night{suffix}", mode) as tar:
             for path in group:
                 tar.add(path, arcname=f"night/{path.name}")
+    with tarfile.open(folder / "night.tar", "w") as tar:  # a member compressed on its own
+        member = tmp_path / f"{paths[11].name}.gz"
+        member.write_bytes(gzip.compress(paths[11].read_bytes()))
+        tar.add(member, arcname=f"night/{member.name}")
     (folder / "notes.txt").write_text("not a packet")
     with caplog.at_level(logging.WARNING):
         items = list(iter_packets(folder))

@@ -313,7 +313,11 @@ def _read_archive(path: Path, fh: BinaryIO) -> Iterator[PacketItem]:
     try:
         for item in read_archive(fh, str(path), wanted=_is_avro_member):
             if isinstance(item, Member):
-                yield from read_avro(io.BytesIO(item.data), f"{path}:{item.name}")
+                data: BinaryIO = io.BytesIO(item.data)
+                kind = _compression(item.data[:8])
+                if kind is not None:  # a member .avro.gz / .bz2 / .xz
+                    data = _OPENERS[kind](data, "rb")
+                yield from read_avro(data, f"{path}:{item.name}")
                 continue
             if isinstance(item, InputReport) and item.counts["damaged_regions"]:
                 counts = ", ".join(f"{key} {n}" for key, n in item.counts.items())
@@ -324,7 +328,7 @@ def _read_archive(path: Path, fh: BinaryIO) -> Iterator[PacketItem]:
 
 
 def _is_avro_member(name: str) -> bool:
-    return name.lower().endswith(".avro")
+    return name.lower().endswith(AVRO_SUFFIXES)
 
 
 def read_packet_file(path: Path) -> Iterator[PacketItem]:
