@@ -177,3 +177,13 @@ def test_a_stream_of_containers_is_read_plain_or_compressed(suffix):
     data = stream if suffix is None else COMPRESSORS[suffix](stream)
     items = list(read_stream(io.BytesIO(data), "<stdin>"))
     assert _candids(items) == ALL and not _skips(items)
+
+
+def test_the_synthetic_stream_counts_its_cuts_by_reason(tiny_datasets):
+    from alertvision.data.contract import open_dataset
+
+    manifest = open_dataset(tiny_datasets["ztf"]).manifest
+    assert manifest["cuts"] == {"programids": [1], "isdiffpos": "btsbot"}
+    # the simulator issues negative subtractions ('f') and i-band alerts: each counted under its reason
+    assert manifest["skipped"]["cut_isdiffpos"] > 0 and manifest["skipped"]["cut_fid"] > 0
+    assert "cut" not in manifest["skipped"]
