@@ -293,9 +293,12 @@ def cmd_predict(args) -> int:
         progress=not args.quiet,
     )
     skipped = ", ".join(f"{k} {n}" for k, n in report["skipped"].items()) or "none"
+    cut = ", ".join(f"{k} {n}" for k, n in report["cut"].items()) or "none"
+    synthetic = "; the model was trained on SYNTHETIC data" if report["model_trained_on"] == "SYNTHETIC" else ""
     print(
         f"{args.out}: {report['alerts_scored']} alerts scored in {report['seconds']:.1f} s "
-        f"({report['alerts_per_second']:.0f} alerts/s); skipped: {skipped}"
+        f"({report['alerts_per_second']:.0f} alerts/s); skipped: {skipped}; "
+        f"scored but failing the cuts: {cut}{synthetic}"
     )
     return 0
 
@@ -674,7 +677,7 @@ COMMANDS: tuple[Command, ...] = (
             arg(
                 "inputs",
                 nargs="+",
-                help=".avro files, folders of them, .tar/.tar.gz archives, or - for an Avro stream on stdin",
+                help=".avro files (also .gz/.bz2/.xz), folders of them, .tar(.gz/.bz2/.xz) archives, - for stdin",
             ),
             arg("--model", required=True, help="an export folder (its model.onnx), a model.onnx, or a run's model.pt"),
             arg("--out", required=True, help="the output file, .parquet or .csv"),

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from alertvision.data.features import METADATA_FEATURES, cut_mask, derive_source_features, passes_cuts
+from alertvision.data.features import (
+    BTSBOT_CUTS,
+    METADATA_FEATURES,
+    Cuts,
+    cut_mask,
+    derive_source_features,
+    passes_cuts,
+)
 
 
 def test_25_features_in_btsbot_order():
@@ -45,13 +52,41 @@ def test_derived_features_use_only_alerts_so_far():
 def test_cuts():
     df = pd.DataFrame(
         {
-            "isdiffpos": ["t", "f", "t", "t", "1", "t"],
-            "fid": [1, 2, 3, 2, 2, 1],
-            "sgscore1": [0.1, 0.1, 0.1, -999.0, 0.5, -999.0],
-            "sgscore2": [-999.0, 0.2, 0.2, 0.3, 0.1, -999.0],
+            "isdiffpos": ["t", "f", "t", "t", "1", "t", "t", "T", "true"],
+            "fid": [1, 2, 3, 2, 2, 1, 1, 1, 2],
+            "sgscore1": [0.1, 0.1, 0.1, -999.0, 0.5, -999.0, 0.1, 0.1, 0.1],
+            "sgscore2": [-999.0, 0.2, 0.2, 0.3, 0.1, -999.0, 0.1, 0.1, 0.1],
+            "programid": [1, 1, 1, 1, 1, 1, 3, 1, 1],
         }
     )
-    assert list(cut_mask(df)) == [True, False, False, True, True, False]
+    # BTSbot's: programid 1 and isdiffpos == 't' exactly; lenient spellings and programid 3 are cut
+    assert list(cut_mask(df)) == [True, False, False, True, False, False, False, False, False]
+    lenient = Cuts((1, 3), "lenient")
+    assert list(cut_mask(df, lenient)) == [True, False, False, True, True, False, True, True, True]
+    reasons = [BTSBOT_CUTS.reason(*r) for r in df[["isdiffpos", "fid", "sgscore1", "sgscore2", "programid"]].values]
+    assert reasons == [
+        None,
+        "cut_isdiffpos",
+        "cut_fid",
+        None,
+        "cut_isdiffpos_spelling",
+        "cut_sgscore",
+        "cut_programid",
+        "cut_isdiffpos_spelling",
+        "cut_isdiffpos_spelling",
+    ]
+    with pytest.raises(ValueError, match="data.cuts.isdiffpos"):
+        Cuts((1,), "loose")
+
+
+def test_the_cut_settings_come_from_the_config():
+    from alertvision.config import validate_config
+
+    config = validate_config({})
+    assert config["data"]["cuts"] == {"programids": [1], "isdiffpos": "btsbot"}
+    assert Cuts.from_spec(config["data"]["cuts"]) == BTSBOT_CUTS
+    config = validate_config({"data": {"cuts": {"programids": [2, 1], "isdiffpos": "lenient"}}})
+    assert Cuts.from_spec(config["data"]["cuts"]).spec() == {"programids": [1, 2], "isdiffpos": "lenient"}
 
 
 def test_history_detections_count_as_earlier_alerts_but_get_no_row():
@@ -88,17 +123,21 @@ def test_history_detections_count_as_earlier_alerts_but_get_no_row():
 @pytest.mark.parametrize(
     "row",
     [
-        ("t", 1, 0.5, -99.0),
-        ("f", 1, 0.5, 0.5),
-        ("1", 2, -1.0, 0.0),
-        ("t", 3, 0.5, 0.5),
-        ("t", 2, -1.0, -1.0),
-        ("t", 1, None, 0.2),
-        ("t", 1, None, None),
+        ("t", 1, 0.5, -99.0, 1),
+        ("f", 1, 0.5, 0.5, 1),
+        ("1", 2, -1.0, 0.0, 1),
+        ("TRUE", 2, 0.0, 0.0, 1),
+        ("t", 3, 0.5, 0.5, 1),
+        ("t", 2, -1.0, -1.0, 1),
+        ("t", 1, None, 0.2, 1),
+        ("t", 1, None, None, 1),
+        ("t", 1, 0.5, 0.5, 2),
+        ("t", 1, 0.5, 0.5, None),
     ],
 )
-def test_scalar_cut_agrees_with_the_table_cut(row):
-    df = pd.DataFrame([row], columns=["isdiffpos", "fid", "sgscore1", "sgscore2"]).astype(
+@pytest.mark.parametrize("cuts", [BTSBOT_CUTS, Cuts((1, 2), "lenient")])
+def test_scalar_cut_agrees_with_the_table_cut(row, cuts):
+    df = pd.DataFrame([row], columns=["isdiffpos", "fid", "sgscore1", "sgscore2", "programid"]).astype(
         {"sgscore1": float, "sgscore2": float}
     )
-    assert passes_cuts(*row) == bool(cut_mask(df).iloc[0])
+    assert passes_cuts(*row, cuts=cuts) == bool(cut_mask(df, cuts).iloc[0])

@@ -104,3 +104,17 @@ def test_normalize_triplet_on_arrays():
     np.testing.assert_allclose(t[1], ref / np.linalg.norm(ref), rtol=1e-5)
     with pytest.raises(StampError):
         normalize_cutout(np.zeros((63, 63)))
+
+
+def test_a_stamp_decompressing_past_the_cap_is_refused_before_it_takes_the_memory():
+    from alertvision.data.triplet import MAX_STAMP_BYTES, StampError, decode_stamp
+
+    half = gzip.compress(bytes(MAX_STAMP_BYTES // 2 + 1))
+    for stamp in (gzip.compress(bytes(MAX_STAMP_BYTES + 1)), half + half):  # one gzip member, and two
+        assert len(stamp) < 10_000
+        with pytest.raises(StampError) as caught:
+            decode_stamp(stamp)
+        assert caught.value.reason == "too_large"
+    with pytest.raises(StampError) as caught:  # under the cap it is read, and is no FITS file
+        decode_stamp(gzip.compress(bytes(MAX_STAMP_BYTES // 2)))
+    assert caught.value.reason != "too_large"

@@ -42,9 +42,11 @@ def ingest_inputs(wildcards):
 
 
 def data_params():
-    """The data block of the chosen source only, so that another source's settings rerun nothing."""
+    """The data block of the chosen source only, so that another source's settings rerun nothing; the
+    alert cuts too where the source applies them (the release comes cut)."""
     source = config["data"]["source"]
-    return {"source": source, source: config["data"][source]}
+    cuts = {} if source == "release" else {"cuts": config["data"]["cuts"]}
+    return {"source": source, source: config["data"][source], **cuts}
 
 
 def train_inputs(wildcards):

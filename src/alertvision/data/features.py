@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -47,23 +48,91 @@ DERIVED_FEATURES: tuple[str, ...] = (
 )
 
 
-def cut_mask(df: pd.DataFrame) -> pd.Series:
-    """BTSbot's cuts: positive subtraction, g or r band, a PS1 counterpart score for either neighbour."""
-    isdiffpos = df["isdiffpos"].astype(str).str.lower().isin(["t", "1", "true"])
-    return isdiffpos & df["fid"].isin([1, 2]) & ((df["sgscore1"] >= 0) | (df["sgscore2"] >= 0))
+#: ``data.cuts.isdiffpos``: the spellings of a positive subtraction each mode accepts (compared lower-cased
+#: for ``lenient``; ``btsbot`` is BTSbot's ``isdiffpos == 't'``, exactly).
+ISDIFFPOS_MODES: dict[str, tuple[str, ...]] = {"btsbot": ("t",), "lenient": ("t", "1", "true")}
+#: Why an alert fails the cuts, in the order they are tested (an alert is counted under the first it fails).
+CUT_REASONS = ("cut_programid", "cut_isdiffpos", "cut_isdiffpos_spelling", "cut_fid", "cut_sgscore")
 
 
-def passes_cuts(isdiffpos: object, fid: object, sgscore1: object, sgscore2: object) -> bool:
+@dataclass(frozen=True)
+class Cuts:
+    """BTSbot's alert cuts with the settings of ``data.cuts``: ``programids`` (the ZTF programs kept;
+    BTSbot queries the public survey, 1, only) and ``isdiffpos`` (``btsbot``: only the exact string
+    ``'t'`` is a positive subtraction; ``lenient``: ``t``, ``1`` or ``true`` in any case)."""
+
+    programids: tuple[int, ...] = (1,)
+    isdiffpos: str = "btsbot"
+
+    def __post_init__(self) -> None:
+        if self.isdiffpos not in ISDIFFPOS_MODES:
+            raise ValueError(
+                f"config key data.cuts.isdiffpos: {self.isdiffpos!r} is not one of {', '.join(ISDIFFPOS_MODES)}"
+            )
+        object.__setattr__(self, "programids", tuple(sorted({int(p) for p in self.programids})))
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any] | None) -> "Cuts":
+        """The cuts of a ``data.cuts`` block (or of an export's ``alertvision.cuts``); None: the defaults."""
+        spec = spec or {}
+        return cls(tuple(spec.get("programids", (1,))), str(spec.get("isdiffpos", "btsbot")))
+
+    def spec(self) -> dict[str, Any]:
+        """The settings as a ``data.cuts`` block (JSON-ready)."""
+        return {"programids": list(self.programids), "isdiffpos": self.isdiffpos}
+
+    def reason(
+        self, isdiffpos: object, fid: object, sgscore1: object, sgscore2: object, programid: object
+    ) -> str | None:
+        """The first of :data:`CUT_REASONS` an alert's fields fail (None: it passes). A missing ``programid``
+        fails the programid cut (BTSbot's query selects on it)."""
+        try:
+            program = int(programid)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            program = None
+        if program not in self.programids:
+            return "cut_programid"
+        text = str(isdiffpos)
+        if text.lower() not in ISDIFFPOS_MODES["lenient"]:
+            return "cut_isdiffpos"
+        if self.isdiffpos == "btsbot" and text != "t":
+            return "cut_isdiffpos_spelling"
+        if fid not in (1, 2):
+            return "cut_fid"
+
+        def score(x: object) -> float:
+            return float("nan") if x is None else float(x)  # type: ignore[arg-type]
+
+        if not (score(sgscore1) >= 0 or score(sgscore2) >= 0):
+            return "cut_sgscore"
+        return None
+
+    def mask(self, df: pd.DataFrame) -> pd.Series:
+        """Which rows of a table (columns isdiffpos, fid, sgscore1, sgscore2, programid) pass."""
+        text = df["isdiffpos"].astype(str)
+        if self.isdiffpos == "btsbot":
+            positive = text == "t"
+        else:
+            positive = text.str.lower().isin(ISDIFFPOS_MODES["lenient"])
+        program = pd.to_numeric(df["programid"], errors="coerce").isin(self.programids)
+        return program & positive & df["fid"].isin([1, 2]) & ((df["sgscore1"] >= 0) | (df["sgscore2"] >= 0))
+
+
+#: The study's cuts: BTSbot's (``data.cuts`` defaults).
+BTSBOT_CUTS = Cuts()
+
+
+def cut_mask(df: pd.DataFrame, cuts: Cuts = BTSBOT_CUTS) -> pd.Series:
+    """BTSbot's cuts: the public survey, positive subtraction, g or r band, a PS1 counterpart score for
+    either neighbour (see :class:`Cuts`)."""
+    return cuts.mask(df)
+
+
+def passes_cuts(
+    isdiffpos: object, fid: object, sgscore1: object, sgscore2: object, programid: object, cuts: Cuts = BTSBOT_CUTS
+) -> bool:
     """:func:`cut_mask` for one alert's fields (None counts as missing)."""
-
-    def score(x: object) -> float:
-        return float("nan") if x is None else float(x)
-
-    return (
-        str(isdiffpos).lower() in ("t", "1", "true")
-        and fid in (1, 2)
-        and (score(sgscore1) >= 0 or score(sgscore2) >= 0)
-    )
+    return cuts.reason(isdiffpos, fid, sgscore1, sgscore2, programid) is None
 
 
 def derive_source_features(df: pd.DataFrame, history: pd.DataFrame | None = None) -> pd.DataFrame:

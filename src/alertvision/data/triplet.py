@@ -22,6 +22,10 @@ from alertvision.data.contract import IMAGE_SIZE
 from alertvision.data.fitsstamp import read_primary_image
 
 CUTOUT_FIELDS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
+#: The most bytes a stamp may decompress to: a ZTF cutout is one 63x63 image behind a one-block header
+#: (about 35 KB as float64); anything far larger is no cutout and is refused (``stamp_too_large``)
+#: before it takes the memory it asks for.
+MAX_STAMP_BYTES = 1 << 20
 CHANNELS = ("science", "reference", "difference")
 
 
@@ -33,17 +37,24 @@ class StampError(ValueError):
         self.reason = reason
 
 
-def _gunzip(stamp: bytes) -> bytes:
-    """gzip.decompress, through one zlib call where the stamp is a clean single-member gzip stream."""
+def _gunzip(stamp: bytes, limit: int = MAX_STAMP_BYTES) -> bytes:
+    """gzip.decompress, through one zlib call where the stamp is a clean single-member gzip stream;
+    :class:`StampError` ``too_large`` where it decompresses to more than ``limit`` bytes."""
     try:
         inflater = zlib.decompressobj(31)  # 16 + MAX_WBITS: gzip wrapper, CRC and length checked
-        raw = inflater.decompress(stamp)
+        raw = inflater.decompress(stamp, limit + 1)
+        if len(raw) > limit:
+            raise StampError("too_large", f"stamp decompresses to more than {limit} bytes")
         if inflater.eof and not inflater.unused_data:
             return raw
     except zlib.error:
         pass
     # several members, trailing bytes, a truncated or broken stream: gzip decides, and raises as before
-    return gzip.decompress(stamp)
+    with gzip.GzipFile(fileobj=io.BytesIO(stamp)) as fh:
+        raw = fh.read(limit + 1)
+    if len(raw) > limit:
+        raise StampError("too_large", f"stamp decompresses to more than {limit} bytes")
+    return raw
 
 
 def decode_stamp(stamp: bytes) -> np.ndarray:

@@ -172,6 +172,7 @@ def contract(
         ),
         "alertvision.dataset_manifest_digest": _manifest_digest(manifest),
         "alertvision.synthetic": bool(manifest.get("synthetic", False)),
+        "alertvision.cuts": manifest.get("cuts"),  # data.cuts of the training data (null: BTSbot's, the release)
     }
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in props.items()}
 

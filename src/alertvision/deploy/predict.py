@@ -1,19 +1,32 @@
 """Score real ZTF alert packets with an exported model (``alertvision predict``).
 
-Packets come from .avro files, folders of them, ``.tar`` / ``.tar.gz`` nightly archives (the
-readers of the ``avro`` source) or an Avro stream on stdin (``-``). Per alert: the triplet through
-:func:`~alertvision.data.triplet.triplet_from_alert` (the pipeline's), the 25 features from the
-packet itself (:func:`~alertvision.data.ingest.packets.packet_features`: its ``prv_candidates`` are
-the history a live broker has), the logit of the exported ``model.onnx`` (or of a ``model.pt``),
-its score ``sigmoid(logit)``, the calibrated score (the ONNX file's ``alertvision.calibration``)
-and, per trigger policy, whether it fires at this alert given the source's alerts seen so far in
-this run, in arrival order. As in the study, only alerts that pass BTSbot's cuts count towards a
-policy; an alert that fails them is scored and flagged ``passes_cuts = False``.
+Packets come from .avro files (plain or compressed whole), folders of them (through links), ``.tar``
+/ ``.tar.gz`` / ``.tar.bz2`` / ``.tar.xz`` nightly archives (the readers of the ``avro`` source) or
+Avro streams on stdin (``-``; several container files one after another are all read). Per alert: the
+triplet through :func:`~alertvision.data.triplet.triplet_from_alert` (the pipeline's), the 25 features
+from the packet itself (:func:`~alertvision.data.ingest.packets.packet_features`: its
+``prv_candidates`` are the history a live broker has), the logit of the exported ``model.onnx`` (or of
+a ``model.pt``), its score ``sigmoid(logit)``, the calibrated score (the ONNX file's
+``alertvision.calibration``) and, per trigger policy, whether it fires at this alert given the
+source's alerts seen so far in this run, in arrival order. As in the study, only alerts that pass
+BTSbot's cuts (the settings the model's training data was cut with, ``alertvision.cuts``, else
+``data.cuts``' defaults) count towards a policy; an alert that fails them is scored, flagged
+``passes_cuts = False`` and counted by reason.
 
-Memory stays bounded: at most two batches of triplets are held, and a few counters per source.
-The output (Parquet or CSV, by its suffix) is written batch by batch to a temporary file renamed
-into place at the end. A packet that cannot be scored is skipped and counted by reason (as the
-ingest counts them), never a crash.
+Before the first packet is read the output is proven writable (temporaries of a killed run are
+removed), the inputs are listed, and an ONNX model is checked against its contract: one without it
+(its metadata stripped), or made for other inputs or another survey, is refused. A model trained on
+SYNTHETIC data is scored with a warning on every run, and the ``model_trained_on`` column says so.
+
+Never a NaN score, and no alert twice: a packet that cannot be scored is skipped and counted by reason
+(as the ingest counts them), never a crash: a repeat of an alert already read (``duplicate_alert``), a
+non-finite jd (``bad_jd``), a feature that is missing or non-finite where the model fills none
+(``metadata_fill: error``; ``nonfinite_<feature>``), a stamp that decompresses to more than
+:data:`~alertvision.data.triplet.MAX_STAMP_BYTES` (``stamp_too_large``).
+
+Memory stays bounded: at most two batches of triplets are held, a few counters per source and the
+(objectId, jd, fid) of each alert read. The output (Parquet or CSV, by its suffix) is written batch by
+batch to a temporary file renamed into place at the end.
 """
 
 from __future__ import annotations
@@ -32,13 +45,15 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from alertvision.atomic import atomic_path, check_writable
-from alertvision.data.features import passes_cuts
+from alertvision.atomic import atomic_path, check_writable, clean_stale_temporaries
+from alertvision.data.features import BTSBOT_CUTS, METADATA_FEATURES, Cuts
 from alertvision.data.ingest.packets import (
+    BadJd,
     InputReport,
     Skip,
     candidate_row,
     count_skip,
+    finite_jd,
     numeric_field,
     packet_features,
 )
@@ -55,6 +70,8 @@ BATCH_SIZE = PRODUCTION_BATCH
 THRESHOLD_SOURCES = ("policy", "recommended")
 ALERT_COLUMNS = ("objectId", "candid", "jd", "fid", "magpsf", "passes_cuts")
 SCORE_COLUMNS = ("logit", "score", "calibrated_score")
+#: The column saying what the model was trained on: ``real``, ``SYNTHETIC`` or ``unknown`` (a model.pt).
+TRAINED_ON_COLUMN = "model_trained_on"
 
 
 class PredictInputError(ValueError):
@@ -63,7 +80,8 @@ class PredictInputError(ValueError):
 
 @dataclass
 class ExportedModel:
-    """A model to score with: its logit function, the inputs it takes, its calibration and thresholds."""
+    """A model to score with: its logit function, the inputs it takes, its calibration and thresholds, whether
+    it fills non-finite features itself, what it was trained on, and the cuts of its training data."""
 
     logits: Callable[[np.ndarray | None, np.ndarray | None], np.ndarray]
     takes_images: bool
@@ -71,11 +89,91 @@ class ExportedModel:
     calibration: Calibration
     thresholds: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
+    fills_metadata: bool = False
+    trained_on: str = "unknown"  # "real", "SYNTHETIC" or "unknown" (a model.pt carries no contract)
+    cuts: Cuts = BTSBOT_CUTS
+
+
+#: The ``metadata_props`` an exported model must carry (see :func:`alertvision.deploy.export.contract`).
+CONTRACT_KEYS = (
+    "alertvision.inputs",
+    "alertvision.input_shapes",
+    "alertvision.channels",
+    "alertvision.metadata_features",
+    "alertvision.metadata_fill",
+    "alertvision.calibration",
+    "alertvision.thresholds",
+    "alertvision.synthetic",
+)
+#: The survey the models here score (``alertvision.survey``, where an export records one).
+SURVEY = "ZTF"
+
+
+def _contract(meta: Mapping[str, str], path: Path) -> dict[str, Any]:
+    """The parsed alertvision contract of an ONNX file's metadata; PredictInputError naming what is wrong."""
+    redo = "export the run again with `alertvision export`"
+    if not any(key.startswith("alertvision.") for key in meta):
+        raise PredictInputError(
+            f"{path} carries no alertvision contract (no alertvision.* metadata_props): it is not a model "
+            f"`alertvision export` wrote, or its metadata was stripped; without it the inputs, calibration and "
+            f"fill of the model are unknown. Give the export folder or {redo}"
+        )
+    missing = [key for key in CONTRACT_KEYS if key not in meta]
+    if missing:
+        raise PredictInputError(f"{path}: its contract lacks {', '.join(missing)}; {redo}")
+    parsed: dict[str, Any] = {}
+    for key, value in meta.items():
+        if key.startswith("alertvision."):
+            try:
+                parsed[key] = json.loads(value)
+            except json.JSONDecodeError:
+                parsed[key] = value  # plain strings (layout, descriptions)
+    return parsed
+
+
+def _check_inputs(contract: Mapping[str, Any], session: Any, path: Path) -> tuple[bool, bool]:
+    """Which inputs the model takes, after checking the contract against the graph and this survey's inputs."""
+    from alertvision.data.triplet import CHANNELS
+    from alertvision.models.onnx import METADATA_INPUT, TRIPLET_INPUT
+
+    survey = contract.get("alertvision.survey", SURVEY)
+    if str(survey).upper() != SURVEY:
+        raise PredictInputError(f"{path} is a model of survey {survey!r}; alertvision predict scores {SURVEY} packets")
+    expected = {TRIPLET_INPUT: [3, 63, 63], METADATA_INPUT: [len(METADATA_FEATURES)]}
+    graph = {i.name: list(i.shape)[1:] for i in session.get_inputs()}
+    declared = contract["alertvision.inputs"]
+    shapes = contract["alertvision.input_shapes"]
+    if not declared or not isinstance(declared, list) or set(declared) != set(graph) or not set(graph) <= set(expected):
+        raise PredictInputError(
+            f"{path}: the graph takes {sorted(graph)}, its contract says {declared}; a model here takes "
+            f"{TRIPLET_INPUT} and/or {METADATA_INPUT}"
+        )
+    for name in graph:
+        want = expected[name]
+        said = list(shapes.get(name, []))[1:] if isinstance(shapes, Mapping) else None
+        if graph[name] != want or said != want:
+            raise PredictInputError(
+                f"{path}: input {name} has shape (batch, {', '.join(map(str, graph[name]))}) in the graph and "
+                f"{shapes.get(name) if isinstance(shapes, Mapping) else shapes} in its contract; "
+                f"{SURVEY} packets give (batch, {', '.join(map(str, want))})"
+            )
+    if TRIPLET_INPUT in graph and contract["alertvision.channels"] != list(CHANNELS):
+        raise PredictInputError(
+            f"{path}: its channels are {contract['alertvision.channels']}, the packets give {list(CHANNELS)}"
+        )
+    if METADATA_INPUT in graph and contract["alertvision.metadata_features"] != list(METADATA_FEATURES):
+        raise PredictInputError(
+            f"{path}: its metadata features {contract['alertvision.metadata_features']} are not the "
+            f"{len(METADATA_FEATURES)} computed from {SURVEY} packets ({', '.join(METADATA_FEATURES)})"
+        )
+    return TRIPLET_INPUT in graph, METADATA_INPUT in graph
 
 
 def load_model(path: str | os.PathLike, threads: int = 1) -> ExportedModel:
     """The exported model at ``path``: an export folder (its model.onnx), a ``model.onnx`` or a run's
-    ``model.pt`` (scored by PyTorch; no calibration: the calibrated score is the score)."""
+    ``model.pt`` (scored by PyTorch; no calibration: the calibrated score is the score). An ONNX file is
+    checked against its alertvision contract first (:func:`_contract`): one without it, or made for other
+    inputs, is refused."""
     path = Path(path)
     if path.is_dir():
         path = path / "model.onnx"
@@ -83,28 +181,43 @@ def load_model(path: str | os.PathLike, threads: int = 1) -> ExportedModel:
         raise PredictInputError(f"model {path} not found: give an export folder, a model.onnx or a run's model.pt")
     if path.suffix == ".pt":
         return _torch_model(path, threads)
-    from alertvision.models.onnx import METADATA_INPUT, TRIPLET_INPUT
-    from alertvision.models.runtime import input_names, production_session, score_logits
+    from alertvision.models.runtime import production_session, score_logits
 
     try:
         session = production_session(path, threads)  # Table 2's production back-end, float32
     except Exception as exc:  # onnxruntime raises its own types for a file that is not a model
         raise PredictInputError(f"{path} is not an ONNX model onnxruntime can load: {exc}") from exc
-    meta = session.get_modelmeta().custom_metadata_map
-    names = input_names(session)
-    calibration = Calibration.from_spec(meta.get("alertvision.calibration", '{"method": "none"}'))
-    thresholds = json.loads(meta.get("alertvision.thresholds", "{}")).get("policies", {})
+    contract = _contract(session.get_modelmeta().custom_metadata_map, path)
+    takes_images, takes_metadata = _check_inputs(contract, session, path)
+    spec = contract["alertvision.calibration"]
+    try:
+        if spec.get("method") not in ("none", "temperature", "isotonic"):
+            raise ValueError(f"unknown method {spec.get('method')!r}")
+        calibration = Calibration.from_spec(spec)
+    except Exception as exc:  # a spec this version cannot apply
+        raise PredictInputError(f"{path}: its calibration {spec} cannot be applied: {exc}") from exc
+    thresholds = contract["alertvision.thresholds"]
+    fill = contract["alertvision.metadata_fill"]
+    try:
+        cuts = Cuts.from_spec(contract.get("alertvision.cuts"))
+    except (TypeError, ValueError) as exc:
+        raise PredictInputError(f"{path}: its cuts {contract.get('alertvision.cuts')} are not valid: {exc}") from exc
+    if "alertvision.cuts" not in contract:
+        log.info("%s records no cuts (exported before they were recorded): BTSbot's cuts %s", path, cuts.spec())
 
     def logits(triplets: np.ndarray | None, metadata: np.ndarray | None) -> np.ndarray:  # one run per batch
         return score_logits(session, triplets, metadata, batch_size=max(_alerts(triplets, metadata), 1))
 
     return ExportedModel(
         logits,
-        TRIPLET_INPUT in names,
-        METADATA_INPUT in names,
+        takes_images,
+        takes_metadata,
         calibration,
-        thresholds,
+        thresholds.get("policies", {}) if isinstance(thresholds, Mapping) else {},
         str(path),
+        fills_metadata=isinstance(fill, Mapping) and fill.get("values") is not None,
+        trained_on="SYNTHETIC" if contract["alertvision.synthetic"] is True else "real",
+        cuts=cuts,
     )
 
 
@@ -118,12 +231,14 @@ def _torch_model(path: Path, threads: int) -> ExportedModel:
     torch.set_num_threads(int(threads))
     model, _ = load_torch_model(path)
     takes_images, takes_metadata = model_inputs(model)
+    fills = takes_metadata and bool(model.metadata.fill_values.numel())
 
     def logits(triplets: np.ndarray | None, metadata: np.ndarray | None) -> np.ndarray:  # one pass per batch
         n = _alerts(triplets, metadata)
         return torch_logits(model, triplets, metadata, np.arange(n), batch=max(n, 1))
 
-    return ExportedModel(logits, takes_images, takes_metadata, Calibration("none"), {}, str(path))
+    log.warning("%s is a model.pt: it carries no export contract; what it was trained on is unknown", path)
+    return ExportedModel(logits, takes_images, takes_metadata, Calibration("none"), {}, str(path), fills_metadata=fills)
 
 
 def _alerts(triplets: np.ndarray | None, metadata: np.ndarray | None) -> int:
@@ -181,20 +296,30 @@ class PolicyTracker:
         return out
 
 
-def packet_items(inputs: Sequence[str | os.PathLike]) -> Iterator[Any]:
-    """Packets (``(origin, packet)``), :class:`Skip` records and archive reports of ``inputs``; ``-`` is
-    an Avro stream on stdin."""
-    from alertvision.data.ingest.avro import AvroInputError, iter_packets, read_avro
+def input_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """The packet files and archives of ``inputs`` (``-``, stdin, left out); PredictInputError naming a
+    path that does not exist or holds no packets."""
+    from alertvision.data.ingest.avro import AvroInputError, packet_files
 
-    files = [p for p in inputs if str(p) != "-"]
-    for item in inputs:
-        if str(item) == "-":
-            yield from read_avro(sys.stdin.buffer, "<stdin>")
-    if files:
-        try:
-            yield from iter_packets(files)
-        except AvroInputError as exc:
-            raise PredictInputError(str(exc).replace(" (config key data.avro.path)", "")) from exc
+    paths = [p for p in inputs if str(p) != "-"]
+    if not paths:
+        return []
+    try:
+        return packet_files(paths)
+    except AvroInputError as exc:
+        raise PredictInputError(str(exc).replace(" (config key data.avro.path)", "")) from exc
+
+
+def packet_items(inputs: Sequence[str | os.PathLike], files: Sequence[Path] | None = None) -> Iterator[Any]:
+    """Packets (``(origin, packet)``), :class:`Skip` records and archive reports of ``inputs`` (their files:
+    ``files``, as :func:`input_files` gives them); ``-`` is an Avro stream on stdin."""
+    from alertvision.data.ingest.avro import read_packet_file, read_stream
+
+    files = input_files(inputs) if files is None else files
+    if any(str(item) == "-" for item in inputs):
+        yield from read_stream(sys.stdin.buffer, "<stdin>")
+    for path in files:
+        yield from read_packet_file(path)
 
 
 @dataclass
@@ -248,6 +373,21 @@ def output_format(path: str | os.PathLike) -> str:
     raise PredictInputError(f"output {path}: give a .parquet or .csv file name")
 
 
+def check_output(out: Path) -> str:
+    """The output's format, after proving it can be written (a folder, or a folder that cannot be written,
+    fails here, before anything is scored); temporaries a killed run left beside it are removed."""
+    fmt = output_format(out)
+    if out.is_dir():
+        raise PredictInputError(f"--out {out} is a folder: give a .parquet or .csv file name")
+    check_writable(out.parent, "the predictions")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise PredictInputError(f"--out {out} exists and cannot be overwritten: check its permissions")
+    removed = clean_stale_temporaries([out])
+    if removed:
+        log.info("removed %d temporary file(s) a killed run left beside %s", removed, out)
+    return fmt
+
+
 def predict(
     inputs: Sequence[str | os.PathLike],
     model_path: str | os.PathLike,
@@ -259,16 +399,27 @@ def predict(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Score every packet of ``inputs`` with the model at ``model_path`` into ``out``; returns a report
-    (alerts scored, skips by reason, seconds, alerts/s)."""
+    (alerts scored, skips by reason, alerts failing the cuts by reason, seconds, alerts/s). The output,
+    the inputs and the model are all checked before the first packet is read."""
     out = Path(out)
-    fmt = output_format(out)
+    fmt = check_output(out)
+    files = input_files(inputs)
     model = load_model(model_path, threads)
     rules = policy_rules(model, thresholds)
     flag_columns = [f"trigger_{name}" for name in rules]
-    columns = [*ALERT_COLUMNS, *SCORE_COLUMNS, *flag_columns]
-    check_writable(out.parent, "the predictions")
+    columns = [*ALERT_COLUMNS, *SCORE_COLUMNS, *flag_columns, TRAINED_ON_COLUMN]
+    if model.trained_on == "SYNTHETIC":
+        log.warning(
+            "%s was trained on SYNTHETIC data (simulated alerts), not ZTF observations: its scores of real "
+            "packets mean nothing for science; every row of %s says %s = SYNTHETIC",
+            model.source,
+            out,
+            TRAINED_ON_COLUMN,
+        )
     tracker = PolicyTracker(rules)
     skipped: Counter = Counter()
+    cut: Counter = Counter()
+    seen: set[tuple[str, float, int]] = set()  # one alert per (objectId, jd, fid), as the ingest keeps
     started = time.perf_counter()
     from tqdm import tqdm
 
@@ -283,6 +434,11 @@ def predict(
 
     def emit(batch: _Batch, logits: np.ndarray) -> None:
         frame = pd.DataFrame(batch.rows, columns=list(ALERT_COLUMNS))
+        finite = np.isfinite(logits)
+        if not finite.all():  # never a NaN score: the alert is counted instead
+            for i in np.flatnonzero(~finite):
+                count_skip(skipped, "nonfinite_score", frame["objectId"].iloc[i], f"candid {frame['candid'].iloc[i]}")
+            frame, logits = frame[finite].reset_index(drop=True), logits[finite]
         frame["logit"] = logits
         frame["score"] = sigmoid(logits)
         frame["calibrated_score"] = model.calibration.apply(logits)
@@ -294,6 +450,7 @@ def predict(
         )
         for name, flags in fired.items():
             frame[f"trigger_{name}"] = flags
+        frame[TRAINED_ON_COLUMN] = model.trained_on
         writer.write(frame)
         bar.update(len(frame))
 
@@ -301,14 +458,14 @@ def predict(
         writer = _Writer(tmp, fmt)
         batch = _Batch()
         try:
-            for item in packet_items(inputs):
+            for item in packet_items(inputs, files):
                 if isinstance(item, InputReport):
                     continue
                 if isinstance(item, Skip):
                     count_skip(skipped, item.reason, item.origin, item.detail)
                     continue
                 origin, packet = item
-                added = _add(batch, packet, origin, skipped, model)
+                added = _add(batch, packet, origin, skipped, model, seen, cut)
                 if added and len(batch) >= batch_size:
                     if pool is None:
                         emit(*score(batch))
@@ -330,25 +487,41 @@ def predict(
     report = {
         "alerts_scored": writer.rows,
         "skipped": dict(sorted(skipped.items())),
+        "cut": dict(sorted(cut.items())),
+        "cuts": model.cuts.spec(),
         "seconds": seconds,
         "alerts_per_second": writer.rows / seconds if seconds > 0 else float("nan"),
         "model": model.source,
+        "model_trained_on": model.trained_on,
         "thresholds": thresholds,
         "out": str(out),
     }
     log.info(
-        "scored %d alerts in %.1f s (%.0f alerts/s) into %s; skipped: %s",
+        "scored %d alerts in %.1f s (%.0f alerts/s) into %s; skipped: %s; failing the cuts (scored, counted by "
+        "no policy): %s",
         writer.rows,
         seconds,
         report["alerts_per_second"],
         out,
         report["skipped"] or "nothing",
+        report["cut"] or "none",
     )
+    if model.trained_on == "SYNTHETIC":
+        log.warning("the scores in %s are of a model trained on SYNTHETIC data", out)
     return report
 
 
-def _add(batch: _Batch, packet: Any, origin: str, skipped: Counter, model: ExportedModel) -> bool:
-    """Decode one packet into ``batch``; a packet that cannot be scored is counted under its reason."""
+def _add(
+    batch: _Batch,
+    packet: Any,
+    origin: str,
+    skipped: Counter,
+    model: ExportedModel,
+    seen: set[tuple[str, float, int]],
+    cut: Counter,
+) -> bool:
+    """Decode one packet into ``batch``; a packet that cannot be scored is counted under its reason, a
+    repeat of an alert already read under ``duplicate_alert``, an alert failing the cuts in ``cut``."""
     if not isinstance(packet, Mapping) or not isinstance(packet.get("objectId"), str):
         count_skip(skipped, "bad_packet", origin, "no objectId")
         return False
@@ -357,12 +530,29 @@ def _add(batch: _Batch, packet: Any, origin: str, skipped: Counter, model: Expor
         return False
     try:
         row = candidate_row(packet)
-        features = packet_features(packet)
+        jd = finite_jd(row["jd"])
         fid = int(row["fid"])
-        jd = float(row["jd"])
+        features = packet_features(packet)
     except (TypeError, ValueError, KeyError) as exc:
-        count_skip(skipped, "bad_candidate", origin, f"{packet['objectId']}: {exc}")
+        reason = "bad_jd" if isinstance(exc, BadJd) else "bad_candidate"
+        count_skip(skipped, reason, origin, f"{packet['objectId']}: {exc}")
         return False
+    key = (row["objectId"], round(jd, 6), fid)
+    if key in seen:
+        count_skip(skipped, "duplicate_alert", origin, f"{key[0]} candid {row['candid']} at jd {key[1]} fid {fid}")
+        return False
+    if model.takes_metadata and not model.fills_metadata:
+        bad = np.flatnonzero(~np.isfinite(features))
+        if len(bad):
+            name = METADATA_FEATURES[bad[0]]
+            count_skip(
+                skipped,
+                f"nonfinite_{name}",
+                origin,
+                f"{row['objectId']} candid {row['candid']}: {name} is {features[bad[0]]} (no such field in the "
+                f"packet, or none to derive it from) and the model fills none (metadata_fill: error)",
+            )
+            return False
     if model.takes_images:
         try:
             triplet = triplet_from_alert(packet)
@@ -370,6 +560,10 @@ def _add(batch: _Batch, packet: Any, origin: str, skipped: Counter, model: Expor
             count_skip(skipped, f"stamp_{exc.reason}", origin, f"{packet['objectId']} candid {row['candid']}: {exc}")
             return False
         batch.triplets.append(triplet)
+    seen.add(key)
+    reason = model.cuts.reason(row["isdiffpos"], row["fid"], row["sgscore1"], row["sgscore2"], row["programid"])
+    if reason is not None:
+        cut[reason] += 1
     batch.features.append(features)
     batch.rows.append(
         {
@@ -378,7 +572,7 @@ def _add(batch: _Batch, packet: Any, origin: str, skipped: Counter, model: Expor
             "jd": jd,
             "fid": fid,
             "magpsf": numeric_field(row["magpsf"]),
-            "passes_cuts": passes_cuts(row["isdiffpos"], row["fid"], row["sgscore1"], row["sgscore2"]),
+            "passes_cuts": reason is None,
         }
     )
     return True

@@ -20,7 +20,7 @@ from alertvision.data.contract import (
     write_alerts,
     write_manifest,
 )
-from alertvision.data.features import cut_mask, derive_source_features
+from alertvision.data.features import BTSBOT_CUTS, Cuts, derive_source_features
 from alertvision.data.splits import assign_source_splits
 from alertvision.data.triplet import StampError, normalize_triplet
 from alertvision.synthetic.observe import observe
@@ -38,11 +38,16 @@ def synthetic_scenes(cfg: Mapping[str, Any]):
 
 
 def build_synthetic_ztf(
-    cfg: Mapping[str, Any], splits_cfg: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool = True
+    cfg: Mapping[str, Any],
+    splits_cfg: Mapping[str, Any],
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+    cuts: Cuts = BTSBOT_CUTS,
 ) -> dict:
     """Write the synthetic ZTF dataset (alerts.parquet, images.npy, manifest.json) to ``out_dir``.
 
-    ``cfg`` is ``data.synthetic``, ``splits_cfg`` is ``splits``. Returns the manifest.
+    ``cfg`` is ``data.synthetic``, ``splits_cfg`` is ``splits``, ``cuts`` is ``data.cuts`` (an alert cut is
+    counted under its reason). Returns the manifest.
     """
     out_dir = start_dataset(out_dir)
     scenes = synthetic_scenes(cfg)
@@ -59,8 +64,11 @@ def build_synthetic_ztf(
             # ZTF-like candid: time of the exposure, then a running alert number (unique here)
             df["candid"] = [int(round((jd - 2400000.5) * 1e4)) * 10**8 + n_issued + k for k, jd in enumerate(df["jd"])]
             n_issued += len(df)
-            keep = cut_mask(df).to_numpy()
-            skipped["cut"] += int((~keep).sum())
+            keep = cuts.mask(df).to_numpy()
+            for i in np.flatnonzero(~keep):
+                row = df.iloc[i]
+                why = cuts.reason(row["isdiffpos"], row["fid"], row["sgscore1"], row["sgscore2"], row["programid"])
+                skipped[why] += 1
             images, kept = [], []
             for i in np.flatnonzero(keep):
                 try:
@@ -82,11 +90,12 @@ def build_synthetic_ztf(
         dataset="ztf",
         source="synthetic",
         synthetic=True,
-        digest=config_digest(cfg, splits_cfg),
+        digest=config_digest(cfg, splits_cfg, cuts.spec()),
         extra={
             "generator_version": GENERATOR_VERSION,
             "n_scenes": len(scenes),
             "skipped": dict(sorted(skipped.items())),
+            "cuts": cuts.spec(),
             "notes": [
                 "new_drb is the simulated alert's drb: no braai model is run on synthetic stamps.",
                 "sim_kind and sim_peak_mag are simulation truth, not model inputs.",

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from alertvision.atomic import atomic_path, check_writable, write_json
 from alertvision.data.contract import MANIFEST_FILE, config_digest
+from alertvision.data.features import Cuts
 from alertvision.data.ingest.http import REDACTED, AuthError, HttpError, JsonClient, Redactor
 from alertvision.data.ingest.labels import check_labels, resolve_listings
 from alertvision.data.ingest.packets import Skip, write_packet_dataset
@@ -728,6 +729,7 @@ def fetch_kowalski(config: Mapping[str, Any], progress: bool = True, fetcher: Fe
 def ingest_kowalski(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool = True) -> dict:
     """Fetch (or read back from the cache) the BTS training set and write its dataset; returns the manifest."""
     cfg = config["data"]["kowalski"]
+    cuts = Cuts.from_spec(config["data"].get("cuts"))
     fetcher = Fetcher(cfg, progress)
     fetched = fetch_kowalski(config, progress, fetcher)
     labels = fetched.labels
@@ -739,10 +741,11 @@ def ingest_kowalski(config: Mapping[str, Any], out_dir: str | os.PathLike, progr
         labels,
         config["splits"],
         source="kowalski",
-        digest=config_digest(cfg, config["splits"]),
+        digest=config_digest(cfg, config["splits"], cuts.spec()),
         progress=progress,
         history=cfg["history"],
         dims_peak_limit=cfg["dims_peak_limit"],
+        cuts=cuts,
         extra={"kowalski": fetched.stats},
     )
     empty = sorted(oid for oid in oids if counts.get(oid, 0) == 0)

@@ -39,11 +39,12 @@ from alertvision.data.contract import (
     write_manifest,
 )
 from alertvision.data.features import (
+    BTSBOT_CUTS,
     DERIVED_FEATURES,
     METADATA_FEATURES,
+    Cuts,
     derive_alert_features,
     derive_source_features,
-    passes_cuts,
 )
 from alertvision.data.splits import assign_source_splits
 from alertvision.data.triplet import StampError, triplet_from_alert
@@ -155,6 +156,19 @@ def prv_detections(prv: Any) -> list[tuple[float, int, float]]:
     return out
 
 
+class BadJd(ValueError):
+    """An alert whose ``jd`` is missing, NaN or infinite: it has no place in a light curve (counted
+    under ``bad_jd``)."""
+
+
+def finite_jd(value: Any) -> float:
+    """An alert's ``jd`` as a float; :class:`BadJd` where it is missing, NaN or infinite."""
+    jd = numeric_field(value)
+    if not np.isfinite(jd):
+        raise BadJd(f"jd is {value!r}, not a finite number")
+    return jd
+
+
 def numeric_field(value: Any) -> float:
     """A candidate field as pandas' ``to_numeric(errors="coerce")`` reads it: None or text -> NaN."""
     try:
@@ -188,12 +202,19 @@ def packet_features(packet: Mapping[str, Any]) -> np.ndarray:
 class PacketCollector:
     """Accumulate packets of labelled sources: rows in memory, triplets straight to the writer."""
 
-    def __init__(self, writer: ImageArrayWriter, labels: pd.DataFrame, history: str = "prv_candidates"):
+    def __init__(
+        self,
+        writer: ImageArrayWriter,
+        labels: pd.DataFrame,
+        history: str = "prv_candidates",
+        cuts: Cuts = BTSBOT_CUTS,
+    ):
         if history not in HISTORIES:
             raise ValueError(f"history {history!r} is not one of {', '.join(HISTORIES)}")
         self.writer = writer
         self.labels = labels.set_index("objectId")
         self.with_prv = history == "prv_candidates"
+        self.cuts = cuts
         self.rows: list[dict[str, Any]] = []
         self.history: list[tuple[str, float, int, float]] = []
         self.peak: dict[str, float] = {}  # brightest magpsf of each source's alert packets, cut or not
@@ -219,9 +240,9 @@ class PacketCollector:
             self._add_history(object_id, packet.get("prv_candidates"))
         try:
             row = candidate_row(packet)
-            key = (object_id, round(float(row["jd"]), 6), int(row["fid"]))
+            key = (object_id, round(finite_jd(row["jd"]), 6), int(row["fid"]))
         except (TypeError, ValueError) as exc:
-            self.skip("bad_candidate", origin, f"{object_id}: {exc}")
+            self.skip("bad_jd" if isinstance(exc, BadJd) else "bad_candidate", origin, f"{object_id}: {exc}")
             return False
         if key in self._seen:
             self.skip("duplicate_alert", origin, f"{object_id} at jd {key[1]} fid {key[2]}")
@@ -229,8 +250,9 @@ class PacketCollector:
         if row["magpsf"] is not None:
             self.history.append((object_id, key[1], key[2], float(row["magpsf"])))
             self.peak[object_id] = min(self.peak.get(object_id, np.inf), float(row["magpsf"]))
-        if not passes_cuts(row["isdiffpos"], row["fid"], row["sgscore1"], row["sgscore2"]):
-            self.skipped["cut"] += 1
+        cut = self.cuts.reason(row["isdiffpos"], row["fid"], row["sgscore1"], row["sgscore2"], row["programid"])
+        if cut is not None:
+            self.skipped[cut] += 1  # the normal case in a nightly archive: not logged
             return False
         try:
             image = triplet_from_alert(packet)
@@ -298,6 +320,7 @@ def write_packet_dataset(
     total: int | None = None,
     history: str = "prv_candidates",
     dims_peak_limit: float | None = None,
+    cuts: Cuts = BTSBOT_CUTS,
 ) -> dict:
     """Write the dataset of the labelled sources' packets in ``stream``; returns the manifest.
 
@@ -307,11 +330,12 @@ def write_packet_dataset(
     source_set (see :mod:`alertvision.data.ingest.labels`); its other columns are carried into
     ``alerts.parquet``.
     Splits are drawn per source and subset from ``splits_cfg``. ``history`` and ``dims_peak_limit``:
-    see the module docstring.
+    see the module docstring; ``cuts``: ``data.cuts`` (each alert cut is counted in ``skipped`` under
+    its :data:`~alertvision.data.features.CUT_REASONS` reason, and the settings go in the manifest).
     """
     out_dir = start_dataset(out_dir)
     with ImageArrayWriter(out_dir / IMAGES_FILE) as writer:
-        collector = PacketCollector(writer, labels, history)
+        collector = PacketCollector(writer, labels, history, cuts)
         reports: dict[str, dict[str, int]] = {}
         bar = tqdm(stream, desc=f"{source} packets", unit="pkt", total=total, disable=not progress, mininterval=2)
         for item in bar:
@@ -355,6 +379,7 @@ def write_packet_dataset(
         extra={
             "skipped": dict(sorted(collector.skipped.items())),
             "dims_cut": dims_cut,
+            "cuts": cuts.spec(),
             "history": history,
             "new_drb_from": dict(new_drb_from),
             "labelled_sources_without_alerts": len(missing),

@@ -1,4 +1,4 @@
-"""``data.source: avro``: ZTF alert packets (files, folders, nightly ``.tar``/``.tar.gz`` archives) and labels."""
+"""``data.source: avro``: ZTF alert packets (files, folders, nightly ``.tar`` archives, compressed) and labels."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def input_files(block: Mapping[str, Any]) -> list[Path]:
     paths: list[Path] = []
     for entry in [block["path"]] if isinstance(block["path"], str) else list(block["path"] or []):
         try:
-            paths += packet_files(entry)
+            paths += packet_files(entry, quiet=True)
         except AvroInputError:
             continue
     return paths + ([Path(block["labels"])] if block.get("labels") else [])

@@ -9,9 +9,11 @@ from alertvision.data.sources import ZtfSource
 
 
 def ingest(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool) -> dict:
+    from alertvision.data.features import Cuts
     from alertvision.synthetic.ztf import build_synthetic_ztf
 
-    return build_synthetic_ztf(config["data"]["synthetic"], config["splits"], out_dir, progress=progress)
+    cuts = Cuts.from_spec(config["data"].get("cuts"))
+    return build_synthetic_ztf(config["data"]["synthetic"], config["splits"], out_dir, progress=progress, cuts=cuts)
 
 
 SOURCE = ZtfSource("synthetic", ingest, synthetic=True)
