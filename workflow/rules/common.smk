@@ -42,9 +42,13 @@ def ingest_inputs(wildcards):
 
 
 def data_params():
-    """The data block of the chosen source only, so that another source's settings rerun nothing."""
+    """The data block of the chosen source only, so that another source's settings rerun nothing; the
+    masked-pixel rule for the sources that build triplets from cutouts (not the release)."""
     source = config["data"]["source"]
-    return {"source": source, source: config["data"][source]}
+    params = {"source": source, source: config["data"][source]}
+    if source != "release":
+        params["masked_pixels"] = config["data"]["masked_pixels"]
+    return params
 
 
 def train_inputs(wildcards):

@@ -71,6 +71,7 @@ class ExportedModel:
     calibration: Calibration
     thresholds: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
+    masked_pixels: str = "drop"  # the stamp rule of the export's contract (alertvision.stamps)
 
 
 def load_model(path: str | os.PathLike, threads: int = 1) -> ExportedModel:
@@ -105,6 +106,7 @@ def load_model(path: str | os.PathLike, threads: int = 1) -> ExportedModel:
         calibration,
         thresholds,
         str(path),
+        json.loads(meta.get("alertvision.stamps", "{}")).get("masked_pixels", "drop"),
     )
 
 
@@ -365,7 +367,7 @@ def _add(batch: _Batch, packet: Any, origin: str, skipped: Counter, model: Expor
         return False
     if model.takes_images:
         try:
-            triplet = triplet_from_alert(packet)
+            triplet = triplet_from_alert(packet, model.masked_pixels)
         except StampError as exc:
             count_skip(skipped, f"stamp_{exc.reason}", origin, f"{packet['objectId']} candid {row['candid']}: {exc}")
             return False

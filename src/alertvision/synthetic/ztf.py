@@ -38,11 +38,16 @@ def synthetic_scenes(cfg: Mapping[str, Any]):
 
 
 def build_synthetic_ztf(
-    cfg: Mapping[str, Any], splits_cfg: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool = True
+    cfg: Mapping[str, Any],
+    splits_cfg: Mapping[str, Any],
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+    masked_pixels: str = "drop",
 ) -> dict:
     """Write the synthetic ZTF dataset (alerts.parquet, images.npy, manifest.json) to ``out_dir``.
 
-    ``cfg`` is ``data.synthetic``, ``splits_cfg`` is ``splits``. Returns the manifest.
+    ``cfg`` is ``data.synthetic``, ``splits_cfg`` is ``splits``, ``masked_pixels`` is ``data.masked_pixels``.
+    Returns the manifest.
     """
     out_dir = start_dataset(out_dir)
     scenes = synthetic_scenes(cfg)
@@ -64,7 +69,7 @@ def build_synthetic_ztf(
             images, kept = [], []
             for i in np.flatnonzero(keep):
                 try:
-                    images.append(normalize_triplet(*stamps[i]))
+                    images.append(normalize_triplet(*stamps[i], masked_pixels=masked_pixels))
                 except StampError as exc:
                     skipped[f"stamp_{exc.reason}"] += 1
                     continue
@@ -86,6 +91,7 @@ def build_synthetic_ztf(
         extra={
             "generator_version": GENERATOR_VERSION,
             "n_scenes": len(scenes),
+            "masked_pixels": masked_pixels,
             "skipped": dict(sorted(skipped.items())),
             "notes": [
                 "new_drb is the simulated alert's drb: no braai model is run on synthetic stamps.",

@@ -131,6 +131,7 @@ def ingest_avro(config: Mapping[str, Any], out_dir: str | os.PathLike, progress:
         total=None if n_archives else len(files),
         history=cfg["history"],
         dims_peak_limit=cfg["dims_peak_limit"],
+        masked_pixels=config["data"]["masked_pixels"],
         extra={
             "inputs": {
                 "packet_files": len(files) - n_archives,

@@ -10,6 +10,8 @@ stay in memory. The derived features are computed per source at the end (see
 alert packet of the source, cut or not) or ``prv_candidates`` (those plus the detections the
 packets' ``prv_candidates`` list). BTSbot's dims cut drops, at the end, the dims sources whose
 brightest alert is at or brighter than ``dims_peak_limit`` (``images.npy`` is then compacted).
+Stamps with masked pixels follow ``masked_pixels`` (``data.masked_pixels``, see
+:mod:`alertvision.data.triplet`): ``drop`` counts them under ``stamp_masked_pixels``.
 
 Nothing is dropped silently: every packet that does not become a row is counted in the
 manifest's ``skipped`` under a reason, and the first few of each reason are named in the log.
@@ -46,7 +48,7 @@ from alertvision.data.features import (
     passes_cuts,
 )
 from alertvision.data.splits import assign_source_splits
-from alertvision.data.triplet import StampError, triplet_from_alert
+from alertvision.data.triplet import StampError, check_masked_pixels, triplet_from_alert
 
 log = logging.getLogger(__name__)
 
@@ -188,9 +190,16 @@ def packet_features(packet: Mapping[str, Any]) -> np.ndarray:
 class PacketCollector:
     """Accumulate packets of labelled sources: rows in memory, triplets straight to the writer."""
 
-    def __init__(self, writer: ImageArrayWriter, labels: pd.DataFrame, history: str = "prv_candidates"):
+    def __init__(
+        self,
+        writer: ImageArrayWriter,
+        labels: pd.DataFrame,
+        history: str = "prv_candidates",
+        masked_pixels: str = "drop",
+    ):
         if history not in HISTORIES:
             raise ValueError(f"history {history!r} is not one of {', '.join(HISTORIES)}")
+        self.masked_pixels = check_masked_pixels(masked_pixels)
         self.writer = writer
         self.labels = labels.set_index("objectId")
         self.with_prv = history == "prv_candidates"
@@ -233,7 +242,7 @@ class PacketCollector:
             self.skipped["cut"] += 1
             return False
         try:
-            image = triplet_from_alert(packet)
+            image = triplet_from_alert(packet, self.masked_pixels)
         except StampError as exc:
             self.skip(f"stamp_{exc.reason}", origin, f"{object_id} candid {row['candid']}: {exc}")
             return False
@@ -298,6 +307,7 @@ def write_packet_dataset(
     total: int | None = None,
     history: str = "prv_candidates",
     dims_peak_limit: float | None = None,
+    masked_pixels: str = "drop",
 ) -> dict:
     """Write the dataset of the labelled sources' packets in ``stream``; returns the manifest.
 
@@ -306,12 +316,12 @@ def write_packet_dataset(
     ``archives_read``, by origin, when there are any). ``labels`` has columns objectId, label,
     source_set (see :mod:`alertvision.data.ingest.labels`); its other columns are carried into
     ``alerts.parquet``.
-    Splits are drawn per source and subset from ``splits_cfg``. ``history`` and ``dims_peak_limit``:
-    see the module docstring.
+    Splits are drawn per source and subset from ``splits_cfg``. ``history``, ``dims_peak_limit`` and
+    ``masked_pixels``: see the module docstring.
     """
     out_dir = start_dataset(out_dir)
     with ImageArrayWriter(out_dir / IMAGES_FILE) as writer:
-        collector = PacketCollector(writer, labels, history)
+        collector = PacketCollector(writer, labels, history, masked_pixels)
         reports: dict[str, dict[str, int]] = {}
         bar = tqdm(stream, desc=f"{source} packets", unit="pkt", total=total, disable=not progress, mininterval=2)
         for item in bar:
@@ -356,6 +366,7 @@ def write_packet_dataset(
             "skipped": dict(sorted(collector.skipped.items())),
             "dims_cut": dims_cut,
             "history": history,
+            "masked_pixels": masked_pixels,
             "new_drb_from": dict(new_drb_from),
             "labelled_sources_without_alerts": len(missing),
             "notes": notes,

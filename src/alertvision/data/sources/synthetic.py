@@ -11,7 +11,13 @@ from alertvision.data.sources import ZtfSource
 def ingest(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool) -> dict:
     from alertvision.synthetic.ztf import build_synthetic_ztf
 
-    return build_synthetic_ztf(config["data"]["synthetic"], config["splits"], out_dir, progress=progress)
+    return build_synthetic_ztf(
+        config["data"]["synthetic"],
+        config["splits"],
+        out_dir,
+        progress=progress,
+        masked_pixels=config["data"]["masked_pixels"],
+    )
 
 
 SOURCE = ZtfSource("synthetic", ingest, synthetic=True)
