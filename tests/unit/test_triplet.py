@@ -147,6 +147,7 @@ def test_a_cutout_that_is_only_masked_pixels_is_all_zero_under_zero():
 
 def test_how_many_real_packets_the_drop_rule_removes(packets):
     """The 12 real packets: the drop rule removes those with a masked pixel, counted independently here."""
+
     def has_mask(a: np.ndarray) -> bool:  # inf, or a magnitude above 1e19 (NaN compares False)
         return bool((np.isinf(a) | (np.nan_to_num(np.abs(a), nan=0.0) > 1e19)).any())
 

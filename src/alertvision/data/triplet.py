@@ -188,3 +188,50 @@ def triplets_from_alerts(
         kept.append(i)
     array = np.stack(images) if images else np.empty((0, 3, IMAGE_SIZE, IMAGE_SIZE), np.float32)
     return array, kept, skipped
+
+
+def stamp_contract(masked_pixels: str = "drop") -> dict:
+    """The stamp rules of :func:`triplet_from_alert`, machine-readable, for a broker that rebuilds the triplet
+    without alertvision (the export's ``alertvision.stamps``)."""
+    return {
+        "fields": dict(zip(CHANNELS, CUTOUT_FIELDS)),
+        "stamp_key": "stampData",
+        "channel_order": list(CHANNELS),
+        "decode": "stampData is a gzip-compressed FITS file; the image is its primary HDU's data as "
+        "astropy.io.fits returns it, cast to float32",
+        "flip": False,
+        "orientation": "as stored: array row i is FITS image row i+1, column j is FITS column j+1 (no flip, "
+        "no transpose)",
+        "compute_dtype": "float64",
+        "masked_pixels": {
+            "rule": check_masked_pixels(masked_pixels),
+            "limit": MASK_LIMIT,
+            "definition": "a pixel that is +inf, -inf or whose |value| > limit (ZTF writes -3.4e38 into masked "
+            "template pixels); NaN is not masked",
+            "drop": "a cutout with a masked pixel drops the alert (as BTSbot, whose float32 L2 norm overflows "
+            "and leaves an all-zero image it drops)",
+            "zero": "masked pixels are set to 0.0 before the norm",
+        },
+        "nan": {"value": 0.0, "note": "NaN pixels -> 0.0, after the masked-pixel rule"},
+        "no_finite_pixel": "drop",
+        "size": IMAGE_SIZE,
+        "smaller": {
+            "pad_value": 0.0,
+            "where": "end",
+            "note": "padded after the last row and the last column (numpy.pad [(0, 63 - h), (0, 63 - w)]), "
+            "before the norm",
+        },
+        "larger": "drop",
+        "not_2d": "drop",
+        "norm": {
+            "kind": "l2",
+            "dtype": "float64",
+            "formula": "x / sqrt(sum(x ** 2)) over the 63x63 cutout after the steps above",
+            "why_float64": "a float32 norm overflows on a masked pixel; with the masked-pixel rule above the "
+            "two agree to float32 rounding",
+        },
+        "zero_norm": "drop",
+        "missing_stamp": "drop",
+        "output": "float32 (3, 63, 63), the cast after the division",
+        "dropped_alerts": "not scored; alertvision predict counts them by reason (stamp_<reason>)",
+    }

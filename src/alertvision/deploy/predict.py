@@ -106,7 +106,7 @@ def load_model(path: str | os.PathLike, threads: int = 1) -> ExportedModel:
         calibration,
         thresholds,
         str(path),
-        json.loads(meta.get("alertvision.stamps", "{}")).get("masked_pixels", "drop"),
+        json.loads(meta.get("alertvision.stamps", "{}")).get("masked_pixels", {}).get("rule", "drop"),
     )
 
 
