@@ -92,9 +92,14 @@ def test_onnx_equals_pytorch_on_the_test_split_and_carries_its_contract(
 
     # calibration and thresholds travel in the file; the reference's calibrated scores follow from its logits
     calibration = Calibration.from_spec(meta["alertvision.calibration"])
-    assert calibration.method == "temperature" and json.loads(meta["alertvision.calibration"])["fitted_on"] == (
-        "validation split"
-    )
+    spec = json.loads(meta["alertvision.calibration"])
+    assert spec["fitted_on"] == "validation split" and spec["requested"] == "temperature"
+    if calibration.method == "none":  # temperature scaling made the validation ECE worse: not applied
+        assert "made the validation ECE worse" in spec["fallback"] and "not applied" in card
+        assert result["ece"]["validation, calibrated"] == result["ece"]["validation, raw"]
+    else:
+        assert calibration.method == "temperature" and spec["fallback"] is None
+        assert result["ece"]["validation, calibrated"] <= result["ece"]["validation, raw"]
     np.testing.assert_allclose(reference["calibrated_score"], calibration.apply(reference["logit"]), atol=1e-12)
     thresholds = json.loads(meta["alertvision.thresholds"])
     assert thresholds["score"] == "calibrated" and set(thresholds["policies"]) == set(POLICIES)
