@@ -290,7 +290,9 @@ def test_a_failed_export_leaves_the_previous_one_whole(tiny_datasets, split_file
 
     run = _run(tiny_datasets, split_file, tmp_path / "run", "cnn", "image")
     out = tmp_path / "models" / "export"
+    (tmp_path / "models" / ".export.killed.tmp").mkdir(parents=True)  # what a killed export leaves
     export.export_run(run, tiny_datasets["ztf"], split_file, out)
+    assert [p.name for p in out.parent.iterdir()] == ["export"]
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     written = []

@@ -32,7 +32,14 @@ import torch
 from torch import nn
 
 from alertvision import __version__
-from alertvision.atomic import atomic_dir, check_writable, write_json, write_parquet, write_text
+from alertvision.atomic import (
+    atomic_dir,
+    check_writable,
+    clean_stale_temporaries,
+    write_json,
+    write_parquet,
+    write_text,
+)
 from alertvision.data.contract import IMAGE_SIZE, config_digest, open_dataset
 from alertvision.data.features import DERIVED_FORMULAS, METADATA_FEATURES, RAW_FEATURES, feature_contract
 from alertvision.data.triplet import stamp_contract
@@ -327,6 +334,7 @@ def export_run(
     log.info("calibration %s; ECE %s", fit.calibration.method, ", ".join(f"{k} {v:.3f}" for k, v in ece.items()))
 
     check_writable(out_dir.parent, "the exported model")
+    clean_stale_temporaries([out_dir])  # what a killed earlier export of this folder left beside it
     reference = _reference_table(data.alerts, images, metadata, rows, expected, n_reference, fit.calibration)
     synthetic = " (SYNTHETIC DATA)" if data.manifest.get("synthetic") else ""
     card = model_card(run_dir, payload, info, metrics, data.manifest, parity, takes, fit, ece)
