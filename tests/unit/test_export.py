@@ -7,6 +7,7 @@ import ast
 import gzip
 import io
 import json
+import shutil
 from pathlib import Path
 
 import broker_scorer
@@ -133,8 +134,6 @@ def test_calibration_and_thresholds_read_only_the_validation_split(tiny_datasets
 
 def test_test_labels_do_not_move_the_calibration_or_the_thresholds(tiny_datasets, split_file, tmp_path):
     """The whole export: with the test split's labels flipped, the calibration and thresholds stay the same."""
-    import shutil
-
     from alertvision.atomic import write_parquet
 
     run = _run(tiny_datasets, split_file, tmp_path / "run", "cnn", "image")
@@ -323,6 +322,11 @@ def test_export_infers_the_cell_from_the_run_dir_and_records_study_paths(
     assert main(args) == 0
     card = (tmp_path / "study" / "model" / "model_card.md").read_text()
     assert "from `runs/r`." in card and str(tmp_path) not in card
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(run, outside)
+    assert main([*args[:2], str(outside), *args[3:-1], "model2"]) == 0
+    card = (tmp_path / "study" / "model2" / "model_card.md").read_text()
+    assert "from `elsewhere (a folder outside the study)`." in card and str(tmp_path) not in card
     with pytest.raises(SystemExit, match="--arch convnext disagrees"):
         main([*args, "--arch", "convnext"])
     with pytest.raises(SystemExit, match="give --arch"):

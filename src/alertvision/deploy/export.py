@@ -271,9 +271,14 @@ def policies_contract() -> dict[str, Any]:
 
 def study_path(path: str | os.PathLike) -> str:
     """``path`` as the card records it: relative to the study (the working folder), never a machine's
-    absolute path."""
+    absolute path; a folder outside the study by its name alone."""
     path = Path(path)
-    return Path(os.path.relpath(path, Path.cwd())).as_posix() if path.is_absolute() else path.as_posix()
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return f"{path.name} (a folder outside the study)"
 
 
 def export_run(
@@ -495,7 +500,7 @@ rules alone; `tests/unit/test_export.py` scores the real test packets that way a
 **Stamps** (`alertvision.stamps`). Channels science, reference, difference from `cutoutScience`,
 `cutoutTemplate`, `cutoutDifference` (`stampData`: gzipped FITS; the primary HDU's image as stored, no
 flip, read as float32). In float64: masked pixels (inf, or |value| > {masked["limit"]:g}; ZTF writes
--3.4e38 into masked template pixels): rule `{masked["rule"]}` ({masked[masked["rule"]]}); NaN -> 0; a
+-3.4e38 into masked template pixels), rule `{masked["rule"]}`: {masked[masked["rule"]]}; NaN -> 0; a
 cutout with no finite pixel, larger than {IMAGE_SIZE}x{IMAGE_SIZE}, not 2-D, missing or all zero drops
 the alert; a smaller one is padded with 0 after its last row and column; each cutout divided by its
 float64 L2 norm, then cast to float32.
@@ -506,7 +511,7 @@ detections (magpsf not null; all filters; jd rounded to 6 decimals; the entry at
 left out; repeats once; only earlier than the alert) followed by the alert: `first_jd = minimum(jdstarthist,
 first detection's jd)`, `peak_mag` / `max_mag` the min / max magpsf, `jd_peak` the jd of the first
 detection reaching `peak_mag`. With no history the alert alone counts (days_since_peak 0). The training
-set's derived features ran over `{history or "the source's alerts so far"}`.
+set's derived features ran over {f"`{history}`" if history else "the source's alerts so far"}.
 
 | feature | packet field or formula | units |
 |---|---|---|
