@@ -173,7 +173,10 @@ def features(packet: Mapping[str, Any], spec: Mapping[str, Any]) -> np.ndarray:
             continue
         if tuple(row[k] for k in history["exclude_same_as_alert"]) == alert_key:
             continue
-        if not row["jd"] < alert["jd"]:
+        before = history["before_alert"]
+        if not (before["op"] == "<" and row[before["field"]] < alert[before["field"]]):
+            continue
+        if history["filters"] == "same" and row["fid"] != int(alert["fid"]):
             continue
         kept.add(tuple(row[k] for k in history["unique"]))
     earlier = [dict(zip(history["unique"], t)) for t in kept]
