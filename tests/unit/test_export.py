@@ -331,3 +331,38 @@ def test_export_infers_the_cell_from_the_run_dir_and_records_study_paths(
         main([*args, "--arch", "convnext"])
     with pytest.raises(SystemExit, match="give --arch"):
         main(["export", "--out", "model"])
+
+
+def test_the_features_contract_covers_the_edge_cases(packets):
+    """The contract's definitions, as ``broker_scorer`` reads them, against the features ``predict`` computes on
+    packets with no history, a missing magnitude or jdstarthist, and a history with the alert itself, a later
+    detection, repeats, a non-detection and a brighter detection in the other filter."""
+    from alertvision.data.features import feature_contract
+    from alertvision.data.ingest.packets import packet_features
+
+    spec = json.loads(json.dumps(feature_contract("prv_candidates")))  # as the metadata carries it
+    base = packets[5]
+    cand = base["candidate"]
+    prv = list(base["prv_candidates"] or [])
+    detections = [p for p in prv if p.get("magpsf") is not None]
+    extra = [
+        {**detections[0], "jd": cand["jd"], "fid": cand["fid"], "magpsf": 10.0},  # the alert itself
+        {**detections[0], "jd": cand["jd"] + 1.0, "magpsf": 11.0},  # later: not history
+        dict(detections[-1]),  # a repeat
+        {**detections[0], "magpsf": None},  # a non-detection
+        {**detections[0], "jd": detections[0]["jd"] + 0.5, "fid": 3 - cand["fid"], "magpsf": 12.5},
+    ]
+    variants = {
+        "as is": base,
+        "no history": {**base, "prv_candidates": None},
+        "no magpsf": {**base, "candidate": {**cand, "magpsf": None}},
+        "no magpsf, no history": {**base, "candidate": {**cand, "magpsf": None}, "prv_candidates": []},
+        "no jdstarthist": {**base, "candidate": {**cand, "jdstarthist": None}},
+        "edge history": {**base, "prv_candidates": prv + extra},
+    }
+    for name, packet in variants.items():
+        np.testing.assert_array_equal(broker_scorer.features(packet, spec), packet_features(packet), err_msg=name)
+    derived = [METADATA_FEATURES.index(f) for f in DERIVED_FORMULAS]
+    assert not np.array_equal(
+        packet_features(variants["edge history"])[derived], packet_features(variants["as is"])[derived]
+    )
