@@ -253,7 +253,8 @@ def cmd_train(args) -> int:
 def cmd_export(args) -> int:
     from alertvision.study.steps import export
 
-    config, run, layout = _config(args), _run(args), _layout(args)
+    config, layout = _config(args), _layout(args)
+    run = _export_run_cell(args)
     out = Path(args.out or layout.model_dir(run))
     result = export(
         args.run_dir or layout.run_dir(run),
@@ -269,6 +270,37 @@ def cmd_export(args) -> int:
         f"{result['calibration']['method']}: test ECE {ece['test, raw']:.3f} -> {ece['test, calibrated']:.3f}"
     )
     return 0
+
+
+def _export_run_cell(args) -> Run:
+    """The grid cell ``export`` exports: the one ``--run-dir``'s metrics.json names (where a given --arch,
+    --modality... must agree with it), else the one the command line names (--arch then required)."""
+    if not args.run_dir:
+        if not args.arch:
+            raise SystemExit("export: give --arch (the grid cell's architecture) or --run-dir (a run folder)")
+        from alertvision.config import format_fraction
+
+        return Run(
+            args.dataset or "ztf",
+            args.modality or "image",
+            args.arch,
+            args.regimen or "none",
+            format_fraction(100.0 if args.fraction is None else args.fraction),
+            0 if args.seed is None else args.seed,
+        )
+    metrics = Path(args.run_dir) / "metrics.json"
+    if not metrics.is_file():
+        raise SystemExit(f"--run-dir {args.run_dir}: no metrics.json there; give the folder of a finished run")
+    run = Run.from_values(json.loads(metrics.read_text()))
+    from alertvision.config import format_fraction
+
+    given = {"arch": args.arch, "modality": args.modality, "dataset": args.dataset, "regimen": args.regimen}
+    given["fraction"] = None if args.fraction is None else format_fraction(args.fraction)
+    given["seed"] = args.seed
+    for key, value in given.items():
+        if value is not None and value != getattr(run, key):
+            raise SystemExit(f"--{key} {value} disagrees with --run-dir {args.run_dir}, a {getattr(run, key)} run")
+    return run
 
 
 def cmd_export_best(args) -> int:
@@ -648,10 +680,18 @@ COMMANDS: tuple[Command, ...] = (
         "reliability.png, after checking onnxruntime against PyTorch on the whole test split; calibration and "
         "thresholds come from the validation split only",
         (
-            *CELL_ARGS,
-            SEED_ARG,
+            arg("--dataset", choices=["ztf", "ls"], help="(default: --run-dir's, else ztf)"),
+            arg("--modality", choices=["image", "multimodal"], help="(default: --run-dir's, else image)"),
+            arg("--arch", help="an architecture of the config's archs (default: --run-dir's; required without it)"),
+            arg("--regimen", help="a regimen of the config (default: --run-dir's, else none)"),
+            arg("--fraction", type=float, help="percent of the training sources (default: --run-dir's, else 100)"),
+            arg("--seed", type=int, help="(default: --run-dir's, else 0)"),
             *CELL_INPUT_ARGS,
-            arg("--run-dir", help="the run folder (default: the grid path under RESULTS/runs/)"),
+            arg(
+                "--run-dir",
+                help="the run folder (default: the grid path under RESULTS/runs/); its metrics.json names the "
+                "grid cell, so --arch and the rest are not needed",
+            ),
             arg("--out", help="folder to write (default: the grid path under RESULTS/models/)"),
         ),
     ),

@@ -316,3 +316,31 @@ def test_an_object_in_several_subsets_keeps_btsbot_s_first_and_is_counted(tmp_pa
     bad = _subset_labels(tmp_path, subsets, [("ZTF20aafcnby", 1, "rejects")])  # two labels in one subset
     with pytest.raises(LabelsError, match="different labels in the same subset, e.g. ZTF20aafcnby"):
         ingest_avro(_config(str(packet_paths()[0].parent), bad), tmp_path / "bad", progress=False)
+
+
+def test_masked_pixels_follow_data_masked_pixels(tmp_path, packets):
+    """A thirteenth alert whose template holds ZTF's masked value: dropped and counted by default, kept with
+    those pixels at 0 under ``data.masked_pixels: zero``."""
+    folder = tmp_path / "packets"
+    folder.mkdir()
+    for path in packet_paths():
+        shutil.copy(path, folder / path.name)
+    template = decode_stamp(packets[0]["cutoutTemplate"]["stampData"]).copy()
+    template[50:, :20] = np.float32(-3.4e38)
+    masked = _with_stamp(packets[0], "cutoutTemplate", _stamp(template))
+    masked["candid"] += 1
+    masked["candidate"] = {**masked["candidate"], "candid": masked["candid"], "jd": masked["candidate"]["jd"] + 0.01}
+    _write_packet(folder / "masked.avro", masked)
+    labels = _labels(tmp_path, [p["objectId"] for p in packets])
+
+    manifest = ingest_ztf(_config(str(folder), labels), tmp_path / "drop", progress=False)
+    assert manifest["n_alerts"] == 12 and manifest["skipped"] == {"stamp_masked_pixels": 1}
+    assert manifest["masked_pixels"] == "drop"
+
+    config = _config(str(folder), labels)
+    config["data"]["masked_pixels"] = "zero"
+    manifest = ingest_ztf(config, tmp_path / "zero", progress=False)
+    assert manifest["n_alerts"] == 13 and manifest["skipped"] == {} and manifest["masked_pixels"] == "zero"
+    data = open_dataset(tmp_path / "zero")
+    row = int(np.flatnonzero(data.alerts["candid"].to_numpy() == masked["candid"])[0])
+    assert (data.images[row, 1, 50:, :20] == 0).all() and np.linalg.norm(data.images[row, 1]) == pytest.approx(1.0)

@@ -118,3 +118,55 @@ def test_a_stamp_decompressing_past_the_cap_is_refused_before_it_takes_the_memor
     with pytest.raises(StampError) as caught:  # under the cap it is read, and is no FITS file
         decode_stamp(gzip.compress(bytes(MAX_STAMP_BYTES // 2)))
     assert caught.value.reason != "too_large"
+
+
+ZTF_MASKED = np.float32(-3.4e38)  # the value ZTF writes into masked template pixels
+
+
+def _masked_template(packet: dict, value: np.float32 = ZTF_MASKED) -> tuple[dict, np.ndarray]:
+    """``packet`` with a template whose lower-left corner (rows 50-62, columns 0-19) holds ``value``."""
+    raw = decode_stamp(packet["cutoutTemplate"]["stampData"]).copy()
+    raw[50:, :20] = value
+    return _with_stamp(packet, "cutoutTemplate", _stamp(raw)), raw
+
+
+@pytest.mark.parametrize("value", [ZTF_MASKED, np.float32(np.inf), np.float32(-np.inf)], ids=["ztf", "inf", "-inf"])
+def test_masked_pixels_drop_the_alert_by_default_and_are_zeroed_under_zero(packets, value):
+    masked, raw = _masked_template(packets[0], value)
+    # BTSbot's float32 norm of such a cutout is not finite: its normalised cutout is all zero ("zero image")
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert not np.isfinite(np.linalg.norm(np.nan_to_num(raw)))
+    images, kept, skipped = triplets_from_alerts([packets[1], masked, packets[2]])
+    assert kept == [0, 2] and skipped == {"masked_pixels": 1} and images.shape == (2, 3, 63, 63)
+
+    images, kept, skipped = triplets_from_alerts([packets[1], masked, packets[2]], masked_pixels="zero")
+    assert kept == [0, 1, 2] and not skipped
+    template = images[1, 1]
+    assert (template[50:, :20] == 0).all()
+    clean = raw.astype(np.float64)
+    clean[50:, :20] = 0
+    np.testing.assert_allclose(template, clean / np.linalg.norm(clean), rtol=1e-6, atol=1e-8)
+    # the other channels are untouched
+    np.testing.assert_array_equal(images[1, [0, 2]], triplet_from_alert(packets[0])[[0, 2]])
+
+
+def test_a_cutout_that_is_only_masked_pixels_is_all_zero_under_zero():
+    only_mask = np.where(np.eye(63, dtype=bool), ZTF_MASKED, 0).astype(np.float32)
+    with pytest.raises(StampError) as err:
+        normalize_cutout(only_mask, masked_pixels="zero")
+    assert err.value.reason == "all_zero"
+    with pytest.raises(ValueError, match="data.masked_pixels"):
+        normalize_cutout(only_mask, masked_pixels="keep")
+
+
+def test_how_many_real_packets_the_drop_rule_removes(packets):
+    """The 12 real packets: the drop rule removes those with a masked pixel, counted independently here."""
+
+    def has_mask(a: np.ndarray) -> bool:  # inf, or a magnitude above 1e19 (NaN compares False)
+        return bool((np.isinf(a) | (np.nan_to_num(np.abs(a), nan=0.0) > 1e19)).any())
+
+    with_mask = sum(any(has_mask(decode_stamp(p[f]["stampData"])) for f in CUTOUT_FIELDS) for p in packets)
+    _, kept, skipped = triplets_from_alerts(packets)
+    assert skipped.get("masked_pixels", 0) == with_mask
+    assert len(kept) == 12 - with_mask
+    print(f"the drop rule removes {with_mask} of the {len(packets)} real packets")

@@ -43,10 +43,14 @@ def ingest_inputs(wildcards):
 
 def data_params():
     """The data block of the chosen source only, so that another source's settings rerun nothing; the
-    alert cuts too where the source applies them (the release comes cut)."""
+    alert cuts and the masked-pixel rule too where the source applies them (the release comes cut and
+    normalised)."""
     source = config["data"]["source"]
-    cuts = {} if source == "release" else {"cuts": config["data"]["cuts"]}
-    return {"source": source, source: config["data"][source], **cuts}
+    params = {"source": source, source: config["data"][source]}
+    if source != "release":
+        params["cuts"] = config["data"]["cuts"]
+        params["masked_pixels"] = config["data"]["masked_pixels"]
+    return params
 
 
 def train_inputs(wildcards):

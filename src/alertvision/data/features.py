@@ -241,3 +241,93 @@ def derive_alert_features(
         "days_since_peak": jd - jd_peak,
         "days_to_peak": jd_peak - jd_first,
     }
+
+
+#: Per raw feature: where a packet holds it and its units (the ZTF alert schema's).
+RAW_FEATURES: dict[str, tuple[str, str]] = {
+    "sgscore1": ("candidate.sgscore1", "star/galaxy score of the closest PS1 source, 0 galaxy to 1 star; -999: none"),
+    "distpsnr1": ("candidate.distpsnr1", "arcsec: distance to the closest PS1 source; -999: none"),
+    "sgscore2": ("candidate.sgscore2", "star/galaxy score of the second-closest PS1 source; -999: none"),
+    "distpsnr2": ("candidate.distpsnr2", "arcsec: distance to the second-closest PS1 source; -999: none"),
+    "fwhm": ("candidate.fwhm", "pixels (1.01 arcsec each): full width at half maximum"),
+    "magpsf": ("candidate.magpsf", "mag (AB): PSF-fit magnitude of the difference image"),
+    "sigmapsf": ("candidate.sigmapsf", "mag: 1-sigma uncertainty of magpsf"),
+    "chipsf": ("candidate.chipsf", "reduced chi-square of the PSF fit"),
+    "ra": ("candidate.ra", "deg (J2000)"),
+    "dec": ("candidate.dec", "deg (J2000)"),
+    "diffmaglim": ("candidate.diffmaglim", "mag: 5-sigma limit of the difference image"),
+    "ndethist": ("candidate.ndethist", "count: detections within 1.5 arcsec so far (same field and readout channel)"),
+    "nmtchps": ("candidate.nmtchps", "count: PS1 sources within 30 arcsec"),
+    "new_drb": ("classifications.braai", "0 to 1: deep real-bogus score; candidate.drb where the packet has none"),
+    "ncovhist": ("candidate.ncovhist", "count: times the position was covered so far (any field, readout channel)"),
+    "chinr": ("candidate.chinr", "DAOPhot chi of the nearest reference-image source"),
+    "sharpnr": ("candidate.sharpnr", "DAOPhot sharp of the nearest reference-image source"),
+    "scorr": ("candidate.scorr", "peak-pixel signal-to-noise in the detection (Scorr) image"),
+    "sky": ("candidate.sky", "DN: local sky background"),
+}
+
+_DRB_PATH = ["candidate", "drb"]
+#: Per derived feature: its formula over the quantities of :func:`feature_contract` and its units.
+DERIVED_FORMULAS: dict[str, tuple[str, str]] = {
+    "age": ("jd - first_jd", "days since the first detection"),
+    "nnotdet": ("ncovhist - ndethist", "count: coverages without a detection"),
+    "peakmag_so_far": ("peak_mag", "mag: brightest magpsf so far"),
+    "maxmag_so_far": ("max_mag", "mag: faintest magpsf so far"),
+    "days_since_peak": ("jd - jd_peak", "days since the brightest detection so far"),
+    "days_to_peak": ("jd_peak - first_jd", "days from the first detection to the brightest so far"),
+}
+
+
+def feature_contract(training_history: str | None = None) -> dict:
+    """The 25 features as a broker computes them from one packet (:func:`derive_alert_features`), in a
+    machine-readable form: where each raw one is read, each derived one's formula over named quantities,
+    the history those quantities run over, units, and what happens with no history or a missing value.
+    ``training_history``: what the training set's derived features ran over (its manifest's ``history``)."""
+    return {
+        "order": list(METADATA_FEATURES),
+        "dtype": "each value computed in float64 (Python float) from the packet, then the vector cast to float32",
+        "missing": "a field absent, null or not a number is NaN; non-finite features are filled inside the graph "
+        "(alertvision.metadata_fill)",
+        "raw": {
+            name: {"path": path.split("."), "units": units, **({"else": _DRB_PATH} if name == "new_drb" else {})}
+            for name, (path, units) in RAW_FEATURES.items()
+        },
+        "derived": {name: {"formula": f, "units": u} for name, (f, u) in DERIVED_FORMULAS.items()},
+        "alert": {name: ["candidate", name] for name in ("jd", "fid", "magpsf", "jdstarthist", "ncovhist", "ndethist")},
+        "history": {
+            "scope": "the packet alone: its candidate and its prv_candidates (no state kept across packets)",
+            "from": "prv_candidates",
+            "filters": "all",
+            "require": ["jd", "fid", "magpsf"],
+            "require_note": "entries whose jd, fid or magpsf is null or not a number are left out: non-detections "
+            "(magpsf null) count only through ncovhist",
+            "jd_decimals": 6,
+            "exclude_same_as_alert": ["jd", "fid"],
+            "exclude_note": "an entry at the alert's (jd rounded to 6 decimals, fid) is the alert itself: left out",
+            "unique": ["jd", "fid", "magpsf"],
+            "before_alert": {"field": "jd", "op": "<"},
+            "before_note": "entries with jd (rounded) < the alert's jd (not rounded) only",
+            "order": ["jd", "fid", "magpsf"],
+            "so_far": "the kept entries in that order, then the alert itself (jd, fid, magpsf of its candidate)",
+        },
+        "quantities": {
+            "first_detection_jd": {"reduce": "first", "take": "jd", "over": "so_far"},
+            "peak_mag": {"reduce": "min", "take": "magpsf", "over": "so_far"},
+            "max_mag": {"reduce": "max", "take": "magpsf", "over": "so_far"},
+            "jd_peak": {"reduce": "first_argmin", "of": "magpsf", "take": "jd", "over": "so_far"},
+            "first_jd": {"formula": "minimum(jdstarthist, first_detection_jd)"},
+        },
+        "formula_language": "names are the alert's fields (alert) and the quantities; '-' subtracts; minimum is "
+        "numpy.minimum (NaN wins)",
+        "alert_magpsf_missing": {
+            "peak_mag": "NaN",
+            "max_mag": "NaN",
+            "jd_peak": "first_argmin over the earlier detections; the alert's jd when there are none",
+        },
+        "no_history": "so_far is the alert alone: first_jd = minimum(jdstarthist, jd), peak_mag = max_mag = magpsf, "
+        "jd_peak = jd (days_since_peak 0, days_to_peak = jd - first_jd)",
+        "training_history": training_history,
+        "training_history_note": "alerts: the training set's derived features ran over the source's alert packets "
+        "so far; prv_candidates: those plus their prv_candidates detections; a broker scoring one packet uses "
+        "the packet's own prv_candidates as above",
+    }

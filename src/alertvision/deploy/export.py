@@ -6,9 +6,14 @@ reference, difference; NCHW float32) and, for a multi-modal model, the 25 raw me
 another ``input_norm``), the resize and the fill of non-finite features are inside the graph. It
 returns one logit per alert (the score is its sigmoid). Its ``metadata_props`` carry that contract,
 with the calibration (:mod:`alertvision.deploy.calibration`) and the recommended thresholds
-(:mod:`alertvision.deploy.thresholds`), both fitted on the validation split only. The export refuses
-to write anything unless onnxruntime's logits equal PyTorch's within :data:`PARITY_TOLERANCE` on the
-run's whole test split.
+(:mod:`alertvision.deploy.thresholds`), both fitted on the validation split only, and what a broker
+needs to rebuild the inputs from a raw packet without alertvision: the stamp rules
+(:func:`~alertvision.data.triplet.stamp_contract`), each feature's definition
+(:func:`~alertvision.data.features.feature_contract`), the cuts the model was trained in and the
+trigger policies. A calibration that makes the validation ECE worse is not applied (``none``, and the
+card says why). The export refuses to write anything unless onnxruntime's logits equal PyTorch's
+within :data:`PARITY_TOLERANCE` on the run's whole test split, and writes the export folder whole (a
+temporary folder renamed into place): a reader sees the previous export or the new one.
 """
 
 from __future__ import annotations
@@ -27,9 +32,17 @@ import torch
 from torch import nn
 
 from alertvision import __version__
-from alertvision.atomic import atomic_path, check_writable, write_parquet, write_text
-from alertvision.data.contract import config_digest, open_dataset
-from alertvision.data.features import METADATA_FEATURES
+from alertvision.atomic import (
+    atomic_dir,
+    check_writable,
+    clean_stale_temporaries,
+    write_json,
+    write_parquet,
+    write_text,
+)
+from alertvision.data.contract import IMAGE_SIZE, config_digest, open_dataset
+from alertvision.data.features import DERIVED_FORMULAS, METADATA_FEATURES, RAW_FEATURES, Cuts, feature_contract
+from alertvision.data.triplet import stamp_contract
 from alertvision.deploy.calibration import (
     Calibration,
     expected_calibration_error,
@@ -107,6 +120,8 @@ class ValidationFit:
     thresholds: dict[str, dict[str, Any]]
     logits: np.ndarray
     labels: np.ndarray
+    requested: str = "none"
+    fallback: str | None = None
 
 
 def fit_on_validation(
@@ -123,10 +138,28 @@ def fit_on_validation(
         raise ValueError("the validation split is empty; nothing to calibrate the exported model on")
     logits = torch_logits(model, images, metadata, val_rows)
     labels = val_alerts["label"].to_numpy(dtype=np.float64)
-    calibration = fit_calibration(logits, labels, settings.calibration)
+    calibration, fallback = choose_calibration(logits, labels, settings.calibration)
     predictions = val_alerts[["objectId", "jd", "label", "magpsf"]].assign(score=calibration.apply(logits))
     thresholds = recommend_thresholds(predictions, settings.target_purity, settings.target_completeness)
-    return ValidationFit(calibration, thresholds, logits, labels)
+    return ValidationFit(calibration, thresholds, logits, labels, settings.calibration, fallback)
+
+
+def choose_calibration(logits: np.ndarray, labels: np.ndarray, method: str) -> tuple[Calibration, str | None]:
+    """``method`` fitted on validation logits and labels, unless it makes their expected calibration error
+    worse than ``sigmoid(logit)``'s: then no calibration, and the reason (None when ``method`` is kept)."""
+    calibration = fit_calibration(logits, labels, method)
+    if calibration.method == "none":
+        return calibration, None
+    raw = expected_calibration_error(sigmoid(logits), labels)
+    fitted = expected_calibration_error(calibration.apply(logits), labels)
+    if fitted > raw:
+        reason = (
+            f"the fitted {method} calibration made the validation ECE worse ({raw:.3f} -> {fitted:.3f}); "
+            "not applied: the calibrated score is sigmoid(logit)"
+        )
+        log.warning("%s", reason)
+        return Calibration("none"), reason
+    return calibration, None
 
 
 def _manifest_digest(manifest: Mapping[str, Any]) -> str:
@@ -153,7 +186,11 @@ def contract(
         "alertvision.layout": "NCHW float32",
         "alertvision.channels": list(CHANNELS),
         "alertvision.triplet": "each 63x63 stamp divided by its L2 norm (the data contract's images.npy); "
-        "the input transform below is inside the graph",
+        "the input transform below is inside the graph; built from a packet by alertvision.stamps",
+        "alertvision.stamps": stamp_contract(_masked_pixels(manifest)),
+        "alertvision.features": feature_contract(manifest.get("history")),
+        "alertvision.cuts": cuts_contract(manifest),
+        "alertvision.policies": policies_contract(),
         "alertvision.input_norm": payload.get("input_norm"),
         "alertvision.metadata_features": list(METADATA_FEATURES) if takes_metadata else [],
         "alertvision.metadata_fill": {
@@ -164,7 +201,12 @@ def contract(
         if takes_metadata
         else None,
         "alertvision.output": "logit; probability = sigmoid(logit)",
-        "alertvision.calibration": {**fit.calibration.spec(), "fitted_on": "validation split"},
+        "alertvision.calibration": {
+            **fit.calibration.spec(),
+            "fitted_on": "validation split",
+            "requested": fit.requested,
+            "fallback": fit.fallback,
+        },
         "alertvision.thresholds": {"score": "calibrated", "chosen_on": "validation split", "policies": fit.thresholds},
         "alertvision.version": __version__,
         "alertvision.config_digest": config_digest(
@@ -172,9 +214,84 @@ def contract(
         ),
         "alertvision.dataset_manifest_digest": _manifest_digest(manifest),
         "alertvision.synthetic": bool(manifest.get("synthetic", False)),
-        "alertvision.cuts": manifest.get("cuts"),  # data.cuts of the training data (null: BTSbot's, the release)
     }
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in props.items()}
+
+
+def _masked_pixels(manifest: Mapping[str, Any]) -> str:
+    """The masked-pixel rule the dataset was built with (``drop`` for a dataset that does not say: it held
+    no masked pixel the rule could have changed, or came from the release's ready-made triplets)."""
+    return str(manifest.get("masked_pixels") or "drop")
+
+
+def cuts_contract(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The cuts of the training alerts, machine-readable: every rule must hold (``all``); ``any`` of a list.
+
+    ``programids`` and ``isdiffpos`` are the training data's ``data.cuts`` (BTSbot's where the manifest records
+    none, as for the release), the settings :meth:`~alertvision.data.features.Cuts.from_spec` reads back."""
+    cuts = Cuts.from_spec(manifest.get("cuts"))
+    lenient = cuts.isdiffpos == "lenient"
+    isdiffpos = (
+        {"path": ["candidate", "isdiffpos"], "op": "in_lower_text", "values": ["t", "1", "true"]}
+        if lenient
+        else {"path": ["candidate", "isdiffpos"], "op": "in", "values": ["t"]}
+    )
+    return {
+        **cuts.spec(),
+        "all": [
+            {"path": ["candidate", "programid"], "op": "in", "values": list(cuts.programids)},
+            isdiffpos,
+            {"path": ["candidate", "fid"], "op": "in", "values": [1, 2]},
+            {
+                "any": [
+                    {"path": ["candidate", "sgscore1"], "op": ">=", "value": 0},
+                    {"path": ["candidate", "sgscore2"], "op": ">=", "value": 0},
+                ]
+            },
+        ],
+        "formula": f"programid in {{{', '.join(map(str, cuts.programids))}}} and "
+        + ("isdiffpos in {t, 1, true} (any case)" if lenient else "isdiffpos == 't' (exactly)")
+        + " and fid in {1, 2} and (sgscore1 >= 0 or sgscore2 >= 0); a null field fails its rule",
+        "in_domain": "the model was trained and tested on alerts that pass these cuts only; scores of other alerts "
+        "are not validated (alertvision predict scores them and flags passes_cuts = false)",
+        "dims_cut": manifest.get("dims_cut"),
+    }
+
+
+def policies_contract() -> dict[str, Any]:
+    """The trigger policies, machine-readable (:data:`~alertvision.evaluation.policies.POLICIES`)."""
+    from alertvision.evaluation.policies import POLICIES
+
+    return {
+        "rule": "per source (objectId), over its alerts that pass alertvision.cuts seen so far in arrival order, "
+        "this one included: fires at an alert when at least min_alerts of them have score > score_threshold "
+        "and magpsf < mag_limit, and (peak_limit set) the source's brightest magpsf so far <= peak_limit",
+        "score": "sigmoid(logit) (the study's thresholds); the recommended thresholds of alertvision.thresholds "
+        "are on the calibrated score",
+        "policies": {
+            name: {
+                "min_alerts": p.min_alerts,
+                "score_threshold": p.score_threshold,
+                "mag_limit": p.mag_limit,
+                "peak_limit": p.peak_limit,
+                "production": p.production,
+                "definition": p.describe(),
+            }
+            for name, p in POLICIES.items()
+        },
+    }
+
+
+def study_path(path: str | os.PathLike) -> str:
+    """``path`` as the card records it: relative to the study (the working folder), never a machine's
+    absolute path; a folder outside the study by its name alone."""
+    path = Path(path)
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return f"{path.name} (a folder outside the study)"
 
 
 def export_run(
@@ -186,9 +303,12 @@ def export_run(
     n_reference: int = 8,
     threads: int = 1,
     settings: DeploySettings = DeploySettings(),
+    run_json: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Export the run in ``run_dir`` to ``out_dir`` (:data:`EXPORT_FILES`); returns the parity check, the
-    calibration report and the contract. Nothing is written when parity fails."""
+    """Export the run in ``run_dir`` to ``out_dir`` (:data:`EXPORT_FILES`, and ``run.json`` holding
+    ``run_json`` when given); returns the parity check, the calibration report and the contract. The
+    folder is written whole or not at all: nothing is written when parity fails, and a failure while
+    writing leaves the previous export as it was."""
     import onnx
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -231,17 +351,20 @@ def export_run(
     ece = {name: expected_calibration_error(p, y) for name, (p, y) in curves.items()}
     log.info("calibration %s; ECE %s", fit.calibration.method, ", ".join(f"{k} {v:.3f}" for k, v in ece.items()))
 
-    check_writable(out_dir, "the exported model")
+    check_writable(out_dir.parent, "the exported model")
+    clean_stale_temporaries([out_dir])  # what a killed earlier export of this folder left beside it
     reference = _reference_table(data.alerts, images, metadata, rows, expected, n_reference, fit.calibration)
-    with atomic_path(out_dir / "model.onnx") as tmp:
-        tmp.write_bytes(blob)
-    write_parquet(out_dir / "reference.parquet", reference)
     synthetic = " (SYNTHETIC DATA)" if data.manifest.get("synthetic") else ""
-    plot_reliability(
-        curves, out_dir / "reliability.png", f"Reliability of {run_dir.name} ({fit.calibration.method}){synthetic}"
-    )
     card = model_card(run_dir, payload, info, metrics, data.manifest, parity, takes, fit, ece)
-    write_text(out_dir / "model_card.md", card)
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "model.onnx").write_bytes(blob)
+        write_parquet(tmp / "reference.parquet", reference)
+        plot_reliability(
+            curves, tmp / "reliability.png", f"Reliability of {run_dir.name} ({fit.calibration.method}){synthetic}"
+        )
+        write_text(tmp / "model_card.md", card)
+        if run_json is not None:
+            write_json(tmp / "run.json", run_json)
     return {
         "parity": parity,
         "ece": ece,
@@ -265,12 +388,14 @@ def _reference_table(
     n: int,
     calibration: Calibration,
 ) -> pd.DataFrame:
-    """The first ``n`` test alerts (by row) with their input digest, features and expected logit, score
-    (its sigmoid) and calibrated score."""
+    """The first ``n`` test alerts (by row) with their inputs (``triplet``: the (3, 63, 63) float32 array
+    flattened in C order, and its sha256; the 25 features), the expected logit, score (its sigmoid) and
+    calibrated score."""
     pick = np.arange(min(n, len(rows)))
     chosen = rows[pick]
     out = alerts.iloc[chosen][["alert_id", "objectId", "jd"]].reset_index(drop=True)
     if images is not None:
+        out["triplet"] = [np.asarray(images[r], dtype=np.float32).ravel() for r in chosen]
         out["triplet_sha256"] = [triplet_digest(images[r]) for r in chosen]
     if metadata is not None:
         for j, name in enumerate(METADATA_FEATURES):
@@ -316,7 +441,7 @@ def model_card(
 {info.get("regimen", "?")}, {info.get("fraction", "?")}% of the training alerts, seed {info.get("seed", "?")})
 
 {"**SYNTHETIC DATA**: trained and tested on simulated alerts, not observations. " if synthetic else ""}\
-Exported by alertvision {__version__} from `{run_dir}`.
+Exported by alertvision {__version__} from `{study_path(run_dir)}`.
 
 ## Trained on
 - Dataset `{manifest.get("dataset")}` from source `{manifest.get("source")}`{" (SYNTHETIC)" if synthetic else ""}: \
@@ -342,17 +467,18 @@ onnxruntime and PyTorch logits agree within {parity["max_abs_logit_diff"]:.2g} o
 {parity["n_test_alerts"]} test alerts (tolerance {parity["tolerance"]:g}).
 
 ## Preprocessing (inside the graph unless said)
-- Input `triplet`: float32 (batch, 3, 63, 63), NCHW, channels science, reference, difference; each
-  63x63 stamp divided by its own L2 norm (done by the broker, as the data contract stores it; NaN
-  pixels set to 0 first).
+- Input `triplet`: float32 (batch, 3, 63, 63), NCHW, channels science, reference, difference, built
+  by the broker from the packet's stamps as in *The contract* below.
 - Then, inside the graph: `{json.dumps(payload.get("input_norm"))}`, and a bilinear resize to \
 {arch.get("input_size", 63)} px.
 {metadata_line}
 
+{contract_section(manifest)}
+
 ## Intended use and limits
 Ranking ZTF alerts for follow-up as in the Bright Transient Survey (Rehemtulla et al.). Trained on
 {"simulated" if synthetic else "ZTF"} alerts only: scores on other surveys, or on alerts outside the
-cuts of the training set (real, positive, not a star), are not validated.
+cuts of the training set (`alertvision.cuts`: real, positive, not a star), are not validated.
 
 ## Score a packet with onnxruntime alone
 ```python
@@ -362,9 +488,58 @@ meta = session.get_modelmeta().custom_metadata_map            # the contract: in
 logit = session.run(["logit"], {{{snippet_feed}}})[0]            # triplet: (n, 3, 63, 63) float32
 score = 1 / (1 + np.exp(-logit))                              # calibrated: see alertvision.calibration
 ```
-`reference.parquet` holds {min(8, parity["n_test_alerts"])} test alerts with the sha256 of their
-triplet, their features and the expected logit and score: check a broker's preprocessing against it.
+`reference.parquet` holds test alerts with their inputs (`triplet`: the float32 (3, 63, 63) array
+flattened in C order, and its sha256; the 25 features) and the expected logit, score and calibrated
+score: feed them to `model.onnx` to check a broker's set-up, then its preprocessing against *The
+contract*.
 """
+
+
+def contract_section(manifest: Mapping[str, Any]) -> str:
+    """The card's readable form of the stamp rules, features, cuts and policies in ``metadata_props``."""
+    stamps = stamp_contract(_masked_pixels(manifest))
+    masked = stamps["masked_pixels"]
+    history = manifest.get("history")
+    features = "\n".join(
+        [f"| `{name}` | `{path}` | {units} |" for name, (path, units) in RAW_FEATURES.items()]
+        + [f"| `{name}` | `{formula}` | {units} |" for name, (formula, units) in DERIVED_FORMULAS.items()]
+    )
+    policies = "\n".join(f"- `{name}`: {p['definition']}" for name, p in policies_contract()["policies"].items())
+    return f"""## The contract (machine-readable in `metadata_props`)
+A broker with onnxruntime, fastavro, astropy and numpy rebuilds the inputs from a raw packet with these
+rules alone; `tests/unit/test_export.py` scores the real test packets that way and matches
+`alertvision predict`.
+
+**Stamps** (`alertvision.stamps`). Channels science, reference, difference from `cutoutScience`,
+`cutoutTemplate`, `cutoutDifference` (`stampData`: gzipped FITS; the primary HDU's image as stored, no
+flip, read as float32). In float64: masked pixels (inf, or |value| > {masked["limit"]:g}; ZTF writes
+-3.4e38 into masked template pixels), rule `{masked["rule"]}`: {masked[masked["rule"]]}; NaN -> 0; a
+cutout with no finite pixel, larger than {IMAGE_SIZE}x{IMAGE_SIZE}, not 2-D, missing or all zero drops
+the alert; a smaller one is padded with 0 after its last row and column; each cutout divided by its
+float64 L2 norm, then cast to float32.
+
+**Features** (`alertvision.features`), from the packet alone, float64 then cast to float32; a missing
+value is NaN (filled inside the graph). Derived features run over the alert's own `prv_candidates`
+detections (magpsf not null; all filters; jd rounded to 6 decimals; the entry at the alert's (jd, fid)
+left out; repeats once; only earlier than the alert) followed by the alert: `first_jd = minimum(jdstarthist,
+first detection's jd)`, `peak_mag` / `max_mag` the min / max magpsf, `jd_peak` the jd of the first
+detection reaching `peak_mag`. With no history the alert alone counts (days_since_peak 0). The training
+set's derived features ran over {f"`{history}`" if history else "the source's alerts so far"}.
+
+| feature | packet field or formula | units |
+|---|---|---|
+{features}
+
+**Cuts** (`alertvision.cuts`): trained and tested only on alerts with {cuts_contract(manifest)["formula"]}
+(in-domain); other alerts are scored but not validated.
+
+**Trigger policies** (`alertvision.policies`), per source over its in-domain alerts so far, on
+`sigmoid(logit)`:
+{policies}
+
+**Calibration** (`alertvision.calibration`): `method` temperature (`sigmoid(logit / temperature)`),
+isotonic (`numpy.interp(sigmoid(logit), x, y)`: breakpoints `x` ascending, values `y`, clipped at the
+ends) or none (`sigmoid(logit)`); `fallback` says why a requested calibration was not applied."""
 
 
 def _calibration_section(fit: ValidationFit, ece: Mapping[str, float]) -> str:
@@ -379,7 +554,8 @@ def _calibration_section(fit: ValidationFit, ece: Mapping[str, float]) -> str:
         f"(15 equal-width bins) before -> after: validation {ece['validation, raw']:.3f} -> "
         f"{ece['validation, calibrated']:.3f}, test {ece['test, raw']:.3f} -> {ece['test, calibrated']:.3f} "
         "(`reliability.png`). Calibrated probabilities follow the class balance of the validation split, "
-        "not of a night's alert stream.",
+        "not of a night's alert stream."
+        + (f" **Requested `{fit.requested}`, not applied**: {fit.fallback}." if fit.fallback else ""),
         "",
         "Recommended thresholds on the calibrated score, per policy (`alertvision.thresholds`): the one with "
         "the best validation F1, the lowest reaching the target purity, the highest reaching the target "

@@ -92,6 +92,7 @@ class ExportedModel:
     fills_metadata: bool = False
     trained_on: str = "unknown"  # "real", "SYNTHETIC" or "unknown" (a model.pt carries no contract)
     cuts: Cuts = BTSBOT_CUTS
+    masked_pixels: str = "drop"  # the stamp rule of the export's contract (alertvision.stamps)
 
 
 #: The ``metadata_props`` an exported model must carry (see :func:`alertvision.deploy.export.contract`).
@@ -218,6 +219,7 @@ def load_model(path: str | os.PathLike, threads: int = 1) -> ExportedModel:
         fills_metadata=isinstance(fill, Mapping) and fill.get("values") is not None,
         trained_on="SYNTHETIC" if contract["alertvision.synthetic"] is True else "real",
         cuts=cuts,
+        masked_pixels=(contract.get("alertvision.stamps") or {}).get("masked_pixels", {}).get("rule", "drop"),
     )
 
 
@@ -555,7 +557,7 @@ def _add(
             return False
     if model.takes_images:
         try:
-            triplet = triplet_from_alert(packet)
+            triplet = triplet_from_alert(packet, model.masked_pixels)
         except StampError as exc:
             count_skip(skipped, f"stamp_{exc.reason}", origin, f"{packet['objectId']} candid {row['candid']}: {exc}")
             return False

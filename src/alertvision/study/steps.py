@@ -384,9 +384,11 @@ def export(
     split_file: str | os.PathLike,
     out_dir: str | os.PathLike,
     export_cfg: Mapping[str, Any],
+    run_json: Mapping[str, Any] | None = None,
 ) -> dict:
     """Export a run for brokers: model.onnx (its contract, calibration and thresholds inside), model_card.md,
-    reference.parquet, reliability.png; ``export_cfg``: the config's ``export`` block."""
+    reference.parquet, reliability.png (and run.json holding ``run_json`` when given), as one folder written
+    whole; ``export_cfg``: the config's ``export`` block."""
     from alertvision.deploy.export import DeploySettings, export_run
 
     return export_run(
@@ -396,6 +398,7 @@ def export(
         out_dir,
         n_reference=int(export_cfg["n_reference"]),
         settings=DeploySettings.from_config(export_cfg),
+        run_json=run_json,
     )
 
 
@@ -404,7 +407,6 @@ def export_best(
 ) -> dict:
     """Export the run of ``metric_files`` with the highest validation ROC AUC to ``out_dir``, with
     ``run.json`` naming it."""
-    from alertvision.atomic import write_json
     from alertvision.deploy.export import best_run
     from alertvision.study.plan import LAYOUT, Run
 
@@ -417,8 +419,8 @@ def export_best(
         LAYOUT.split_file(run.dataset, run.fraction),
         out_dir,
         export_cfg,
+        run_json={**run.values(), "val_roc_auc_best": metrics.get("val_roc_auc_best")},
     )
-    write_json(Path(out_dir) / "run.json", {**run.values(), "val_roc_auc_best": metrics.get("val_roc_auc_best")})
     log.info("exported the best multi-modal run %s to %s", chosen.parent, out_dir)
     return result
 

@@ -43,11 +43,12 @@ def build_synthetic_ztf(
     out_dir: str | os.PathLike,
     progress: bool = True,
     cuts: Cuts = BTSBOT_CUTS,
+    masked_pixels: str = "drop",
 ) -> dict:
     """Write the synthetic ZTF dataset (alerts.parquet, images.npy, manifest.json) to ``out_dir``.
 
     ``cfg`` is ``data.synthetic``, ``splits_cfg`` is ``splits``, ``cuts`` is ``data.cuts`` (an alert cut is
-    counted under its reason). Returns the manifest.
+    counted under its reason), ``masked_pixels`` is ``data.masked_pixels``. Returns the manifest.
     """
     out_dir = start_dataset(out_dir)
     scenes = synthetic_scenes(cfg)
@@ -72,7 +73,7 @@ def build_synthetic_ztf(
             images, kept = [], []
             for i in np.flatnonzero(keep):
                 try:
-                    images.append(normalize_triplet(*stamps[i]))
+                    images.append(normalize_triplet(*stamps[i], masked_pixels=masked_pixels))
                 except StampError as exc:
                     skipped[f"stamp_{exc.reason}"] += 1
                     continue
@@ -94,6 +95,7 @@ def build_synthetic_ztf(
         extra={
             "generator_version": GENERATOR_VERSION,
             "n_scenes": len(scenes),
+            "masked_pixels": masked_pixels,
             "skipped": dict(sorted(skipped.items())),
             "cuts": cuts.spec(),
             "notes": [

@@ -411,6 +411,7 @@ def ingest_avro(config: Mapping[str, Any], out_dir: str | os.PathLike, progress:
         history=cfg["history"],
         dims_peak_limit=cfg["dims_peak_limit"],
         cuts=cuts,
+        masked_pixels=config["data"]["masked_pixels"],
         extra={
             "inputs": {
                 "packet_files": len(files) - n_archives,

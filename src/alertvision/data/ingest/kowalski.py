@@ -746,6 +746,7 @@ def ingest_kowalski(config: Mapping[str, Any], out_dir: str | os.PathLike, progr
         history=cfg["history"],
         dims_peak_limit=cfg["dims_peak_limit"],
         cuts=cuts,
+        masked_pixels=config["data"]["masked_pixels"],
         extra={"kowalski": fetched.stats},
     )
     empty = sorted(oid for oid in oids if counts.get(oid, 0) == 0)

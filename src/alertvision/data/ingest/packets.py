@@ -10,6 +10,8 @@ stay in memory. The derived features are computed per source at the end (see
 alert packet of the source, cut or not) or ``prv_candidates`` (those plus the detections the
 packets' ``prv_candidates`` list). BTSbot's dims cut drops, at the end, the dims sources whose
 brightest alert is at or brighter than ``dims_peak_limit`` (``images.npy`` is then compacted).
+Stamps with masked pixels follow ``masked_pixels`` (``data.masked_pixels``, see
+:mod:`alertvision.data.triplet`): ``drop`` counts them under ``stamp_masked_pixels``.
 
 Nothing is dropped silently: every packet that does not become a row is counted in the
 manifest's ``skipped`` under a reason, and the first few of each reason are named in the log.
@@ -47,7 +49,7 @@ from alertvision.data.features import (
     derive_source_features,
 )
 from alertvision.data.splits import assign_source_splits
-from alertvision.data.triplet import StampError, triplet_from_alert
+from alertvision.data.triplet import StampError, check_masked_pixels, triplet_from_alert
 
 log = logging.getLogger(__name__)
 
@@ -208,9 +210,11 @@ class PacketCollector:
         labels: pd.DataFrame,
         history: str = "prv_candidates",
         cuts: Cuts = BTSBOT_CUTS,
+        masked_pixels: str = "drop",
     ):
         if history not in HISTORIES:
             raise ValueError(f"history {history!r} is not one of {', '.join(HISTORIES)}")
+        self.masked_pixels = check_masked_pixels(masked_pixels)
         self.writer = writer
         self.labels = labels.set_index("objectId")
         self.with_prv = history == "prv_candidates"
@@ -255,7 +259,7 @@ class PacketCollector:
             self.skipped[cut] += 1  # the normal case in a nightly archive: not logged
             return False
         try:
-            image = triplet_from_alert(packet)
+            image = triplet_from_alert(packet, self.masked_pixels)
         except StampError as exc:
             self.skip(f"stamp_{exc.reason}", origin, f"{object_id} candid {row['candid']}: {exc}")
             return False
@@ -321,6 +325,7 @@ def write_packet_dataset(
     history: str = "prv_candidates",
     dims_peak_limit: float | None = None,
     cuts: Cuts = BTSBOT_CUTS,
+    masked_pixels: str = "drop",
 ) -> dict:
     """Write the dataset of the labelled sources' packets in ``stream``; returns the manifest.
 
@@ -329,13 +334,14 @@ def write_packet_dataset(
     ``archives_read``, by origin, when there are any). ``labels`` has columns objectId, label,
     source_set (see :mod:`alertvision.data.ingest.labels`); its other columns are carried into
     ``alerts.parquet``.
-    Splits are drawn per source and subset from ``splits_cfg``. ``history`` and ``dims_peak_limit``:
-    see the module docstring; ``cuts``: ``data.cuts`` (each alert cut is counted in ``skipped`` under
-    its :data:`~alertvision.data.features.CUT_REASONS` reason, and the settings go in the manifest).
+    Splits are drawn per source and subset from ``splits_cfg``. ``history``, ``dims_peak_limit`` and
+    ``masked_pixels``: see the module docstring; ``cuts``: ``data.cuts`` (each alert cut is counted in
+    ``skipped`` under its :data:`~alertvision.data.features.CUT_REASONS` reason, and the settings go in
+    the manifest).
     """
     out_dir = start_dataset(out_dir)
     with ImageArrayWriter(out_dir / IMAGES_FILE) as writer:
-        collector = PacketCollector(writer, labels, history, cuts)
+        collector = PacketCollector(writer, labels, history, cuts, masked_pixels)
         reports: dict[str, dict[str, int]] = {}
         bar = tqdm(stream, desc=f"{source} packets", unit="pkt", total=total, disable=not progress, mininterval=2)
         for item in bar:
@@ -381,6 +387,7 @@ def write_packet_dataset(
             "dims_cut": dims_cut,
             "cuts": cuts.spec(),
             "history": history,
+            "masked_pixels": masked_pixels,
             "new_drb_from": dict(new_drb_from),
             "labelled_sources_without_alerts": len(missing),
             "notes": notes,

@@ -13,7 +13,14 @@ def ingest(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool
     from alertvision.synthetic.ztf import build_synthetic_ztf
 
     cuts = Cuts.from_spec(config["data"].get("cuts"))
-    return build_synthetic_ztf(config["data"]["synthetic"], config["splits"], out_dir, progress=progress, cuts=cuts)
+    return build_synthetic_ztf(
+        config["data"]["synthetic"],
+        config["splits"],
+        out_dir,
+        progress=progress,
+        cuts=cuts,
+        masked_pixels=config["data"]["masked_pixels"],
+    )
 
 
 SOURCE = ZtfSource("synthetic", ingest, synthetic=True)
