@@ -200,7 +200,9 @@ def _alert_features(ds: Mapping[str, Any], obj: Mapping[str, Any] | None) -> dic
         "reliability": lambda: _num(ds.get("reliability")),
         "extendedness": lambda: _num(ds.get("extendedness")),
         "is_dipole": lambda: _flag(ds.get("isDipole")),
-        "psf_chi2_ndata": lambda: _num(ds.get("psfChi2")) / _num(ds.get("psfNdata")) if ds.get("psfNdata") else math.nan,
+        "psf_chi2_ndata": lambda: (
+            _num(ds.get("psfChi2")) / _num(ds.get("psfNdata")) if ds.get("psfNdata") else math.nan
+        ),
         "pixel_flags": lambda: _flag(ds.get("pixelFlags")),
         "pixel_flags_saturated_center": lambda: _flag(ds.get("pixelFlags_saturatedCenter")),
         "pixel_flags_cr_center": lambda: _flag(ds.get("pixelFlags_crCenter")),

@@ -178,7 +178,8 @@ def decode_wire(data: bytes, store: SchemaStore) -> tuple[int, dict[str, Any]]:
         raise PacketError("bad_body", f"schema {version_of(sid)}: {type(exc).__name__}: {exc}") from exc
     if body.tell() != len(data):
         raise PacketError(
-            "bad_body", f"{len(data) - body.tell()} byte(s) after the body of schema {version_of(sid)}: wrong schema id?"
+            "bad_body",
+            f"{len(data) - body.tell()} byte(s) after the body of schema {version_of(sid)}: wrong schema id?",
         )
     return sid, record
 

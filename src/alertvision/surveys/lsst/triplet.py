@@ -89,9 +89,13 @@ class Cutout:
 
 def _scale_from_header(header: Any) -> float:
     if "CD1_1" in header:
-        m = np.array([[header.get("CD1_1", 0.0), header.get("CD1_2", 0.0)], [header.get("CD2_1", 0.0), header.get("CD2_2", 0.0)]])
+        m = np.array(
+            [[header.get("CD1_1", 0.0), header.get("CD1_2", 0.0)], [header.get("CD2_1", 0.0), header.get("CD2_2", 0.0)]]
+        )
     elif "PC1_1" in header or "CDELT1" in header:
-        pc = np.array([[header.get("PC1_1", 1.0), header.get("PC1_2", 0.0)], [header.get("PC2_1", 0.0), header.get("PC2_2", 1.0)]])
+        pc = np.array(
+            [[header.get("PC1_1", 1.0), header.get("PC1_2", 0.0)], [header.get("PC2_1", 0.0), header.get("PC2_2", 1.0)]]
+        )
         m = np.diag([header.get("CDELT1", 1.0), header.get("CDELT2", 1.0)]) @ pc
     else:
         return NOMINAL_PIXEL_SCALE
@@ -182,7 +186,11 @@ def prepare_plane(cutout: Cutout, settings: TripletSettings, name: str, *, uncer
     """One channel of the model input from a decoded cutout (see the module docstring for the rule)."""
     if uncertainty:
         if cutout.variance is None:
-            what = "no UNCERT HDU" if cutout.uncertainty_kind is None else f"an UNCERT of UTYPE {cutout.uncertainty_kind!r}"
+            what = (
+                "no UNCERT HDU"
+                if cutout.uncertainty_kind is None
+                else f"an UNCERT of UTYPE {cutout.uncertainty_kind!r}"
+            )
             raise StampError("bad_uncertainty", f"{name} has {what} (VarianceUncertainty or StdDevUncertainty)")
         plane = np.where(cutout.variance >= 0, cutout.variance, np.nan)  # negative variance: not finite
     else:
