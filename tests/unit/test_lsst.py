@@ -23,7 +23,7 @@ from lsst.alert.packet import Schema, get_schema_path
 from alertvision.surveys import get_survey
 from alertvision.surveys.base import FeatureError, Skip
 from alertvision.surveys.lsst import LsstSettings, LsstSurvey
-from alertvision.surveys.lsst.features import FEATURE_NAMES
+from alertvision.surveys.lsst.features import FEATURE_NAMES, feature_table
 from alertvision.surveys.lsst.packets import SCHEMA_VERSIONS, SchemaStore, UnknownSchemaError, decode_wire
 from alertvision.surveys.lsst.triplet import TripletSettings
 
@@ -407,3 +407,8 @@ def test_survey_block_defines_every_feature_and_round_trips_json(survey):
         get_survey("lsst", {"tripplet": {}})
     with pytest.raises(ValueError, match="not one of"):
         get_survey("decam")
+
+
+def test_docs_print_the_feature_definitions():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "lsst.md").read_text()
+    assert feature_table() in doc

@@ -41,7 +41,7 @@ FEATURE_DEFS: tuple[FeatureDef, ...] = (
     FeatureDef("psf_mag", "31.4 - 2.5 log10(psfFlux); NaN if psfFlux <= 0", "AB mag", _DET, ("diaSource.psfFlux",)),
     FeatureDef(
         "psf_mag_err",
-        "2.5 / ln(10) * psfFluxErr / |psfFlux|",
+        "2.5 / ln(10) * psfFluxErr / abs(psfFlux)",
         "mag",
         _DET,
         ("diaSource.psfFlux", "diaSource.psfFluxErr"),
@@ -262,3 +262,11 @@ class LsstFeatures:
                     derived = _history_features(packet)
                 out[i] = derived[fdef.name]
         return out
+
+
+def feature_table() -> str:
+    """:data:`FEATURE_DEFS` as a Markdown table (docs/lsst.md holds this text; a test keeps them equal)."""
+    rows = ["| # | feature | formula | units | which detections count |", "|---|---|---|---|---|"]
+    for i, f in enumerate(FEATURE_DEFS):
+        rows.append(f"| {i} | `{f.name}` | {f.formula} | {f.units} | {f.counts} |")
+    return "\n".join(rows)
