@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -20,11 +21,18 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from lsst.alert.packet import Schema, get_schema_path
 
+from alertvision.data.ingest.http import HttpError
 from alertvision.surveys import get_survey
 from alertvision.surveys.base import FeatureError, Skip
 from alertvision.surveys.lsst import LsstSettings, LsstSurvey
 from alertvision.surveys.lsst.features import FEATURE_NAMES, feature_table
-from alertvision.surveys.lsst.packets import SCHEMA_VERSIONS, SchemaStore, UnknownSchemaError, decode_wire
+from alertvision.surveys.lsst.packets import (
+    SCHEMA_VERSIONS,
+    SchemaRegistry,
+    SchemaStore,
+    UnknownSchemaError,
+    decode_wire,
+)
 from alertvision.surveys.lsst.triplet import TripletSettings
 
 REAL = Path(__file__).resolve().parents[1] / "data" / "lsst_alerts" / "part-2-918301.avro"
@@ -412,3 +420,49 @@ def test_survey_block_defines_every_feature_and_round_trips_json(survey):
 def test_docs_print_the_feature_definitions():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "lsst.md").read_text()
     assert feature_table() in doc
+
+
+# -- a schema registry (a real HTTP server on 127.0.0.1) -------------------------------------------
+
+
+@pytest.fixture
+def registry():
+    from schema_registry_server import SchemaRegistryServer
+
+    server = SchemaRegistryServer({1000: rubin_schema("10.0")})
+    yield server
+    server.close()
+
+
+def test_schemas_from_a_registry(registry, real_records):
+    wire = frame(as_rubin(real_records[1]), "10.0")
+    store = SchemaStore(package=False, registry=SchemaRegistry(registry.url, retries=2, backoff_s=0))
+    registry.fail_500 = 1  # a passing fault: retried
+    sid, record = decode_wire(wire, store)
+    assert sid == 1000 and record["diaSourceId"] == real_records[1]["diaSourceId"]
+    decode_wire(wire, store)
+    assert registry.requests == ["/schemas/ids/1000"] * 2  # the 500, its retry; then the cache answers
+    with pytest.raises(UnknownSchemaError, match=f"schema id 1101 .*schema registry {registry.url}"):
+        decode_wire(wire[:1] + (1101).to_bytes(4, "big") + wire[5:], store)  # the registry's 404
+
+
+@pytest.mark.parametrize("fault", ["500", "timeout", "truncated"])
+def test_a_failing_registry_stops_the_stream_naming_it(registry, real_records, fault):
+    registry.fail_500 = 10 if fault == "500" else 0
+    registry.hang = fault == "timeout"
+    registry.truncate = fault == "truncated"
+    store = SchemaStore(package=False, registry=SchemaRegistry(registry.url, timeout_s=0.5, retries=1, backoff_s=0))
+    survey = LsstSurvey()
+    survey.schemas = store
+    wire = frame(as_rubin(real_records[1]), "10.0")
+    expected = {"500": "HTTP 500", "timeout": "(?i)timeout|timed out", "truncated": "(?i)protocol|incomplete|read"}
+    with pytest.raises(HttpError, match="LSST schema registry") as info:
+        list(survey.read(wire, "kafka"))
+    assert re.search(expected[fault], str(info.value)), str(info.value)
+    assert len(registry.requests) == 2  # the request and its one retry
+
+
+def test_a_packet_of_another_survey_is_not_lsst(survey):
+    ztf = sorted((Path(__file__).resolve().parents[1] / "data" / "ztf_alerts").glob("*.avro"))[0]
+    (skip,) = list(survey.read(ztf.read_bytes(), ztf.name))
+    assert isinstance(skip, Skip) and skip.reason == "not_lsst"

@@ -35,11 +35,12 @@ class LsstSettings:
     min_reliability: float | None = None
     schema_folder: str | None = None
     schema_package: bool = True
+    schema_registry: str | None = None
 
     @classmethod
     def from_config(cls, block: Mapping[str, Any]) -> "LsstSettings":
         """From a mapping such as ``{"triplet": {"size": 63, "pixel_scale": null}, "features": {"missing":
-        "error"}, "cuts": {...}, "schemas": {"folder": ..., "package": true}}``."""
+        "error"}, "cuts": {...}, "schemas": {"folder": ..., "registry": <url>, "package": true}}``."""
         known = {"triplet", "features", "cuts", "schemas"}
         unknown = set(block) - known
         if unknown:
@@ -57,6 +58,7 @@ class LsstSettings:
             min_reliability=cuts.get("min_reliability"),
             schema_folder=schemas.get("folder"),
             schema_package=bool(schemas.get("package", True)),
+            schema_registry=schemas.get("registry"),
         )
 
 
@@ -67,7 +69,8 @@ class LsstSurvey(Survey):
 
     def __init__(self, settings: LsstSettings | None = None):
         self.settings = settings or LsstSettings()
-        self.schemas = SchemaStore(self.settings.schema_folder, self.settings.schema_package)
+        s = self.settings
+        self.schemas = SchemaStore(s.schema_folder, s.schema_package, s.schema_registry)
         self._features = LsstFeatures(self.settings.missing)
 
     @classmethod

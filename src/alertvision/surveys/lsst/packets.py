@@ -7,8 +7,10 @@ Two framings reach a consumer:
   concatenated in one file or stream are all read, one after the other.
 - **wire**: one alert as Rubin's Kafka stream carries it: byte 0 is 0, bytes 1-4 the big-endian schema
   id (``major * 100 + minor``, e.g. 1101 for 11.1), then the Avro body without a header. The schema
-  of an id comes from a folder the user names or from Rubin's ``lsst-alert-packet`` package (an
-  optional extra, ``pip install 'alertvision[lsst]'``; looked up only when a wire packet needs it).
+  of an id comes from a folder the user names, from a schema registry (Confluent's API,
+  ``GET /schemas/ids/<id>``; :class:`SchemaRegistry`), or from Rubin's ``lsst-alert-packet`` package
+  (an optional extra, ``pip install 'alertvision[lsst]'``; looked up only when a wire packet needs it),
+  in that order.
   One input holds one wire packet; bytes after its body are damage.
 
 The top-level id is ``alertId`` in schemas up to 7.x and ``diaSourceId`` from 8.0. A packet that
@@ -20,7 +22,7 @@ its version and where it was looked for.
 from __future__ import annotations
 
 import io
-import re
+import json
 from functools import lru_cache
 from importlib.util import find_spec
 from pathlib import Path
@@ -55,6 +57,7 @@ DECODE_REASONS: dict[str, str] = {
     "bad_body": "a wire body that does not decode with its schema, or bytes after it",
     "corrupt_container": "a container block whose sync marker or records do not read",
     "not_lsst": "a record without a diaSource (not a Rubin alert)",
+    "ambiguous_schema": "a schema id for which the named folder holds several files",
 }
 PACKAGE = "lsst.alert.packet"
 
@@ -95,27 +98,70 @@ def _package_schema_root() -> Path | None:
     return root if root.is_dir() else None
 
 
+class SchemaRegistry:
+    """A schema registry's ``GET /schemas/ids/<id>`` (the answer's ``schema`` is the schema as JSON text),
+    with the project's HTTP client: timeouts, retries of 5xx answers, timeouts and broken bodies. A 404
+    is "not here" (None); any other failure, after the retries, raises
+    :class:`~alertvision.data.ingest.http.HttpError` naming the registry: an unreachable registry stops
+    the stream rather than skipping every packet."""
+
+    def __init__(self, url: str, *, timeout_s: float = 10.0, retries: int = 2, backoff_s: float = 0.2):
+        from alertvision.data.ingest.http import JsonClient, Redactor
+
+        self.url = url
+        self.client = JsonClient(
+            url,
+            f"LSST schema registry {url}",
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff_s=backoff_s,
+            rate_per_s=1000.0,
+            redactor=Redactor(),
+        )
+
+    def get(self, sid: int) -> Any | None:
+        """The parsed schema of ``sid``, or None where the registry does not know it."""
+        from alertvision.data.ingest.http import HttpError
+
+        answer = self.client.get(f"/schemas/ids/{int(sid)}", authenticate=False, missing_ok=True)
+        if answer is None:
+            return None
+        try:
+            return fastavro.parse_schema(json.loads(answer["schema"]))
+        except Exception as exc:  # a missing key, text that is not JSON, JSON that is not an Avro schema
+            raise HttpError(
+                f"LSST schema registry {self.url}: schema id {sid} is not an Avro schema: {type(exc).__name__}: {exc}"
+            ) from None
+
+
 class SchemaStore:
     """Rubin alert schemas by wire id: from ``folder`` (searched first, recursively: a file
     ``lsst.v<major>_<minor>.alert.avsc`` whose named types sit beside it as ``<namespace>.<name>.avsc``,
-    as Rubin lays them out, or a complete schema ``<id>.avsc`` / ``<id>.json``), then, when ``package``
-    is true, from the installed ``lsst-alert-packet``."""
+    as Rubin lays them out, or a complete schema ``<id>.avsc`` / ``<id>.json``), then from the schema
+    ``registry`` (a URL or a :class:`SchemaRegistry`; None: none), then, when ``package`` is true, from the installed
+    ``lsst-alert-packet``."""
 
-    def __init__(self, folder: str | Path | None = None, package: bool = True):
+    def __init__(
+        self, folder: str | Path | None = None, package: bool = True, registry: str | SchemaRegistry | None = None
+    ):
         self.folder = Path(folder) if folder is not None else None
         if self.folder is not None and not self.folder.is_dir():
             raise FileNotFoundError(f"LSST schema folder {self.folder} does not exist: name a folder of .avsc files")
         self.package = package
+        self.registry = SchemaRegistry(registry) if isinstance(registry, str) else registry
         self._cache: dict[int, Any] = {}
 
     def places(self) -> str:
         where = [f"folder {self.folder}"] if self.folder is not None else []
+        if self.registry is not None:
+            where.append(f"the schema registry {self.registry.url}")
         if self.package:
             root = _package_schema_root()
             where.append(f"the {PACKAGE} package at {root}" if root else f"the {PACKAGE} package (not installed)")
         return " nor ".join(where) or "no schema place (none configured)"
 
     def _find(self, sid: int) -> Path | None:
+        """The file of ``sid`` in the named folder, or None."""
         major, minor = sid // 100, sid % 100
         name = f"lsst.v{major}_{minor}.alert.avsc"
         if self.folder is not None:
@@ -128,19 +174,25 @@ class SchemaStore:
                 )
             if found:
                 return found[0]
-        if self.package:
-            root = _package_schema_root()
-            if root is not None and (root / str(major) / str(minor) / name).is_file():
-                return root / str(major) / str(minor) / name
         return None
+
+    def _package_file(self, sid: int) -> Path | None:
+        root = _package_schema_root() if self.package else None
+        path = root / str(sid // 100) / str(sid % 100) / f"lsst.v{sid // 100}_{sid % 100}.alert.avsc" if root else None
+        return path if path is not None and path.is_file() else None
 
     def get(self, sid: int) -> Any:
         """The parsed schema of wire id ``sid``; raises :class:`UnknownSchemaError` naming it."""
         if sid not in self._cache:
             path = self._find(sid)
-            if path is None:
+            schema = _load(str(path)) if path is not None else None
+            if schema is None and self.registry is not None:
+                schema = self.registry.get(sid)
+            if schema is None and (path := self._package_file(sid)) is not None:
+                schema = _load(str(path))
+            if schema is None:
                 raise UnknownSchemaError(sid, self.places())
-            self._cache[sid] = _load(str(path))
+            self._cache[sid] = schema
         return self._cache[sid]
 
 
@@ -288,12 +340,3 @@ def read_packets(
         yield Skip(exc.reason, origin, str(exc))
         return
     yield _check(record, origin)
-
-
-_VERSION = re.compile(r"lsst\.v(\d+)_(\d+)")
-
-
-def container_version(writer_schema: Mapping[str, Any]) -> str | None:
-    """The Rubin schema version a container's writer schema names (``lsst.v10_0.alert`` -> ``"10.0"``)."""
-    m = _VERSION.search(str(writer_schema.get("name", "")))
-    return f"{m.group(1)}.{m.group(2)}" if m else None
