@@ -4,6 +4,7 @@ choices made."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, ClassVar, Iterator, Mapping
 
@@ -78,7 +79,7 @@ class LsstSurvey(Survey):
         return cls(LsstSettings.from_config(block))
 
     @property
-    def filled(self):
+    def filled(self) -> Counter:
         """Every use of the fill value, by ``feature:field`` (a Counter)."""
         return self._features.filled
 
