@@ -1,4 +1,4 @@
-"""A local schema registry speaking Confluent's ``GET /schemas/ids/<id>`` on 127.0.0.1, with faults the
+"""A local schema registry speaking the registry API's ``GET /schemas/ids/<id>`` on 127.0.0.1, with faults the
 tests switch on: HTTP 500 answers, an answer that never comes (a timeout), a truncated body."""
 
 from __future__ import annotations

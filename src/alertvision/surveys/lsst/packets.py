@@ -7,7 +7,7 @@ Two framings reach a consumer:
   concatenated in one file or stream are all read, one after the other.
 - **wire**: one alert as Rubin's Kafka stream carries it: byte 0 is 0, bytes 1-4 the big-endian schema
   id (``major * 100 + minor``, e.g. 1101 for 11.1), then the Avro body without a header. The schema
-  of an id comes from a folder the user names, from a schema registry (Confluent's API,
+  of an id comes from a folder the user names, from a schema registry (the registry API,
   ``GET /schemas/ids/<id>``; :class:`SchemaRegistry`), or from Rubin's ``lsst-alert-packet`` package
   (an optional extra, ``pip install 'alertvision[lsst]'``; looked up only when a wire packet needs it),
   in that order.
