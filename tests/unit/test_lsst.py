@@ -10,6 +10,8 @@ import io
 import json
 import math
 import re
+import subprocess
+import sys
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -466,3 +468,14 @@ def test_a_packet_of_another_survey_is_not_lsst(survey):
     ztf = sorted((Path(__file__).resolve().parents[1] / "data" / "ztf_alerts").glob("*.avro"))[0]
     (skip,) = list(survey.read(ztf.read_bytes(), ztf.name))
     assert isinstance(skip, Skip) and skip.reason == "not_lsst"
+
+
+def test_the_schema_package_is_found_without_importing_it():
+    code = (
+        "import sys\n"
+        "from alertvision.surveys.lsst.packets import SchemaStore\n"
+        "assert SchemaStore().get(1101)['name'] == 'lsst.v11_1.alert'\n"
+        "print(sorted(m for m in sys.modules if m.startswith('lsst.alert.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
