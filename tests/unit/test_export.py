@@ -172,7 +172,7 @@ def multimodal_export(tiny_datasets, quick_split_file, tmp_path_factory):
 
 
 def _masked_packet_file(folder) -> Path:
-    """One real packet whose template holds ZTF's masked value in a corner, as an .avro file of its schema."""
+    """A real packet, a day later, whose template holds ZTF's masked value in a corner, as an .avro file of its schema."""
     import fastavro
 
     with open(packet_paths()[0], "rb") as fh:
@@ -184,6 +184,10 @@ def _masked_packet_file(folder) -> Path:
     buf = io.BytesIO()
     fits.PrimaryHDU(image).writeto(buf)
     packet["cutoutTemplate"]["stampData"] = gzip.compress(buf.getvalue())
+    # another alert (predict drops a repeat of the same detection before looking at its stamps)
+    packet["candid"] += 1
+    packet["candidate"]["candid"] += 1
+    packet["candidate"]["jd"] += 1.0
     path = folder / "masked.avro"
     with open(path, "wb") as fh:
         fastavro.writer(fh, schema, [packet])

@@ -323,7 +323,12 @@ def test_a_synthetic_model_warns_and_marks_every_row(exported, tmp_path, caplog)
 
 def test_the_cuts_come_with_the_model(exported, packets, tmp_path):
     meta = ort_session(exported["export"] / "model.onnx").get_modelmeta().custom_metadata_map
-    assert json.loads(meta["alertvision.cuts"]) == {"programids": [1], "isdiffpos": "btsbot"}  # the dataset's
+    cuts = json.loads(meta["alertvision.cuts"])
+    assert {k: cuts[k] for k in ("programids", "isdiffpos")} == {
+        "programids": [1],
+        "isdiffpos": "btsbot",
+    }  # the dataset's
+    assert {"path": ["candidate", "isdiffpos"], "op": "in", "values": ["t"]} in cuts["all"]
     folder = tmp_path / "packets"
     folder.mkdir()
     _write(folder / "p3.avro", [_changed(packets[0], "p3", 301, programid=3)])
