@@ -141,7 +141,8 @@ def test_the_cli_resolves_a_config_file_as_snakemake_does(tmp_path):
 
 
 def test_a_storage_password_never_reaches_snakemake_records_logs_or_results(tmp_path, postgres_url):  # noqa: F811
-    """Before, sweep.storage was a rule param, stored in plain text in .snakemake/metadata."""
+    """Before, sweep.storage was a rule param, stored in plain text in .snakemake/metadata, and a URL given
+    with --config showed up in Snakemake's own log: the URL now comes from the environment only."""
     password = postgres_url.split(":")[2].split("@")[0]
     assert password and password in postgres_url
     config = {
@@ -150,7 +151,6 @@ def test_a_storage_password_never_reaches_snakemake_records_logs_or_results(tmp_
         "archs": {"cnn": {"kind": "cnn", "input_scale": 63, "training": {"epochs": 1}}},
         "sweep": {
             "trials": 1,
-            "storage": postgres_url,
             "study_prefix": f"secret{os.getpid()}",
             "search_space": {"lr": {"type": "categorical", "choices": [0.001]}},
         },
@@ -159,10 +159,23 @@ def test_a_storage_password_never_reaches_snakemake_records_logs_or_results(tmp_
     }
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    snakemake(tmp_path, "--cores", "1", "results/sweeps/ztf/image/cnn/none/f100/best.yaml", "results/config.yaml")
+    targets = ["results/sweeps/ztf/image/cnn/none/f100/best.yaml", "results/config.yaml"]
+    # the URL on the command line is refused before anything runs, naming the variable, not the password
+    out = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), "-n", *targets, "--config", f"sweep={{storage: {postgres_url}}}"],
+        capture_output=True,
+        text=True,
+    )
+    said = out.stdout + out.stderr
+    assert out.returncode != 0 and "config key sweep.storage: the URL holds a password" in said
+    assert "environment variable ALERTVISION_SWEEP_STORAGE" in said and password not in said
+    env = {**os.environ, "ALERTVISION_SWEEP_STORAGE": postgres_url}
+    out = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "1", *targets], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
     best = yaml.safe_load((tmp_path / "results/sweeps/ztf/image/cnn/none/f100/best.yaml").read_text())
-    assert best["n_trials"] == 1 and "***" in best["storage"]
-    assert "***" in yaml.safe_load((tmp_path / "results" / "config.yaml").read_text())["sweep"]["storage"]
+    assert best["n_trials"] == 1 and best["storage"].startswith("postgresql") and "***" in best["storage"]
     scanned = 0
     for folder in (".snakemake", "logs", "results"):
         for path in (tmp_path / folder).rglob("*"):
