@@ -61,6 +61,26 @@ def test_bad_config_value_names_the_key():
     assert "config key training.batch_size" in out.stderr
 
 
+def test_a_key_given_twice_or_a_shadowed_set_value_is_reported(tmp_path):
+    """Before, the file's first `epochs` was dropped silently, and --set training.epochs=1 silently did not
+    reach the CNN (its archs.cnn.training.epochs wins)."""
+    study = tmp_path / "study.yaml"
+    study.write_text("grid:\n  archs: [cnn]\ntraining:\n  epochs: 2\n  epochs: 6\n")
+    out = _run("config", "--config", str(study))
+    assert out.returncode == 2
+    assert f"config file {study}, line 5: key 'epochs' is given twice (first on line 4)" in out.stderr
+    out = _run("config", "--set", "training={epochs: 1, epochs: 2}")
+    assert out.returncode == 2 and "--set training, line 1: key 'epochs' is given twice" in out.stderr
+    out = _run("config", "--set", "training.epochs=1")
+    assert out.returncode == 0
+    assert (
+        "--set training.epochs=1 does not apply to the cnn runs: archs.cnn.training.epochs=12 overrides it"
+        in out.stderr
+    )
+    out = _run("config", "--set", "archs.cnn.training.epochs=1")
+    assert out.returncode == 0 and "does not apply" not in out.stderr
+
+
 def test_config_prints_filled_defaults():
     out = _run("config")
     assert out.returncode == 0 and "max_alerts_per_source: 100" in out.stdout

@@ -140,6 +140,34 @@ def test_the_cli_resolves_a_config_file_as_snakemake_does(tmp_path):
     assert yaml.safe_load(cli.stdout) == default and default["data"]["synthetic"]["n_sources"] == 450
 
 
+def test_snakemake_refuses_a_key_given_twice_and_names_a_shadowed_config_value(tmp_path):
+    """Before, Snakemake's loader kept the last of two `epochs` (the file's value lost, in config/config.yaml
+    and a --configfile alike) and `--config training="{epochs: 1}"` silently missed the CNN."""
+    (tmp_path / "config").mkdir()
+    embedded = tmp_path / "config" / "config.yaml"
+    embedded.write_text("grid:\n  archs: [cnn]\ntraining:\n  epochs: 2\n  epochs: 6\n")
+
+    def dry_run(*args: str, ok: bool = True) -> str:
+        out = subprocess.run(
+            [*SNAKEMAKE, "--directory", str(tmp_path), "-n", "results/config.yaml", *args],
+            capture_output=True,
+            text=True,
+        )
+        assert (out.returncode == 0) == ok, out.stdout[-3000:] + out.stderr[-3000:]
+        return out.stdout + out.stderr
+
+    said = dry_run(ok=False)
+    assert "config file config/config.yaml, line 5: key 'epochs' is given twice (first on line 4)" in said
+    study = tmp_path / "study.yaml"
+    study.write_text("data:\n  source: synthetic\ndata:\n  synthetic: {seed: 4}\n")
+    said = dry_run("--configfile", str(study), ok=False)
+    assert f"config file {study}, line 3: key 'data' is given twice (first on line 1)" in said
+    embedded.write_text("grid:\n  archs: [cnn]\narchs:\n  cnn: {kind: cnn, training: {epochs: 8}}\n")
+    said = dry_run("--config", "training={epochs: 1}")
+    assert "--config training.epochs=1 does not apply to the cnn runs: archs.cnn.training.epochs=8 overrides it" in said
+    assert "does not apply" not in dry_run("--config", "training={batch_size: 16}")
+
+
 def test_a_storage_password_never_reaches_snakemake_records_logs_or_results(tmp_path, postgres_url):  # noqa: F811
     """Before, sweep.storage was a rule param, stored in plain text in .snakemake/metadata, and a URL given
     with --config showed up in Snakemake's own log: the URL now comes from the environment only."""
