@@ -193,6 +193,28 @@ def test_nonfinite_triplets_are_dropped_with_their_rows_and_counted(tmp_path, ca
     np.testing.assert_array_equal(ds.alerts.loc[ds.alerts["split"] == "val", "candid"], val_df["candid"][keep_val])
 
 
+@pytest.mark.parametrize("zipped", [False, True])
+def test_a_chunk_whose_rows_are_all_dropped_is_skipped(tmp_path, zipped):
+    """Before, a chunk of only NaN triplets or repeats crashed the import: `TypeError: memoryview: cannot
+    cast view with zeros in shape or strides`."""
+    release = make_release(3)
+    train_df, train_trip = release["train"]
+    val_df, _ = release["val"]
+    train_trip[[3, 4, 5], 20, 20, 1] = np.nan  # the whole second chunk of three
+    key = ["objectId", "jd", "fid", "label"]
+    for dup in (6, 7, 8):  # the whole third chunk of val repeats its first chunk
+        val_df.loc[dup, key] = val_df.loc[dup - 6, key].to_numpy()
+    write_release(tmp_path / "rel", release, zipped=zipped)
+    manifest = ingest_release(config_for(tmp_path / "rel", chunk_alerts=3), tmp_path / "out", progress=False)
+    assert manifest["skipped"] == {"duplicate_alert": 3, "nonfinite_triplet": 3}
+    ds = open_dataset(tmp_path / "out")
+    assert len(ds.alerts) == len(ds.images) == sum(SIZES.values()) - 6
+    keep_train, keep_val = np.ones(SIZES["train"], bool), np.ones(SIZES["val"], bool)
+    keep_train[[3, 4, 5]] = keep_val[[6, 7, 8]] = False
+    images = np.concatenate([train_trip[keep_train], release["val"][1][keep_val], release["test"][1]])
+    np.testing.assert_array_equal(ds.images, images.transpose(0, 3, 1, 2).astype(np.float32))
+
+
 def _broken(tmp_path: Path, split: str, change) -> dict:
     release = make_release(2)
     df, triplets = release[split]

@@ -149,6 +149,8 @@ class ImageArrayWriter:
             images = images[None]
         if images.shape[1:] != self.image_shape:
             raise ContractError(f"image batch of shape {images.shape[1:]}, expected {self.image_shape}")
+        if not len(images):  # an empty batch: nothing to write (memoryview cannot cast a view with zeros)
+            return
         self._fh.write(memoryview(np.ascontiguousarray(images, dtype=self.dtype)).cast("B"))  # no extra copy
         self.count += len(images)
 

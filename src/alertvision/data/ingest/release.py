@@ -487,7 +487,8 @@ def write_release_images(
                 start += len(block)
                 keep[split][rows] &= np.isfinite(block).all(axis=(1, 2, 3))
                 mask = keep[split][rows]
-                writer.append(block if mask.all() else block[mask])
+                if mask.any():  # a chunk of repeats or NaN triplets only leaves nothing to write
+                    writer.append(block if mask.all() else block[mask])
                 bar.update(int(mask.sum()))
         return writer.count
 
