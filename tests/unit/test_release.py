@@ -296,13 +296,31 @@ def test_missing_files(tmp_path, release):
     assert issubclass(ReleaseError, ContractError) and issubclass(ReleaseError, ValueError)
 
 
-def test_failed_import_leaves_no_complete_looking_folder(tmp_path, extracted, imported):
+def test_a_failed_reimport_leaves_the_previous_dataset_whole(tmp_path, extracted, imported, monkeypatch):
+    """Before, a re-import with a mistyped path or a bad table had already deleted the good dataset's
+    manifest.json when it stopped."""
     out = tmp_path / "out"
     ingest_release(config_for(extracted), out, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ReleaseError, match="is not a folder"):
+        ingest_release(config_for(tmp_path / "mistyped"), out, progress=False)
     with pytest.raises(ReleaseError):
         ingest_release(config_for(extracted, tag="other"), out, progress=False)
-    with pytest.raises(ContractError, match="manifest.json is missing"):
-        open_dataset(out)
+    bad = make_release()
+    bad["test"][0].loc[3, "label"] = 7
+    with pytest.raises(ReleaseError, match="label must be 0 or 1"):
+        ingest_release(config_for(write_release(tmp_path / "bad", bad)), out, progress=False)
+    # a failure after the images were written (the disk full at the alerts table)
+    from alertvision.data.ingest import release as module
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module, "write_alerts", full)
+    with pytest.raises(OSError, match="No space left"):
+        ingest_release(config_for(extracted), out, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # and no temporary left
+    pd.testing.assert_frame_equal(open_dataset(out).alerts, open_dataset(imported).alerts)
 
 
 PEAK_RSS_CHILD = """

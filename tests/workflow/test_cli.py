@@ -279,3 +279,30 @@ def test_sweep_then_train_from_the_command_line_as_snakemake_does(tmp_path):
     assert metrics["hyperparameters"] == yaml.safe_load(best.read_text())["params"]
     out = _run("sweep-summary", str(best), "--out", layout.sweep_summary(), cwd=tmp_path)
     assert out.returncode == 0 and (tmp_path / layout.sweep_summary()).is_file()
+
+
+def test_a_failed_release_reingest_leaves_the_good_dataset_whole(tmp_path):
+    """Before, a re-ingest with a mistyped path or a bad table deleted the good dataset's manifest.json."""
+    from test_release import make_release, write_release
+
+    write_release(tmp_path / "release", make_release(4))
+    bad = make_release(4)
+    bad["val"][0].loc[2, "split"] = "train"
+    write_release(tmp_path / "bad", bad)
+
+    def ingest(folder: Path):
+        return _run(
+            "ingest",
+            "-q",
+            *("--set", "data.source=release", "--set", f"data.release.path={folder}"),
+            *("--set", "grid.datasets=[ztf]", "--out", str(tmp_path / "ztf")),
+        )
+
+    out = ingest(tmp_path / "release")
+    assert out.returncode == 0, out.stderr
+    good = {p.name: p.read_bytes() for p in (tmp_path / "ztf").iterdir()}
+    assert set(good) == {"alerts.parquet", "images.npy", "manifest.json"}
+    for folder, message in ((tmp_path / "relaese", "is not a folder"), (tmp_path / "bad", "the split column says")):
+        out = ingest(folder)
+        assert out.returncode == 1 and message in out.stderr, out.stderr
+        assert {p.name: p.read_bytes() for p in (tmp_path / "ztf").iterdir()} == good

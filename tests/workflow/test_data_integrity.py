@@ -320,7 +320,7 @@ def test_a_killed_writer_s_temporary_is_cleaned_when_the_job_starts(tmp_path, ti
     from types import SimpleNamespace
 
     from alertvision.atomic import temporaries
-    from alertvision.data.contract import start_dataset
+    from alertvision.data.contract import building_dataset
     from alertvision.logs import start_job
 
     folder = tmp_path / "ztf"
@@ -328,10 +328,15 @@ def test_a_killed_writer_s_temporary_is_cleaned_when_the_job_starts(tmp_path, ti
     stale = [folder / ".images.npy.k3j9x.npy.tmp", folder / ".alerts.parquet.a1b2.parquet.tmp"]
     for path in stale:
         path.write_bytes(b"\0" * 1000)
+    (folder / ".build.x7.tmp").mkdir()  # a killed build's folder
+    (folder / ".build.x7.tmp" / "images.npy").write_bytes(b"\0" * 1000)
+    stale.append(folder / ".build.x7.tmp")
     keep = folder / ".other.npy.zz.tmp"  # not a temporary of the dataset's files
     keep.write_bytes(b"x")
-    start_dataset(folder)
+    with pytest.raises(RuntimeError, match="stopped"), building_dataset(folder):
+        raise RuntimeError("stopped")
     assert not any(p.exists() for p in stale) and keep.exists()
+    assert sorted(p.name for p in folder.iterdir()) == [keep.name]  # the aborted build left nothing
     # a Snakemake job: its outputs' temporaries go when it starts (a folder output's too)
     out = tmp_path / "results" / "table.csv"
     out.parent.mkdir()
