@@ -88,6 +88,49 @@ def test_any_added_removed_or_edited_packet_reruns_the_ingest(tmp_path):
     assert yaml.safe_load(manifest.read_text())["n_alerts"] == 11
 
 
+def test_a_packet_replaced_by_one_with_an_older_mtime_reruns_the_ingest(tmp_path):
+    """Before, `cp -p` (or `rsync -a`, `tar x`) of another packet with an older modification time over one
+    of the ingest's packets gave "Nothing to be done": only timestamps were compared."""
+    packets = tmp_path / "packets"
+    packets.mkdir()
+    paths = packet_paths()
+    for path in paths[:4]:
+        shutil.copy(path, packets / path.name)
+    import fastavro
+
+    ids = sorted({next(iter(fastavro.reader(open(p, "rb"))))["objectId"] for p in paths})
+    (tmp_path / "labels.csv").write_text(
+        "objectId,label,source_set\n"
+        + "".join(f"{o},{i % 2},{'trues' if i % 2 else 'rejects'}\n" for i, o in enumerate(ids))
+    )
+    config = {
+        "data": {"source": "avro", "avro": {"path": "packets", "labels": "labels.csv", "dims_peak_limit": None}},
+        "splits": {"probabilities": [0.5, 0.25, 0.25]},
+        "grid": {"datasets": ["ztf"]},
+    }
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake(tmp_path, "--cores", "1", "results/data/ztf/manifest.json")
+    manifest = tmp_path / "results" / "data" / "ztf" / "manifest.json"
+    alerts = yaml.safe_load(manifest.read_text())["n_alerts"]
+    assert planned(tmp_path) == set()
+    # another version of the first packet (other bytes), dated a day back, copied over it as `cp -p` does
+    older = tmp_path / "older.avro"
+    shutil.copy(packets / paths[0].name, older)
+    _edit_packet(older)
+    day_ago = time.time() - 86400
+    os.utime(older, (day_ago, day_ago))
+    shutil.copy2(older, packets / paths[0].name)
+    assert (packets / paths[0].name).stat().st_mtime < manifest.stat().st_mtime
+    assert planned(tmp_path) == {"ingest_ztf"}
+    snakemake(tmp_path, "--cores", "1", "results/data/ztf/manifest.json")
+    assert planned(tmp_path) == set() and yaml.safe_load(manifest.read_text())["n_alerts"] == alerts
+    # a file only touched, or copied over with its own bytes, reruns nothing
+    os.utime(packets / paths[1].name, (day_ago, day_ago))
+    shutil.copy2(paths[2], packets / paths[2].name)
+    assert planned(tmp_path) == set()
+
+
 def test_a_release_table_edited_in_place_reruns_the_ingest(tmp_path):
     from test_release import make_release, write_release
 
