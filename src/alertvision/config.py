@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import re
@@ -70,9 +71,22 @@ def parse_yaml(text: str, origin: str = "YAML text") -> Any:
 
 
 def load_yaml(path: str | os.PathLike) -> Any:
-    """A YAML (or JSON) file read by :func:`parse_yaml`."""
+    """A config file read as Snakemake reads one: as JSON when it is JSON, else by :func:`parse_yaml`; a key
+    given twice is refused either way."""
     path = Path(path)
-    return parse_yaml(path.read_text(encoding="utf-8"), f"config file {path}")
+    text, origin = path.read_text(encoding="utf-8"), f"config file {path}"
+    try:
+        return json.loads(text, object_pairs_hook=lambda pairs: _unique_pairs(pairs, origin))
+    except json.JSONDecodeError:
+        return parse_yaml(text, origin)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]], origin: str) -> dict:
+    keys = [key for key, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise ConfigError(f"{origin}: key {key!r} is given twice in one object (JSON keeps the last): keep one")
+    return dict(pairs)
 
 
 def check_config_files(paths: Iterable[str | os.PathLike]) -> None:

@@ -201,6 +201,12 @@ def test_a_key_given_twice_is_refused_naming_the_key_and_its_lines(tmp_path):
     assert parse_yaml(path.read_text())["training"] == {"epochs": 4}
     with pytest.raises(ConfigError, match=r"--set training, line 1: key 'epochs' is given twice"):
         parse_yaml("{epochs: 1, epochs: 2}", "--set training")
+    path = tmp_path / "study.json"  # Snakemake reads a config file as JSON first
+    path.write_text('{"training": {"epochs": 2}, "grid": {"seeds": [0]}}')
+    assert load_config(path)["training"]["epochs"] == 2
+    path.write_text('{"training": {"epochs": 2,\n\t"epochs": 6}}')
+    with pytest.raises(ConfigError, match=rf"config file {path}: key 'epochs' is given twice"):
+        load_config(path)
 
 
 def _seed_paths(node, path=()):
