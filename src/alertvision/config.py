@@ -52,9 +52,6 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping)
-
-
 def parse_yaml(text: str, origin: str = "YAML text") -> Any:
     """``text`` read as YAML with the safe loader, refusing duplicate keys; ``origin`` names it in errors.
 
@@ -401,8 +398,8 @@ def shadowed_settings(config: Mapping[str, Any], user_set: Mapping[str, Any], fl
         if block == "training" and METADATA_ONLY in trained:
             specific.append((("multimodal", "metadata_training"), "metadata-only"))
         for where, runs in specific:
-            overrides = config[where[0]][where[1]].get(where[2], {}) if len(where) == 3 else config[where[0]][where[1]]
-            if key not in (overrides or {}):
+            overrides = _get(config, where[:-1]).get(where[-1]) or {}
+            if key not in overrides:
                 continue
             other = (*where, key)
             if rest and isinstance(overrides[key], Mapping):  # sweep blocks merge one level deep
