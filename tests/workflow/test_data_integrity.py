@@ -232,8 +232,18 @@ def test_a_storage_password_never_reaches_snakemake_records_logs_or_results(tmp_
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     targets = ["results/sweeps/ztf/image/cnn/none/f100/best.yaml", "results/config.yaml"]
     # the URL on the command line is refused before anything runs, naming the variable, not the password
+    # (its Snakemake log is scanned below with the rest)
     out = subprocess.run(
-        [*SNAKEMAKE, "--directory", str(tmp_path), "-n", *targets, "--config", f"sweep={{storage: {postgres_url}}}"],
+        [
+            *SNAKEMAKE,
+            "--directory",
+            str(tmp_path),
+            "--cores",
+            "1",
+            *targets,
+            "--config",
+            f"sweep={{storage: {postgres_url}}}",
+        ],
         capture_output=True,
         text=True,
     )
