@@ -61,12 +61,21 @@ def update_fingerprint(
     except (OSError, ValueError):
         cache = {}
     cached = set(cache)
-    stats = {str(name): os.stat(name) for name in sorted({str(f) for f in files})}
+    stats = {}
+    for name in sorted({str(f) for f in files}):
+        try:
+            stats[name] = os.stat(name)
+        except OSError:  # gone since it was listed: the ingest reports what is missing
+            continue
     stale = {name: st for name, st in stats.items() if cache.get(name, [None])[:-1] != _stat_key(st)}
     if stale and before_hashing is not None:
         before_hashing(len(stale), sum(st.st_size for st in stale.values()))
     for name, st in stale.items():
-        cache[name] = [*_stat_key(st), file_digest(name)]
+        try:
+            digest = file_digest(name)
+        except OSError as exc:  # unreadable: the ingest job says so; read again once it changes
+            digest = f"unreadable ({exc.strerror})"
+        cache[name] = [*_stat_key(st), digest]
     cache = {name: cache[name] for name in stats}
     if stale or set(cache) != cached:
         write_json(cache_file, cache)
