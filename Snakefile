@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -20,7 +21,7 @@ envvars:
     "PYTHONPATH",
 
 
-from alertvision.config import ConfigError, validate_config
+from alertvision.config import ConfigError, check_config_files, shadowed_settings, validate_config
 from alertvision.slurm import outlive_time_limit_warning
 
 # Inside a SLURM job this Snakemake waits out the time-limit warning its training job is answering.
@@ -35,9 +36,13 @@ if not workflow.overwrite_configfiles:
 
 
 try:
+    # Snakemake's own loader keeps the last of a key given twice: ours refuses it, naming key and line
+    check_config_files(workflow.configfiles)
     validate_config(config)  # fills every default in place; a bad value stops here naming its key
 except ConfigError as exc:
     raise WorkflowError(f"invalid configuration: {exc}")
+for message in shadowed_settings(config, workflow.config_settings.config, "--config"):
+    logger.warning(message)
 
 
 report: "workflow/report/workflow.rst"

@@ -19,12 +19,14 @@ log = logging.getLogger("alertvision")
 
 
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+    from alertvision.config import parse_yaml
+
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--set expects KEY=VALUE (dotted key), got {item!r}")
-        out[key] = yaml.safe_load(value)
+        out[key] = parse_yaml(value, f"--set {key}")
     return out
 
 

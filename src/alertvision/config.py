@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import logging
 import os
 import re
 from importlib import resources
@@ -16,15 +18,86 @@ from alertvision.settings import METADATA_KEYS  # the metadata branch's keys: pa
 
 DEFAULT_CONFIG = Path("config") / "config.yaml"
 
+log = logging.getLogger(__name__)
+
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the key."""
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader (no tag runs code) that refuses a key given twice in one mapping, which YAML
+    loaders otherwise settle silently by keeping the last value."""
+
+    origin = "YAML text"
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden on purpose
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: SafeLoader reports it
+                    continue
+                if first is not None:
+                    raise ConfigError(
+                        f"{self.origin}, line {line}: key {key!r} is given twice (first on line {first}); "
+                        f"YAML would keep only the last value: keep one"
+                    )
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, origin: str = "YAML text") -> Any:
+    """``text`` read as YAML with the safe loader, refusing duplicate keys; ``origin`` names it in errors.
+
+    The one YAML reader of configuration: config files (the CLI's and, through :func:`check_config_files`,
+    Snakemake's), ``--set`` values and the schema."""
+    loader = _StrictLoader(text)
+    loader.origin = origin
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin} is not valid YAML: {exc}") from exc
+    finally:
+        loader.dispose()
+
+
+def load_yaml(path: str | os.PathLike) -> Any:
+    """A config file read as Snakemake reads one: as JSON when it is JSON, else by :func:`parse_yaml`; a key
+    given twice is refused either way."""
+    path = Path(path)
+    text, origin = path.read_text(encoding="utf-8"), f"config file {path}"
+    try:
+        return json.loads(text, object_pairs_hook=lambda pairs: _unique_pairs(pairs, origin))
+    except json.JSONDecodeError:
+        return parse_yaml(text, origin)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]], origin: str) -> dict:
+    keys = [key for key, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise ConfigError(f"{origin}: key {key!r} is given twice in one object (JSON keeps the last): keep one")
+    return dict(pairs)
+
+
+def check_config_files(paths: Iterable[str | os.PathLike]) -> None:
+    """Read every config file Snakemake loaded (``workflow.configfiles``) with :func:`load_yaml`, so that a
+    key given twice stops the run as it stops the CLI (Snakemake's own loader keeps the last value)."""
+    for path in paths:
+        if Path(path).is_file():
+            load_yaml(path)
+
+
 def schema() -> dict:
     """The config schema (workflow/schemas/config.schema.yaml, shipped with the package)."""
     text = resources.files("alertvision").joinpath("config.schema.yaml").read_text()
-    return yaml.safe_load(text)
+    return parse_yaml(text, "the config schema")
 
 
 def _with_defaults(validator_class):
@@ -59,10 +132,10 @@ def _coerce(instance: Any, sch: Mapping[str, Any]) -> Any:
     (Snakemake parses --config with YAML's base loader); this reads them as YAML scalars.
     """
     if isinstance(instance, str) and _types(sch) and "string" not in _types(sch):
-        for parse in (int, float, yaml.safe_load):
+        for parse in (int, float, parse_yaml):
             try:
                 return parse(instance)
-            except (ValueError, yaml.YAMLError):
+            except ValueError:  # ConfigError too
                 continue
         return instance
     if isinstance(instance, MutableMapping):
@@ -87,8 +160,29 @@ def validate_config(config: MutableMapping[str, Any]) -> MutableMapping[str, Any
         errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     _raise_first(errors)
     _check_training_overrides(config, sch)
+    _check_no_password(config)
     _check_consistency(config)
     return config
+
+
+def _check_no_password(config: Mapping[str, Any]) -> None:
+    """A storage URL holding a password is refused: config values reach Snakemake's command line, logs and
+    records (``--config``) and the job scripts; the password's place is the environment."""
+    blocks = [("sweep", config["sweep"])]
+    blocks += [(f"archs.{arch}.sweep", spec["sweep"]) for arch, spec in config["archs"].items() if "sweep" in spec]
+    for key, block in blocks:
+        storage = block.get("storage")
+        if not isinstance(storage, str):
+            continue
+        in_url = URL_PASSWORD.match(storage)
+        if (in_url and in_url.group(2)) or QUERY_PASSWORD.search(storage):
+            env = block.get("storage_env") or config["sweep"]["storage_env"] or DEFAULT_STORAGE_ENV
+            raise ConfigError(
+                f"config key {key}.storage: the URL holds a password, and a config value shows up in "
+                f"Snakemake's log and records; leave {key}.storage null and put the URL in the environment "
+                f"variable {env} instead (export {env}=postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB; "
+                f"sweep.storage_env names the variable)"
+            )
 
 
 def _raise_first(errors: list, prefix: tuple = ()) -> None:
@@ -246,7 +340,7 @@ def update_config(config: MutableMapping[str, Any], overrides: Mapping[str, Any]
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} not found (run from the repository root or pass --config)")
-    return yaml.safe_load(path.read_text()) or {}
+    return load_yaml(path) or {}
 
 
 def load_config(
@@ -266,7 +360,59 @@ def load_config(
         for p in parents:
             node = node.setdefault(p, {})
         node[leaf] = value
-    return dict(validate_config(config))
+    config = dict(validate_config(config))
+    for message in shadowed_settings(config, overrides or {}, "--set"):
+        log.warning(message)
+    return config
+
+
+def _leaf_keys(values: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The keys of ``values`` as paths to their leaves; a dotted key (``--set training.epochs=1``) is split."""
+    out = []
+    for key, value in values.items():
+        path = (*prefix, *str(key).split("."))
+        out += _leaf_keys(value, path) if isinstance(value, Mapping) and value else [path]
+    return out
+
+
+def _get(config: Mapping[str, Any], path: Iterable[str]) -> Any:
+    node: Any = config
+    for part in path:
+        node = node[part]
+    return node
+
+
+def shadowed_settings(config: Mapping[str, Any], user_set: Mapping[str, Any], flag: str) -> list[str]:
+    """Warnings, one per value set on the command line (``user_set``: ``--set`` dotted keys or Snakemake's
+    ``--config`` mapping; ``flag`` names the option) that a more specific key of the validated ``config``
+    overrides for some runs: ``training.<key>`` under ``archs.<arch>.training`` or, for the metadata-only
+    model, ``multimodal.metadata_training``; ``sweep.<key>`` under ``archs.<arch>.sweep``."""
+    chosen = set(_leaf_keys(user_set))
+    trained = list(dict.fromkeys(cell["arch"] for cell in grid_cells(config)))
+    messages = []
+    for path in sorted(chosen):
+        if len(path) < 2 or path[0] not in ("training", "sweep"):
+            continue
+        block, key, rest = path[0], path[1], path[2:]
+        specific = [(("archs", arch, block), arch) for arch in trained if arch != METADATA_ONLY]
+        if block == "training" and METADATA_ONLY in trained:
+            specific.append((("multimodal", "metadata_training"), "metadata-only"))
+        for where, runs in specific:
+            overrides = _get(config, where[:-1]).get(where[-1]) or {}
+            if key not in overrides:
+                continue
+            other = (*where, key)
+            if rest and isinstance(overrides[key], Mapping):  # sweep blocks merge one level deep
+                if rest[0] not in overrides[key]:
+                    continue
+                other = (*other, rest[0])
+            if any(p[: len(other)] == other for p in chosen):
+                continue  # the more specific key was set on the command line too
+            messages.append(
+                f"{flag} {'.'.join(path)}={_get(config, path)!r} does not apply to the {runs} runs: "
+                f"{'.'.join(other)}={_get(config, other)!r} overrides it; set {'.'.join(other)} to change those runs"
+            )
+    return messages
 
 
 #: The architecture name of the metadata-only model (no image backbone).
@@ -278,6 +424,10 @@ MULTIMODAL_DATASET = "ztf"
 
 #: A URL's password (scheme://user:PASSWORD@host...).
 URL_PASSWORD = re.compile(r"^([A-Za-z][\w+.-]*://[^:/@\s]*:)([^@\s]*)(@)")
+#: A password passed as a URL query parameter (...?password=...).
+QUERY_PASSWORD = re.compile(r"[?&]password=", re.IGNORECASE)
+#: The environment variable a sweep's storage URL is read from (the schema's sweep.storage_env).
+DEFAULT_STORAGE_ENV = "ALERTVISION_SWEEP_STORAGE"
 MASK = "***"
 
 

@@ -12,6 +12,8 @@ from alertvision.config import (
     figure3_policies,
     grid_cells,
     load_config,
+    parse_yaml,
+    shadowed_settings,
     training_params,
     validate_config,
     weight_id,
@@ -182,3 +184,110 @@ def test_benchmark_times_the_whole_test_split_in_the_study_config():
     assert validate_config({"benchmark": {"min_alerts": "null"}})["benchmark"]["min_alerts"] is None
     with pytest.raises(ConfigError, match="benchmark.gpu_min_alerts"):
         validate_config({"benchmark": {"gpu_min_alerts": 0}})
+
+
+def test_a_key_given_twice_is_refused_naming_the_key_and_its_lines(tmp_path):
+    """Before, YAML kept the last of two `epochs` silently: the file's value was lost."""
+    path = tmp_path / "study.yaml"
+    path.write_text("training:\n  epochs: 2\n  lr: 0.001\n  epochs: 9\n")
+    with pytest.raises(
+        ConfigError, match=rf"config file {path}, line 4: key 'epochs' is given twice \(first on line 2\)"
+    ):
+        load_config(path)
+    path.write_text("grid: {archs: [cnn], archs: [maxvit]}\n")  # flow style too
+    with pytest.raises(ConfigError, match="line 1: key 'archs' is given twice"):
+        load_config(path)
+    path.write_text("base: &b {epochs: 2}\ntraining:\n  <<: *b\n  epochs: 4\n")  # a merge key may be overridden
+    assert parse_yaml(path.read_text())["training"] == {"epochs": 4}
+    with pytest.raises(ConfigError, match=r"--set training, line 1: key 'epochs' is given twice"):
+        parse_yaml("{epochs: 1, epochs: 2}", "--set training")
+    path = tmp_path / "study.json"  # Snakemake reads a config file as JSON first
+    path.write_text('{"training": {"epochs": 2}, "grid": {"seeds": [0]}}')
+    assert load_config(path)["training"]["epochs"] == 2
+    path.write_text('{"training": {"epochs": 2,\n\t"epochs": 6}}')
+    with pytest.raises(ConfigError, match=rf"config file {path}: key 'epochs' is given twice"):
+        load_config(path)
+
+
+def _seed_paths(node, path=()):
+    """Every key of the schema named seed or seeds, as (path, schema of the integer)."""
+    for key, sub in (node.get("properties") or {}).items():
+        if key in ("seed", "seeds"):
+            yield (*path, key), sub.get("items", sub)
+        yield from _seed_paths(sub, (*path, key))
+    if isinstance(node.get("items"), dict):
+        yield from _seed_paths(node["items"], (*path, 0))
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from _seed_paths(node["additionalProperties"], (*path, "*"))
+
+
+def test_every_seed_is_bounded_by_what_numpy_accepts():
+    """Before, a seed of 2**32 passed the check and every training job then failed in np.random.seed."""
+    from alertvision.config import schema
+
+    found = dict(_seed_paths(schema()))
+    assert len(found) >= 9 and ("grid", "seeds") in found and ("sweep", "seed") in found
+    for path, sub in found.items():
+        assert sub.get("maximum") == 2**32 - 1, ".".join(map(str, path))
+    for config, key in [
+        ({"grid": {"seeds": [0, 2**32]}}, "grid.seeds.1"),
+        ({"data": {"synthetic": {"seed": 2**32}}}, "data.synthetic.seed"),
+        ({"splits": {"seed": 2**40}}, "splits.seed"),
+        ({"sweep": {"seed": 2**32}}, "sweep.seed"),
+        (
+            {"archs": {"cnn": {"kind": "cnn", "sweep": {"seed": 2**32}}}, "grid": {"archs": ["cnn"]}},
+            "archs.cnn.sweep.seed",
+        ),
+        ({"embed": {"umap": {"seed": 2**32}}}, "embed.umap.seed"),
+    ]:
+        with pytest.raises(ConfigError, match=f"config key {key}: .* is greater than the maximum"):
+            validate_config(config)
+    assert validate_config({"grid": {"seeds": [2**32 - 1]}})["grid"]["seeds"] == [2**32 - 1]
+
+
+def test_a_storage_password_in_the_config_is_refused_naming_the_environment_variable():
+    """Before, `--config sweep="{storage: postgresql://u:PW@host/db}"` ran, the password in Snakemake's log."""
+    url = "postgresql+psycopg2://alertvision:s3cr3t@dbhost:5432/sweeps"
+    for config, key in [
+        ({"sweep": {"storage": url}}, "sweep.storage"),
+        ({"sweep": {"storage": "postgresql://dbhost/sweeps?user=a&password=s3cr3t"}}, "sweep.storage"),
+        (
+            {"archs": {"cnn": {"kind": "cnn", "sweep": {"storage": url}}}, "grid": {"archs": ["cnn"]}},
+            "archs.cnn.sweep.storage",
+        ),
+    ]:
+        with pytest.raises(ConfigError, match=f"config key {key}: the URL holds a password") as err:
+            validate_config(config)
+        assert "environment variable ALERTVISION_SWEEP_STORAGE" in str(err.value) and "s3cr3t" not in str(err.value)
+    with pytest.raises(ConfigError, match="environment variable MY_DB instead"):
+        validate_config({"sweep": {"storage": url, "storage_env": "MY_DB"}})
+    # a URL without a password (a .pgpass file, a socket, SQLite) is fine
+    for fine in ("postgresql://alertvision@dbhost:5432/sweeps", "sqlite:///sweeps.db", None):
+        assert validate_config({"sweep": {"storage": fine}})["sweep"]["storage"] == fine
+
+
+def test_a_command_line_value_shadowed_by_an_architecture_s_key_is_named(caplog):
+    """Before, `--set training.epochs=1` was silently ignored for the CNN: archs.cnn.training.epochs won."""
+    with caplog.at_level("WARNING", logger="alertvision.config"):
+        config = load_config(REPO / "config" / "config.yaml", {"training.epochs": 1, "sweep.trials": 2})
+    assert training_params(config, "cnn")["epochs"] == 12 and training_params(config, "convnext")["epochs"] == 1
+    warned = [r.getMessage() for r in caplog.records]
+    assert (
+        "--set training.epochs=1 does not apply to the cnn runs: archs.cnn.training.epochs=12 overrides it; "
+        "set archs.cnn.training.epochs to change those runs" in warned
+    )
+    assert any("metadata-only runs: multimodal.metadata_training.epochs=" in w for w in warned)
+    assert not any("convnext" in w or "sweep.trials" in w for w in warned)  # nothing shadows those
+    # the specific key set too, or a key no architecture overrides: nothing to say
+    assert shadowed_settings(config, {"training.epochs": 1, "archs.cnn.training.epochs": 1}, "--set") == [
+        m for m in shadowed_settings(config, {"training.epochs": 1}, "--set") if "cnn runs" not in m
+    ]
+    assert shadowed_settings(config, {"training": {"warmup_epochs": 2}}, "--config") == []
+    user = {"sweep": {"pruner": {"kind": "hyperband", "warmup_epochs": 2}}}
+    swept = validate_config(
+        {"grid": {"archs": ["cnn"]}, "archs": {"cnn": {"kind": "cnn", "sweep": {"pruner": {"kind": "median"}}}}, **user}
+    )
+    assert shadowed_settings(swept, user, "--config") == [
+        "--config sweep.pruner.kind='hyperband' does not apply to the cnn runs: archs.cnn.sweep.pruner.kind='median' "
+        "overrides it; set archs.cnn.sweep.pruner.kind to change those runs"
+    ]

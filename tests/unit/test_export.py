@@ -172,7 +172,7 @@ def multimodal_export(tiny_datasets, quick_split_file, tmp_path_factory):
 
 
 def _masked_packet_file(folder) -> Path:
-    """A real packet, a day later, whose template holds ZTF's masked value in a corner, as an .avro file of its schema."""
+    """A real packet, a day later, whose template holds ZTF's masked value in a corner, as an .avro file."""
     import fastavro
 
     with open(packet_paths()[0], "rb") as fh:

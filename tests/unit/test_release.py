@@ -193,6 +193,28 @@ def test_nonfinite_triplets_are_dropped_with_their_rows_and_counted(tmp_path, ca
     np.testing.assert_array_equal(ds.alerts.loc[ds.alerts["split"] == "val", "candid"], val_df["candid"][keep_val])
 
 
+@pytest.mark.parametrize("zipped", [False, True])
+def test_a_chunk_whose_rows_are_all_dropped_is_skipped(tmp_path, zipped):
+    """Before, a chunk of only NaN triplets or repeats crashed the import: `TypeError: memoryview: cannot
+    cast view with zeros in shape or strides`."""
+    release = make_release(3)
+    train_df, train_trip = release["train"]
+    val_df, _ = release["val"]
+    train_trip[[3, 4, 5], 20, 20, 1] = np.nan  # the whole second chunk of three
+    key = ["objectId", "jd", "fid", "label"]
+    for dup in (6, 7, 8):  # the whole third chunk of val repeats its first chunk
+        val_df.loc[dup, key] = val_df.loc[dup - 6, key].to_numpy()
+    write_release(tmp_path / "rel", release, zipped=zipped)
+    manifest = ingest_release(config_for(tmp_path / "rel", chunk_alerts=3), tmp_path / "out", progress=False)
+    assert manifest["skipped"] == {"duplicate_alert": 3, "nonfinite_triplet": 3}
+    ds = open_dataset(tmp_path / "out")
+    assert len(ds.alerts) == len(ds.images) == sum(SIZES.values()) - 6
+    keep_train, keep_val = np.ones(SIZES["train"], bool), np.ones(SIZES["val"], bool)
+    keep_train[[3, 4, 5]] = keep_val[[6, 7, 8]] = False
+    images = np.concatenate([train_trip[keep_train], release["val"][1][keep_val], release["test"][1]])
+    np.testing.assert_array_equal(ds.images, images.transpose(0, 3, 1, 2).astype(np.float32))
+
+
 def _broken(tmp_path: Path, split: str, change) -> dict:
     release = make_release(2)
     df, triplets = release[split]
@@ -274,13 +296,31 @@ def test_missing_files(tmp_path, release):
     assert issubclass(ReleaseError, ContractError) and issubclass(ReleaseError, ValueError)
 
 
-def test_failed_import_leaves_no_complete_looking_folder(tmp_path, extracted, imported):
+def test_a_failed_reimport_leaves_the_previous_dataset_whole(tmp_path, extracted, imported, monkeypatch):
+    """Before, a re-import with a mistyped path or a bad table had already deleted the good dataset's
+    manifest.json when it stopped."""
     out = tmp_path / "out"
     ingest_release(config_for(extracted), out, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ReleaseError, match="is not a folder"):
+        ingest_release(config_for(tmp_path / "mistyped"), out, progress=False)
     with pytest.raises(ReleaseError):
         ingest_release(config_for(extracted, tag="other"), out, progress=False)
-    with pytest.raises(ContractError, match="manifest.json is missing"):
-        open_dataset(out)
+    bad = make_release()
+    bad["test"][0].loc[3, "label"] = 7
+    with pytest.raises(ReleaseError, match="label must be 0 or 1"):
+        ingest_release(config_for(write_release(tmp_path / "bad", bad)), out, progress=False)
+    # a failure after the images were written (the disk full at the alerts table)
+    from alertvision.data.ingest import release as module
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module, "write_alerts", full)
+    with pytest.raises(OSError, match="No space left"):
+        ingest_release(config_for(extracted), out, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # and no temporary left
+    pd.testing.assert_frame_equal(open_dataset(out).alerts, open_dataset(imported).alerts)
 
 
 PEAK_RSS_CHILD = """

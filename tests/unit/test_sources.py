@@ -43,3 +43,35 @@ def test_input_files_are_the_existing_files_a_source_reads(tmp_path):
     config = {"data": {"source": "avro", "avro": {"path": str(tmp_path / "packets"), "labels": str(labels)}}}
     assert source_input_files(config) == sorted([str(tmp_path / "packets" / "a.avro"), str(labels)])
     assert source_input_files({"data": {"source": "synthetic"}}) == []
+
+
+def test_the_inputs_fingerprint_changes_with_content_or_size_only(tmp_path):
+    """The ingest's fingerprint input: rewritten when a file's bytes change whatever its modification time
+    (`cp -p` of an older file), not when a file is only touched; each file is read once per change."""
+    import os
+    import shutil
+
+    from alertvision.data.fingerprint import cache_path, file_digest, update_fingerprint
+
+    a, b, fp = tmp_path / "a.avro", tmp_path / "b.avro", tmp_path / "ztf.inputs.tsv"
+    a.write_bytes(b"alpha")
+    b.write_bytes(b"beta")
+    hashed: list[tuple[int, int]] = []
+    assert update_fingerprint([b, a], fp, lambda n, size: hashed.append((n, size)))
+    assert hashed == [(2, 9)]
+    assert fp.read_text().splitlines()[1:] == [f"{a}\t5\t{file_digest(a)}", f"{b}\t4\t{file_digest(b)}"]
+    assert not update_fingerprint([a, b], fp, lambda n, size: hashed.append((n, size))) and len(hashed) == 1
+    stamp = fp.stat().st_mtime_ns
+    # touched back in time, same bytes: read again (its ctime moved), the fingerprint left as it was
+    os.utime(a, (1e9, 1e9))
+    assert not update_fingerprint([a, b], fp, lambda n, size: hashed.append((n, size)))
+    assert hashed[-1] == (1, 5) and fp.stat().st_mtime_ns == stamp
+    # other bytes of the same size, with an older modification time (cp -p)
+    older = tmp_path / "older"
+    older.write_bytes(b"ALPHA")
+    os.utime(older, (1e9, 1e9))
+    shutil.copy2(older, a)
+    assert a.stat().st_mtime < fp.stat().st_mtime
+    assert update_fingerprint([a, b], fp) and file_digest(older) in fp.read_text()
+    # a file removed from the inputs
+    assert update_fingerprint([a], fp) and str(b) not in fp.read_text() and str(b) not in cache_path(fp).read_text()

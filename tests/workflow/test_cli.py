@@ -61,6 +61,26 @@ def test_bad_config_value_names_the_key():
     assert "config key training.batch_size" in out.stderr
 
 
+def test_a_key_given_twice_or_a_shadowed_set_value_is_reported(tmp_path):
+    """Before, the file's first `epochs` was dropped silently, and --set training.epochs=1 silently did not
+    reach the CNN (its archs.cnn.training.epochs wins)."""
+    study = tmp_path / "study.yaml"
+    study.write_text("grid:\n  archs: [cnn]\ntraining:\n  epochs: 2\n  epochs: 6\n")
+    out = _run("config", "--config", str(study))
+    assert out.returncode == 2
+    assert f"config file {study}, line 5: key 'epochs' is given twice (first on line 4)" in out.stderr
+    out = _run("config", "--set", "training={epochs: 1, epochs: 2}")
+    assert out.returncode == 2 and "--set training, line 1: key 'epochs' is given twice" in out.stderr
+    out = _run("config", "--set", "training.epochs=1")
+    assert out.returncode == 0
+    assert (
+        "--set training.epochs=1 does not apply to the cnn runs: archs.cnn.training.epochs=12 overrides it"
+        in out.stderr
+    )
+    out = _run("config", "--set", "archs.cnn.training.epochs=1")
+    assert out.returncode == 0 and "does not apply" not in out.stderr
+
+
 def test_config_prints_filled_defaults():
     out = _run("config")
     assert out.returncode == 0 and "max_alerts_per_source: 100" in out.stdout
@@ -259,3 +279,30 @@ def test_sweep_then_train_from_the_command_line_as_snakemake_does(tmp_path):
     assert metrics["hyperparameters"] == yaml.safe_load(best.read_text())["params"]
     out = _run("sweep-summary", str(best), "--out", layout.sweep_summary(), cwd=tmp_path)
     assert out.returncode == 0 and (tmp_path / layout.sweep_summary()).is_file()
+
+
+def test_a_failed_release_reingest_leaves_the_good_dataset_whole(tmp_path):
+    """Before, a re-ingest with a mistyped path or a bad table deleted the good dataset's manifest.json."""
+    from test_release import make_release, write_release
+
+    write_release(tmp_path / "release", make_release(4))
+    bad = make_release(4)
+    bad["val"][0].loc[2, "split"] = "train"
+    write_release(tmp_path / "bad", bad)
+
+    def ingest(folder: Path):
+        return _run(
+            "ingest",
+            "-q",
+            *("--set", "data.source=release", "--set", f"data.release.path={folder}"),
+            *("--set", "grid.datasets=[ztf]", "--out", str(tmp_path / "ztf")),
+        )
+
+    out = ingest(tmp_path / "release")
+    assert out.returncode == 0, out.stderr
+    good = {p.name: p.read_bytes() for p in (tmp_path / "ztf").iterdir()}
+    assert set(good) == {"alerts.parquet", "images.npy", "manifest.json"}
+    for folder, message in ((tmp_path / "relaese", "is not a folder"), (tmp_path / "bad", "the split column says")):
+        out = ingest(folder)
+        assert out.returncode == 1 and message in out.stderr, out.stderr
+        assert {p.name: p.read_bytes() for p in (tmp_path / "ztf").iterdir()} == good

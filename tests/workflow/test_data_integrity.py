@@ -88,6 +88,49 @@ def test_any_added_removed_or_edited_packet_reruns_the_ingest(tmp_path):
     assert yaml.safe_load(manifest.read_text())["n_alerts"] == 11
 
 
+def test_a_packet_replaced_by_one_with_an_older_mtime_reruns_the_ingest(tmp_path):
+    """Before, `cp -p` (or `rsync -a`, `tar x`) of another packet with an older modification time over one
+    of the ingest's packets gave "Nothing to be done": only timestamps were compared."""
+    packets = tmp_path / "packets"
+    packets.mkdir()
+    paths = packet_paths()
+    for path in paths[:4]:
+        shutil.copy(path, packets / path.name)
+    import fastavro
+
+    ids = sorted({next(iter(fastavro.reader(open(p, "rb"))))["objectId"] for p in paths})
+    (tmp_path / "labels.csv").write_text(
+        "objectId,label,source_set\n"
+        + "".join(f"{o},{i % 2},{'trues' if i % 2 else 'rejects'}\n" for i, o in enumerate(ids))
+    )
+    config = {
+        "data": {"source": "avro", "avro": {"path": "packets", "labels": "labels.csv", "dims_peak_limit": None}},
+        "splits": {"probabilities": [0.5, 0.25, 0.25]},
+        "grid": {"datasets": ["ztf"]},
+    }
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    snakemake(tmp_path, "--cores", "1", "results/data/ztf/manifest.json")
+    manifest = tmp_path / "results" / "data" / "ztf" / "manifest.json"
+    alerts = yaml.safe_load(manifest.read_text())["n_alerts"]
+    assert planned(tmp_path) == set()
+    # another version of the first packet (other bytes), dated a day back, copied over it as `cp -p` does
+    older = tmp_path / "older.avro"
+    shutil.copy(packets / paths[0].name, older)
+    _edit_packet(older)
+    day_ago = time.time() - 86400
+    os.utime(older, (day_ago, day_ago))
+    shutil.copy2(older, packets / paths[0].name)
+    assert (packets / paths[0].name).stat().st_mtime < manifest.stat().st_mtime
+    assert planned(tmp_path) == {"ingest_ztf"}
+    snakemake(tmp_path, "--cores", "1", "results/data/ztf/manifest.json")
+    assert planned(tmp_path) == set() and yaml.safe_load(manifest.read_text())["n_alerts"] == alerts
+    # a file only touched, or copied over with its own bytes, reruns nothing
+    os.utime(packets / paths[1].name, (day_ago, day_ago))
+    shutil.copy2(paths[2], packets / paths[2].name)
+    assert planned(tmp_path) == set()
+
+
 def test_a_release_table_edited_in_place_reruns_the_ingest(tmp_path):
     from test_release import make_release, write_release
 
@@ -140,8 +183,37 @@ def test_the_cli_resolves_a_config_file_as_snakemake_does(tmp_path):
     assert yaml.safe_load(cli.stdout) == default and default["data"]["synthetic"]["n_sources"] == 450
 
 
+def test_snakemake_refuses_a_key_given_twice_and_names_a_shadowed_config_value(tmp_path):
+    """Before, Snakemake's loader kept the last of two `epochs` (the file's value lost, in config/config.yaml
+    and a --configfile alike) and `--config training="{epochs: 1}"` silently missed the CNN."""
+    (tmp_path / "config").mkdir()
+    embedded = tmp_path / "config" / "config.yaml"
+    embedded.write_text("grid:\n  archs: [cnn]\ntraining:\n  epochs: 2\n  epochs: 6\n")
+
+    def dry_run(*args: str, ok: bool = True) -> str:
+        out = subprocess.run(
+            [*SNAKEMAKE, "--directory", str(tmp_path), "-n", "results/config.yaml", *args],
+            capture_output=True,
+            text=True,
+        )
+        assert (out.returncode == 0) == ok, out.stdout[-3000:] + out.stderr[-3000:]
+        return out.stdout + out.stderr
+
+    said = dry_run(ok=False)
+    assert "config file config/config.yaml, line 5: key 'epochs' is given twice (first on line 4)" in said
+    study = tmp_path / "study.yaml"
+    study.write_text("data:\n  source: synthetic\ndata:\n  synthetic: {seed: 4}\n")
+    said = dry_run("--configfile", str(study), ok=False)
+    assert f"config file {study}, line 3: key 'data' is given twice (first on line 1)" in said
+    embedded.write_text("grid:\n  archs: [cnn]\narchs:\n  cnn: {kind: cnn, training: {epochs: 8}}\n")
+    said = dry_run("--config", "training={epochs: 1}")
+    assert "--config training.epochs=1 does not apply to the cnn runs: archs.cnn.training.epochs=8 overrides it" in said
+    assert "does not apply" not in dry_run("--config", "training={batch_size: 16}")
+
+
 def test_a_storage_password_never_reaches_snakemake_records_logs_or_results(tmp_path, postgres_url):  # noqa: F811
-    """Before, sweep.storage was a rule param, stored in plain text in .snakemake/metadata."""
+    """Before, sweep.storage was a rule param, stored in plain text in .snakemake/metadata, and a URL given
+    with --config showed up in Snakemake's own log: the URL now comes from the environment only."""
     password = postgres_url.split(":")[2].split("@")[0]
     assert password and password in postgres_url
     config = {
@@ -150,7 +222,6 @@ def test_a_storage_password_never_reaches_snakemake_records_logs_or_results(tmp_
         "archs": {"cnn": {"kind": "cnn", "input_scale": 63, "training": {"epochs": 1}}},
         "sweep": {
             "trials": 1,
-            "storage": postgres_url,
             "study_prefix": f"secret{os.getpid()}",
             "search_space": {"lr": {"type": "categorical", "choices": [0.001]}},
         },
@@ -159,10 +230,33 @@ def test_a_storage_password_never_reaches_snakemake_records_logs_or_results(tmp_
     }
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    snakemake(tmp_path, "--cores", "1", "results/sweeps/ztf/image/cnn/none/f100/best.yaml", "results/config.yaml")
+    targets = ["results/sweeps/ztf/image/cnn/none/f100/best.yaml", "results/config.yaml"]
+    # the URL on the command line is refused before anything runs, naming the variable, not the password
+    # (its Snakemake log is scanned below with the rest)
+    out = subprocess.run(
+        [
+            *SNAKEMAKE,
+            "--directory",
+            str(tmp_path),
+            "--cores",
+            "1",
+            *targets,
+            "--config",
+            f"sweep={{storage: {postgres_url}}}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    said = out.stdout + out.stderr
+    assert out.returncode != 0 and "config key sweep.storage: the URL holds a password" in said
+    assert "environment variable ALERTVISION_SWEEP_STORAGE" in said and password not in said
+    env = {**os.environ, "ALERTVISION_SWEEP_STORAGE": postgres_url}
+    out = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), "--cores", "1", *targets], capture_output=True, text=True, env=env
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
     best = yaml.safe_load((tmp_path / "results/sweeps/ztf/image/cnn/none/f100/best.yaml").read_text())
-    assert best["n_trials"] == 1 and "***" in best["storage"]
-    assert "***" in yaml.safe_load((tmp_path / "results" / "config.yaml").read_text())["sweep"]["storage"]
+    assert best["n_trials"] == 1 and best["storage"].startswith("postgresql") and "***" in best["storage"]
     scanned = 0
     for folder in (".snakemake", "logs", "results"):
         for path in (tmp_path / folder).rglob("*"):
@@ -279,7 +373,7 @@ def test_a_killed_writer_s_temporary_is_cleaned_when_the_job_starts(tmp_path, ti
     from types import SimpleNamespace
 
     from alertvision.atomic import temporaries
-    from alertvision.data.contract import start_dataset
+    from alertvision.data.contract import building_dataset
     from alertvision.logs import start_job
 
     folder = tmp_path / "ztf"
@@ -287,10 +381,15 @@ def test_a_killed_writer_s_temporary_is_cleaned_when_the_job_starts(tmp_path, ti
     stale = [folder / ".images.npy.k3j9x.npy.tmp", folder / ".alerts.parquet.a1b2.parquet.tmp"]
     for path in stale:
         path.write_bytes(b"\0" * 1000)
+    (folder / ".build.x7.tmp").mkdir()  # a killed build's folder
+    (folder / ".build.x7.tmp" / "images.npy").write_bytes(b"\0" * 1000)
+    stale.append(folder / ".build.x7.tmp")
     keep = folder / ".other.npy.zz.tmp"  # not a temporary of the dataset's files
     keep.write_bytes(b"x")
-    start_dataset(folder)
+    with pytest.raises(RuntimeError, match="stopped"), building_dataset(folder):
+        raise RuntimeError("stopped")
     assert not any(p.exists() for p in stale) and keep.exists()
+    assert sorted(p.name for p in folder.iterdir()) == [keep.name]  # the aborted build left nothing
     # a Snakemake job: its outputs' temporaries go when it starts (a folder output's too)
     out = tmp_path / "results" / "table.csv"
     out.parent.mkdir()

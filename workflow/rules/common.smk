@@ -29,16 +29,27 @@ def dataset_files(dataset):
 
 
 def ingest_inputs(wildcards):
-    """Every file the ZTF source reads, each one an input (none for synthetic data).
+    """Every file the ZTF source reads, each one an input, and their fingerprint (none for synthetic data).
 
     Files, not folders: Snakemake sees only a folder's own timestamp, so a file edited in place, added
-    in a subfolder or removed would rerun nothing. Only files that exist are listed: a missing one is
-    reported by the ingest job itself, naming the config key and where to get the data, and a dry run
-    still shows the whole DAG.
+    in a subfolder or removed would rerun nothing. The fingerprint, rewritten only when a file's name,
+    size or content changes, catches a file replaced by one with an older modification time
+    (`cp -p`, `rsync -a`, `tar x`), which is not newer than the dataset. Only files that exist are
+    listed: a missing one is reported by the ingest job itself, naming the config key and where to get
+    the data, and a dry run still shows the whole DAG.
     """
+    from alertvision.data.fingerprint import update_fingerprint
     from alertvision.data.sources import source_input_files
 
-    return source_input_files(config)
+    files = source_input_files(config)
+    if not files:
+        return []
+
+    def say(n_files, n_bytes):
+        logger.info(f"reading {n_files} new or changed ingest input file(s), {n_bytes / 1e9:.2f} GB, to digest them")
+
+    update_fingerprint(files, LAYOUT.inputs_fingerprint(), before_hashing=say)
+    return [LAYOUT.inputs_fingerprint(), *files]
 
 
 def data_params():

@@ -4,18 +4,22 @@
 - ``images.npy``: float32 (N, C, 63, 63), C order, always opened memory-mapped.
 - ``manifest.json``: source, version, creation time, counts per subset and split, config digest.
 
-Every file is written under a temporary name in the same folder and renamed into place.
+A dataset is written into a temporary folder inside its folder and its files renamed into place
+when it is complete (:func:`building_dataset`): a failed write leaves the previous dataset whole.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -149,6 +153,8 @@ class ImageArrayWriter:
             images = images[None]
         if images.shape[1:] != self.image_shape:
             raise ContractError(f"image batch of shape {images.shape[1:]}, expected {self.image_shape}")
+        if not len(images):  # an empty batch: nothing to write (memoryview cannot cast a view with zeros)
+            return
         self._fh.write(memoryview(np.ascontiguousarray(images, dtype=self.dtype)).cast("B"))  # no extra copy
         self.count += len(images)
 
@@ -207,13 +213,34 @@ def counts_by_subset_split(df: pd.DataFrame) -> dict[str, dict[str, int]]:
     return out
 
 
-def start_dataset(directory: str | os.PathLike) -> Path:
-    """Prepare a folder for a (re)write: the manifest is the mark of a complete dataset and is
-    written last, so it goes first; a crash mid-way leaves a folder :func:`open_dataset` refuses."""
+#: A dataset is built in ``.build.<random>.tmp`` inside its folder (see :func:`building_dataset`).
+BUILD_FOLDER = "build"
+
+
+@contextlib.contextmanager
+def building_dataset(directory: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty folder to write a dataset's files into; when the block succeeds they replace those
+    of ``directory``, and when it fails ``directory`` is left as it was: a failed re-ingest (a mistyped
+    path, a bad table, a full disk) keeps the previous dataset whole.
+
+    The folder is a hidden temporary inside ``directory`` (one file system: the files move by rename).
+    The manifest, the mark of a complete dataset, is removed before the files move and moved last, so
+    a crash between the renames leaves a folder :func:`open_dataset` refuses, never a mix of two
+    datasets. What a killed build left is removed first.
+    """
     directory = check_writable(directory, "the dataset")
-    (directory / MANIFEST_FILE).unlink(missing_ok=True)
-    clean_stale_temporaries(directory / name for name in DATASET_FILES)  # a killed writer's leftovers
-    return directory
+    clean_stale_temporaries([*(directory / name for name in DATASET_FILES), directory / BUILD_FOLDER])
+    build = Path(tempfile.mkdtemp(prefix=f".{BUILD_FOLDER}.", suffix=".tmp", dir=directory))
+    try:
+        yield build
+        missing = [name for name in DATASET_FILES if not (build / name).is_file()]
+        if missing:
+            raise ContractError(f"the dataset built for {directory} lacks {', '.join(missing)}")
+        (directory / MANIFEST_FILE).unlink(missing_ok=True)
+        for name in (ALERTS_FILE, IMAGES_FILE, MANIFEST_FILE):
+            os.replace(build / name, directory / name)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
 
 
 def write_manifest(

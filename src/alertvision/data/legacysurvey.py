@@ -28,9 +28,9 @@ from alertvision.data.contract import (
     IMAGE_SIZE,
     IMAGES_FILE,
     ImageArrayWriter,
+    building_dataset,
     config_digest,
     open_dataset,
-    start_dataset,
     write_alerts,
     write_manifest,
 )
@@ -230,63 +230,63 @@ def build_ls_dataset(
     product = image_product(cfg)
     ztf = open_dataset(ztf_dir)
     alerts = ztf.alerts
-    out_dir = start_dataset(out_dir)
-    sources = source_positions(alerts).set_index("objectId")
-    status: Counter = Counter()
-    keep_rows: list[np.ndarray] = []
-    rows_of = alerts.groupby("objectId", sort=False).indices
-    with ImageArrayWriter(out_dir / IMAGES_FILE) as writer:
-        for object_id, pos in tqdm(
-            sources.iterrows(),
-            total=len(sources),
-            desc="Legacy Survey sources",
-            unit="src",
-            disable=not progress,
-            mininterval=2,
-        ):
-            try:
-                raw = provider(str(object_id), float(pos["ra"]), float(pos["dec"]))
-            except CutoutUnavailable:
-                status["failed"] += 1
-                continue
-            if raw is None:
-                status["uncovered_no_overlap"] += 1
-                continue
-            image = product.to_image(raw)
-            problem = product.coverage_problem(image)
-            if problem:
-                status[f"uncovered_{problem}"] += 1
-                continue
-            status["covered"] += 1
-            image = normalise(image, cfg["normalise"])
-            idx = np.sort(rows_of[object_id])
-            writer.append(np.repeat(image[None], len(idx), axis=0))
-            keep_rows.append(idx)
-    kept = np.concatenate(keep_rows) if keep_rows else np.empty(0, dtype=int)
-    ls_alerts = write_alerts(out_dir, alerts.iloc[kept])
-    n_uncovered = sum(v for k, v in status.items() if k.startswith("uncovered"))
-    manifest = write_manifest(
-        out_dir,
-        ls_alerts,
-        dataset="ls",
-        source=source,
-        synthetic=synthetic,
-        digest=config_digest(cfg, *digest_blocks),
-        extra={
-            "ztf_manifest_digest": ztf.manifest.get("config_digest"),
-            "product": product.name,
-            "channels": product.labels(),
-            "pixel_scale_arcsec": product.pixel_scale,
-            "orientation": "north up, east left",
-            "normalise": cfg["normalise"],
-            "coverage": {
-                "sources": dict(sorted(status.items())),
-                "uncovered_fraction": n_uncovered / max(1, len(sources)),
-                "alerts_dropped": int(len(alerts) - len(ls_alerts)),
+    with building_dataset(out_dir) as build:
+        sources = source_positions(alerts).set_index("objectId")
+        status: Counter = Counter()
+        keep_rows: list[np.ndarray] = []
+        rows_of = alerts.groupby("objectId", sort=False).indices
+        with ImageArrayWriter(build / IMAGES_FILE) as writer:
+            for object_id, pos in tqdm(
+                sources.iterrows(),
+                total=len(sources),
+                desc="Legacy Survey sources",
+                unit="src",
+                disable=not progress,
+                mininterval=2,
+            ):
+                try:
+                    raw = provider(str(object_id), float(pos["ra"]), float(pos["dec"]))
+                except CutoutUnavailable:
+                    status["failed"] += 1
+                    continue
+                if raw is None:
+                    status["uncovered_no_overlap"] += 1
+                    continue
+                image = product.to_image(raw)
+                problem = product.coverage_problem(image)
+                if problem:
+                    status[f"uncovered_{problem}"] += 1
+                    continue
+                status["covered"] += 1
+                image = normalise(image, cfg["normalise"])
+                idx = np.sort(rows_of[object_id])
+                writer.append(np.repeat(image[None], len(idx), axis=0))
+                keep_rows.append(idx)
+        kept = np.concatenate(keep_rows) if keep_rows else np.empty(0, dtype=int)
+        ls_alerts = write_alerts(build, alerts.iloc[kept])
+        n_uncovered = sum(v for k, v in status.items() if k.startswith("uncovered"))
+        manifest = write_manifest(
+            build,
+            ls_alerts,
+            dataset="ls",
+            source=source,
+            synthetic=synthetic,
+            digest=config_digest(cfg, *digest_blocks),
+            extra={
+                "ztf_manifest_digest": ztf.manifest.get("config_digest"),
+                "product": product.name,
+                "channels": product.labels(),
+                "pixel_scale_arcsec": product.pixel_scale,
+                "orientation": "north up, east left",
+                "normalise": cfg["normalise"],
+                "coverage": {
+                    "sources": dict(sorted(status.items())),
+                    "uncovered_fraction": n_uncovered / max(1, len(sources)),
+                    "alerts_dropped": int(len(alerts) - len(ls_alerts)),
+                },
+                **dict(extra or {}),
             },
-            **dict(extra or {}),
-        },
-    )
+        )
     log.info(
         "Legacy Survey dataset: %d of %d sources covered, %d alerts", status["covered"], len(sources), len(ls_alerts)
     )

@@ -65,6 +65,10 @@ class Layout:
     def dataset_file(self, name: str, dataset: str = "{dataset}") -> str:
         return f"{self.dataset_dir(dataset)}/{name}"
 
+    def inputs_fingerprint(self, dataset: str = "ztf") -> str:
+        """Name, size and digest of every file a dataset's ingest reads (an input of the ingest)."""
+        return f"{self.dataset_dir(dataset)}.inputs.tsv"
+
     def split_file(self, dataset: str = "{dataset}", fraction: str = "{fraction}") -> str:
         """The split table of one training fraction."""
         return f"{self.results}/splits/{dataset}/f{fraction}.parquet"

@@ -35,8 +35,8 @@ from alertvision.data.contract import (
     ContractError,
     ImageArrayWriter,
     alert_ids,
+    building_dataset,
     compact_images,
-    start_dataset,
     write_alerts,
     write_manifest,
 )
@@ -339,62 +339,64 @@ def write_packet_dataset(
     ``skipped`` under its :data:`~alertvision.data.features.CUT_REASONS` reason, and the settings go in
     the manifest).
     """
-    out_dir = start_dataset(out_dir)
-    with ImageArrayWriter(out_dir / IMAGES_FILE) as writer:
-        collector = PacketCollector(writer, labels, history, cuts, masked_pixels)
-        reports: dict[str, dict[str, int]] = {}
-        bar = tqdm(stream, desc=f"{source} packets", unit="pkt", total=total, disable=not progress, mininterval=2)
-        for item in bar:
-            if isinstance(item, Skip):
-                collector.skip(item.reason, item.origin, item.detail)
-            elif isinstance(item, InputReport):
-                reports[item.origin] = dict(item.counts)
-            else:
-                collector.add(item[1], item[0])
-        alerts = collector.table()
-        keep, dims_cut = dims_peak_cut(alerts, collector.peak, dims_peak_limit)
-        if not keep.any():
-            raise ContractError(
-                f"no alert of the {len(labels)} labelled sources survived ({source}); "
-                f"skipped: {dict(collector.skipped) or 'nothing'}, dims cut: {dims_cut['alerts']}: "
-                f"check the paths and the labels"
+    with building_dataset(out_dir) as build:
+        with ImageArrayWriter(build / IMAGES_FILE) as writer:
+            collector = PacketCollector(writer, labels, history, cuts, masked_pixels)
+            reports: dict[str, dict[str, int]] = {}
+            bar = tqdm(stream, desc=f"{source} packets", unit="pkt", total=total, disable=not progress, mininterval=2)
+            for item in bar:
+                if isinstance(item, Skip):
+                    collector.skip(item.reason, item.origin, item.detail)
+                elif isinstance(item, InputReport):
+                    reports[item.origin] = dict(item.counts)
+                else:
+                    collector.add(item[1], item[0])
+            alerts = collector.table()
+            keep, dims_cut = dims_peak_cut(alerts, collector.peak, dims_peak_limit)
+            if not keep.any():
+                raise ContractError(
+                    f"no alert of the {len(labels)} labelled sources survived ({source}); "
+                    f"skipped: {dict(collector.skipped) or 'nothing'}, dims cut: {dims_cut['alerts']}: "
+                    f"check the paths and the labels"
+                )
+        cut_sources = set(alerts.loc[~keep, "objectId"])
+        if not keep.all():
+            compact_images(build / IMAGES_FILE, keep)
+            alerts = alerts[keep].reset_index(drop=True)
+        new_drb_from = Counter(np.asarray(collector.new_drb_from)[keep].tolist())
+        alerts["split"] = assign_source_splits(alerts, splits_cfg["probabilities"], splits_cfg["seed"])
+        alerts = write_alerts(build, alerts)
+        missing = sorted(set(labels["objectId"]) - set(alerts["objectId"]) - cut_sources)
+        if missing:
+            log.warning(
+                "%d labelled sources have no alert in the dataset, e.g. %s", len(missing), ", ".join(missing[:5])
             )
-    cut_sources = set(alerts.loc[~keep, "objectId"])
-    if not keep.all():
-        compact_images(out_dir / IMAGES_FILE, keep)
-        alerts = alerts[keep].reset_index(drop=True)
-    new_drb_from = Counter(np.asarray(collector.new_drb_from)[keep].tolist())
-    alerts["split"] = assign_source_splits(alerts, splits_cfg["probabilities"], splits_cfg["seed"])
-    alerts = write_alerts(out_dir, alerts)
-    missing = sorted(set(labels["objectId"]) - set(alerts["objectId"]) - cut_sources)
-    if missing:
-        log.warning("%d labelled sources have no alert in the dataset, e.g. %s", len(missing), ", ".join(missing[:5]))
-    notes = []
-    if new_drb_from.get("candidate.drb"):
-        notes.append(
-            "new_drb is the alert's own drb where the packet has no classifications.braai: "
-            "no braai model was run on the triplets."
+        notes = []
+        if new_drb_from.get("candidate.drb"):
+            notes.append(
+                "new_drb is the alert's own drb where the packet has no classifications.braai: "
+                "no braai model was run on the triplets."
+            )
+        manifest = write_manifest(
+            build,
+            alerts,
+            dataset="ztf",
+            source=source,
+            synthetic=False,
+            digest=digest,
+            extra={
+                "skipped": dict(sorted(collector.skipped.items())),
+                "dims_cut": dims_cut,
+                "cuts": cuts.spec(),
+                "history": history,
+                "masked_pixels": masked_pixels,
+                "new_drb_from": dict(new_drb_from),
+                "labelled_sources_without_alerts": len(missing),
+                "notes": notes,
+                **({"archives_read": reports} if reports else {}),
+                **dict(extra or {}),
+            },
         )
-    manifest = write_manifest(
-        out_dir,
-        alerts,
-        dataset="ztf",
-        source=source,
-        synthetic=False,
-        digest=digest,
-        extra={
-            "skipped": dict(sorted(collector.skipped.items())),
-            "dims_cut": dims_cut,
-            "cuts": cuts.spec(),
-            "history": history,
-            "masked_pixels": masked_pixels,
-            "new_drb_from": dict(new_drb_from),
-            "labelled_sources_without_alerts": len(missing),
-            "notes": notes,
-            **({"archives_read": reports} if reports else {}),
-            **dict(extra or {}),
-        },
-    )
     log.info(
         "wrote %d alerts of %d sources to %s (skipped: %s)",
         len(alerts),

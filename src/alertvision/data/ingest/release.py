@@ -42,9 +42,9 @@ from alertvision.data.contract import (
     ContractError,
     ImageArrayWriter,
     alert_ids,
+    building_dataset,
     check_source_labels,
     config_digest,
-    start_dataset,
     write_alerts,
     write_manifest,
 )
@@ -487,7 +487,8 @@ def write_release_images(
                 start += len(block)
                 keep[split][rows] &= np.isfinite(block).all(axis=(1, 2, 3))
                 mask = keep[split][rows]
-                writer.append(block if mask.all() else block[mask])
+                if mask.any():  # a chunk of repeats or NaN triplets only leaves nothing to write
+                    writer.append(block if mask.all() else block[mask])
                 bar.update(int(mask.sum()))
         return writer.count
 
@@ -501,42 +502,44 @@ def ingest_release(config: Mapping[str, Any], out_dir: str | os.PathLike, progre
     ``config`` is the whole validated config. Returns the manifest.
     """
     cfg = config["data"]["release"]
-    out_dir = start_dataset(out_dir)
-    files = locate_release(cfg)
-    for kind, per_split in files.items():
-        log.info("release %s: %s", kind, ", ".join(str(f) for f in per_split.values()))
-    tables = {}
-    infos = {}
-    for split in SPLITS:
-        tables[split] = read_candidates(files["metadata"][split])
-        check_candidates(tables[split], split, str(files["metadata"][split]))
-        infos[split] = inspect_triplets(files["images"][split])
-        check_rows_match(infos[split], len(tables[split]), files["images"][split], files["metadata"][split])
-        log.info("%s: %d alerts of %d sources", split, len(tables[split]), tables[split]["objectId"].nunique())
-    check_disjoint_sources(tables)
-    check_source_labels(pd.concat([t[["objectId", "label"]] for t in tables.values()]), "the release's tables")
-    rows_in_file, keep = release_table(tables)
-    rows = {split: len(t) for split, t in tables.items()}
-    del tables  # the per-split tables are copied into ``rows_in_file``: free them before the images stream
-    n_duplicates = sum(rows.values()) - int(sum(k.sum() for k in keep.values()))
-    n_images = write_release_images(out_dir / IMAGES_FILE, files["images"], infos, keep, cfg["chunk_alerts"], progress)
-    kept = np.concatenate([keep[split] for split in SPLITS])
-    n_nonfinite = sum(rows.values()) - n_duplicates - int(kept.sum())
-    _log_nonfinite(rows_in_file, kept, n_duplicates, n_nonfinite)
-    alerts = rows_in_file[kept].reset_index(drop=True)
-    del rows_in_file
-    if n_images != len(alerts):  # cannot happen unless a file changed while it was read
-        raise ReleaseError(f"wrote {n_images} triplets for {len(alerts)} alerts")
-    alerts = write_alerts(out_dir, alerts)
-    manifest = write_manifest(
-        out_dir,
-        alerts,
-        dataset="ztf",
-        source="release",
-        synthetic=False,
-        digest=config_digest(cfg, config["splits"]),
-        extra=_manifest_extra(cfg, files, rows, n_duplicates, n_nonfinite),
-    )
+    with building_dataset(out_dir) as build:
+        files = locate_release(cfg)
+        for kind, per_split in files.items():
+            log.info("release %s: %s", kind, ", ".join(str(f) for f in per_split.values()))
+        tables = {}
+        infos = {}
+        for split in SPLITS:
+            tables[split] = read_candidates(files["metadata"][split])
+            check_candidates(tables[split], split, str(files["metadata"][split]))
+            infos[split] = inspect_triplets(files["images"][split])
+            check_rows_match(infos[split], len(tables[split]), files["images"][split], files["metadata"][split])
+            log.info("%s: %d alerts of %d sources", split, len(tables[split]), tables[split]["objectId"].nunique())
+        check_disjoint_sources(tables)
+        check_source_labels(pd.concat([t[["objectId", "label"]] for t in tables.values()]), "the release's tables")
+        rows_in_file, keep = release_table(tables)
+        rows = {split: len(t) for split, t in tables.items()}
+        del tables  # the per-split tables are copied into ``rows_in_file``: free them before the images stream
+        n_duplicates = sum(rows.values()) - int(sum(k.sum() for k in keep.values()))
+        n_images = write_release_images(
+            build / IMAGES_FILE, files["images"], infos, keep, cfg["chunk_alerts"], progress
+        )
+        kept = np.concatenate([keep[split] for split in SPLITS])
+        n_nonfinite = sum(rows.values()) - n_duplicates - int(kept.sum())
+        _log_nonfinite(rows_in_file, kept, n_duplicates, n_nonfinite)
+        alerts = rows_in_file[kept].reset_index(drop=True)
+        del rows_in_file
+        if n_images != len(alerts):  # cannot happen unless a file changed while it was read
+            raise ReleaseError(f"wrote {n_images} triplets for {len(alerts)} alerts")
+        alerts = write_alerts(build, alerts)
+        manifest = write_manifest(
+            build,
+            alerts,
+            dataset="ztf",
+            source="release",
+            synthetic=False,
+            digest=config_digest(cfg, config["splits"]),
+            extra=_manifest_extra(cfg, files, rows, n_duplicates, n_nonfinite),
+        )
     log.info(
         "wrote %d release alerts of %d sources to %s (%d repeated alerts and %d NaN/inf triplets dropped)",
         len(alerts),
