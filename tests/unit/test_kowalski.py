@@ -484,24 +484,24 @@ def test_saved_jd_takes_the_earliest_save_to_the_groups():
 
 
 def test_rate_limiter_spaces_starts_across_threads():
+    """Threads book distinct slots one interval apart; a frozen clock makes it independent of the machine's load."""
     import threading
-    import time
 
-    limiter = RateLimiter(20.0)
-    starts: list[float] = []
+    slept: list[float] = []
+    limiter = RateLimiter(20.0, clock=lambda: 100.0, sleep=slept.append)
+    booked: list[float] = []
 
     def worker() -> None:
         for _ in range(3):
-            limiter.wait()
-            starts.append(time.monotonic())
+            booked.append(100.0 + limiter.wait())  # the start this caller was given
 
     threads = [threading.Thread(target=worker) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    gaps = np.diff(sorted(starts))
-    assert len(starts) == 9 and gaps.min() >= 0.05 - 0.005
+    assert sorted(booked) == pytest.approx([100.0 + 0.05 * k for k in range(9)])
+    assert sorted(slept) == pytest.approx([0.05 * k for k in range(1, 9)])  # the first caller does not sleep
 
 
 def test_redactor_blanks_known_secrets_and_token_shapes():
