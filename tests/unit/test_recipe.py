@@ -67,3 +67,34 @@ def test_training_is_float32_and_bf16_only_on_cuda(tiny_datasets, quick_split_fi
         assert json.loads((tmp_path / str(bf16) / "metrics.json").read_text())["bf16"] is False
         model, _ = load_model(tmp_path / str(bf16) / "model.pt")
         assert {v.dtype for v in model.state_dict().values() if v.is_floating_point()} == {torch.float32}
+
+
+def test_a_sweep_maximises_the_validation_roc_auc_of_the_kept_epoch(
+    tiny_datasets, quick_split_file, tmp_path, monkeypatch
+):
+    """sweep.objective val_roc_auc (the default): each trial's value is the validation ROC AUC of the epoch the
+    training keeps (lowest validation loss), and the best trial is the largest; val_loss is minimised."""
+    import optuna
+    import pandas as pd
+
+    from alertvision.config import schema
+    from alertvision.sweeps import sweep_finalize, sweep_run
+    from alertvision.sweeps.objective import direction
+    from alertvision.sweeps.storage import JOURNAL_FILE, make_storage
+
+    monkeypatch.delenv("ALERTVISION_SWEEP_STORAGE", raising=False)
+    assert schema()["properties"]["sweep"]["properties"]["objective"]["default"] == "val_roc_auc"
+    assert (direction("val_roc_auc"), direction("val_loss")) == ("maximize", "minimize")
+    config = tiny_datasets["config"]
+    training = {**training_params(config, "none", "multimodal"), "epochs": 2, "patience": 2}
+    sweep_cfg = {"trials": 3, "seed": 0, "startup_trials": 3}
+    name = "alertvision/ztf/multimodal/none/none/f10"
+    arch_cfg = {**model_spec(config, "none", "multimodal"), "metadata_fill": "median"}
+    kwargs = dict(arch_cfg=arch_cfg, training=training, sweep_cfg=sweep_cfg, study_name=name, progress=False)
+    sweep_run(tiny_datasets["ztf"], quick_split_file, tmp_path, **kwargs)
+    best = sweep_finalize(tmp_path, study_name=name, training=training, sweep_cfg=sweep_cfg, modality="multimodal")
+    trials = pd.read_csv(tmp_path / "trials.csv")
+    assert best["direction"] == "maximize" and best["objective"] == "val_roc_auc"
+    assert best["value"] == trials["value"].max()
+    study = optuna.load_study(study_name=name, storage=make_storage(str(tmp_path / JOURNAL_FILE)))
+    assert [t.value for t in study.trials] == [t.user_attrs["metrics"]["val_roc_auc_best"] for t in study.trials]
