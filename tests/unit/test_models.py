@@ -260,3 +260,28 @@ def test_the_metadata_only_model_is_btsbots_um_nn_counted_by_hand(tmp_path):
     # the switch: the backbones' head (dense1 128, dense2 16, dropout) after the branch, as before
     mlp = build_model({**spec, "head": "mlp"}, training)
     assert sum(p.numel() for p in mlp.parameters()) == by_hand - 17 + (16 * 128 + 128) + (128 * 16 + 16) + 17 == 5_667
+
+
+def test_pretrained_convnext_on_ztf_loads_every_tensor_then_drops_the_head_norm_as_btsbot(tmp_path):
+    """BTSbot creates the pretrained model, then replaces its head: the pretrained LayerNorm is loaded and
+    discarded; every other tensor is the published one."""
+    import json
+
+    import timm
+    from safetensors.torch import save_file
+
+    from alertvision.models.weights import resolve_weights
+
+    folder = tmp_path / "w"
+    folder.mkdir()
+    torch.manual_seed(3)
+    published = timm.create_model("convnext_pico", pretrained=False, num_classes=0)
+    state = {k: v.contiguous() for k, v in published.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"architecture": "convnext_pico", "num_classes": 0}))
+    spec = {**ARCHS["convnext"], "modality": "multimodal", "timm_head": "flatten"}
+    head = {**HEAD, "meta_dense1": 8, "meta_dense2": 4, "meta_dropout": 0.1}
+    model = build_model(spec, head, resolve_weights(f"local-dir:{folder}"))
+    backbone = model.backbone.state_dict()
+    assert {k for k in state if k not in backbone} == {"head.norm.weight", "head.norm.bias"}
+    assert all(torch.equal(backbone[k], state[k]) for k in backbone)
