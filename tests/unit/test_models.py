@@ -220,6 +220,8 @@ def test_multimodal_convnext_keeps_btsbots_head_per_dataset_counted_by_hand():
     pooled = validate_config({**config, "multimodal": {**config["multimodal"], "timm_head": "pool_norm"}})
     kept = build_model(model_spec(pooled, "convnext", "multimodal", dataset="ztf"), training)
     assert sum(p.numel() for p in kept.parameters()) == 8_603_875
+    before = build_model({**ARCHS["convnext"], "modality": "multimodal"}, training)  # saved before the key
+    assert sum(p.numel() for p in before.parameters()) == 8_603_875
     # the image ConvNeXt keeps timm's pool and norm, as BTSbot's ConvNeXt does
     image = build_model(model_spec(config, "convnext", "image"), training_params(config, "convnext", "image"))
     assert sum(p.numel() for p in image.backbone.parameters()) == backbone + 2 * 512
@@ -260,6 +262,9 @@ def test_the_metadata_only_model_is_btsbots_um_nn_counted_by_hand(tmp_path):
     # the switch: the backbones' head (dense1 128, dense2 16, dropout) after the branch, as before
     mlp = build_model({**spec, "head": "mlp"}, training)
     assert sum(p.numel() for p in mlp.parameters()) == by_hand - 17 + (16 * 128 + 128) + (128 * 16 + 16) + 17 == 5_667
+    # a model saved before the key (no `head`) is rebuilt as it was trained
+    before = build_model({"kind": "none", "modality": "multimodal"}, training)
+    assert sum(p.numel() for p in before.parameters()) == 5_667
 
 
 def test_pretrained_convnext_on_ztf_loads_every_tensor_then_drops_the_head_norm_as_btsbot(tmp_path):
