@@ -77,13 +77,13 @@ def _sweep_inputs(args, config: dict) -> dict[str, Any]:
     from alertvision.sweeps.storage import study_name
 
     run = _run(args)
-    sweep = sweep_params(config, args.arch)
+    sweep = sweep_params(config, args.arch, modality=args.modality)
     return dict(
         folder=Path(_layout(args).sweep_dir(run)),
         sweep=sweep,
         run=run,
         study=study_name(run.dataset, run.modality, run.arch, run.regimen, run.fraction, prefix=sweep["study_prefix"]),
-        arch_cfg=model_spec(config, args.arch, args.modality, args.regimen),
+        arch_cfg=model_spec(config, args.arch, args.modality, args.regimen, args.dataset),
         training=training_params(config, args.arch, args.modality),
     )
 
@@ -200,7 +200,7 @@ def _best_yaml(args, config: dict, run: Run) -> Path | None:
 
     if args.best:
         return Path(args.best)
-    if sweep_params(config, args.arch)["trials"] <= 0:
+    if sweep_params(config, args.arch, modality=args.modality)["trials"] <= 0:
         return None
     best = Path(_layout(args).sweep_file("best.yaml", run))
     if not best.is_file():
@@ -224,7 +224,7 @@ def cmd_train(args) -> int:
         args.dataset_dir or layout.dataset_dir(run.dataset),
         args.split or layout.split_file(run.dataset, run.fraction),
         run_dir,
-        arch_cfg=model_spec(config, args.arch, args.modality, args.regimen),
+        arch_cfg=model_spec(config, args.arch, args.modality, args.regimen, args.dataset),
         training=training_params(config, args.arch, args.modality),
         seed=args.seed,
         weights_dir=folder,
@@ -403,7 +403,9 @@ def cmd_aggregate(args) -> int:
 def cmd_f1(args) -> int:
     from alertvision.study.steps import f1_table
 
-    table = f1_table(args.metrics, args.out, args.peak_mag_out, args.exclude_sources)
+    table = f1_table(
+        args.metrics, args.out, args.peak_mag_out, args.exclude_sources, bootstrap=_config(args)["bootstrap"]
+    )
     print(table.to_string(index=False))
     return 0
 
@@ -797,7 +799,8 @@ COMMANDS: tuple[Command, ...] = (
         cmd_f1,
         ("f1_table",),
         "score the trigger policies on the runs' test predictions and aggregate them into f1.csv (median, std "
-        "over seeds) and completeness per peak-magnitude bin",
+        "over seeds, and the bootstrap std of F1 over test sources, settings from the config's bootstrap block) "
+        "and completeness per peak-magnitude bin",
         (
             arg(
                 "metrics",
@@ -809,7 +812,6 @@ COMMANDS: tuple[Command, ...] = (
             arg("--peak-mag-out", default=LAYOUT.table("completeness_peak_mag.csv")),
             arg("--exclude-sources", help="a file of objectIds the policies leave out (RCFJunk, say)"),
         ),
-        config=False,
     ),
     Command(
         "figure3",

@@ -193,8 +193,9 @@ def _raise_first(errors: list, prefix: tuple = ()) -> None:
 
 
 def _check_training_overrides(config: MutableMapping[str, Any], sch: Mapping[str, Any]) -> None:
-    """``archs.<name>.training``, ``archs.<name>.sweep`` and ``multimodal.metadata_training`` hold keys of
-    the training and sweep blocks, checked like them but without defaults."""
+    """``archs.<name>.training``, ``archs.<name>.sweep``, ``multimodal.metadata_training`` and
+    ``multimodal.baseline_training`` hold keys of the training and sweep blocks, checked like them but
+    without defaults."""
     for block in ("training", "sweep"):
         props = {
             k: {kk: vv for kk, vv in v.items() if kk != "default"}
@@ -203,7 +204,8 @@ def _check_training_overrides(config: MutableMapping[str, Any], sch: Mapping[str
         override_schema = {"type": "object", "properties": props, "additionalProperties": False}
         overrides = [(("archs", arch, block), spec, block) for arch, spec in config["archs"].items()]
         if block == "training":
-            overrides.append((("multimodal", "metadata_training"), config["multimodal"], "metadata_training"))
+            for key in ("metadata_training", "baseline_training"):
+                overrides.append((("multimodal", key), config["multimodal"], key))
         for path, parent, key in overrides:
             if key in parent:
                 parent[key] = _coerce(parent[key], override_schema)
@@ -519,38 +521,78 @@ def format_fraction(fraction: float) -> str:
 PLAIN_DECIMAL = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 
 
+def is_production_baseline(config: Mapping[str, Any], arch: str, modality: str) -> bool:
+    """Whether a run is Figure 3's baseline as BTSbot's production model: a multi-modal CNN (kind cnn) while
+    ``multimodal.cnn_baseline`` is ``production`` (not swept; ``multimodal.baseline_training`` on top of its
+    training block)."""
+    spec = config["archs"].get(arch)
+    return (
+        modality == MULTIMODAL
+        and spec is not None
+        and spec.get("kind") == "cnn"
+        and config.get("multimodal", {}).get("cnn_baseline", "production") == "production"
+    )
+
+
 def training_params(config: Mapping[str, Any], arch: str, modality: str = "image") -> dict[str, Any]:
-    """The training block with the architecture's overrides applied; an image model's leaves out the
-    metadata branch's keys (so that they rerun only multi-modal runs)."""
+    """The training block with the architecture's overrides applied (and, for Figure 3's production
+    baseline, ``multimodal.baseline_training``); an image model's leaves out the metadata branch's keys
+    (so that they rerun only multi-modal runs)."""
     params = dict(config["training"])
     params.update(config["archs"].get(arch, {}).get("training", {}))
     if arch == METADATA_ONLY:
         params.update(config.get("multimodal", {}).get("metadata_training", {}))
+    if is_production_baseline(config, arch, modality):
+        params.update(config["multimodal"].get("baseline_training", {}))
     if modality != MULTIMODAL:
         for key in METADATA_KEYS:
             params.pop(key, None)
     return params
 
 
-def model_spec(config: Mapping[str, Any], arch: str, modality: str, regimen: str = "none") -> dict[str, Any]:
-    """What the model factory builds for a run: the ``archs.<name>`` block (``{kind: none}`` for the
-    metadata-only model) plus ``modality``, the regimen's ``input_norm`` and, for multi-modal runs,
-    ``metadata_fill``."""
-    spec = {"kind": "none"} if arch == METADATA_ONLY else dict(config["archs"][arch])
+def model_spec(
+    config: Mapping[str, Any], arch: str, modality: str, regimen: str = "none", dataset: str = MULTIMODAL_DATASET
+) -> dict[str, Any]:
+    """What the model factory builds for a run: the ``archs.<name>`` block (``{kind: none}`` and the
+    ``head`` of ``multimodal.metadata_head`` for the metadata-only model) plus ``modality``, the
+    regimen's ``input_norm`` and, for multi-modal runs, ``metadata_fill`` and, for a timm backbone, its
+    ``timm_head`` on ``dataset`` (see :func:`multimodal_timm_head`)."""
+    mm = config.get("multimodal", {})
+    if arch == METADATA_ONLY:
+        spec = {"kind": "none", "head": mm.get("metadata_head", "um_nn")}
+    else:
+        spec = dict(config["archs"][arch])
     spec.pop("training", None)
     spec.pop("sweep", None)
     spec["modality"] = modality
     if arch != METADATA_ONLY:
         spec["input_norm"] = config["regimens"][regimen]["input_norm"]
     if modality == MULTIMODAL:
-        spec["metadata_fill"] = config["multimodal"]["metadata_fill"]
+        spec["metadata_fill"] = mm["metadata_fill"]
+        if spec["kind"] == "timm":
+            spec["timm_head"] = multimodal_timm_head(mm.get("timm_head", "btsbot"), dataset)
     return spec
 
 
-def sweep_params(config: Mapping[str, Any], arch: str, masked: bool = False) -> dict[str, Any]:
+def multimodal_timm_head(setting: str, dataset: str) -> str:
+    """What a multi-modal model keeps of a timm backbone's own head (``multimodal.timm_head``): ``btsbot``
+    follows BTSbot's ``mm_ConvNeXt``, ``flatten`` alone on ZTF stamps (63x63 ends at a 1x1 map) and
+    ``pool_norm`` (global pool, LayerNorm, flatten) on Legacy Survey images; ``pool_norm`` keeps timm's
+    pool and norm on both. Backbones whose timm head has no norm (MaxViT) are the same either way."""
+    if setting == "btsbot":
+        return "pool_norm" if dataset == "ls" else "flatten"
+    if setting != "pool_norm":
+        raise ConfigError(f"config key multimodal.timm_head: {setting!r} is not one of btsbot, pool_norm")
+    return setting
+
+
+def sweep_params(
+    config: Mapping[str, Any], arch: str, masked: bool = False, modality: str | None = None
+) -> dict[str, Any]:
     """The sweep block with the architecture's overrides applied (nested blocks merged one level deep);
     ``masked``: the storage URL's password masked (what a Snakemake param may hold: params are stored in
-    ``.snakemake/metadata``; the job reads the real URL from the config or the environment)."""
+    ``.snakemake/metadata``; the job reads the real URL from the config or the environment). With
+    ``modality``, Figure 3's production baseline (:func:`is_production_baseline`) has 0 trials: not swept."""
     if masked:
         config = masked_config(config)
     params = copy.deepcopy(dict(config["sweep"]))
@@ -559,6 +601,8 @@ def sweep_params(config: Mapping[str, Any], arch: str, masked: bool = False) -> 
             params[key] = {**params[key], **value}
         else:
             params[key] = value
+    if modality is not None and is_production_baseline(config, arch, modality):
+        params["trials"] = 0
     return params
 
 

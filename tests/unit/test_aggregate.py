@@ -322,3 +322,108 @@ def test_roc_auc_table_carries_the_bootstrap_std_of_each_configuration(tmp_path)
     row = table.iloc[0]
     assert row.roc_auc_bootstrap_std == pytest.approx(np.median(stds)) and row.n_test_sources == 60
     assert "roc_auc_bootstrap_std" not in write_roc_auc_table(files, tmp_path / "plain.csv").columns
+
+
+def _policy_predictions(n_sources=40, seed=0):
+    """Test predictions of ``n_sources`` sources (a few with one alert, left out of the policies' counts)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_sources):
+        label = i % 2
+        for k in range(1 if i % 7 == 0 else 3):
+            rows.append(
+                {
+                    "alert_id": 10 * i + k,
+                    "objectId": f"ZTF{i:03d}",
+                    "jd": 100.0 + k,
+                    "label": label,
+                    "magpsf": 18.0 + rng.random(),
+                    "score": float(np.clip(0.35 * label + rng.random(), 0, 1)),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_bootstrap_f1_is_each_resample_s_f1_on_the_draws_of_the_auc():
+    """F1's bootstrap draws whole sources as the AUC's does (the same seeded draws over the sorted ids);
+    each resample's F1 is what the policy scores on the resampled sources."""
+    from alertvision.evaluation.aggregate import bootstrap_draws, bootstrap_f1_std
+    from alertvision.evaluation.policies import evaluate_policies, source_decisions
+
+    predictions = _policy_predictions()
+    ids, draws = bootstrap_draws(predictions["objectId"].to_numpy(), 30, seed=4)
+    assert list(ids) == sorted(predictions["objectId"].unique())
+    f1s = []
+    for drawn in draws:  # a source drawn twice comes back twice, under a new name
+        parts = [
+            predictions[predictions.objectId == ids[i]].assign(objectId=f"{ids[i]}#{k}") for k, i in enumerate(drawn)
+        ]
+        f1s.append(evaluate_policies(pd.concat(parts), ["prod_p1"])["prod_p1"]["f1"])
+    expected = np.std([f for f in f1s if np.isfinite(f)], ddof=1)
+    got = bootstrap_f1_std(source_decisions(predictions, "prod_p1"), 30, seed=4)
+    assert got == pytest.approx(expected, abs=1e-12) and got > 0
+    # the row order of the predictions changes nothing
+    shuffled = predictions.sample(frac=1.0, random_state=1)
+    assert bootstrap_f1_std(source_decisions(shuffled, "prod_p1"), 30, seed=4) == pytest.approx(got, abs=1e-12)
+
+
+def test_f1_table_carries_the_bootstrap_std_of_f1(tmp_path):
+    from alertvision.evaluation.aggregate import bootstrap_f1_std, write_f1_tables
+    from alertvision.evaluation.policies import source_decisions
+
+    files, stds = [], []
+    for seed in range(3):
+        folder = tmp_path / f"s{seed}"
+        folder.mkdir()
+        predictions = _policy_predictions(seed=seed)
+        predictions.to_parquet(folder / "predictions.parquet")
+        stds.append(bootstrap_f1_std(source_decisions(predictions, "bts_p1"), 40, 2))
+        metrics = dict(
+            dataset="ztf",
+            modality="multimodal",
+            arch="cnn",
+            regimen="none",
+            fraction="100",
+            seed=seed,
+            test_roc_auc=0.8,
+            test_loss=0.5,
+            n_train_alerts=10,
+            synthetic=True,
+        )
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+        files.append(folder / "metrics.json")
+    table = write_f1_tables(files, tmp_path / "f1.csv", bootstrap={"resamples": 40, "seed": 2})
+    row = table[table.policy == "bts_p1"].iloc[0]
+    assert row.f1_bootstrap_std == pytest.approx(np.median(stds)) and row.f1_bootstrap_std > 0
+    assert "f1_bootstrap_std" in pd.read_csv(tmp_path / "f1.csv").columns
+    assert "f1_bootstrap_std" not in write_f1_tables(files, tmp_path / "plain.csv").columns
+
+
+def _one_seed(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The configurations of ``table`` as one seed would give them: no std over seeds, a bootstrap std."""
+    return table.assign(n_seeds=1, **{f"{metric}_std": np.nan, f"{metric}_bootstrap_std": 0.02})
+
+
+def test_figure2_draws_the_bootstrap_band_with_one_seed_and_the_seeds_band_with_several(tmp_path):
+    table = write_roc_auc_table(_write_runs(tmp_path), tmp_path / "roc_auc.csv")
+    several = figure2(table, tmp_path / "several.pdf")
+    # every line has its band, drawn in the axes (PolyCollections), and the title says which band
+    assert several["band"] == "roc_auc_std" and "band: one std over seeds" in several["title"]
+    assert several["bands"][("ztf", "convnext")] == len(several["lines"][("ztf", "convnext")]) == 3
+    one = figure2(_one_seed(table, "roc_auc"), tmp_path / "one.pdf")
+    assert one["band"] == "roc_auc_bootstrap_std" and "bootstrap std over the test sources" in one["title"]
+    assert all(one["bands"][key] == len(one["lines"][key]) for key in one["panels"])
+    bare = figure2(_one_seed(table, "roc_auc").drop(columns="roc_auc_bootstrap_std"), tmp_path / "bare.pdf")
+    assert bare["band"] is None and set(bare["bands"].values()) == {0} and "no band" in bare["title"]
+
+
+def test_figure3_draws_the_bootstrap_band_of_f1_with_one_seed(tmp_path):
+    from alertvision.evaluation.aggregate import read_metrics, write_policy_tables
+    from alertvision.reports.figures import figure3
+
+    table = write_policy_tables(read_metrics(_write_multimodal_runs(tmp_path)), tmp_path / "f1.csv")
+    several = figure3(table, tmp_path / "several.pdf", policies="prod_p1")
+    assert several["band"] == "f1_std" and several["bands"][("prod_p1", "convnext")] == 4
+    one = figure3(_one_seed(table, "f1"), tmp_path / "one.pdf", policies="prod_p1")
+    assert one["band"] == "f1_bootstrap_std" and "bootstrap std over the test sources" in one["title"]
+    assert one["bands"][("prod_p1", "convnext")] == len(one["lines"][("prod_p1", "convnext")]) == 4

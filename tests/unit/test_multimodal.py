@@ -238,7 +238,7 @@ def test_multimodal_sweep_samples_the_metadata_branch(tiny_datasets, split_file,
     import yaml
 
     from alertvision.sweeps import sweep_finalize, sweep_run
-    from alertvision.sweeps.space import TABLE1
+    from alertvision.sweeps.space import TABLE1, UM_NN_ABSENT
 
     monkeypatch.delenv("ALERTVISION_SWEEP_STORAGE", raising=False)
     config = tiny_datasets["config"]
@@ -256,8 +256,16 @@ def test_multimodal_sweep_samples_the_metadata_branch(tiny_datasets, split_file,
         progress=False,
     )
     assert report["ran"] == [0, 1]
-    best = sweep_finalize(tmp_path, study_name=name, training=training, sweep_cfg=sweep_cfg, modality="multimodal")
-    assert set(best["params"]) == set(TABLE1) | set(METADATA_SPACE)
+    best = sweep_finalize(
+        tmp_path,
+        study_name=name,
+        training=training,
+        sweep_cfg=sweep_cfg,
+        modality="multimodal",
+        arch_cfg=model_spec(config, "none", "multimodal"),
+    )
+    # BTSbot's um_nn has no head layers for Table 1's dense1, dense2 and dropout to size
+    assert set(best["params"]) == (set(TABLE1) - set(UM_NN_ABSENT)) | set(METADATA_SPACE)
     assert best["config"]["modality"] == "multimodal"
     trials = pd.read_csv(tmp_path / "trials.csv")
     assert {"param_meta_dense1", "param_meta_dropout"} <= set(trials.columns)
@@ -284,3 +292,57 @@ def test_a_last_training_batch_of_one_alert_is_skipped(tiny_datasets, split_file
     batches = Batches(None, np.arange(5), np.zeros(5), 2, shuffle=True, metadata=np.zeros((5, 3)), min_batch=2)
     sizes = [len(pos) for _, _, pos in batches]
     assert sizes == [2, 2] and len(batches) == 2
+
+
+def test_figure3_cnn_baseline_is_btsbots_production_model_and_never_swept(tmp_path):
+    """The paper's Figure 3 compares against "the baseline production BTSbot model": prod_config.json's
+    mm_cnn (conv 32 / 64, kernel 5, dropouts 0.50 / 0.55, branch 128 / 128 with dropout 0.25, head Dense(8)
+    with dropout 0.20, AdamW 1e-4 with betas 0.99 / 0.99, batch 64, 1000 epochs, patience 75), not a sweep
+    of Table 1's space (in which Dense(8) alone and a 128-wide branch cannot occur)."""
+    import argparse
+
+    from alertvision.cli import _best_yaml
+    from alertvision.config import load_config, sweep_params
+    from alertvision.study.plan import Run
+
+    config = load_config("config/study.yaml")
+    spec, training = model_spec(config, "cnn", "multimodal"), training_params(config, "cnn", "multimodal")
+    assert {k: spec[k] for k in ("conv1_channels", "conv2_channels", "conv_kernel")} == {
+        "conv1_channels": 32,
+        "conv2_channels": 64,
+        "conv_kernel": 5,
+    }
+    assert (spec["conv_dropout1"], spec["conv_dropout2"]) == (0.50, 0.55)
+    assert {k: training[k] for k in ("lr", "betas", "batch_size", "epochs", "patience")} == {
+        "lr": 1e-4,
+        "betas": [0.99, 0.99],
+        "batch_size": 64,
+        "epochs": 1000,
+        "patience": 75,
+    }
+    assert {k: training[k] for k in ("dense1", "dense2", "dropout", "meta_dense1", "meta_dense2", "meta_dropout")} == {
+        "dense1": 8,
+        "dense2": None,
+        "dropout": 0.20,
+        "meta_dense1": 128,
+        "meta_dense2": 128,
+        "meta_dropout": 0.25,
+    }
+    assert sum(p.numel() for p in build_model(spec, training).parameters()) == 227_811  # BTSbot's mm_cnn
+    # not swept: no best.yaml to wait for; every other configuration keeps its sweep
+    assert sweep_params(config, "cnn", modality="multimodal")["trials"] == 0
+    assert sweep_params(config, "cnn", modality="image")["trials"] == 50
+    assert sweep_params(config, "convnext", modality="multimodal")["trials"] == 50
+    assert sweep_params(config, "none", modality="multimodal")["trials"] == 50
+    for modality in ("multimodal", "image"):
+        args = argparse.Namespace(best=None, arch="cnn", modality=modality, results=str(tmp_path))
+        run = Run("ztf", modality, "cnn", "none", "100", 0)
+        if modality == "multimodal":
+            assert _best_yaml(args, config, run) is None  # trains at once, with the production settings
+        else:
+            with pytest.raises(SystemExit, match="sweeps 'cnn'"):  # the image CNN waits for its sweep
+                _best_yaml(args, config, run)
+    # the switch keeps the swept variant: Table 1 and the CNN's space over the training block
+    swept = load_config("config/study.yaml", {"multimodal.cnn_baseline": "swept"})
+    assert sweep_params(swept, "cnn", modality="multimodal")["trials"] == 50
+    assert training_params(swept, "cnn", "multimodal")["lr"] == swept["training"]["lr"] != 1e-4

@@ -221,7 +221,7 @@ SMALL = {
     },
     "training": {"epochs": 7, "patience": 3},
     "sweep": {"trials": 4},
-    "multimodal": {"metadata_training": {"epochs": 60}},
+    "multimodal": {"metadata_training": {"epochs": 60}, "cnn_baseline": "swept"},
 }
 
 
@@ -244,6 +244,11 @@ def test_workload_is_built_from_the_config():
     assert w.grid_alerts("cnn") == (6 * 100 + 6 * 1000) * 11
     assert w.sweep_alerts("cnn") == 3 * 2 * (100 + 1000) * 11
     assert w.sweep_alerts("convnext") == 6 * 4 * (100 + 1000) * 7
+    # by default Figure 3's multi-modal CNN is BTSbot's production model, not swept: the image studies only
+    production = copy.deepcopy(SMALL)
+    del production["multimodal"]["cnn_baseline"]
+    w_production = StudyWorkload.from_plan(workload_plan(validate_config(production)), {10: 100, 100: 1000}, "a test")
+    assert (w_production.sweep_trials("cnn"), w_production.sweep_trials("convnext")) == (4 * 2, 48)
     # the plan follows the config: no sweep, one seed, no multi-modal models
     fewer = copy.deepcopy(SMALL)
     fewer["grid"].update(seeds=[0], modalities=["image"])
@@ -376,4 +381,7 @@ def test_the_benchmark_script_uses_the_configured_architectures():
     w = script.assumed_workload(script.parse_args(["--epochs", "10", "--sweep-trials", "3"]), ["cnn", "maxvit"])
     assert (w.runs("cnn"), w.runs("maxvit")) == (3 * 4 * 5, 3 * 3 * 4 * 5)  # (ztf, ls, multimodal) x regimens
     assert w.sweep_trials("maxvit") == 3 * 3 * 4 * 3 and w.train_alerts[100] == 162_000
+    assert (
+        w.sweep_trials("cnn") == 2 * 4 * 3
+    )  # the image CNN's studies: the multi-modal one is BTSbot's production model
     assert "ASSUMPTION" in w.counted_from

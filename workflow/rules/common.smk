@@ -73,20 +73,21 @@ def train_inputs(wildcards):
     return inputs
 
 
-def sweeps_on(arch):
-    return sweep_params(config, arch)["trials"] > 0
+def sweeps_on(arch, modality):
+    """Whether a configuration is swept (Figure 3's production baseline never is)."""
+    return sweep_params(config, arch, modality=modality)["trials"] > 0
 
 
 def seed_run_inputs(wildcards):
     """A seed run's inputs: the training inputs and, when its architecture is swept, the sweep's best.yaml."""
     inputs = train_inputs(wildcards)
-    if sweeps_on(wildcards.arch):
+    if sweeps_on(wildcards.arch, wildcards.modality):
         inputs["best"] = LAYOUT.sweep_file("best.yaml", wildcards)
     return inputs
 
 
 def sweep_workers(wildcards):
-    n = sweep_params(config, wildcards.arch)["workers"]
+    n = sweep_params(config, wildcards.arch, modality=wildcards.modality)["workers"]
     return [LAYOUT.sweep_file(f"worker{w}.json", wildcards) for w in range(n)]
 
 
@@ -105,7 +106,9 @@ def study_of(wildcards):
 
 def swept_configurations():
     """The best.yaml of every swept (dataset, modality, arch, regimen, fraction) of the grid."""
-    return sorted({LAYOUT.sweep_file("best.yaml", run) for run in grid_runs(config) if sweeps_on(run.arch)})
+    return sorted(
+        {LAYOUT.sweep_file("best.yaml", run) for run in grid_runs(config) if sweeps_on(run.arch, run.modality)}
+    )
 
 
 def run_info(wildcards):

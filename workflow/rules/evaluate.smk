@@ -29,5 +29,7 @@ rule aggregate_f1:
         "logs/evaluate/aggregate_f1.log",
     conda:
         ENV
+    params:
+        bootstrap=config["bootstrap"],
     script:
         "../scripts/f1_table.py"

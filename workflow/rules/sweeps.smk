@@ -20,9 +20,11 @@ rule sweep_worker:
         runtime=config["resources"]["train"]["runtime"],
         mem_mb=config["resources"]["train"]["mem_mb"],
     params:
-        arch=lambda wildcards: model_spec(config, wildcards.arch, wildcards.modality, wildcards.regimen),
+        arch=lambda wildcards: model_spec(
+            config, wildcards.arch, wildcards.modality, wildcards.regimen, wildcards.dataset
+        ),
         training=lambda wildcards: training_params(config, wildcards.arch, wildcards.modality),
-        sweep=lambda wildcards: sweep_params(config, wildcards.arch, masked=True),
+        sweep=lambda wildcards: sweep_params(config, wildcards.arch, masked=True, modality=wildcards.modality),
         study=study_of,
         weight_id=lambda wildcards: weight_id(config, wildcards.regimen, wildcards.arch),
     script:
@@ -46,9 +48,11 @@ rule sweep_finalize:
     conda:
         ENV
     params:
-        arch=lambda wildcards: model_spec(config, wildcards.arch, wildcards.modality, wildcards.regimen),
+        arch=lambda wildcards: model_spec(
+            config, wildcards.arch, wildcards.modality, wildcards.regimen, wildcards.dataset
+        ),
         training=lambda wildcards: training_params(config, wildcards.arch, wildcards.modality),
-        sweep=lambda wildcards: sweep_params(config, wildcards.arch, masked=True),
+        sweep=lambda wildcards: sweep_params(config, wildcards.arch, masked=True, modality=wildcards.modality),
         study=study_of,
     script:
         "../scripts/sweep_finalize.py"

@@ -42,7 +42,9 @@ rule train:
         runtime=config["resources"]["train"]["runtime"],
         mem_mb=config["resources"]["train"]["mem_mb"],
     params:
-        arch=lambda wildcards: model_spec(config, wildcards.arch, wildcards.modality, wildcards.regimen),
+        arch=lambda wildcards: model_spec(
+            config, wildcards.arch, wildcards.modality, wildcards.regimen, wildcards.dataset
+        ),
         training=lambda wildcards: training_params(config, wildcards.arch, wildcards.modality),
         run_info=run_info,
         weight_id=lambda wildcards: weight_id(config, wildcards.regimen, wildcards.arch),
@@ -72,7 +74,9 @@ if config["grid"]["seeds_in_one_job"]:
             runtime=config["resources"]["train"]["runtime"] * len(config["grid"]["seeds"]),
             mem_mb=config["resources"]["train"]["mem_mb"],
         params:
-            arch=lambda wildcards: model_spec(config, wildcards.arch, wildcards.modality, wildcards.regimen),
+            arch=lambda wildcards: model_spec(
+                config, wildcards.arch, wildcards.modality, wildcards.regimen, wildcards.dataset
+            ),
             training=lambda wildcards: training_params(config, wildcards.arch, wildcards.modality),
             run_info=run_info,
             seeds=config["grid"]["seeds"],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Collection, Iterable
+from typing import Collection, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -34,27 +34,58 @@ def read_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     return df
 
 
+def bootstrap_draws(sources: np.ndarray, resamples: int, seed: int) -> tuple[np.ndarray, Iterator[np.ndarray]]:
+    """The sorted test-source ids and ``resamples`` draws of them with replacement (each an array of indices
+    into the ids). The draws depend on the number of sources and ``seed`` only, so every bootstrap of a
+    test split (AUC, F1) and every run on it share them."""
+    ids = np.unique(np.asarray(sources).astype(str))
+    rng = np.random.default_rng(seed)
+    return ids, (rng.integers(0, len(ids), len(ids)) for _ in range(int(resamples)))
+
+
 def bootstrap_auc_std(labels: np.ndarray, scores: np.ndarray, sources: np.ndarray, resamples: int, seed: int) -> float:
     """Standard deviation (ddof=1) of the ROC AUC over ``resamples`` draws of the test sources with
     replacement (a drawn source brings all its alerts); draws with one class only are skipped. The draws
-    depend on the sorted source ids and ``seed`` only, so runs on the same test split share them."""
+    are :func:`bootstrap_draws`: they depend on the sorted source ids and ``seed`` only, so runs on the
+    same test split share them."""
     from scipy.stats import rankdata
 
-    ids, inverse = np.unique(np.asarray(sources).astype(str), return_inverse=True)
+    ids, draws = bootstrap_draws(sources, resamples, seed)
+    inverse = np.searchsorted(ids, np.asarray(sources).astype(str))
     order = np.argsort(inverse, kind="stable")
     bounds = np.searchsorted(inverse[order], np.arange(len(ids) + 1))
     members = [order[bounds[i] : bounds[i + 1]] for i in range(len(ids))]
     labels, scores = np.asarray(labels) == 1, np.asarray(scores, dtype=np.float64)
-    rng = np.random.default_rng(seed)
     aucs = []
-    for _ in range(int(resamples)):
-        rows = np.concatenate([members[i] for i in rng.integers(0, len(ids), len(ids))])
+    for drawn in draws:
+        rows = np.concatenate([members[i] for i in drawn])
         y = labels[rows]
         n_pos = int(y.sum())
         if 0 < n_pos < len(y):  # the Mann-Whitney form of the ROC AUC (ties count half), as roc_auc_score
             ranks = rankdata(scores[rows])
             aucs.append((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(y) - n_pos)))
     return float(np.std(aucs, ddof=1)) if len(aucs) > 1 else float("nan")
+
+
+def bootstrap_f1_std(decisions: pd.DataFrame, resamples: int, seed: int) -> float:
+    """Standard deviation (ddof=1) of a trigger policy's F1 over ``resamples`` draws of the test sources with
+    replacement, from its per-source ``decisions`` (:func:`~alertvision.evaluation.policies.source_decisions`:
+    every test source, excluded ones counting nothing). The draws are :func:`bootstrap_draws`, the same as
+    the ROC AUC's of the run; draws without a true or a trigger (F1 undefined) are skipped."""
+    ids, draws = bootstrap_draws(decisions["objectId"].to_numpy(), resamples, seed)
+    order = np.searchsorted(ids, decisions["objectId"].to_numpy().astype(str))
+    inc = decisions["included"].to_numpy(dtype=bool)
+    pos = inc & (decisions["label"].to_numpy() == 1)
+    trig = inc & decisions["triggered"].to_numpy(dtype=bool)
+    tp, fp, fn = np.zeros(len(ids)), np.zeros(len(ids)), np.zeros(len(ids))
+    tp[order], fp[order], fn[order] = pos & trig, ~pos & trig, pos & ~trig
+    f1s = []
+    for drawn in draws:
+        weights = np.bincount(drawn, minlength=len(ids))
+        n_tp, n_fp, n_fn = weights @ tp, weights @ fp, weights @ fn
+        if 2 * n_tp + n_fp + n_fn > 0:
+            f1s.append(2 * n_tp / (2 * n_tp + n_fp + n_fn))
+    return float(np.std(f1s, ddof=1)) if len(f1s) > 1 else float("nan")
 
 
 def add_bootstrap_std(metrics: pd.DataFrame, paths: Iterable[str | os.PathLike], bootstrap: dict) -> pd.DataFrame:
@@ -138,19 +169,22 @@ def policy_rows(metrics: pd.DataFrame) -> pd.DataFrame:
     if not rows:
         raise ValueError("no trigger-policy results in the metrics")
     out = pd.DataFrame(rows)
-    for col in ("f1", "completeness", "purity", "trigger_delay_days_median"):
-        out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)  # null in JSON -> NaN
+    for col in ("f1", "completeness", "purity", "trigger_delay_days_median", "f1_bootstrap_std"):
+        if col in out:
+            out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)  # null in JSON -> NaN
     return out
 
 
 def aggregate_f1(rows: pd.DataFrame) -> pd.DataFrame:
-    """Median and standard deviation over seeds of F1, completeness and purity per configuration and policy."""
+    """Median and standard deviation over seeds of F1, completeness and purity per configuration and policy
+    (and the median over seeds of each run's bootstrap std of F1, when the runs have one)."""
     g = rows.groupby([*KEYS, "policy"], sort=True)
     out = g.agg(
         n_seeds=("seed", "nunique"),
         n_train_alerts=("n_train_alerts", "median"),
         f1_median=("f1", "median"),
         f1_std=("f1", _std),
+        **({"f1_bootstrap_std": ("f1_bootstrap_std", "median")} if "f1_bootstrap_std" in rows else {}),
         completeness_median=("completeness", "median"),
         completeness_std=("completeness", _std),
         purity_median=("purity", "median"),
@@ -183,16 +217,26 @@ def aggregate_peak_mag(rows: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
 
 
-def score_policies(metric_files: Iterable[str | os.PathLike], exclude: Collection[str] = ()) -> pd.DataFrame:
+def score_policies(
+    metric_files: Iterable[str | os.PathLike], exclude: Collection[str] = (), bootstrap: dict | None = None
+) -> pd.DataFrame:
     """The runs' metrics with a ``policies`` column: every trigger policy scored on the run's test predictions
-    (``predictions.parquet`` beside its ``metrics.json``), the sources in ``exclude`` left out."""
-    from alertvision.evaluation.policies import evaluate_policies
+    (``predictions.parquet`` beside its ``metrics.json``), the sources in ``exclude`` left out; with
+    ``bootstrap`` (the config's block) each policy also gets ``f1_bootstrap_std`` over the test sources."""
+    from alertvision.evaluation.policies import evaluate_policies, source_decisions
 
     paths = [Path(p) for p in metric_files]
     metrics = read_metrics(paths)
-    metrics["policies"] = [
-        evaluate_policies(pd.read_parquet(p.parent / PREDICTIONS_FILE), exclude=exclude) for p in paths
-    ]
+    scored = []
+    for path in paths:
+        predictions = pd.read_parquet(path.parent / PREDICTIONS_FILE)
+        policies = evaluate_policies(predictions, exclude=exclude)
+        if bootstrap is not None:
+            for name, values in policies.items():
+                decisions = source_decisions(predictions, name, exclude)
+                values["f1_bootstrap_std"] = bootstrap_f1_std(decisions, bootstrap["resamples"], bootstrap["seed"])
+        scored.append(policies)
+    metrics["policies"] = scored
     return metrics
 
 
@@ -201,13 +245,15 @@ def write_f1_tables(
     out_csv: str | os.PathLike,
     peak_mag_csv: str | os.PathLike | None = None,
     exclude_sources: str | os.PathLike | None = None,
+    bootstrap: dict | None = None,
 ) -> pd.DataFrame:
     """Score the runs' trigger policies (see :func:`score_policies`; ``exclude_sources`` an exclusion list
-    file), aggregate them over seeds, write ``f1.csv`` (and the peak-magnitude table)."""
+    file; ``bootstrap`` the config's block, for ``f1_bootstrap_std``), aggregate them over seeds, write
+    ``f1.csv`` (and the peak-magnitude table)."""
     from alertvision.evaluation.policies import read_exclusion_list
 
     exclude = read_exclusion_list(exclude_sources) if exclude_sources else set()
-    return write_policy_tables(score_policies(metric_files, exclude), out_csv, peak_mag_csv)
+    return write_policy_tables(score_policies(metric_files, exclude, bootstrap), out_csv, peak_mag_csv)
 
 
 def write_policy_tables(

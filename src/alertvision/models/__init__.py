@@ -10,7 +10,7 @@ from torch import nn
 
 from alertvision import __version__
 from alertvision.data.features import METADATA_FEATURES
-from alertvision.models.classifier import AlertClassifier, MLPHead
+from alertvision.models.classifier import AlertClassifier, LinearHead, MLPHead
 from alertvision.models.cnn import CNN_KEYS, BTSbotCNN
 from alertvision.models.multimodal import MetadataBranch, MultimodalClassifier
 from alertvision.models.weights import ResolvedWeights, load_pretrained_backbone
@@ -46,8 +46,37 @@ def build_timm(arch_cfg: Mapping[str, Any], weights: ResolvedWeights | None) -> 
         backbone = timm.create_model(architecture, pretrained=False, num_classes=0, **kwargs)
     else:
         backbone = load_pretrained_backbone(weights, **kwargs)
+    timm_head = arch_cfg.get("timm_head", "pool_norm")  # saved models from before the key pooled
+    if timm_head not in TIMM_HEADS:
+        raise ValueError(f"unknown timm_head {timm_head!r}; known: {', '.join(TIMM_HEADS)}")
+    if timm_head == "flatten":
+        _flatten_head(backbone, int(arch_cfg["input_size"]))
     backbone.timm_architecture = architecture
     return backbone, "gelu"
+
+
+#: What a timm backbone keeps of its own head: pool_norm (timm's global pool + norm + flatten) or flatten
+#: alone (BTSbot's multi-modal ConvNeXt on ZTF stamps); see ``config.multimodal_timm_head``.
+TIMM_HEADS = ("pool_norm", "flatten")
+
+
+def _flatten_head(backbone: nn.Module, input_size: int) -> None:
+    """Leave only the flatten of a timm head with a norm (ConvNeXt's), as BTSbot's ``mm_ConvNeXt`` on ZTF
+    stamps: its pretrained norm is dropped, as BTSbot drops it. Needs a 1x1 last feature map (a 63x63
+    stamp), where the global pool changes nothing; heads without a norm (MaxViT's) stay as they are."""
+    import torch
+
+    head = getattr(backbone, "head", None)
+    if not isinstance(getattr(head, "norm", None), nn.Module) or isinstance(head.norm, nn.Identity):
+        return
+    with torch.no_grad():
+        shape = tuple(backbone.forward_features(torch.zeros(1, 3, input_size, input_size)).shape[-2:])
+    if shape != (1, 1):
+        raise ValueError(
+            f"timm_head 'flatten' needs the backbone's last feature map to be 1x1 (BTSbot's 63x63 ZTF stamps), "
+            f"but input_size {input_size} ends at {shape[0]}x{shape[1]}: set multimodal.timm_head: pool_norm"
+        )
+    head.global_pool, head.norm = nn.Identity(), nn.Identity()
 
 
 def build_none(arch_cfg: Mapping[str, Any], weights: ResolvedWeights | None) -> tuple[None, str]:
@@ -57,7 +86,14 @@ def build_none(arch_cfg: Mapping[str, Any], weights: ResolvedWeights | None) -> 
         raise ValueError("the metadata-only model (arch 'none') has no backbone to start from pretrained weights")
     if arch_cfg.get("modality", "image") != "multimodal":
         raise ValueError("architecture kind 'none' (no image backbone) exists only for modality 'multimodal'")
+    if arch_cfg.get("head", "mlp") not in METADATA_HEADS:
+        raise ValueError(f"unknown metadata-only head {arch_cfg['head']!r}; known: {', '.join(METADATA_HEADS)}")
     return None, "relu"
+
+
+#: The metadata-only model's heads: um_nn (BTSbot's: the branch then Dense(1)) or mlp (the backbones' head
+#: after the branch; models saved before the key).
+METADATA_HEADS = ("um_nn", "mlp")
 
 
 #: Architecture kinds by name; each builder returns (backbone with ``num_features`` or None, head activation).
@@ -104,7 +140,10 @@ def build_model(
         len(METADATA_FEATURES), branch.meta_dense1, branch.meta_dense2, branch.meta_dropout, metadata_fill, activation
     )
     fused = metadata.out_features + (backbone.num_features if backbone is not None else 0)
-    head = _mlp_head(fused, head_settings, activation)
+    if backbone is None and arch_cfg.get("head", "mlp") == "um_nn":
+        head = LinearHead(fused)  # BTSbot's um_nn: the branch, then Dense(1)
+    else:
+        head = _mlp_head(fused, head_settings, activation)
     return MultimodalClassifier(backbone, metadata, head, size, scale, input_norm)
 
 

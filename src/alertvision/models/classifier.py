@@ -41,6 +41,22 @@ class MLPHead(nn.Module):
         return self.out(self.body(x))
 
 
+class LinearHead(nn.Module):
+    """Dense(1) alone: the end of BTSbot's metadata-only network (``um_nn``), whose embedding is its input."""
+
+    def __init__(self, in_features: int):
+        super().__init__()
+        self.body = nn.Identity()
+        self.out = nn.Linear(in_features, 1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate-layer embedding: the input of the final Linear."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(x))
+
+
 class AlertClassifier(nn.Module):
     """Normalise and resize the 63x63 input for the backbone, embed, classify. ``forward`` returns logits (B,).
 
@@ -54,7 +70,7 @@ class AlertClassifier(nn.Module):
     def __init__(
         self,
         backbone: nn.Module,
-        head: MLPHead,
+        head: MLPHead | LinearHead,
         input_size: int,
         input_scale: float = 1.0,
         input_norm: Mapping[str, Any] | None = None,

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from alertvision.models.classifier import AlertClassifier, MLPHead, activation_layer
+from alertvision.models.classifier import AlertClassifier, LinearHead, MLPHead, activation_layer
 
 
 class MetadataBranch(nn.Module):
@@ -62,7 +62,7 @@ class MultimodalClassifier(AlertClassifier):
         self,
         backbone: nn.Module | None,
         metadata: MetadataBranch,
-        head: MLPHead,
+        head: MLPHead | LinearHead,
         input_size: int = 63,
         input_scale: float = 1.0,
         input_norm: Mapping[str, Any] | None = None,

@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.collections import PolyCollection  # noqa: E402
 
 from alertvision.atomic import atomic_path  # noqa: E402
 from alertvision.config import METADATA_ONLY  # noqa: E402
@@ -23,15 +24,36 @@ BASELINE_ARCH = "cnn"
 REGIMEN_COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"]
 
 
-def _line(ax, rows: pd.DataFrame, colour: str, label: str, metric: str = "roc_auc", style: str = "o-") -> None:
-    """Median of ``metric`` against training alerts, with a one-std band where there are several seeds."""
+def _line(
+    ax,
+    rows: pd.DataFrame,
+    colour: str,
+    label: str,
+    metric: str = "roc_auc",
+    style: str = "o-",
+    band: str | None = None,
+) -> None:
+    """Median of ``metric`` against training alerts, with a band of one ``band`` column (a std) either side
+    where it is known and positive."""
     rows = rows.sort_values("n_train_alerts")
     x = rows["n_train_alerts"].to_numpy(dtype=float)
     y = rows[f"{metric}_median"].to_numpy(dtype=float)
-    s = np.nan_to_num(rows[f"{metric}_std"].to_numpy(dtype=float))
     ax.plot(x, y, style, color=colour, label=label, lw=1.6, ms=4)
-    if (s > 0).any():
-        ax.fill_between(x, y - s, y + s, color=colour, alpha=0.2, lw=0)
+    if band is not None:
+        s = np.nan_to_num(rows[band].to_numpy(dtype=float))
+        if (s > 0).any():
+            ax.fill_between(x, y - s, y + s, color=colour, alpha=0.2, lw=0)
+
+
+def band_column(table: pd.DataFrame, metric: str) -> tuple[str | None, str]:
+    """The band a figure draws and its caption: one std over seeds where the table has several seeds; with
+    one seed, the bootstrap std over test sources (``{metric}_bootstrap_std``) where the table has it."""
+    if int(table["n_seeds"].max()) > 1:
+        return f"{metric}_std", "band: one std over seeds"
+    column = f"{metric}_bootstrap_std"
+    if column in table and table[column].notna().any():
+        return column, "band: one bootstrap std over the test sources (one seed)"
+    return None, "no band (one seed, no bootstrap std)"
 
 
 def _title(text: str, table: pd.DataFrame) -> tuple[str, str]:
@@ -57,6 +79,7 @@ def _finish_panel(
     the x label on the bottom row, ``ylabel`` where given, a legend where asked."""
     drawn["panels"].append(key)
     drawn["lines"][key] = [line.get_label() for line in ax.get_lines()]
+    drawn.setdefault("bands", {})[key] = sum(isinstance(c, PolyCollection) for c in ax.collections)
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_title(title, fontsize=10)
@@ -79,9 +102,10 @@ def _save(fig, out_pdf: str | os.PathLike) -> None:
 def figure2(table: pd.DataFrame, out_pdf: str | os.PathLike, modality: str = "image") -> dict:
     """Test ROC AUC against number of training alerts: rows are datasets, columns architectures.
 
-    One line per pre-training regimen (median over seeds, band = one standard deviation), the
-    baseline CNN in grey in every panel of its dataset. The title says so when the data are synthetic.
-    Returns what was drawn: the title, the panels (dataset, arch) and each panel's line labels.
+    One line per pre-training regimen (median over seeds; band: one std over seeds, or with one seed the
+    bootstrap std over test sources, :func:`band_column`, named in the title), the baseline CNN in grey in
+    every panel of its dataset. The title says so when the data are synthetic. Returns what was drawn: the
+    title, the band, the panels (dataset, arch), each panel's line labels and its number of bands.
     """
     table = table[table["modality"] == modality]
     if table.empty:
@@ -90,7 +114,8 @@ def figure2(table: pd.DataFrame, out_pdf: str | os.PathLike, modality: str = "im
     archs = [a for a in table["arch"].unique() if a != BASELINE_ARCH] or [BASELINE_ARCH]
     regimens = sorted(set(table.loc[table["arch"] != BASELINE_ARCH, "regimen"]), key=lambda r: (r != "none", r))
     colours = {r: REGIMEN_COLOURS[i % len(REGIMEN_COLOURS)] for i, r in enumerate(regimens)}
-    drawn: dict = {"panels": [], "lines": {}}
+    band, band_note = band_column(table, "roc_auc")
+    drawn: dict = {"panels": [], "lines": {}, "bands": {}, "band": band}
     fig, axes = plt.subplots(
         len(datasets),
         len(archs),
@@ -104,11 +129,11 @@ def figure2(table: pd.DataFrame, out_pdf: str | os.PathLike, modality: str = "im
             ax = axes[i][j]
             base = table[(table["dataset"] == dataset) & (table["arch"] == BASELINE_ARCH)]
             if not base.empty and arch != BASELINE_ARCH:
-                _line(ax, base, "0.55", "CNN baseline")
+                _line(ax, base, "0.55", "CNN baseline", band=band)
             for regimen in regimens:
                 rows = table[(table["dataset"] == dataset) & (table["arch"] == arch) & (table["regimen"] == regimen)]
                 if not rows.empty:
-                    _line(ax, rows, colours[regimen], f"{ARCH_TITLES.get(arch, arch)}, {regimen}")
+                    _line(ax, rows, colours[regimen], f"{ARCH_TITLES.get(arch, arch)}, {regimen}", band=band)
             _finish_panel(
                 ax,
                 drawn,
@@ -119,6 +144,7 @@ def figure2(table: pd.DataFrame, out_pdf: str | os.PathLike, modality: str = "im
                 legend=True,
             )
     title, colour = _title("Test ROC AUC against training-set size", table)
+    title = f"{title}; {band_note}"
     fig.suptitle(title, fontsize=11, color=colour)
     _save(fig, out_pdf)
     drawn["title"] = title
@@ -137,10 +163,11 @@ def figure3(table: pd.DataFrame, out_pdf: str | os.PathLike, policies: str | Seq
     """F1 of follow-up trigger policies against number of training alerts for the multi-modal models.
 
     One panel row per policy (in the order given; a single name is one row; None: all four), one column per image
-    backbone other than the CNN; in each panel one line per regimen (median over seeds, band = one
-    standard deviation), the multi-modal CNN baseline in grey and the metadata-only model (arch
-    ``none``) dashed. The suptitle says which policies are BTSbot's production triggers and what each
-    needs. Returns the title, the panels (policy, arch) and each panel's line labels.
+    backbone other than the CNN; in each panel one line per regimen (median over seeds; band: one std over
+    seeds, or with one seed the bootstrap std of F1 over test sources, :func:`band_column`, named in the
+    title), the multi-modal CNN baseline in grey and the metadata-only model (arch ``none``) dashed. The
+    suptitle says which policies are BTSbot's production triggers and what each needs. Returns the title,
+    the band, the panels (policy, arch), each panel's line labels and its number of bands.
     """
     policies = list(POLICIES) if policies is None else [policies] if isinstance(policies, str) else list(policies)
     unknown = [p for p in policies if p not in POLICIES]
@@ -155,7 +182,8 @@ def figure3(table: pd.DataFrame, out_pdf: str | os.PathLike, policies: str | Seq
     archs = archs or [a for a in (BASELINE_ARCH, METADATA_ONLY) if a in set(table["arch"])][:1]
     regimens = sorted(set(table.loc[table["arch"].isin(archs), "regimen"]), key=lambda r: (r != "none", r))
     colours = {r: REGIMEN_COLOURS[i % len(REGIMEN_COLOURS)] for i, r in enumerate(regimens)}
-    drawn: dict = {"panels": [], "lines": {}}
+    band, band_note = band_column(table, "f1")
+    drawn: dict = {"panels": [], "lines": {}, "bands": {}, "band": band}
     fig, axes = plt.subplots(
         len(policies),
         len(archs),
@@ -171,13 +199,15 @@ def figure3(table: pd.DataFrame, out_pdf: str | os.PathLike, policies: str | Seq
         for j, arch in enumerate(archs):
             ax = axes[i][j]
             if not base.empty and arch != BASELINE_ARCH:
-                _line(ax, base, "0.55", "CNN baseline (multi-modal)", metric="f1")
+                _line(ax, base, "0.55", "CNN baseline (multi-modal)", metric="f1", band=band)
             for regimen in regimens:
                 rows = scored[(scored["arch"] == arch) & (scored["regimen"] == regimen)]
                 if not rows.empty:
-                    _line(ax, rows, colours[regimen], f"{ARCH_TITLES.get(arch, arch)}, {regimen}", metric="f1")
+                    _line(
+                        ax, rows, colours[regimen], f"{ARCH_TITLES.get(arch, arch)}, {regimen}", metric="f1", band=band
+                    )
             if not meta.empty and arch != METADATA_ONLY:
-                _line(ax, meta, "black", "metadata only", metric="f1", style="--")
+                _line(ax, meta, "black", "metadata only", metric="f1", style="--", band=band)
             _finish_panel(
                 ax,
                 drawn,
@@ -189,7 +219,7 @@ def figure3(table: pd.DataFrame, out_pdf: str | os.PathLike, policies: str | Seq
                 ylabel_size=9,
             )
     title, colour = _title("ZTF multi-modal models: F1 of follow-up trigger policies against training-set size", table)
-    title = "\n".join([title, *policy_note(policies)])
+    title = "\n".join([f"{title}; {band_note}", *policy_note(policies)])
     fig.suptitle(title, fontsize=10, color=colour)
     _save(fig, out_pdf)
     drawn["title"] = title

@@ -466,12 +466,16 @@ def f1_table(
     out_csv: str | os.PathLike,
     peak_mag_csv: str | os.PathLike | None = None,
     exclude_sources: str | os.PathLike | None = None,
+    bootstrap: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Score the runs' trigger policies on their test predictions (the sources of ``exclude_sources`` left
-    out) and aggregate them into ``f1.csv`` (and completeness per peak-magnitude bin)."""
+    out) and aggregate them into ``f1.csv`` (and completeness per peak-magnitude bin); with ``bootstrap``
+    (the config's block) each run's F1 also gets its bootstrap std over test sources."""
     from alertvision.evaluation.aggregate import write_f1_tables
 
-    return write_f1_tables(metric_files, out_csv, peak_mag_csv, exclude_sources)
+    return write_f1_tables(
+        metric_files, out_csv, peak_mag_csv, exclude_sources, dict(bootstrap) if bootstrap is not None else None
+    )
 
 
 def figure3(

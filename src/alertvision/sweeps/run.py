@@ -114,7 +114,7 @@ def sweep_run(
             split_file,
             arch_cfg=arch_cfg,
             training=training,
-            space=search_space(cfg, arch_cfg.get("modality", "image"), arch_cfg["kind"]),
+            space=search_space(cfg, arch_cfg.get("modality", "image"), arch_cfg["kind"], arch_cfg.get("head")),
             seed=int(cfg["seed"]),
             weights=weights,
             objective=cfg["objective"],
@@ -153,7 +153,7 @@ def sweep_finalize(
     plot = plot or out_dir / "trials.png"
     total = int(cfg["trials"])
     kind = (arch_cfg or {}).get("kind", "timm")
-    defaults = default_params(search_space(cfg, modality, kind), training, arch_cfg)
+    defaults = default_params(search_space(cfg, modality, kind, (arch_cfg or {}).get("head")), training, arch_cfg)
     storage = resolve_storage(cfg, out_dir / JOURNAL_FILE)
     study = None
     if total > 0:

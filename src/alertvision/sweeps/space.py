@@ -39,6 +39,8 @@ CNN_SPACE: dict[str, dict[str, Any]] = {
     "conv_dropout1": {"type": "float", "low": 0.3, "high": 0.7},
     "conv_dropout2": {"type": "float", "low": 0.3, "high": 0.7},
 }
+#: The head keys BTSbot's metadata-only network (``um_nn``: the metadata branch, then Dense(1)) has no layer for.
+UM_NN_ABSENT = ("dense1", "dense2", "dropout")
 PARAM_TYPES = ("float", "int", "categorical")
 
 
@@ -54,20 +56,24 @@ def training_keys() -> set[str]:
 
 
 def search_space(
-    sweep_cfg: Mapping[str, Any] | None, modality: str = "image", kind: str = "timm"
+    sweep_cfg: Mapping[str, Any] | None, modality: str = "image", kind: str = "timm", head: str | None = None
 ) -> dict[str, dict[str, Any]]:
     """Table 1 (plus :data:`METADATA_SPACE` for multi-modal models, :data:`CNN_SPACE` for the CNN) with
     ``sweep_cfg["search_space"]`` applied: an entry replaces that parameter's distribution, a new key adds
     one, ``null`` drops one (it keeps the configured value). Image models leave the metadata branch's keys
-    out, other architectures the CNN's."""
+    out, other architectures the CNN's; the metadata-only model with BTSbot's ``um_nn`` head (kind none,
+    ``head`` um_nn) the head's (dense1, dense2, dropout), which it does not have."""
     space = copy.deepcopy(
         {**TABLE1, **(METADATA_SPACE if modality == "multimodal" else {}), **(CNN_SPACE if kind == "cnn" else {})}
     )
     cnn_only = set(CNN_KEYS) if kind != "cnn" else set()
+    headless = set(UM_NN_ABSENT) if kind == "none" and head == "um_nn" else set()
+    for key in headless:
+        space.pop(key, None)
     for key, spec in dict((sweep_cfg or {}).get("search_space") or {}).items():
         if spec is None:
             space.pop(key, None)
-        elif (modality == "multimodal" or key not in METADATA_SPACE) and key not in cnn_only:
+        elif (modality == "multimodal" or key not in METADATA_SPACE) and key not in cnn_only | headless:
             space[key] = dict(spec)
     known = training_keys() | set(CNN_KEYS if kind == "cnn" else ())
     for key, spec in space.items():

@@ -103,7 +103,7 @@ def workload_plan(config: Mapping[str, Any]) -> list[dict[str, Any]]:
                 **cell,
                 "epochs": training["epochs"],
                 "patience": training["patience"],
-                "sweep_trials": sweep_params(config, cell["arch"])["trials"],
+                "sweep_trials": sweep_params(config, cell["arch"], modality=cell["modality"])["trials"],
             }
 
     return [asdict(g) for g in workload_groups(cells())]
