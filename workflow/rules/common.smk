@@ -11,7 +11,7 @@ from alertvision.config import (
 )
 from alertvision.study.plan import LAYOUT, RUN_FILES, Run, grid_runs
 
-ENV = "../../envs/alertvision.yaml"
+ENV = "../envs/alertvision.yaml"
 DATASET_FILES = ("alerts.parquet", "images.npy", "manifest.json")
 
 
