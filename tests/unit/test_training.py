@@ -175,7 +175,7 @@ def test_drop_last_skips_the_incomplete_batch_and_refuses_a_split_too_small(tiny
 
 def test_a_diverging_run_stops_naming_the_non_finite_validation_loss(tiny_datasets, quick_split_file, tmp_path):
     """A rate far too high sends the weights to inf and the validation scores to NaN: the run stops with
-    the README's message (no finite validation loss, lower training.lr), not with the ROC AUC's error."""
+    the message of docs/models.md (no finite validation loss, lower training.lr), not with the ROC AUC's error."""
     with pytest.raises(FloatingPointError, match="no epoch gave a finite validation loss.*lower training.lr"):
         _train(tiny_datasets, quick_split_file, tmp_path, epochs=2, patience=2, lr=1e30, warmup_epochs=0)
     assert not (tmp_path / "model.pt").exists()  # nothing written: the run has no epoch to keep

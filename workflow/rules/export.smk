@@ -1,5 +1,5 @@
-# Models for brokers: ONNX with its contract inside, a model card and reference alerts (README,
-# "Deploying a model"). The export checks onnxruntime against PyTorch on the run's test split;
+# Models for brokers: ONNX with its contract inside, a model card and reference alerts
+# (docs/deploying.md). The export checks onnxruntime against PyTorch on the run's test split;
 # calibration and recommended thresholds come from the validation split only.
 
 
