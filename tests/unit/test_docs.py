@@ -49,6 +49,10 @@ def test_docs_site_builds_strictly(tmp_path):
     assert (tmp_path / "site" / "index.html").is_file()
     # the config's reference page carries config/README.md itself
     assert "Configuring the workflow" in (tmp_path / "site" / "config" / "index.html").read_text()
+    # a list written straight after a paragraph line renders as text on the site (not on GitHub)
+    for page in (tmp_path / "site").rglob("*.html"):
+        paragraphs = re.findall(r"<p>(.*?)</p>", page.read_text(), re.S)
+        assert not [p for p in paragraphs if re.search(r"^- ", p, re.M)], f"{page}: a list needs a blank line before it"
 
 
 def test_a_broken_anchor_or_link_fails_the_build(tmp_path):
