@@ -68,10 +68,12 @@ def set_random_states(states: Mapping[str, Any]) -> None:
 
 @dataclass
 class Checkpointer:
-    """Where one run keeps its checkpoint (``path``) and the digest (``key``) of the run it belongs to."""
+    """Where one run keeps its checkpoint (``path``), the digest (``key``) of the run it belongs to, and how
+    often it is also saved within an epoch (every ``every_s`` seconds; None: only after each epoch)."""
 
     path: Path
     key: str
+    every_s: float | None = None
 
     def load(self) -> dict[str, Any] | None:
         """The saved state of this run, or None (no checkpoint, another run's, or a torn one).

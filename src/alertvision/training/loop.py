@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -23,7 +24,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from alertvision.atomic import check_writable, write_csv, write_json, write_parquet
-from alertvision.data.contract import open_dataset
+from alertvision.data.contract import Dataset, open_dataset
 from alertvision.data.splits import check_eval_classes
 from alertvision.models import build_model, save_model
 from alertvision.models.classifier import AlertClassifier
@@ -34,7 +35,16 @@ from alertvision.study.plan import RUN_FILES  # noqa: F401  (the files a run wri
 from alertvision.training.checkpoint import CHECKPOINT_NAME, Checkpointer, params_digest
 from alertvision.training.data import Batches
 from alertvision.training.device import pick_device, seed_everything
-from alertvision.training.engine import Precision, evaluate, fit
+from alertvision.training.engine import (
+    EarlyStopping,
+    FitResult,
+    FitSettings,
+    Optimisation,
+    Precision,
+    Validation,
+    evaluate,
+    fit,
+)
 from alertvision.training.metadata import metadata_matrix
 from alertvision.training.schedule import epoch_warmup_cosine, warmup_cosine
 
@@ -98,20 +108,94 @@ def train_run(
     within an epoch, and at once on SIGTERM or SIGUSR1, which then end the run with
     :class:`~alertvision.training.engine.Preempted`); the file goes when the outputs are written,
     unless ``keep_checkpoint``. ``min_epoch_s`` makes each epoch last at least that long (see
-    :func:`~alertvision.training.engine.fit`).
+    :class:`~alertvision.training.engine.FitSettings`).
     """
-    # --- set-up ----------------------------------------------------------------------------------
+    # --- prepare: set-up, data, model --------------------------------------------------------------
     started = time.time()
     settings, head = TrainingSettings.from_config(training), HeadSettings.from_config(training)
     seed_everything(seed)
     torch.set_num_threads(settings.threads)
     device = pick_device(settings.device)
-    use_bf16 = settings.bf16 and device.type == "cuda"
-
     if out_dir is not None:
         out_dir = check_writable(out_dir, "the run's outputs")
+    run = _prepare(dataset_dir, split_file, arch_cfg, settings, seed, test_split)
+    model = build_run_model(arch_cfg, head, weights, run.metadata_fill).to(device)
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    precision = Precision(device, settings.bf16 and device.type == "cuda", memory_format)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(run.n_neg / run.n_pos, device=device))
 
-    # --- data --------------------------------------------------------------------------------------
+    # --- fit: epochs, early stopping on the validation loss ----------------------------------------
+    checkpointer = None
+    if checkpoint and out_dir is not None:
+        key = {"arch": arch_cfg, "training": training, "seed": seed, "weights": weights.weight_id if weights else None}
+        inputs = (split_file, *[p for p in [Path(dataset_dir) / "manifest.json"] if p.is_file()])
+        digest = params_digest({**key, "run_info": run_info}, inputs)
+        checkpointer = Checkpointer(out_dir / CHECKPOINT_NAME, digest, checkpoint_every_s)
+    fit_settings = FitSettings(int(settings.epochs), precision, min_epoch_s=min_epoch_s, progress=progress)
+    fitted = _fit(model, run, loss_fn, settings, fit_settings, checkpointer, on_epoch, arch_cfg)
+    model.load_state_dict(fitted.best.state)
+
+    # --- predict: the test split --------------------------------------------------------------------
+    predictions, test_metrics = _test(model, run, loss_fn, precision) if test_split else (None, {})
+    metrics = {
+        **dict(run_info or {}),
+        **test_metrics,
+        **_run_metrics(model, run, fitted, loss_fn, precision, arch_cfg, weights, settings),
+        "seconds": time.time() - started,
+    }
+
+    # --- write: model.pt, history.csv, predictions.parquet, metrics.json -----------------------------
+    if out_dir is not None:
+        info = {**dict(run_info or {}), "weight_id": metrics["weight_id"]}
+        save_model(model, out_dir / "model.pt", arch_cfg=arch_cfg, head_cfg=head, info=info)
+        write_csv(out_dir / "history.csv", pd.DataFrame(fitted.history))
+        if predictions is not None:
+            write_parquet(out_dir / "predictions.parquet", predictions)
+        write_json(out_dir / "metrics.json", _finite(metrics))
+        if checkpointer is not None and not keep_checkpoint:
+            checkpointer.remove()
+    if test_split:
+        log.info(
+            "test ROC AUC %.4f, loss %.4f (best epoch %d)",
+            metrics["test_roc_auc"],
+            metrics["test_loss"],
+            fitted.best.epoch,
+        )
+    return metrics
+
+
+@dataclass
+class _RunData:
+    """A run's dataset, rows of each split, labels, inputs and batches."""
+
+    data: Dataset
+    rows: dict[str, np.ndarray]
+    labels: np.ndarray
+    images: np.ndarray | None
+    metadata: np.ndarray | None
+    metadata_fill: Any
+    train: Batches
+    n_pos: float
+    n_neg: float
+    eval_batch_size: int
+
+    def batches(self, split: str) -> Batches:
+        """The evaluation batches of ``split``."""
+        rows = self.rows[split]
+        return Batches(self.images, rows, self.labels[rows], self.eval_batch_size, metadata=self.metadata)
+
+
+def _prepare(
+    dataset_dir: str | os.PathLike,
+    split_file: str | os.PathLike,
+    arch_cfg: Mapping[str, Any],
+    settings: TrainingSettings,
+    seed: int,
+    test_split: bool,
+) -> _RunData:
+    """The run's data: its splits checked (none empty, both classes where they are needed), the
+    multi-modal features, and the training and validation batches."""
     data = open_dataset(dataset_dir)
     table = pd.read_parquet(split_file)
     labels = data.alerts["label"].to_numpy(dtype=np.float32)
@@ -133,8 +217,8 @@ def train_run(
             data.alerts, np.concatenate(list(rows.values())), rows["train"], arch_cfg.get("metadata_fill", "error")
         )
     images = None if arch_cfg["kind"] == "none" else data.images  # the metadata-only model reads no image
-    bs, ebs = settings.batch_size, settings.eval_batch_size
-    train_batches = Batches(
+    bs = settings.batch_size
+    train = Batches(
         images,
         rows["train"],
         y_train,
@@ -145,134 +229,107 @@ def train_run(
         metadata=metadata,
         min_batch=bs if settings.drop_last else 2,
     )
-    if len(train_batches) == 0:
+    if len(train) == 0:
         raise ValueError(
             f"{split_file}: {len(y_train)} training alerts make no full batch of {bs} "
             f"(training.drop_last is on): lower training.batch_size or turn drop_last off"
         )
-    val_batches = Batches(images, rows["val"], labels[rows["val"]], ebs, metadata=metadata)
+    return _RunData(data, rows, labels, images, metadata, metadata_fill, train, n_pos, n_neg, settings.eval_batch_size)
 
-    # --- model, loss, optimiser ------------------------------------------------------------------
-    model = build_run_model(arch_cfg, head, weights, metadata_fill).to(device)
-    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    precision = Precision(device, use_bf16, memory_format)
-    pos_weight = torch.tensor(n_neg / n_pos, device=device)
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+
+def _fit(
+    model: AlertClassifier,
+    run: _RunData,
+    loss_fn: torch.nn.Module,
+    settings: TrainingSettings,
+    fit_settings: FitSettings,
+    checkpointer: Checkpointer | None,
+    on_epoch: Callable[[int, dict[str, Any]], None] | None,
+    arch_cfg: Mapping[str, Any],
+) -> FitResult:
+    """AdamW and the run's schedule through the training engine; the history and the best epoch, whose
+    validation loss is finite."""
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=float(settings.lr),
         weight_decay=float(settings.weight_decay),
         betas=tuple(float(b) for b in settings.betas),
     )
-    epochs = int(settings.epochs)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(settings, len(train_batches)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(settings, len(run.train)))
+    rows = run.rows
     log.info(
         "training %s on %d alerts (%d positive), val %d, test %s, %d epochs of %d steps on %s",
         arch_cfg.get("timm_name", arch_cfg["kind"]),
-        len(y_train),
-        int(n_pos),
+        len(rows["train"]),
+        int(run.n_pos),
         len(rows["val"]),
-        len(rows["test"]) if test_split else "unused",
-        epochs,
-        len(train_batches),
-        device,
+        len(rows["test"]) if "test" in rows else "unused",
+        fit_settings.epochs,
+        len(run.train),
+        fit_settings.precision.device,
     )
-
-    # --- epochs, early stopping on validation loss -----------------------------------------------
-    y_val = labels[rows["val"]]
-    checkpointer = None
-    if checkpoint and out_dir is not None:
-        key = {"arch": arch_cfg, "training": training, "seed": seed, "weights": weights.weight_id if weights else None}
-        inputs = (split_file, *[p for p in [Path(dataset_dir) / "manifest.json"] if p.is_file()])
-        checkpointer = Checkpointer(out_dir / CHECKPOINT_NAME, params_digest({**key, "run_info": run_info}, inputs))
+    y_val = run.labels[rows["val"]]
     fitted = fit(
         model,
-        train_batches,
-        val_batches,
-        loss_fn=loss_fn,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        epochs=epochs,
-        precision=precision,
-        schedule_per_epoch=settings.schedule == "epoch",
-        patience=int(settings.patience),
-        min_improvement=float(settings.min_improvement),
-        start_from_epoch=int(settings.start_from_epoch),
-        val_score=torch.sigmoid,
-        val_metrics=lambda scores: {"val_roc_auc": roc_auc(y_val, scores)},
-        on_epoch=on_epoch,
+        run.train,
+        Validation(run.batches("val"), torch.sigmoid, lambda scores: {"val_roc_auc": roc_auc(y_val, scores)}),
+        Optimisation(loss_fn, optimizer, scheduler, per_epoch=settings.schedule == "epoch"),
+        fit_settings,
+        stopping=EarlyStopping(int(settings.patience), float(settings.min_improvement), int(settings.start_from_epoch)),
         checkpoint=checkpointer,
-        checkpoint_every_s=checkpoint_every_s,
-        min_epoch_s=min_epoch_s,
-        progress=progress,
+        on_epoch=on_epoch,
     )
-    history, best = fitted.history, fitted.best
-    if best.state is None:
+    if fitted.best.state is None:
         raise FloatingPointError(
-            f"no epoch gave a finite validation loss (last: {history[-1]['val_loss']}); "
+            f"no epoch gave a finite validation loss (last: {fitted.history[-1]['val_loss']}); "
             f"check the dataset for NaN or infinite images or features, or lower training.lr"
         )
-    model.load_state_dict(best.state)
+    return fitted
 
-    # --- test split and outputs --------------------------------------------------------------------
-    if test_split:
-        test_batches = Batches(images, rows["test"], labels[rows["test"]], ebs, metadata=metadata)
-        test_scores, test_loss = predict(model, test_batches, loss_fn, precision)
-        test = data.alerts.iloc[rows["test"]]
-        predictions = pd.DataFrame(
-            {
-                "alert_id": test["alert_id"].to_numpy(),
-                "objectId": test["objectId"].to_numpy(),
-                "jd": test["jd"].to_numpy(),
-                "source_set": test["source_set"].to_numpy(),
-                "label": test["label"].to_numpy(),
-                "magpsf": test["magpsf"].to_numpy(),
-                "score": test_scores,
-            }
-        )
-        test_metrics = {"test_roc_auc": roc_auc(test["label"].to_numpy(), test_scores), "test_loss": test_loss}
-    train_alerts = data.alerts.iloc[rows["train"]]
-    metrics = {
-        **dict(run_info or {}),
-        **(test_metrics if test_split else {}),
+
+def _test(
+    model: AlertClassifier, run: _RunData, loss_fn: torch.nn.Module, precision: Precision
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """The test split's predictions (with what the trigger policies need) and its ROC AUC and loss."""
+    test_scores, test_loss = predict(model, run.batches("test"), loss_fn, precision)
+    test = run.data.alerts.iloc[run.rows["test"]]
+    columns = ("alert_id", "objectId", "jd", "source_set", "label", "magpsf")
+    predictions = pd.DataFrame({**{c: test[c].to_numpy() for c in columns}, "score": test_scores})
+    return predictions, {"test_roc_auc": roc_auc(test["label"].to_numpy(), test_scores), "test_loss": test_loss}
+
+
+def _run_metrics(
+    model: AlertClassifier,
+    run: _RunData,
+    fitted: FitResult,
+    loss_fn: torch.nn.Module,
+    precision: Precision,
+    arch_cfg: Mapping[str, Any],
+    weights: ResolvedWeights | None,
+    settings: TrainingSettings,
+) -> dict[str, Any]:
+    """What metrics.json says of the run besides its identity, test scores and time."""
+    rows, best, device = run.rows, fitted.best, precision.device
+    return {
         "n_train_alerts": int(len(rows["train"])),
-        "n_train_sources": int(train_alerts["objectId"].nunique()),
+        "n_train_sources": int(run.data.alerts.iloc[rows["train"]]["objectId"].nunique()),
         "n_val_alerts": int(len(rows["val"])),
-        **({"n_test_alerts": int(len(rows["test"]))} if test_split else {}),
-        "pos_weight": float(pos_weight),
+        **({"n_test_alerts": int(len(rows["test"]))} if "test" in rows else {}),
+        "pos_weight": float(loss_fn.pos_weight),
         "best_epoch": best.epoch,
-        "epochs_run": len(history),
+        "epochs_run": len(fitted.history),
         "val_loss_best": best.val_loss,
-        "val_roc_auc_best": history[best.epoch - 1]["val_roc_auc"],
+        "val_roc_auc_best": fitted.history[best.epoch - 1]["val_roc_auc"],
         "input_size": int(arch_cfg.get("input_size", 0)) or None,
         "params": int(sum(p.numel() for p in model.parameters())),
         "weight_id": weights.weight_id if weights else None,
-        "input_norm": model.input_norm.spec() if images is not None else None,
-        "metadata_fill": arch_cfg.get("metadata_fill") if metadata is not None else None,
-        "synthetic": data.synthetic,
+        "input_norm": model.input_norm.spec() if run.images is not None else None,
+        "metadata_fill": arch_cfg.get("metadata_fill") if run.metadata is not None else None,
+        "synthetic": run.data.synthetic,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": int(settings.threads),
-        "bf16": use_bf16,
-        "seconds": time.time() - started,
+        "bf16": precision.bf16,
     }
-    if out_dir is not None:
-        save_model(
-            model,
-            out_dir / "model.pt",
-            arch_cfg=arch_cfg,
-            head_cfg=head,
-            info={**dict(run_info or {}), "weight_id": metrics["weight_id"]},
-        )
-        write_csv(out_dir / "history.csv", pd.DataFrame(history))
-        if test_split:
-            write_parquet(out_dir / "predictions.parquet", predictions)
-        write_json(out_dir / "metrics.json", _finite(metrics))
-        if checkpointer is not None and not keep_checkpoint:
-            checkpointer.remove()
-    if test_split:
-        log.info("test ROC AUC %.4f, loss %.4f (best epoch %d)", metrics["test_roc_auc"], test_loss, best.epoch)
-    return metrics
 
 
 def _lr_factor(settings: TrainingSettings, steps_per_epoch: int) -> Callable[[int], float]:

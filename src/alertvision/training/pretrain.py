@@ -314,8 +314,8 @@ def pretrain_encoder(
         if checkpoint:
             out = Path(out_folder)
             key = params_digest(settings, (Path(corpus_dir) / "manifest.json", Path(corpus_dir) / "labels.parquet"))
-            checkpointer = Checkpointer(out.parent / f".{out.name}.checkpoint.pt", key)
-        history, best = fit(model, train, val, loss_fn, settings, dev, progress, checkpointer, checkpoint_every_s)
+            checkpointer = Checkpointer(out.parent / f".{out.name}.checkpoint.pt", key, checkpoint_every_s)
+        history, best = fit(model, train, val, loss_fn, settings, dev, progress, checkpointer)
         summary = {
             "timm_name": timm_name,
             "n_images": int(len(images)),
@@ -360,7 +360,6 @@ def fit(
     device: torch.device,
     progress: bool = True,
     checkpoint: Checkpointer | None = None,
-    checkpoint_every_s: float | None = None,
 ) -> tuple[list[dict[str, Any]], Best]:
     """AdamW with warm-up and cosine decay per step for ``settings["epochs"]``, through the training
     engine; (per-epoch history, best epoch: lowest validation loss, with a CPU copy of the backbone)."""
@@ -371,18 +370,12 @@ def fit(
     fitted = engine.fit(
         model,
         train,
-        val,
-        loss_fn=loss_fn,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        epochs=epochs,
-        precision=Precision(device),
-        keep=model.backbone,
-        skip_below=2,  # a lone last image breaks batch-norm backbones; its loss is not worth a step
+        engine.Validation(val),
+        engine.Optimisation(loss_fn, optimizer, scheduler),
+        # a lone last image breaks batch-norm backbones; its loss is not worth a step
+        engine.FitSettings(epochs, Precision(device), skip_below=2, name="pretrain", progress=progress),
+        stopping=engine.EarlyStopping(keep=model.backbone),
         checkpoint=checkpoint,
-        checkpoint_every_s=checkpoint_every_s,
-        name="pretrain",
-        progress=progress,
     )
     if fitted.best.state is None:
         raise FloatingPointError(
