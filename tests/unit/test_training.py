@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 
 import numpy as np
@@ -11,7 +13,9 @@ import torch
 
 from alertvision.config import training_params
 from alertvision.data.contract import open_dataset
+from alertvision.training import engine
 from alertvision.training.data import Batches, augment
+from alertvision.training.engine import EarlyStopping, FitState
 from alertvision.training.loop import RUN_FILES, train_run
 from alertvision.training.schedule import epoch_warmup_cosine, warmup_cosine
 
@@ -163,6 +167,32 @@ def test_warm_up_epochs_are_never_the_best(tiny_datasets, split_file, tmp_path):
     # a start beyond the run (epochs cut to 2 for a quick try, say) keeps the last epoch, as Keras does
     metrics = _train(tiny_datasets, split_file, tmp_path / "b", start_from_epoch=5, **{**common, "epochs": 2})
     assert metrics["best_epoch"] == 2 and metrics["epochs_run"] == 2
+
+
+def test_early_stopping_decides_from_the_validation_losses_alone():
+    """The callback fit consults after each epoch: the best epoch (a copy of its weights) and the stop, from
+    the losses alone: BTSbot's relative margin, patience counted from the best epoch, Keras' warm-up."""
+    model, state = torch.nn.Linear(1, 1), FitState()
+    stopping = EarlyStopping(patience=2, min_improvement=0.005, start_from_epoch=1)
+    for epoch, val_loss in enumerate([0.1, 1.0, 0.9, 0.899, 0.95, 0.5], start=1):
+        if state.stopped:
+            break
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        stopping.update(state, epoch, val_loss, model)
+    # 1: warm-up, unmonitored; 2, 3: improvements; 4: lower but not by 0.5%; 5: the second without, stop
+    assert (state.best.epoch, state.best.val_loss, state.lowest, state.stopped) == (3, 0.9, 0.899, True)
+    assert state.best.state["weight"].item() == 3.0 and model.weight.item() == 5.0
+    assert EarlyStopping(start_from_epoch=5).within(2).start_from_epoch == 1  # the last epoch stays a candidate
+
+
+def test_the_training_engine_reads_a_screen_at_a_time():
+    """fit takes a few objects (settings, early stopping, a checkpointer, the epoch hook), not a parameter per
+    option, and no function of the engine runs past 50 lines."""
+    assert len(inspect.signature(engine.fit).parameters) <= 8
+    tree = ast.parse(inspect.getsource(engine))
+    long = [f.name for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.end_lineno - f.lineno >= 50]
+    assert long == []
 
 
 def test_drop_last_skips_the_incomplete_batch_and_refuses_a_split_too_small(tiny_datasets, split_file, tmp_path):

@@ -202,15 +202,7 @@ def fit(
     stopping, state = stopping.within(settings.epochs), FitState()
     saved = checkpoint.load() if checkpoint is not None else None
     resume_at = _resume(saved, model, optim, train, state) if saved is not None else None
-    steps_done = state.done * len(train) + (resume_at["step"] if resume_at else 0)
-    bar = tqdm(
-        total=settings.epochs * len(train),
-        initial=steps_done,
-        desc=settings.name,
-        unit="step",
-        disable=not settings.progress,
-        mininterval=5,
-    )
+    bar = _progress_bar(settings, train, state.done * len(train) + (resume_at["step"] if resume_at else 0))
     with stop_signals(checkpoint is not None) as signalled:
 
         def save(epoch: int, within: dict[str, Any] | None = None) -> None:
@@ -234,6 +226,14 @@ def fit(
                     raise Preempted(signalled[0])
     bar.close()
     return FitResult(state.history, state.best)
+
+
+def _progress_bar(settings: FitSettings, train: Batches, done: int) -> tqdm:
+    """The fit's progress in training steps, ``done`` of them already."""
+    total = settings.epochs * len(train)
+    return tqdm(
+        total=total, initial=done, desc=settings.name, unit="step", disable=not settings.progress, mininterval=5
+    )
 
 
 def _pause_at(save: Callable[..., None], epoch: int) -> Callable[[int, tuple[float, int], torch.Tensor], None]:

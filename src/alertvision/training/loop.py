@@ -129,8 +129,7 @@ def train_run(
     checkpointer = None
     if checkpoint and out_dir is not None:
         key = {"arch": arch_cfg, "training": training, "seed": seed, "weights": weights.weight_id if weights else None}
-        inputs = (split_file, *[p for p in [Path(dataset_dir) / "manifest.json"] if p.is_file()])
-        digest = params_digest({**key, "run_info": run_info}, inputs)
+        digest = params_digest({**key, "run_info": run_info}, _inputs(dataset_dir, split_file))
         checkpointer = Checkpointer(out_dir / CHECKPOINT_NAME, digest, checkpoint_every_s)
     fit_settings = FitSettings(int(settings.epochs), precision, min_epoch_s=min_epoch_s, progress=progress)
     fitted = _fit(model, run, loss_fn, settings, fit_settings, checkpointer, on_epoch, arch_cfg)
@@ -149,20 +148,28 @@ def train_run(
     if out_dir is not None:
         info = {**dict(run_info or {}), "weight_id": metrics["weight_id"]}
         save_model(model, out_dir / "model.pt", arch_cfg=arch_cfg, head_cfg=head, info=info)
-        write_csv(out_dir / "history.csv", pd.DataFrame(fitted.history))
-        if predictions is not None:
-            write_parquet(out_dir / "predictions.parquet", predictions)
-        write_json(out_dir / "metrics.json", _finite(metrics))
+        _write(out_dir, fitted.history, predictions, metrics)
         if checkpointer is not None and not keep_checkpoint:
             checkpointer.remove()
     if test_split:
-        log.info(
-            "test ROC AUC %.4f, loss %.4f (best epoch %d)",
-            metrics["test_roc_auc"],
-            metrics["test_loss"],
-            fitted.best.epoch,
-        )
+        test_auc, test_loss = metrics["test_roc_auc"], metrics["test_loss"]
+        log.info("test ROC AUC %.4f, loss %.4f (best epoch %d)", test_auc, test_loss, fitted.best.epoch)
     return metrics
+
+
+def _inputs(dataset_dir: str | os.PathLike, split_file: str | os.PathLike) -> tuple[str | os.PathLike | Path, ...]:
+    """The files whose bytes key a run's checkpoint: the split table and the dataset's manifest (if any)."""
+    return (split_file, *[p for p in [Path(dataset_dir) / "manifest.json"] if p.is_file()])
+
+
+def _write(
+    out_dir: Path, history: list[dict[str, Any]], predictions: pd.DataFrame | None, metrics: Mapping[str, Any]
+) -> None:
+    """history.csv, predictions.parquet (if the test split was scored) and metrics.json, each atomically."""
+    write_csv(out_dir / "history.csv", pd.DataFrame(history))
+    if predictions is not None:
+        write_parquet(out_dir / "predictions.parquet", predictions)
+    write_json(out_dir / "metrics.json", _finite(metrics))
 
 
 @dataclass

@@ -281,13 +281,7 @@ def pretrain_encoder(
         "augment": "flips + rot90",
         "schedule": "warmup-cosine",
     }
-    corpus = {
-        "path": str(Path(corpus_dir).resolve()),
-        "synthetic": bool(manifest.get("synthetic", False)),
-        **{k: manifest[k] for k in ("kind", "n_images", "size", "seed") if k in manifest},
-        "image_shape": list(images.shape[1:]),
-        "questions": manifest["questions"],
-    }
+    corpus = _corpus_record(corpus_dir, images, manifest)
     seed_everything(seed)
     dev = pick_device(device)
     with torch_threads(threads):
@@ -310,28 +304,13 @@ def pretrain_encoder(
             len(train),
             dev,
         )
-        checkpointer = None
-        if checkpoint:
-            out = Path(out_folder)
-            key = params_digest(settings, (Path(corpus_dir) / "manifest.json", Path(corpus_dir) / "labels.parquet"))
-            checkpointer = Checkpointer(out.parent / f".{out.name}.checkpoint.pt", key, checkpoint_every_s)
+        checkpointer = _checkpointer(corpus_dir, out_folder, settings, checkpoint_every_s) if checkpoint else None
         history, best = fit(model, train, val, loss_fn, settings, dev, progress, checkpointer)
         summary = {
             "timm_name": timm_name,
-            "n_images": int(len(images)),
-            "n_train": int(len(train_rows)),
-            "n_val": int(len(val_rows)),
-            "first_train_loss": history[0]["train_loss"],
-            "last_train_loss": history[-1]["train_loss"],
-            "first_val_loss": history[0]["val_loss"],
-            "last_val_loss": history[-1]["val_loss"],
-            "best_val_loss": best.val_loss,
-            "constant_val_loss": constant_val_loss,
-            "best_epoch": best.epoch,
-            "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
-            "device": str(dev),
-            "threads": torch.get_num_threads(),
-            "seconds": time.time() - started,
+            **{"n_images": int(len(images)), "n_train": int(len(train_rows)), "n_val": int(len(val_rows))},
+            **_summary(history, best, constant_val_loss),
+            **{"device": str(dev), "threads": torch.get_num_threads(), "seconds": time.time() - started},
         }
     record = {"settings": settings, "corpus": corpus, "history": history, "summary": summary}
     write_encoder_folder(out_folder, model.backbone, best.state, timm_name, input_size, record)
@@ -349,6 +328,40 @@ def pretrain_encoder(
         out_folder,
     )
     return summary
+
+
+def _corpus_record(corpus_dir: str | os.PathLike, images: np.ndarray, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """What pretrain.json says of the corpus: where it is, whether synthetic, its shape and questions."""
+    return {
+        "path": str(Path(corpus_dir).resolve()),
+        "synthetic": bool(manifest.get("synthetic", False)),
+        **{k: manifest[k] for k in ("kind", "n_images", "size", "seed") if k in manifest},
+        "image_shape": list(images.shape[1:]),
+        "questions": manifest["questions"],
+    }
+
+
+def _checkpointer(
+    corpus_dir: str | os.PathLike, out_folder: str | os.PathLike, settings: Mapping[str, Any], every_s: float | None
+) -> Checkpointer:
+    """The run's checkpoint beside ``out_folder``, keyed by the settings and the corpus' labels and manifest."""
+    out = Path(out_folder)
+    key = params_digest(settings, (Path(corpus_dir) / "manifest.json", Path(corpus_dir) / "labels.parquet"))
+    return Checkpointer(out.parent / f".{out.name}.checkpoint.pt", key, every_s)
+
+
+def _summary(history: list[dict[str, Any]], best: Best, constant_val_loss: float) -> dict[str, Any]:
+    """The losses of the summary: first and last, the best epoch's and the best constant prediction's."""
+    return {
+        "first_train_loss": history[0]["train_loss"],
+        "last_train_loss": history[-1]["train_loss"],
+        "first_val_loss": history[0]["val_loss"],
+        "last_val_loss": history[-1]["val_loss"],
+        "best_val_loss": best.val_loss,
+        "constant_val_loss": constant_val_loss,
+        "best_epoch": best.epoch,
+        "seconds_per_epoch": float(np.mean([h["seconds"] for h in history])),
+    }
 
 
 def fit(
