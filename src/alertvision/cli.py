@@ -57,7 +57,7 @@ def _run(args, seed: int = 0) -> Run:
 def _weights(config: dict, regimen: str, arch: str) -> tuple[str | None, str | None]:
     """(weights folder, weight id) a cell starts from; (None, None) for random init. Stops when the folder is
     not filled yet, naming the command that fills it."""
-    from alertvision.config import weight_id
+    from alertvision.study.plan import weight_id
 
     wid = weight_id(config, regimen, arch)
     if wid is None:
@@ -74,7 +74,7 @@ def _weights(config: dict, regimen: str, arch: str) -> tuple[str | None, str | N
 def _sweep_inputs(args, config: dict) -> dict[str, Any]:
     """What every sweep command of a configuration shares: its folder, study name, settings and model."""
     from alertvision.config import model_spec, sweep_params, training_params
-    from alertvision.sweeps.storage import study_name
+    from alertvision.study.plan import study_name
 
     run = _run(args)
     sweep = sweep_params(config, args.arch, modality=args.modality)
@@ -130,7 +130,7 @@ def cmd_split(args) -> int:
 
 
 def cmd_weights(args) -> int:
-    from alertvision.config import pretrain_archs, weight_id
+    from alertvision.study.plan import pretrain_archs, weight_id
     from alertvision.study.steps import fetch_weights
 
     config = _config(args)
@@ -149,7 +149,7 @@ def cmd_weights(args) -> int:
 
 
 def cmd_galaxy_corpus(args) -> int:
-    from alertvision.config import corpus_folder
+    from alertvision.study.plan import corpus_folder
     from alertvision.study.steps import galaxy_corpus
 
     config = _config(args)
@@ -171,7 +171,7 @@ def _pretrain_block(config: dict, regimen: str) -> dict:
 
 
 def cmd_pretrain(args) -> int:
-    from alertvision.config import corpus_folder
+    from alertvision.study.plan import corpus_folder
     from alertvision.study.steps import pretrain
 
     config = _config(args)
@@ -459,7 +459,7 @@ def cmd_benchmark(args) -> int:
 
 def cmd_table2(args) -> int:
     from alertvision.data.contract import ALERTS_FILE
-    from alertvision.reports.table2.estimate import workload_plan
+    from alertvision.reports.workload import workload_plan
     from alertvision.study.steps import table2
 
     config = _config(args)

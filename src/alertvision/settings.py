@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any, Mapping, TypeVar
 
+from alertvision.schema import schema
+
 T = TypeVar("T")
 
 
@@ -44,8 +46,6 @@ def _take(cls: type[T], block: Mapping[str, Any], where: str) -> T:
 @lru_cache(maxsize=None)
 def _schema_defaults(*path: str) -> dict[str, Any]:
     """The defaults the schema gives the properties of the block at ``path`` (e.g. ``("splits",)``)."""
-    from alertvision.config import schema
-
     node = schema()
     for key in path:
         node = node["properties"][key]

@@ -13,7 +13,8 @@ import yaml
 from optuna.trial import TrialState
 
 from alertvision.atomic import atomic_path, write_csv, write_text
-from alertvision.sweeps.storage import OWNER_ATTR, parse_study_name
+from alertvision.study.plan import parse_study_name
+from alertvision.sweeps.storage import OWNER_ATTR
 from alertvision.sweeps.worker import SURPLUS_ATTR, state_counts
 
 CONFIG_KEYS = ("dataset", "modality", "arch", "regimen", "fraction")

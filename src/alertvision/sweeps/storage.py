@@ -42,25 +42,6 @@ HEARTBEAT_ATTR = ATTR_PREFIX + "heartbeat"
 PRUNERS = ("none", "median", "hyperband")
 
 
-def study_name(dataset: str, modality: str, arch: str, regimen: str, fraction: Any, prefix: str = "alertvision") -> str:
-    """The study of one configuration, e.g. ``alertvision/ztf/image/cnn/none/f100``."""
-    from alertvision.config import format_fraction
-
-    return "/".join([prefix, dataset, modality, arch, regimen, f"f{format_fraction(fraction)}"])
-
-
-def parse_study_name(name: str) -> dict[str, str]:
-    """The configuration a :func:`study_name` encodes (fraction as in paths, e.g. '100')."""
-    *_, dataset, modality, arch, regimen, fraction = name.split("/")
-    return {
-        "dataset": dataset,
-        "modality": modality,
-        "arch": arch,
-        "regimen": regimen,
-        "fraction": fraction.removeprefix("f"),
-    }
-
-
 def is_url(storage_spec: str) -> bool:
     """Whether a storage spec is a database URL (else it is a journal file path)."""
     return "://" in str(storage_spec)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from alertvision.schema import ConfigError
+
 #: ingest(config, out_dir, progress) -> manifest; config is the whole validated config.
 Ingester = Callable[[Mapping[str, Any], "str | os.PathLike", bool], dict]
 
@@ -113,8 +115,6 @@ def check_sources(config: Mapping[str, Any]) -> None:
     ztf_source(data["source"]).check(data.get(data["source"], {}))
     provider = ls_source(ls["source"])
     if ls["product"] not in provider.products:
-        from alertvision.config import ConfigError
-
         serving = [name for name, other in registry().ls.items() if ls["product"] in other.products]
         raise ConfigError(
             f"config key legacysurvey.product: {ls['product']!r} images come from the {' or '.join(serving)} "

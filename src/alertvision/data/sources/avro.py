@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from alertvision.data.sources import ZtfSource
+from alertvision.schema import ConfigError
 
 
 def ingest(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool) -> dict:
@@ -28,8 +29,6 @@ def input_files(block: Mapping[str, Any]) -> list[Path]:
 
 
 def check(block: Mapping[str, Any]) -> None:
-    from alertvision.config import ConfigError
-
     if not (block.get("path") and block.get("labels")):
         raise ConfigError(
             "config key data.avro: data.source 'avro' needs data.avro.path (packets: folder, "

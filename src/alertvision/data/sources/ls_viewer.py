@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from alertvision.data.sources import LsSource
+from alertvision.schema import ConfigError
 
 
 def provider(
@@ -35,8 +36,6 @@ def provider(
 
 def check(ls: Mapping[str, Any]) -> None:
     """The viewer's JPEG is always red, green, blue = z, r, g."""
-    from alertvision.config import ConfigError
-
     if ls["product"] == "jpeg" and list(ls["channels"]) != ["z", "r", "g"]:
         raise ConfigError(
             f"config key legacysurvey.channels: {list(ls['channels'])} applies to product 'fits' "
