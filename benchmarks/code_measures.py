@@ -4,12 +4,13 @@
 
 Prints five counts, each with what it counts:
 
-- import cycles: strongly connected groups (two modules or more) of the graph of module-level
-  imports between the library's modules (`if TYPE_CHECKING:` imports are not run and not counted; an
-  import names the module it reads, not the packages above it that Python initialises on the way);
+- import cycles: strongly connected groups (two modules or more) of the graph of the imports between
+  the library's modules, inside functions too (a cycle closed by an import inside a function is still a
+  cycle; the module-level ones alone are printed apart); `if TYPE_CHECKING:` imports are not run and not
+  counted, and an import names the module it reads, not the packages Python initialises on the way;
 - upward imports: imports (module level or inside a function, `TYPE_CHECKING` included) from a module
-  to one of a higher layer, by the layer order of `LAYERS` (the one docs/architecture.md draws and
-  tests/unit/test_front_doors.py pins);
+  to one of a higher layer, by the layer order `LAYERS` of tests/unit/test_front_doors.py (the test
+  that pins it; docs/architecture.md draws it), read from that file as a literal;
 - function-level imports: import statements inside a function's body;
 - functions over 50 lines: `def` line to last line;
 - `Mapping[str, Any]` parameters of public functions (a name without a leading underscore, at
@@ -22,16 +23,42 @@ from __future__ import annotations
 
 import argparse
 import ast
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from alertvision.layers import LAYERS, layer_of  # noqa: E402  (the layer order lives in the library)
-
 PACKAGE = "alertvision"
+LAYER_TEST = ROOT / "tests" / "unit" / "test_front_doors.py"
+
+#: Third-party packages worth an import inside a function: heavy to import, or optional where a light
+#: entry point runs (jsonschema and yaml: ``benchmarks/table2.py`` runs without them).
+DEFERRABLE = (
+    "torch", "torchvision", "timm", "onnx", "onnxruntime", "pandas", "pyarrow", "optuna", "matplotlib", "umap",
+    "sklearn", "scipy", "astropy", "fastavro", "sqlalchemy", "safetensors", "huggingface_hub", "PIL", "numpy",
+    "jsonschema", "yaml",
+)  # fmt: skip
+
+
+def read_layers(path: Path = LAYER_TEST) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The ``LAYERS`` literal of the layer test: (layer, module prefixes), lowest first."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "LAYERS" for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise SystemExit(f"{path} defines no LAYERS")
+
+
+def layer_of(module: str, layers) -> str:
+    """The layer of ``module``: that of the longest prefix naming it (``alertvision.study.plan`` before
+    ``alertvision.study``)."""
+    best = None
+    for layer, prefixes in layers:
+        for prefix in prefixes:
+            if module == prefix or module.startswith(prefix + "."):
+                if best is None or len(prefix) > len(best[1]):
+                    best = (layer, prefix)
+    if best is None:
+        raise KeyError(f"{module} is in no layer: add it to LAYERS in {LAYER_TEST.name}")
+    return best[0]
 
 
 def module_name(path: Path, src: Path) -> str:
@@ -99,11 +126,12 @@ def import_edges(mods: dict[str, tuple[Path, ast.Module]]) -> list[tuple[str, st
     return edges
 
 
-def cycles(edges: list[tuple[str, str, int, bool, bool]]) -> list[list[str]]:
-    """Strongly connected groups of two modules or more (Tarjan) in the run-time module-level graph."""
+def cycles(edges: list[tuple[str, str, int, bool, bool]], module_level: bool = False) -> list[list[str]]:
+    """Strongly connected groups of two modules or more (Tarjan) of the imports that run (all of them, or
+    the module-level ones)."""
     graph: dict[str, set[str]] = {}
     for a, b, _, top, tc in edges:
-        if top and not tc:
+        if (top or not module_level) and not tc:
             graph.setdefault(a, set()).add(b)
             graph.setdefault(b, set())
     index: dict[str, int] = {}
@@ -133,16 +161,68 @@ def cycles(edges: list[tuple[str, str, int, bool, bool]]) -> list[list[str]]:
             if len(group) > 1:
                 groups.append(sorted(group))
 
-    sys.setrecursionlimit(10_000)
     for v in sorted(graph):
         if v not in index:
             visit(v)
     return sorted(groups)
 
 
-def upward(edges: list[tuple[str, str, int, bool, bool]]) -> list[tuple[str, str, int]]:
-    rank = {layer: i for i, (layer, _) in enumerate(LAYERS)}
-    return [(a, b, line) for a, b, line, _, _ in edges if rank[layer_of(b)] > rank[layer_of(a)]]
+def upward(edges: list[tuple[str, str, int, bool, bool]], layers) -> list[tuple[str, str, int]]:
+    """Imports from a module to one of a higher layer."""
+    rank = {layer: i for i, (layer, _) in enumerate(layers)}
+    return [(a, b, line) for a, b, line, _, _ in edges if rank[layer_of(b, layers)] > rank[layer_of(a, layers)]]
+
+
+def _reads(node: ast.Import | ast.ImportFrom, here: str, is_package: bool, known: set[str]) -> tuple[set, set]:
+    """(library modules with the packages above them, third-party top-level packages) an import runs."""
+    mods = targets(node, here, is_package, known)
+    with_parents = {".".join(m.split(".")[:i]) for m in mods for i in range(1, m.count(".") + 2)} & known
+    if isinstance(node, ast.Import):
+        outside = {a.name.split(".")[0] for a in node.names}
+    else:
+        outside = set() if node.level else {(node.module or "").split(".")[0]}
+    return with_parents - {here}, outside - {PACKAGE, "__future__"}
+
+
+def closures(mods: dict[str, tuple[Path, ast.Module]]) -> dict[str, set[str]]:
+    """The third-party packages importing each module loads (its module-level imports, transitively)."""
+    known = set(mods)
+    direct = {}
+    for name, (path, tree) in mods.items():
+        lib, outside = set(), set()
+        for node, top, tc in imports(tree):
+            if top and not tc:
+                a, b = _reads(node, name, path.name == "__init__.py", known)
+                lib |= a
+                outside |= b
+        parents = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)} & known
+        direct[name] = (lib | parents, outside)
+    out: dict[str, set[str]] = {}
+    for name in mods:
+        seen, todo, pkgs = {name}, [name], set()
+        while todo:
+            lib, outside = direct[todo.pop()]
+            pkgs |= outside
+            todo += [m for m in lib - seen]
+            seen |= lib
+        out[name] = pkgs
+    return out
+
+
+def deferred_imports(mods: dict[str, tuple[Path, ast.Module]]) -> list[tuple[str, int, str, list[str]]]:
+    """Every import inside a function with the deferrable packages it loads that its module does not load
+    at import time: (module, line, statement, those packages; empty: nothing to defer)."""
+    known, closure = set(mods), closures(mods)
+    out = []
+    for name, (path, tree) in mods.items():
+        for node, top, _ in imports(tree):
+            if top:
+                continue
+            lib, outside = _reads(node, name, path.name == "__init__.py", known)
+            loads = set(outside).union(*(closure[m] for m in lib)) if lib else set(outside)
+            added = sorted((loads - closure[name]) & set(DEFERRABLE), key=DEFERRABLE.index)
+            out.append((name, node.lineno, ast.unparse(node), added))
+    return out
 
 
 def function_imports(mods: dict[str, tuple[Path, ast.Module]]) -> list[tuple[str, int, str]]:
@@ -189,8 +269,9 @@ def measure(src: Path) -> dict[str, list]:
     mods = modules_of(src)
     edges = import_edges(mods)
     return {
-        "import cycles (module level)": cycles(edges),
-        "upward imports": upward(edges),
+        "import cycles": cycles(edges),
+        "import cycles of module-level imports": cycles(edges, module_level=True),
+        "upward imports": upward(edges, read_layers()),
         "function-level imports": function_imports(mods),
         "functions over 50 lines": long_functions(mods),
         "Mapping[str, Any] parameters in public functions": mapping_parameters(mods),

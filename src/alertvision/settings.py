@@ -16,8 +16,6 @@ from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any, Mapping, TypeVar
 
-from alertvision.schema import schema
-
 T = TypeVar("T")
 
 
@@ -46,6 +44,8 @@ def _take(cls: type[T], block: Mapping[str, Any], where: str) -> T:
 @lru_cache(maxsize=None)
 def _schema_defaults(*path: str) -> dict[str, Any]:
     """The defaults the schema gives the properties of the block at ``path`` (e.g. ``("splits",)``)."""
+    from alertvision.schema import schema  # deferred: yaml, which benchmarks/table2.py runs without
+
     node = schema()
     for key in path:
         node = node["properties"][key]

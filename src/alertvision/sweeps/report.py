@@ -141,11 +141,11 @@ def sweep_plot(
     trials_csv: str | os.PathLike, out: str | os.PathLike, *, title: str | None = None, direction: str = "maximize"
 ) -> None:
     """Draw value by trial and the best so far (PNG or PDF by the suffix of ``out``); pruned trials as ticks."""
-    import matplotlib
+    import matplotlib  # deferred: matplotlib is heavy
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.transforms import blended_transform_factory
+    import matplotlib.pyplot as plt  # deferred: matplotlib is heavy
+    from matplotlib.transforms import blended_transform_factory  # deferred: matplotlib is heavy
 
     trials = pd.read_csv(trials_csv)
     done = trials[trials["state"] == "COMPLETE"].sort_values("number")

@@ -30,6 +30,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from alertvision.config import sweep_params
 from alertvision.settings import PrunerSettings, with_schema_defaults
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,6 @@ def resolve_storage(sweep_cfg: Mapping[str, Any], journal_path: str | os.PathLik
 def unmasked_sweep(job: Any) -> dict[str, Any]:
     """A Snakemake job's sweep settings with the real storage URL: its ``params.sweep`` holds the URL with
     the password masked (params are stored in ``.snakemake/metadata``), the job's config the URL itself."""
-    from alertvision.config import sweep_params
-
     return {**dict(job.params.sweep), "storage": sweep_params(job.config, job.wildcards.arch)["storage"]}
 
 
@@ -70,7 +69,7 @@ def display_storage(storage_spec: str) -> str:
     """The storage spec with any database password masked, for logs and reports."""
     if not is_url(storage_spec):
         return str(storage_spec)
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import make_url  # deferred: sqlalchemy is heavy
 
     try:
         return make_url(storage_spec).render_as_string(hide_password=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from alertvision.atomic import check_writable
 from alertvision.schema import ConfigError
 
 #: ingest(config, out_dir, progress) -> manifest; config is the whole validated config.
@@ -141,8 +142,7 @@ def ingest_ls(
     config: Mapping[str, Any], ztf_dir: str | os.PathLike, out_dir: str | os.PathLike, progress: bool = True
 ) -> dict:
     """Write the Legacy Survey dataset for the alerts in ``ztf_dir``; returns its manifest."""
-    from alertvision.atomic import check_writable
-    from alertvision.data.legacysurvey import build_ls_dataset
+    from alertvision.data.legacysurvey import build_ls_dataset  # deferred: pandas is heavy
 
     provider = ls_source(config["legacysurvey"]["source"])
     synthetic = provider.synthetic or ztf_source(config["data"]["source"]).synthetic

@@ -11,13 +11,13 @@ from alertvision.schema import ConfigError
 
 
 def ingest(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool) -> dict:
-    from alertvision.data.ingest.avro import ingest_avro
+    from alertvision.data.ingest.avro import ingest_avro  # deferred: pandas is heavy
 
     return ingest_avro(config, out_dir, progress=progress)
 
 
 def input_files(block: Mapping[str, Any]) -> list[Path]:
-    from alertvision.data.ingest.avro import AvroInputError, packet_files
+    from alertvision.data.ingest.avro import AvroInputError, packet_files  # deferred: pandas is heavy
 
     paths: list[Path] = []
     for entry in [block["path"]] if isinstance(block["path"], str) else list(block["path"] or []):

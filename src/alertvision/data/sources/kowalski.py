@@ -11,7 +11,7 @@ from alertvision.schema import ConfigError
 
 
 def ingest(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool) -> dict:
-    from alertvision.data.ingest.kowalski import ingest_kowalski
+    from alertvision.data.ingest.kowalski import ingest_kowalski  # deferred: pandas is heavy
 
     return ingest_kowalski(config, out_dir, progress=progress)
 

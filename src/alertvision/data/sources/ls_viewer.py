@@ -14,6 +14,7 @@ from alertvision.schema import ConfigError
 def provider(
     config: Mapping[str, Any], ztf_dir: str | os.PathLike, out_dir: str | os.PathLike, progress: bool
 ) -> tuple[Any, dict]:
+    # deferred: pandas is heavy
     from alertvision.data.contract import open_dataset
     from alertvision.data.legacysurvey import source_positions
     from alertvision.data.legacysurvey_fetch import FAILURES_FILE, STATUSES, VIEWER_PRODUCTS, fetch_cutouts

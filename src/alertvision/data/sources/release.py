@@ -11,13 +11,13 @@ from alertvision.schema import ConfigError
 
 
 def ingest(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool) -> dict:
-    from alertvision.data.ingest.release import ingest_release
+    from alertvision.data.ingest.release import ingest_release  # deferred: pandas is heavy
 
     return ingest_release(config, out_dir, progress=progress)
 
 
 def input_files(block: Mapping[str, Any]) -> list[Path]:
-    from alertvision.data.ingest.release import ReleaseError, locate_release
+    from alertvision.data.ingest.release import ReleaseError, locate_release  # deferred: pandas is heavy
 
     try:
         return [f.path for per_split in locate_release(block).values() for f in per_split.values()]

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
+from alertvision.data.splits import SPLIT_COLUMNS, train_alert_counts
 from alertvision.reports.workload import WorkloadGroup
 
 
@@ -75,8 +76,6 @@ class StudyWorkload:
     ) -> "StudyWorkload":
         """The plan's workload with each fraction's training alerts counted in a dataset's alerts.parquet:
         the train rows its split tables select (per-source cap, then the fraction's sample of sources)."""
-        from alertvision.data.splits import SPLIT_COLUMNS, train_alert_counts
-
         groups = [dict(g) for g in plan]
         alerts = pd.read_parquet(alerts_parquet, columns=list(SPLIT_COLUMNS))
         counts = train_alert_counts(alerts, sorted({float(g["fraction"]) for g in groups}), splits_cfg)
