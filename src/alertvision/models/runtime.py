@@ -153,8 +153,8 @@ def _rows(triplet: np.ndarray | None, metadata: np.ndarray | None) -> int:
 
 
 def input_names(session: Any) -> list[str]:
-    """The session's input names (:data:`~alertvision.models.onnx.TRIPLET_INPUT` and/or
-    :data:`~alertvision.models.onnx.METADATA_INPUT`)."""
+    """The session's input names (:data:`TRIPLET_INPUT` and/or
+    :data:`METADATA_INPUT`)."""
     return [i.name for i in session.get_inputs()]
 
 

@@ -82,7 +82,7 @@ def workload_groups(cells: Iterable[Mapping[str, Any]]) -> list[WorkloadGroup]:
 def workload_plan(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     """What the compute estimate needs from a validated config, as plain data (the ``table2`` rule's params).
 
-    Every run of :func:`alertvision.config.grid_cells` (image and multi-modal runs, only the regimens
+    Every run of :func:`alertvision.study.plan.grid_cells` (image and multi-modal runs, only the regimens
     each architecture is trained with, the metadata-only model), with the epochs and patience of
     :func:`~alertvision.config.training_params` and the sweep trials of
     :func:`~alertvision.config.sweep_params`, grouped by :func:`workload_groups`.
