@@ -57,7 +57,8 @@ class StudyWorkload:
     def from_plan(
         cls, plan: Iterable[WorkloadGroup | Mapping[str, Any]], train_alerts: Mapping[float, int], counted_from: str
     ) -> "StudyWorkload":
-        """A workload from :func:`~alertvision.reports.workload.workload_plan`'s groups (or :class:`WorkloadGroup` objects)."""
+        """A workload from :func:`~alertvision.reports.workload.workload_plan`'s groups (or
+        :class:`WorkloadGroup` objects)."""
         groups = tuple(
             g
             if isinstance(g, WorkloadGroup)
