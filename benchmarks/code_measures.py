@@ -2,7 +2,7 @@
 
     python benchmarks/code_measures.py [SRC]          # SRC defaults to src/alertvision
 
-Prints five counts, each with what it counts:
+Prints the counts (cycles twice: every import, and module-level imports alone), each with what it counts:
 
 - import cycles: strongly connected groups (two modules or more) of the graph of the imports between
   the library's modules, inside functions too (a cycle closed by an import inside a function is still a
