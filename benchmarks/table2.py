@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from alertvision.models import build_model  # noqa: E402
 from alertvision.reports import table2 as tp  # noqa: E402
-from alertvision.reports.table2.estimate import StudyWorkload, format_estimate, study_hours, workload_groups  # noqa: E402
+from alertvision.reports.table2.estimate import StudyWorkload, format_estimate, study_hours  # noqa: E402
+from alertvision.reports.workload import workload_groups  # noqa: E402
 
 log = logging.getLogger("table2")
 

@@ -193,7 +193,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def _json_default(obj: Any) -> Any:
-    import numpy as np
+    import numpy as np  # deferred: numpy is heavy
 
     if isinstance(obj, np.generic):
         return obj.item()

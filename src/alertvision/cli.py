@@ -13,14 +13,33 @@ from typing import Any, Callable, Mapping, Sequence
 import yaml
 
 from alertvision import __version__
-from alertvision.study.plan import LAYOUT, Layout, Run
+from alertvision.config import (
+    ConfigError,
+    figure3_policies,
+    format_fraction,
+    load_config,
+    model_spec,
+    parse_yaml,
+    sweep_params,
+    training_params,
+)
+from alertvision.logs import setup_logging
+from alertvision.reports.workload import workload_plan
+from alertvision.study.plan import (
+    LAYOUT,
+    Layout,
+    Run,
+    corpus_folder,
+    largest_run,
+    pretrain_archs,
+    study_name,
+    weight_id,
+)
 
 log = logging.getLogger("alertvision")
 
 
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
-    from alertvision.config import parse_yaml
-
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -31,8 +50,6 @@ def _parse_set(items: Sequence[str]) -> dict[str, Any]:
 
 
 def _config(args) -> dict:
-    from alertvision.config import load_config
-
     return load_config(args.config, _parse_set(args.set))
 
 
@@ -42,8 +59,6 @@ def _layout(args) -> Layout:
 
 def _run(args, seed: int = 0) -> Run:
     """The grid cell named by the command line (``--seed`` where the command has it)."""
-    from alertvision.config import format_fraction
-
     return Run(
         args.dataset,
         args.modality,
@@ -57,8 +72,6 @@ def _run(args, seed: int = 0) -> Run:
 def _weights(config: dict, regimen: str, arch: str) -> tuple[str | None, str | None]:
     """(weights folder, weight id) a cell starts from; (None, None) for random init. Stops when the folder is
     not filled yet, naming the command that fills it."""
-    from alertvision.config import weight_id
-
     wid = weight_id(config, regimen, arch)
     if wid is None:
         return None, None
@@ -73,9 +86,6 @@ def _weights(config: dict, regimen: str, arch: str) -> tuple[str | None, str | N
 
 def _sweep_inputs(args, config: dict) -> dict[str, Any]:
     """What every sweep command of a configuration shares: its folder, study name, settings and model."""
-    from alertvision.config import model_spec, sweep_params, training_params
-    from alertvision.sweeps.storage import study_name
-
     run = _run(args)
     sweep = sweep_params(config, args.arch, modality=args.modality)
     return dict(
@@ -94,7 +104,7 @@ def cmd_config(args) -> int:
 
 
 def cmd_ingest(args) -> int:
-    from alertvision.study.steps import ingest_ztf
+    from alertvision.study.steps import ingest_ztf  # deferred: pandas is heavy
 
     manifest = ingest_ztf(_config(args), args.out, progress=not args.quiet)
     print(
@@ -105,7 +115,7 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_fetch_kowalski(args) -> int:
-    from alertvision.study.steps import fetch_kowalski
+    from alertvision.study.steps import fetch_kowalski  # deferred: pandas is heavy
 
     fetched = fetch_kowalski(_config(args), progress=not args.quiet)
     print(f"{fetched.cache_dir}: answers for {len(fetched.labels)} sources cached ({fetched.stats['listed_sources']})")
@@ -113,7 +123,7 @@ def cmd_fetch_kowalski(args) -> int:
 
 
 def cmd_ls_dataset(args) -> int:
-    from alertvision.study.steps import ls_dataset
+    from alertvision.study.steps import ls_dataset  # deferred: pandas is heavy
 
     manifest = ls_dataset(_config(args), args.ztf, args.out, progress=not args.quiet)
     cov = manifest["coverage"]
@@ -122,7 +132,7 @@ def cmd_ls_dataset(args) -> int:
 
 
 def cmd_split(args) -> int:
-    from alertvision.study.steps import split
+    from alertvision.study.steps import split  # deferred: pandas is heavy
 
     table = split(args.dataset_dir, args.fraction, _config(args)["splits"], args.out)
     print(f"{args.out}: {table['split'].value_counts().to_dict()}")
@@ -130,8 +140,7 @@ def cmd_split(args) -> int:
 
 
 def cmd_weights(args) -> int:
-    from alertvision.config import pretrain_archs, weight_id
-    from alertvision.study.steps import fetch_weights
+    from alertvision.study.steps import fetch_weights  # deferred: pandas is heavy
 
     config = _config(args)
     if not args.id and args.arch in pretrain_archs(config, args.regimen):
@@ -149,8 +158,7 @@ def cmd_weights(args) -> int:
 
 
 def cmd_galaxy_corpus(args) -> int:
-    from alertvision.config import corpus_folder
-    from alertvision.study.steps import galaxy_corpus
+    from alertvision.study.steps import galaxy_corpus  # deferred: pandas is heavy
 
     config = _config(args)
     block = _pretrain_block(config, args.regimen)
@@ -171,8 +179,7 @@ def _pretrain_block(config: dict, regimen: str) -> dict:
 
 
 def cmd_pretrain(args) -> int:
-    from alertvision.config import corpus_folder
-    from alertvision.study.steps import pretrain
+    from alertvision.study.steps import pretrain  # deferred: pandas is heavy
 
     config = _config(args)
     block = _pretrain_block(config, args.regimen)
@@ -196,8 +203,6 @@ def cmd_pretrain(args) -> int:
 def _best_yaml(args, config: dict, run: Run) -> Path | None:
     """The sweep's best.yaml a run trains with, as Snakemake chooses it: ``--best``, else the configuration's
     best.yaml when the config sweeps the architecture (stopping when the sweep has not run), else None."""
-    from alertvision.config import sweep_params
-
     if args.best:
         return Path(args.best)
     if sweep_params(config, args.arch, modality=args.modality)["trials"] <= 0:
@@ -213,8 +218,7 @@ def _best_yaml(args, config: dict, run: Run) -> Path | None:
 
 
 def cmd_train(args) -> int:
-    from alertvision.config import figure3_policies, model_spec, training_params
-    from alertvision.study.steps import train
+    from alertvision.study.steps import train  # deferred: pandas is heavy
 
     config = _config(args)
     run, layout = _run(args), _layout(args)
@@ -234,9 +238,9 @@ def cmd_train(args) -> int:
         progress=not args.quiet,
         checkpoints=config["checkpoints"],
     )
-    import pandas as pd
+    import pandas as pd  # deferred: pandas is heavy
 
-    from alertvision.evaluation.policies import evaluate_policies, read_exclusion_list
+    from alertvision.evaluation.policies import evaluate_policies, read_exclusion_list  # deferred: pandas is heavy
 
     exclude = config["policies"]["exclude_sources"]
     policies = evaluate_policies(
@@ -253,7 +257,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from alertvision.study.steps import export
+    from alertvision.study.steps import export  # deferred: pandas is heavy
 
     config, layout = _config(args), _layout(args)
     run = _export_run_cell(args)
@@ -280,7 +284,6 @@ def _export_run_cell(args) -> Run:
     if not args.run_dir:
         if not args.arch:
             raise SystemExit("export: give --arch (the grid cell's architecture) or --run-dir (a run folder)")
-        from alertvision.config import format_fraction
 
         return Run(
             args.dataset or "ztf",
@@ -294,7 +297,6 @@ def _export_run_cell(args) -> Run:
     if not metrics.is_file():
         raise SystemExit(f"--run-dir {args.run_dir}: no metrics.json there; give the folder of a finished run")
     run = Run.from_values(json.loads(metrics.read_text()))
-    from alertvision.config import format_fraction
 
     given = {"arch": args.arch, "modality": args.modality, "dataset": args.dataset, "regimen": args.regimen}
     given["fraction"] = None if args.fraction is None else format_fraction(args.fraction)
@@ -306,7 +308,7 @@ def _export_run_cell(args) -> Run:
 
 
 def cmd_export_best(args) -> int:
-    from alertvision.study.steps import export_best
+    from alertvision.study.steps import export_best  # deferred: pandas is heavy
 
     result = export_best(args.metrics, args.out, _config(args)["export"])
     chosen = json.loads((Path(args.out) / "run.json").read_text())
@@ -315,7 +317,7 @@ def cmd_export_best(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from alertvision.study.steps import predict
+    from alertvision.study.steps import predict  # deferred: pandas is heavy
 
     report = predict(
         args.inputs,
@@ -338,7 +340,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_sweep_worker(args) -> int:
-    from alertvision.study.steps import sweep_worker
+    from alertvision.study.steps import sweep_worker  # deferred: pandas is heavy
 
     config = _config(args)
     sweep = _sweep_inputs(args, config)
@@ -362,7 +364,7 @@ def cmd_sweep_worker(args) -> int:
 
 
 def cmd_sweep_finalize(args) -> int:
-    from alertvision.study.steps import sweep_finalize
+    from alertvision.study.steps import sweep_finalize  # deferred: pandas is heavy
 
     sweep = _sweep_inputs(args, _config(args))
     best = sweep_finalize(
@@ -385,7 +387,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_sweep_summary(args) -> int:
-    from alertvision.study.steps import sweep_summary
+    from alertvision.study.steps import sweep_summary  # deferred: pandas is heavy
 
     table = sweep_summary(args.best, args.out)
     print(table.to_string(index=False))
@@ -393,7 +395,7 @@ def cmd_sweep_summary(args) -> int:
 
 
 def cmd_aggregate(args) -> int:
-    from alertvision.study.steps import aggregate
+    from alertvision.study.steps import aggregate  # deferred: pandas is heavy
 
     table = aggregate(args.metrics, args.out, bootstrap=_config(args)["bootstrap"])
     print(table.to_string(index=False))
@@ -401,7 +403,7 @@ def cmd_aggregate(args) -> int:
 
 
 def cmd_f1(args) -> int:
-    from alertvision.study.steps import f1_table
+    from alertvision.study.steps import f1_table  # deferred: pandas is heavy
 
     table = f1_table(
         args.metrics, args.out, args.peak_mag_out, args.exclude_sources, bootstrap=_config(args)["bootstrap"]
@@ -411,7 +413,7 @@ def cmd_f1(args) -> int:
 
 
 def cmd_figure3(args) -> int:
-    from alertvision.study.steps import figure3
+    from alertvision.study.steps import figure3  # deferred: pandas is heavy
 
     figure3(args.table, args.out, policies=args.policy)
     print(args.out)
@@ -419,7 +421,7 @@ def cmd_figure3(args) -> int:
 
 
 def cmd_figure2(args) -> int:
-    from alertvision.study.steps import figure2
+    from alertvision.study.steps import figure2  # deferred: pandas is heavy
 
     figure2(args.table, args.out)
     print(args.out)
@@ -428,14 +430,11 @@ def cmd_figure2(args) -> int:
 
 def _largest_model(config: dict, arch: str, regimen: str, dataset: str, results: str) -> str:
     """The model Table 2 and Figure 4 use: the grid's largest fraction, its first seed."""
-    from alertvision.study.plan import largest_run
-
     return Layout(results=results).run_file("model.pt", largest_run(config, arch, regimen, dataset))
 
 
 def cmd_benchmark(args) -> int:
-    from alertvision.config import training_params
-    from alertvision.study.steps import benchmark
+    from alertvision.study.steps import benchmark  # deferred: pandas is heavy
 
     config = _config(args)
     if args.arch not in config["archs"]:
@@ -458,9 +457,8 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_table2(args) -> int:
-    from alertvision.data.contract import ALERTS_FILE
-    from alertvision.reports.table2.estimate import workload_plan
-    from alertvision.study.steps import table2
+    from alertvision.data.contract import ALERTS_FILE  # deferred: pandas is heavy
+    from alertvision.study.steps import table2  # deferred: pandas is heavy
 
     config = _config(args)
     table = table2(
@@ -475,8 +473,7 @@ def cmd_table2(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from alertvision.config import training_params
-    from alertvision.study.steps import embed
+    from alertvision.study.steps import embed  # deferred: pandas is heavy
 
     config = _config(args)
     training = training_params(config, args.arch)
@@ -497,7 +494,7 @@ def cmd_embed(args) -> int:
 
 
 def cmd_umap(args) -> int:
-    from alertvision.study.steps import umap
+    from alertvision.study.steps import umap  # deferred: pandas is heavy
 
     table = umap(args.embeddings, args.out, _config(args)["embed"]["umap"])
     print(f"{args.out}: {len(table)} alerts")
@@ -515,7 +512,7 @@ def _named_files(items: Sequence[str], what: str) -> dict[str, str]:
 
 
 def cmd_figure4(args) -> int:
-    from alertvision.study.steps import figure4
+    from alertvision.study.steps import figure4  # deferred: pandas is heavy
 
     figure4(_named_files(args.panel, "--panel"), args.manifest, args.out)
     print(args.out)
@@ -523,7 +520,7 @@ def cmd_figure4(args) -> int:
 
 
 def cmd_outliers(args) -> int:
-    from alertvision.study.steps import outliers
+    from alertvision.study.steps import outliers  # deferred: pandas is heavy
 
     summary = outliers(
         _named_files(args.model, "--model"),
@@ -981,8 +978,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from alertvision.config import ConfigError
-    from alertvision.logs import setup_logging
 
     setup_logging(args.log)
     try:

@@ -1,4 +1,5 @@
-"""The study configuration: load, fill defaults from the schema, validate, and derive job settings."""
+"""The study configuration: load, fill defaults from the schema, validate, and derive job settings (the grid
+and the paths are the study plan's, :mod:`alertvision.study.plan`)."""
 
 from __future__ import annotations
 
@@ -7,64 +8,19 @@ import json
 import logging
 import os
 import re
-from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, MutableMapping
+from typing import Any, Iterable, Mapping, MutableMapping
 
 import jsonschema
-import yaml
 
+from alertvision.data.sources import check_sources
+from alertvision.schema import ConfigError, parse_yaml, schema
 from alertvision.settings import METADATA_KEYS  # the metadata branch's keys: part of multi-modal runs only
+from alertvision.study.plan import METADATA_ONLY, MULTIMODAL, MULTIMODAL_DATASET, format_fraction, grid_cells
 
 DEFAULT_CONFIG = Path("config") / "config.yaml"
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the key."""
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """YAML's safe loader (no tag runs code) that refuses a key given twice in one mapping, which YAML
-    loaders otherwise settle silently by keeping the last value."""
-
-    origin = "YAML text"
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden on purpose
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                line = key_node.start_mark.line + 1
-                try:
-                    first = seen.get(key)
-                except TypeError:  # an unhashable key: SafeLoader reports it
-                    continue
-                if first is not None:
-                    raise ConfigError(
-                        f"{self.origin}, line {line}: key {key!r} is given twice (first on line {first}); "
-                        f"YAML would keep only the last value: keep one"
-                    )
-                seen[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-def parse_yaml(text: str, origin: str = "YAML text") -> Any:
-    """``text`` read as YAML with the safe loader, refusing duplicate keys; ``origin`` names it in errors.
-
-    The one YAML reader of configuration: config files (the CLI's and, through :func:`check_config_files`,
-    Snakemake's), ``--set`` values and the schema."""
-    loader = _StrictLoader(text)
-    loader.origin = origin
-    try:
-        return loader.get_single_data()
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{origin} is not valid YAML: {exc}") from exc
-    finally:
-        loader.dispose()
 
 
 def load_yaml(path: str | os.PathLike) -> Any:
@@ -92,12 +48,6 @@ def check_config_files(paths: Iterable[str | os.PathLike]) -> None:
     for path in paths:
         if Path(path).is_file():
             load_yaml(path)
-
-
-def schema() -> dict:
-    """The config schema (workflow/schemas/config.schema.yaml, shipped with the package)."""
-    text = resources.files("alertvision").joinpath("config.schema.yaml").read_text()
-    return parse_yaml(text, "the config schema")
 
 
 def _with_defaults(validator_class):
@@ -275,9 +225,7 @@ def _check_consistency(config: Mapping[str, Any]) -> None:
     lo, hi = config["data"]["synthetic"]["season_days"]
     if lo > hi:
         raise ConfigError(f"config key data.synthetic.season_days: [{lo}, {hi}] is not a range")
-    from alertvision.data.sources import check_sources  # each source checks its own block
-
-    check_sources(config)
+    check_sources(config)  # each source checks its own block
     if (
         config["legacysurvey"]["source"] == "synthetic"
         and "ls" in grid["datasets"]
@@ -417,13 +365,6 @@ def shadowed_settings(config: Mapping[str, Any], user_set: Mapping[str, Any], fl
     return messages
 
 
-#: The architecture name of the metadata-only model (no image backbone).
-METADATA_ONLY = "none"
-MULTIMODAL = "multimodal"
-#: Multi-modal models train on ZTF alerts only (requiring Legacy Survey coverage would cost completeness).
-MULTIMODAL_DATASET = "ztf"
-
-
 #: A URL's password (scheme://user:PASSWORD@host...).
 URL_PASSWORD = re.compile(r"^([A-Za-z][\w+.-]*://[^:/@\s]*:)([^@\s]*)(@)")
 #: A password passed as a URL query parameter (...?password=...).
@@ -447,74 +388,6 @@ def masked_config(config: Mapping[str, Any]) -> dict:
         if block.get("storage"):
             block["storage"] = mask_url(block["storage"])
     return out
-
-
-def pretrain_archs(config: Mapping[str, Any], regimen: str) -> list[str]:
-    """The architectures a regimen's ``pretrain`` block pre-trains (none for published weights)."""
-    block = config["regimens"][regimen].get("pretrain")
-    if block is None:
-        return []
-    named = block.get("archs")
-    timm_archs = [a for a in config["grid"]["archs"] if config["archs"][a]["kind"] == "timm"]
-    return [a for a in timm_archs if named is None or a in named]
-
-
-def pretrain_regimens(config: Mapping[str, Any]) -> list[str]:
-    """The regimens whose weights the pipeline pre-trains itself."""
-    return [r for r, spec in config["regimens"].items() if spec.get("pretrain") is not None]
-
-
-def regimen_applies(config: Mapping[str, Any], regimen: str, arch: str) -> bool:
-    """Whether ``arch`` is trained under ``regimen``: always for 'none', else if its weights list it or
-    its ``pretrain`` block pre-trains it."""
-    if regimen == "none":
-        return True
-    return arch in config["regimens"][regimen]["weights"] or arch in pretrain_archs(config, regimen)
-
-
-def corpus_folder(config: Mapping[str, Any], regimen: str) -> str:
-    """The image corpus a pre-training regimen uses: a user folder, or the synthetic one the pipeline writes."""
-    corpus = config["regimens"][regimen]["pretrain"]["corpus"]
-    if corpus["source"] == "folder":
-        return str(corpus["path"])
-    from alertvision.study.plan import LAYOUT
-
-    return LAYOUT.corpus_dir(regimen)
-
-
-def grid_cells(config: Mapping[str, Any], modality: str | None = None) -> Iterator[dict[str, Any]]:
-    """Every training run of the grid as wildcard values (dataset, modality, arch, regimen, fraction, seed),
-    or those of one modality. Multi-modal runs: ZTF only, ``multimodal.archs`` / ``.regimens`` (default the
-    grid's) and, with ``multimodal.metadata_only``, the metadata-only model (arch ``none``, regimen none)."""
-    g, mm = config["grid"], config.get("multimodal", {})
-    for m in g["modalities"]:
-        if modality is not None and m != modality:
-            continue
-        datasets, archs, regimens = g["datasets"], list(g["archs"]), g["regimens"]
-        if m == MULTIMODAL:
-            datasets = [MULTIMODAL_DATASET]
-            archs = list(mm.get("archs") or archs) + ([METADATA_ONLY] if mm.get("metadata_only", True) else [])
-            regimens = mm.get("regimens") or regimens
-        for dataset in datasets:
-            for arch in archs:
-                for regimen in regimens:
-                    if not regimen_applies(config, regimen, arch):
-                        continue
-                    for fraction in g["fractions"]:
-                        for seed in g["seeds"]:
-                            yield dict(
-                                dataset=dataset,
-                                modality=m,
-                                arch=arch,
-                                regimen=regimen,
-                                fraction=format_fraction(fraction),
-                                seed=seed,
-                            )
-
-
-def format_fraction(fraction: float) -> str:
-    """A fraction as it appears in paths: 5 -> '5', 2.5 -> '2.5' (six significant digits)."""
-    return f"{float(fraction):g}"
 
 
 #: What a fraction's folder name may look like (the rules' wildcard constraint).
@@ -604,18 +477,6 @@ def sweep_params(
     if modality is not None and is_production_baseline(config, arch, modality):
         params["trials"] = 0
     return params
-
-
-def weight_id(config: Mapping[str, Any], regimen: str, arch: str) -> str | None:
-    """The weight id a (regimen, arch) cell starts from; None for random init. A pre-trained regimen's
-    id is ``local-dir:`` of the folder the ``pretrain`` rule writes."""
-    if regimen == "none":
-        return None
-    if arch in pretrain_archs(config, regimen):
-        from alertvision.study.plan import LAYOUT
-
-        return f"local-dir:{LAYOUT.weights_dir(regimen, arch)}"
-    return config["regimens"][regimen]["weights"].get(arch)
 
 
 def figure3_policies(config: Mapping[str, Any]) -> list[str]:

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from alertvision.atomic import clean_stale_temporaries
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -37,8 +39,6 @@ def start_job(job: Any) -> None:
     """What every Snakemake script does first: log to the job's log file, and remove the temporaries a
     killed earlier attempt left beside the job's outputs (a killed ingest leaves one the size of its
     dataset)."""
-    from alertvision.atomic import clean_stale_temporaries
-
     setup_logging(job.log[0])
     removed = clean_stale_temporaries(list(job.output))
     if removed:

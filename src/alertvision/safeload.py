@@ -62,7 +62,7 @@ def load_tensors(path: str | os.PathLike, *, fix: str, map_location: Any = "cpu"
     run), :class:`TruncatedFileError` for a file cut short, :class:`UnreadableFileError` for a file
     that is not a PyTorch file, and ``FileNotFoundError`` for a missing one.
     """
-    import torch
+    import torch  # deferred: torch is heavy
 
     path = Path(path)
     with open(path, "rb") as fh:  # FileNotFoundError names the path
@@ -98,7 +98,7 @@ def load_tensors(path: str | os.PathLike, *, fix: str, map_location: Any = "cpu"
 def plain_data(value: Any) -> Any:
     """``value`` with NumPy scalars and arrays as Python numbers and lists and paths as strings, in
     dicts, lists and tuples at any depth: what :func:`load_tensors` reads back (tensors stay)."""
-    import numpy as np
+    import numpy as np  # deferred: numpy is heavy
 
     if isinstance(value, Mapping):
         return {plain_data(k): plain_data(v) for k, v in value.items()}

@@ -44,7 +44,7 @@ def _take(cls: type[T], block: Mapping[str, Any], where: str) -> T:
 @lru_cache(maxsize=None)
 def _schema_defaults(*path: str) -> dict[str, Any]:
     """The defaults the schema gives the properties of the block at ``path`` (e.g. ``("splits",)``)."""
-    from alertvision.config import schema
+    from alertvision.schema import schema  # deferred: yaml, which benchmarks/table2.py runs without
 
     node = schema()
     for key in path:

@@ -16,8 +16,8 @@ from alertvision.config import (
     shadowed_settings,
     training_params,
     validate_config,
-    weight_id,
 )
+from alertvision.study.plan import weight_id
 
 REPO = Path(__file__).resolve().parents[2]
 

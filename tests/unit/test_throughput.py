@@ -19,7 +19,8 @@ import torch
 from alertvision.config import grid_cells, load_config, training_params, validate_config
 from alertvision.models import build_model, save_model
 from alertvision.reports import table2 as tp
-from alertvision.reports.table2.estimate import StudyWorkload, format_estimate, study_hours, workload_plan
+from alertvision.reports.table2.estimate import StudyWorkload, format_estimate, study_hours
+from alertvision.reports.workload import workload_plan
 
 REPO = Path(__file__).resolve().parents[2]
 HEAD = {"dense1": 32, "dense2": 8, "dropout": 0.5}

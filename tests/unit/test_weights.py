@@ -292,7 +292,8 @@ def _backbone_input(model, x):
 
 @pytest.mark.parametrize("arch", ["convnext", "maxvit"])
 def test_every_study_regimen_feeds_the_backbone_the_same_tensors(tmp_path, arch):
-    from alertvision.config import load_config, model_spec, training_params, weight_id
+    from alertvision.config import load_config, model_spec, training_params
+    from alertvision.study.plan import weight_id
     from alertvision.training.loop import build_run_model
 
     config = load_config("config/study.yaml")

@@ -2,7 +2,7 @@
 # measured on the test split with the model of the largest training fraction, and the study's
 # compute estimate from short training bursts.
 
-from alertvision.reports.table2.estimate import workload_plan
+from alertvision.reports.workload import workload_plan
 
 
 rule benchmark_throughput:

@@ -1,18 +1,24 @@
 # Input functions shared by the rules. Every path comes from the study plan (alertvision.study.plan).
-from alertvision.config import (
+import re
+
+from alertvision.config import figure3_policies, masked_config, model_spec, sweep_params, training_params
+from alertvision.data import DATASET_FILES
+from alertvision.data.fingerprint import update_fingerprint
+from alertvision.data.sources import source_input_files
+from alertvision.study.embedplan import run_of
+from alertvision.study.plan import (
+    LAYOUT,
+    RUN_FILES,
+    Run,
     corpus_folder,
-    figure3_policies,
-    masked_config,
-    model_spec,
+    format_fraction,
+    grid_runs,
     pretrain_regimens,
-    sweep_params,
-    training_params,
+    study_name,
     weight_id,
 )
-from alertvision.study.plan import LAYOUT, RUN_FILES, Run, grid_runs
 
 ENV = "../envs/alertvision.yaml"
-DATASET_FILES = ("alerts.parquet", "images.npy", "manifest.json")
 
 
 wildcard_constraints:
@@ -38,9 +44,6 @@ def ingest_inputs(wildcards):
     listed: a missing one is reported by the ingest job itself, naming the config key and where to get
     the data, and a dry run still shows the whole DAG.
     """
-    from alertvision.data.fingerprint import update_fingerprint
-    from alertvision.data.sources import source_input_files
-
     files = source_input_files(config)
     if not files:
         return []
@@ -92,8 +95,6 @@ def sweep_workers(wildcards):
 
 
 def study_of(wildcards):
-    from alertvision.sweeps.storage import study_name
-
     return study_name(
         wildcards.dataset,
         wildcards.modality,
@@ -164,8 +165,6 @@ def multimodal_split_files():
 
 def export_targets():
     """The exported models `all` makes: the best multi-modal run's and each of export.runs."""
-    from alertvision.config import format_fraction
-
     targets = []
     if config["export"]["best_multimodal"] and "multimodal" in config["grid"]["modalities"]:
         targets += [LAYOUT.best_model_file(name) for name in ("model.onnx", "model_card.md", "reference.parquet")]
@@ -194,15 +193,11 @@ def all_targets():
 
 def benchmark_inputs(wildcards):
     """What Table 2 measures: the ZTF run of regimen 'none' at the largest fraction and first seed, and its dataset."""
-    from alertvision.study.embedplan import run_of
-
     return {"model": run_of(config, wildcards.arch, "none", dataset="ztf").model_path, **dataset_files("ztf")}
 
 
 def regimens_pattern(published):
     """A regex of the regimens whose weights are fetched (published) or pre-trained here (not published)."""
-    import re
-
     mine = set(pretrain_regimens(config))
     names = [r for r in config["regimens"] if r != "none" and (r in mine) != published]
     return "|".join(re.escape(n) for n in names) or "(?!)"

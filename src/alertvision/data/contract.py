@@ -33,13 +33,10 @@ from alertvision.atomic import (
     write_json,
     write_parquet,
 )
+from alertvision.data import ALERTS_FILE, DATASET_FILES, IMAGES_FILE, MANIFEST_FILE
 from alertvision.data.features import METADATA_FEATURES
 
 IMAGE_SIZE = 63
-ALERTS_FILE = "alerts.parquet"
-IMAGES_FILE = "images.npy"
-MANIFEST_FILE = "manifest.json"
-DATASET_FILES = (ALERTS_FILE, IMAGES_FILE, MANIFEST_FILE)
 
 SPLITS = ("train", "val", "test")
 #: Fields the trigger policies and the figures need, beside the 25 features.

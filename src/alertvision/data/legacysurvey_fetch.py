@@ -81,7 +81,7 @@ def is_no_overlap(response: urllib3.BaseHTTPResponse) -> bool:
 def read_cube(data: bytes) -> np.ndarray:
     """The cube of a viewer FITS answer in the viewer's layout: (grz, 252, 252) float32, row 0 south,
     east left. Band order and orientation are taken from the header where it states them."""
-    from astropy.io import fits
+    from astropy.io import fits  # deferred: astropy is heavy
 
     if not data.startswith(FITS_MAGIC):
         raise BadCutout(f"not a FITS file ({len(data)} bytes starting {data[:20]!r})")
@@ -118,7 +118,7 @@ def _axis_step(header: Any, axis: int) -> float:
 def read_jpeg(data: bytes) -> np.ndarray:
     """The image of a viewer JPEG answer as the viewer draws it: (63, 63, 3) uint8 RGB (red, green,
     blue = z, r, g), row 0 north, east left."""
-    from PIL import Image
+    from PIL import Image  # deferred: PIL is heavy
 
     if not data.startswith(JPEG_MAGIC):
         raise BadCutout(f"not a JPEG ({len(data)} bytes starting {data[:20]!r})")

@@ -90,7 +90,7 @@ def decode_stamp(stamp: bytes) -> np.ndarray:
 
 def _decode_with_astropy(raw: bytes) -> np.ndarray:
     """The primary HDU's image of an uncompressed FITS file read by astropy, as float32."""
-    from astropy.io import fits
+    from astropy.io import fits  # deferred: astropy is heavy
 
     try:
         with warnings.catch_warnings():

@@ -19,15 +19,12 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from alertvision.atomic import atomic_path
+from alertvision.models.runtime import sigmoid
+
 METHODS = ("temperature", "isotonic", "none")
 #: Equal-width probability bins of the expected calibration error and the reliability diagram.
 ECE_BINS = 15
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """The logistic function in float64, without overflow warnings."""
-    z = np.asarray(logits, dtype=np.float64)
-    return np.exp(-np.logaddexp(0.0, -z))
 
 
 @dataclass(frozen=True)
@@ -84,7 +81,7 @@ def _log_loss(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def fit_calibration(logits: np.ndarray, labels: np.ndarray, method: str = "temperature") -> Calibration:
     """Fit ``method`` on validation logits and their 0/1 labels."""
-    from scipy.optimize import minimize_scalar
+    from scipy.optimize import minimize_scalar  # deferred: scipy is heavy
 
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.float64)
@@ -101,7 +98,7 @@ def fit_calibration(logits: np.ndarray, labels: np.ndarray, method: str = "tempe
         # over log T, so T stays positive; bounds T in [e^-5, e^5]
         best = minimize_scalar(lambda s: _log_loss(logits / np.exp(s), labels), bounds=(-5.0, 5.0), method="bounded")
         return Calibration("temperature", temperature=float(np.exp(best.x)))
-    from sklearn.isotonic import IsotonicRegression
+    from sklearn.isotonic import IsotonicRegression  # deferred: sklearn is heavy
 
     iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(sigmoid(logits), labels)
     return Calibration("isotonic", x=tuple(map(float, iso.X_thresholds_)), y=tuple(map(float, iso.y_thresholds_)))
@@ -137,12 +134,10 @@ def plot_reliability(
 ) -> None:
     """A reliability diagram: for each named (probabilities, labels) pair, fraction positive against mean
     probability per bin, with its ECE in the legend; the diagonal is perfect calibration."""
-    import matplotlib
+    import matplotlib  # deferred: matplotlib is heavy
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from alertvision.atomic import atomic_path
+    import matplotlib.pyplot as plt  # deferred: matplotlib is heavy
 
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfectly calibrated")

@@ -51,6 +51,7 @@ from alertvision.deploy.calibration import (
     sigmoid,
 )
 from alertvision.deploy.thresholds import recommend_thresholds
+from alertvision.evaluation.policies import POLICIES, evaluate_policies
 from alertvision.models import model_from_payload, read_model_file
 from alertvision.models.onnx import METADATA_INPUT, TRIPLET_INPUT, model_inputs, onnx_bytes, ort_session
 from alertvision.models.runtime import score_logits
@@ -260,8 +261,6 @@ def cuts_contract(manifest: Mapping[str, Any]) -> dict[str, Any]:
 
 def policies_contract() -> dict[str, Any]:
     """The trigger policies, machine-readable (:data:`~alertvision.evaluation.policies.POLICIES`)."""
-    from alertvision.evaluation.policies import POLICIES
-
     return {
         "rule": "per source (objectId), over its alerts that pass alertvision.cuts seen so far in arrival order, "
         "this one included: fires at an alert when at least min_alerts of them have score > score_threshold "
@@ -309,7 +308,7 @@ def export_run(
     ``run_json`` when given); returns the parity check, the calibration report and the contract. The
     folder is written whole or not at all: nothing is written when parity fails, and a failure while
     writing leaves the previous export as it was."""
-    import onnx
+    import onnx  # deferred: onnx is heavy
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     torch.set_num_threads(int(threads))
@@ -418,8 +417,6 @@ def model_card(
     ece: Mapping[str, float],
 ) -> str:
     """The model card (Markdown) of an exported run."""
-    from alertvision.evaluation.policies import POLICIES, evaluate_policies
-
     synthetic = bool(manifest.get("synthetic", False))
     policies = evaluate_policies(pd.read_parquet(run_dir / "predictions.parquet"), POLICIES)
     rows = "\n".join(

@@ -31,6 +31,7 @@ batch to a temporary file renamed into place at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -44,9 +45,12 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
+from tqdm import tqdm
 
 from alertvision.atomic import atomic_path, check_writable, clean_stale_temporaries
 from alertvision.data.features import BTSBOT_CUTS, METADATA_FEATURES, Cuts
+from alertvision.data.ingest.avro import AvroInputError, packet_files, read_packet_file, read_stream
 from alertvision.data.ingest.packets import (
     BadJd,
     InputReport,
@@ -57,10 +61,13 @@ from alertvision.data.ingest.packets import (
     numeric_field,
     packet_features,
 )
-from alertvision.data.triplet import StampError, triplet_from_alert
+from alertvision.data.triplet import CHANNELS, StampError, triplet_from_alert
 from alertvision.deploy.calibration import Calibration, sigmoid
+from alertvision.deploy.export import torch_logits
 from alertvision.evaluation.policies import POLICIES, Policy
-from alertvision.models.runtime import PRODUCTION_BATCH
+from alertvision.models import load_model as load_torch_model
+from alertvision.models.onnx import METADATA_INPUT, TRIPLET_INPUT, model_inputs
+from alertvision.models.runtime import PRODUCTION_BATCH, production_session, score_logits
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +141,6 @@ def _contract(meta: Mapping[str, str], path: Path) -> dict[str, Any]:
 
 def _check_inputs(contract: Mapping[str, Any], session: Any, path: Path) -> tuple[bool, bool]:
     """Which inputs the model takes, after checking the contract against the graph and this survey's inputs."""
-    from alertvision.data.triplet import CHANNELS
-    from alertvision.models.onnx import METADATA_INPUT, TRIPLET_INPUT
-
     survey = contract.get("alertvision.survey", SURVEY)
     if str(survey).upper() != SURVEY:
         raise PredictInputError(f"{path} is a model of survey {survey!r}; alertvision predict scores {SURVEY} packets")
@@ -182,7 +186,6 @@ def load_model(path: str | os.PathLike, threads: int = 1) -> ExportedModel:
         raise PredictInputError(f"model {path} not found: give an export folder, a model.onnx or a run's model.pt")
     if path.suffix == ".pt":
         return _torch_model(path, threads)
-    from alertvision.models.runtime import production_session, score_logits
 
     try:
         session = production_session(path, threads)  # Table 2's production back-end, float32
@@ -224,12 +227,6 @@ def load_model(path: str | os.PathLike, threads: int = 1) -> ExportedModel:
 
 
 def _torch_model(path: Path, threads: int) -> ExportedModel:
-    import torch
-
-    from alertvision.deploy.export import torch_logits
-    from alertvision.models import load_model as load_torch_model
-    from alertvision.models.onnx import model_inputs
-
     torch.set_num_threads(int(threads))
     model, _ = load_torch_model(path)
     takes_images, takes_metadata = model_inputs(model)
@@ -251,8 +248,6 @@ def policy_rules(model: ExportedModel, source: str = "policy") -> dict[str, tupl
     """Per policy, the rule ``predict`` flags with and the score it reads: ``policy``, the policies as
     the study scores them (their thresholds on ``score``); ``recommended``, each policy's max-F1
     threshold recommended at export (on ``calibrated_score``)."""
-    import dataclasses
-
     if source not in THRESHOLD_SOURCES:
         raise PredictInputError(f"--thresholds {source!r} is not one of {', '.join(THRESHOLD_SOURCES)}")
     if source == "policy":
@@ -301,8 +296,6 @@ class PolicyTracker:
 def input_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """The packet files and archives of ``inputs`` (``-``, stdin, left out); PredictInputError naming a
     path that does not exist or holds no packets."""
-    from alertvision.data.ingest.avro import AvroInputError, packet_files
-
     paths = [p for p in inputs if str(p) != "-"]
     if not paths:
         return []
@@ -315,8 +308,6 @@ def input_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
 def packet_items(inputs: Sequence[str | os.PathLike], files: Sequence[Path] | None = None) -> Iterator[Any]:
     """Packets (``(origin, packet)``), :class:`Skip` records and archive reports of ``inputs`` (their files:
     ``files``, as :func:`input_files` gives them); ``-`` is an Avro stream on stdin."""
-    from alertvision.data.ingest.avro import read_packet_file, read_stream
-
     files = input_files(inputs) if files is None else files
     if any(str(item) == "-" for item in inputs):
         yield from read_stream(sys.stdin.buffer, "<stdin>")
@@ -345,8 +336,8 @@ class _Writer:
         if self.fmt == "csv":
             frame.to_csv(self.path, mode="a", header=self.rows == 0, index=False)
         else:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+            import pyarrow as pa  # deferred: pyarrow is heavy
+            import pyarrow.parquet as pq  # deferred: pyarrow is heavy
 
             table = pa.Table.from_pandas(frame, preserve_index=False)
             if self._parquet is None:
@@ -423,7 +414,6 @@ def predict(
     cut: Counter = Counter()
     seen: set[tuple[str, float, int]] = set()  # one alert per (objectId, jd, fid), as the ingest keeps
     started = time.perf_counter()
-    from tqdm import tqdm
 
     bar = tqdm(desc="scoring alerts", unit="alert", disable=not progress, mininterval=1)
     pool = ThreadPoolExecutor(1) if threads > 1 else None  # the model scores one batch while the next is decoded

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from alertvision.atomic import write_csv
+from alertvision.evaluation.policies import evaluate_policies, read_exclusion_list, source_decisions
 
 KEYS = ("dataset", "modality", "arch", "regimen", "fraction")
 #: A run's test scores, beside its metrics.json.
@@ -48,7 +49,7 @@ def bootstrap_auc_std(labels: np.ndarray, scores: np.ndarray, sources: np.ndarra
     replacement (a drawn source brings all its alerts); draws with one class only are skipped. The draws
     are :func:`bootstrap_draws`: they depend on the sorted source ids and ``seed`` only, so runs on the
     same test split share them."""
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # deferred: scipy is heavy
 
     ids, draws = bootstrap_draws(sources, resamples, seed)
     inverse = np.searchsorted(ids, np.asarray(sources).astype(str))
@@ -223,8 +224,6 @@ def score_policies(
     """The runs' metrics with a ``policies`` column: every trigger policy scored on the run's test predictions
     (``predictions.parquet`` beside its ``metrics.json``), the sources in ``exclude`` left out; with
     ``bootstrap`` (the config's block) each policy also gets ``f1_bootstrap_std`` over the test sources."""
-    from alertvision.evaluation.policies import evaluate_policies, source_decisions
-
     paths = [Path(p) for p in metric_files]
     metrics = read_metrics(paths)
     scored = []
@@ -250,8 +249,6 @@ def write_f1_tables(
     """Score the runs' trigger policies (see :func:`score_policies`; ``exclude_sources`` an exclusion list
     file; ``bootstrap`` the config's block, for ``f1_bootstrap_std``), aggregate them over seeds, write
     ``f1.csv`` (and the peak-magnitude table)."""
-    from alertvision.evaluation.policies import read_exclusion_list
-
     exclude = read_exclusion_list(exclude_sources) if exclude_sources else set()
     return write_policy_tables(score_policies(metric_files, exclude, bootstrap), out_csv, peak_mag_csv)
 

@@ -42,7 +42,7 @@ def umap_2d(embeddings: np.ndarray, *, n_neighbors: int = 15, min_dist: float = 
     if n < 3:
         log.warning("UMAP needs at least 3 points, got %d: placing them on a line", n)
         return np.column_stack([np.arange(n, dtype=np.float32), np.zeros(n, dtype=np.float32)])
-    import umap  # numba-compiled on first use: slow to import
+    import umap  # deferred: umap is heavy (numba-compiled on first use: slow to import)
 
     reducer = umap.UMAP(
         n_components=2,
@@ -93,7 +93,7 @@ def write_umap(
 
 def isolation_scores(coords: np.ndarray, *, n_estimators: int = 200, seed: int = 0) -> np.ndarray:
     """Isolation-Forest anomaly scores of the points (higher: more anomalous, in (0, 1]; 0.5 is neutral)."""
-    from sklearn.ensemble import IsolationForest
+    from sklearn.ensemble import IsolationForest  # deferred: sklearn is heavy
 
     coords = np.asarray(coords, dtype=np.float64)
     if len(coords) == 0:

@@ -9,11 +9,13 @@ import torch
 from torch import nn
 
 from alertvision import __version__
+from alertvision.atomic import atomic_path
 from alertvision.data.features import METADATA_FEATURES
 from alertvision.models.classifier import AlertClassifier, LinearHead, MLPHead
 from alertvision.models.cnn import CNN_KEYS, BTSbotCNN
 from alertvision.models.multimodal import MetadataBranch, MultimodalClassifier
 from alertvision.models.weights import ResolvedWeights, load_pretrained_backbone
+from alertvision.safeload import load_tensors, plain_data
 from alertvision.settings import HeadSettings
 
 MODEL_FORMAT = "alertvision-model/1"
@@ -23,7 +25,7 @@ MODEL_FIX = "delete it and train the run again (alertvision train, or the Snakem
 
 def _timm_size_kwargs(architecture: str, input_size: int) -> dict[str, Any]:
     """timm models with a fixed input size (MaxViT) are built for ``input_size``; others need nothing."""
-    import timm
+    import timm  # deferred: timm is heavy
 
     cfg = timm.models.get_pretrained_cfg(architecture)
     fixed = bool(getattr(cfg, "fixed_input_size", False)) if cfg is not None else False
@@ -38,7 +40,7 @@ def build_cnn(arch_cfg: Mapping[str, Any], weights: ResolvedWeights | None) -> t
 
 def build_timm(arch_cfg: Mapping[str, Any], weights: ResolvedWeights | None) -> tuple[nn.Module, str]:
     """A timm backbone without classifier: random init, or every backbone tensor of ``weights`` loaded."""
-    import timm
+    import timm  # deferred: timm is heavy
 
     architecture = weights.architecture if weights is not None else arch_cfg["timm_name"]
     kwargs = _timm_size_kwargs(architecture, arch_cfg["input_size"])
@@ -64,8 +66,6 @@ def _flatten_head(backbone: nn.Module, input_size: int) -> None:
     """Leave only the flatten of a timm head with a norm (ConvNeXt's), as BTSbot's ``mm_ConvNeXt`` on ZTF
     stamps: its pretrained norm is dropped, as BTSbot drops it. Needs a 1x1 last feature map (a 63x63
     stamp), where the global pool changes nothing; heads without a norm (MaxViT's) stay as they are."""
-    import torch
-
     head = getattr(backbone, "head", None)
     if not isinstance(getattr(head, "norm", None), nn.Module) or isinstance(head.norm, nn.Identity):
         return
@@ -160,9 +160,6 @@ def save_model(
     info: Mapping[str, Any],
 ) -> None:
     """Save weights plus everything :func:`load_model` needs to rebuild the model without the weights source."""
-    from alertvision.atomic import atomic_path
-    from alertvision.safeload import plain_data
-
     arch_cfg = dict(arch_cfg)
     arch = getattr(model.backbone, "timm_architecture", None)
     if arch is not None:
@@ -195,8 +192,6 @@ def save_model(
 def read_model_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The payload of a model.pt, read as tensors and plain data only (:mod:`alertvision.safeload`:
     a file holding anything else, a truncated or a foreign one is refused naming it)."""
-    from alertvision.safeload import load_tensors
-
     return load_tensors(path, fix=MODEL_FIX, map_location=map_location)
 
 

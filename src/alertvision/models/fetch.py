@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
+
 from alertvision.atomic import atomic_dir
 from alertvision.models.weights import (
     WEIGHT_FILES,
@@ -121,8 +123,7 @@ def _file_info(path: Path) -> dict[str, Any]:
 
 def _convert_bin(src: Path, dst: Path, weight_id: str) -> None:
     """Write a pickled state dict as safetensors."""
-    import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # deferred: safetensors is heavy
 
     try:
         state = load_tensors(src, fix=WEIGHTS_FIX)

@@ -128,7 +128,7 @@ def _timm_mean_std(weight_id: str) -> tuple[Sequence[float], Sequence[float]] | 
     """The mean and std timm registers for a timm tag (None for other ids)."""
     if weight_id.startswith(("hf_hub:", "hf-hub:", "local-dir:")):
         return None
-    import timm
+    import timm  # deferred: timm is heavy
 
     cfg = timm.models.get_pretrained_cfg(weight_id)
     if cfg is None or cfg.mean is None or cfg.std is None:

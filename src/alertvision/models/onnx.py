@@ -18,9 +18,9 @@ from torch import nn
 
 from alertvision.data.features import METADATA_FEATURES
 from alertvision.models.multimodal import MultimodalClassifier
+from alertvision.models.runtime import METADATA_INPUT, OUTPUT, TRIPLET_INPUT, production_session
 
 OPSET = 17
-TRIPLET_INPUT, METADATA_INPUT, OUTPUT = "triplet", "metadata", "logit"
 
 
 class _Graph(nn.Module):
@@ -76,6 +76,4 @@ def ort_session(data: bytes | str | os.PathLike, threads: int = 1) -> Any:
     """An onnxruntime CPU session of an ONNX model (bytes or a file): ``threads`` intra-op threads and
     the rest of the production options of :func:`alertvision.models.runtime.session_options` (sequential,
     every graph optimisation), float32."""
-    from alertvision.models.runtime import production_session
-
     return production_session(data, threads)

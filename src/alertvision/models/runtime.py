@@ -51,12 +51,20 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from alertvision.models.onnx import METADATA_INPUT, OUTPUT, TRIPLET_INPUT
-
 if TYPE_CHECKING:
     import onnx
 
 log = logging.getLogger(__name__)
+
+#: The exported graph's input and output names (:mod:`alertvision.models.onnx` writes them, sessions feed them).
+TRIPLET_INPUT, METADATA_INPUT, OUTPUT = "triplet", "metadata", "logit"
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """The logistic function in float64, without overflow warnings."""
+    z = np.asarray(logits, dtype=np.float64)
+    return np.exp(-np.logaddexp(0.0, -z))
+
 
 #: Alerts per ``session.run`` (see the module docstring for the measurements behind it).
 PRODUCTION_BATCH = 256
@@ -80,7 +88,7 @@ def session_options(threads: int = 1, *, spinning: bool = True) -> Any:
     """The onnxruntime session options of the production back-end: ``threads`` intra-op threads, one
     inter-op thread, sequential execution, every graph optimisation (``ORT_ENABLE_ALL``), the CPU memory
     arena and memory patterns on, intra-op threads spinning (``spinning``) between runs."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # deferred: onnxruntime is heavy
 
     if int(threads) < 1:
         raise ValueError(f"threads must be at least 1, got {threads}")
@@ -100,7 +108,7 @@ def _model_bytes(data: bytes | str | os.PathLike) -> bytes:
 
 
 def _session(data: bytes | str | os.PathLike, threads: int) -> Any:
-    import onnxruntime as ort
+    import onnxruntime as ort  # deferred: onnxruntime is heavy
 
     source = data if isinstance(data, bytes) else str(data)
     return ort.InferenceSession(source, session_options(threads), providers=["CPUExecutionProvider"])
@@ -145,8 +153,8 @@ def _rows(triplet: np.ndarray | None, metadata: np.ndarray | None) -> int:
 
 
 def input_names(session: Any) -> list[str]:
-    """The session's input names (:data:`~alertvision.models.onnx.TRIPLET_INPUT` and/or
-    :data:`~alertvision.models.onnx.METADATA_INPUT`)."""
+    """The session's input names (:data:`TRIPLET_INPUT` and/or
+    :data:`METADATA_INPUT`)."""
     return [i.name for i in session.get_inputs()]
 
 
@@ -181,8 +189,6 @@ def score_logits(
 def score_deviation(session: Any, reference: Any, triplet: np.ndarray | None, metadata: np.ndarray | None) -> float:
     """max |sigmoid score of ``session`` - that of ``reference``| over the given alerts (inf if any is NaN),
     both scored in batches of :data:`PRODUCTION_BATCH`."""
-    from alertvision.deploy.calibration import sigmoid
-
     got = sigmoid(score_logits(session, triplet, metadata))
     want = sigmoid(score_logits(reference, triplet, metadata))
     if len(got) == 0:
@@ -192,7 +198,7 @@ def score_deviation(session: Any, reference: Any, triplet: np.ndarray | None, me
 
 
 def _attrs(node: "onnx.NodeProto") -> dict[str, Any]:
-    from onnx import helper
+    from onnx import helper  # deferred: onnx is heavy
 
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
@@ -205,8 +211,8 @@ def pointwise_convs_as_matmuls(model: "onnx.ModelProto") -> tuple["onnx.ModelPro
     ones. It exists for int8: a MatMul over (batch x height x width, channels) quantises into one large
     integer GEMM, where a quantised 1x1 convolution (QLinearConv) is slower than float32.
     """
-    import onnx
-    from onnx import helper, numpy_helper
+    import onnx  # deferred: onnx is heavy
+    from onnx import helper, numpy_helper  # deferred: onnx is heavy
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -256,8 +262,8 @@ def quantize_int8(data: bytes | str | os.PathLike) -> bytes:
     (:func:`pointwise_convs_as_matmuls`), quantised dynamically by ``onnxruntime.quantization`` (int8
     weights per output channel, uint8 activations scaled per batch); every other operator stays float32.
     ValueError when the graph has no 1x1 convolution (nothing worth quantising)."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    import onnx  # deferred: onnx is heavy
+    from onnxruntime.quantization import QuantType, quantize_dynamic  # deferred: onnxruntime is heavy
 
     model, matmuls = pointwise_convs_as_matmuls(onnx.load_from_string(_model_bytes(data)))
     if not matmuls:
@@ -279,7 +285,7 @@ def quantize_int8(data: bytes | str | os.PathLike) -> bytes:
 def describe(precision: Precision, threads: int, batch_size: int | None = None) -> str:
     """What the production back-end runs, for tables and logs (the batch size when given)."""
     try:
-        import onnxruntime
+        import onnxruntime  # deferred: onnxruntime is heavy
 
         version = f" {onnxruntime.__version__}"
     except ImportError:

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from alertvision.safeload import RefusedFileError, load_tensors
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -77,7 +79,7 @@ def hub_repo(weight_id: str) -> str | None:
     if weight_id.startswith("local-dir:"):
         return None
     try:
-        import timm
+        import timm  # deferred: timm is heavy
 
         cfg = timm.models.get_pretrained_cfg(weight_id)
         if cfg is not None and cfg.hf_hub_id and cfg.hf_hub_id.strip("/").count("/") == 1:
@@ -114,7 +116,7 @@ def read_config(folder: str | os.PathLike, weight_id: str) -> dict:
 
 def check_architecture(architecture: Any, cfg_file: str | os.PathLike, weight_id: str) -> str:
     """Fail unless ``architecture`` (what ``cfg_file`` names) is a timm model."""
-    import timm
+    import timm  # deferred: timm is heavy
 
     if not isinstance(architecture, str) or not architecture:
         raise WeightsInvalid(f"weights {weight_id!r}: {cfg_file} names no 'architecture'")
@@ -139,7 +141,7 @@ def check_folder(folder: str | os.PathLike, weight_id: str) -> str:
 
 
 def _from_cache(repo: str, cache_dir: str | None) -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # deferred: huggingface_hub is heavy
 
     cfg = try_to_load_from_cache(repo, "config.json", cache_dir=cache_dir)
     if not isinstance(cfg, str):
@@ -204,8 +206,8 @@ def _download(weight_id: str, repo: str, cache_dir: str | None, endpoint: str | 
     ``hf_hub_download`` per file rather than ``snapshot_download``: every request it makes has a
     timeout, while the repo-info and tree listing of ``snapshot_download`` wait forever on a stalled Hub.
     """
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError
+    from huggingface_hub import hf_hub_download  # deferred: huggingface_hub is heavy
+    from huggingface_hub.utils import EntryNotFoundError, LocalEntryNotFoundError  # deferred: huggingface_hub is heavy
 
     def remote_missing(exc: Exception) -> bool:
         return isinstance(exc, EntryNotFoundError) and not isinstance(exc, LocalEntryNotFoundError)
@@ -274,11 +276,10 @@ def tensor_names(file: str | os.PathLike, weight_id: str) -> set[str]:
     file = Path(file)
     try:
         if file.suffix == ".safetensors":
-            from safetensors import safe_open
+            from safetensors import safe_open  # deferred: safetensors is heavy
 
             with safe_open(str(file), framework="pt") as fh:
                 return set(fh.keys())
-        from alertvision.safeload import RefusedFileError, load_tensors
 
         state = load_tensors(file, fix=WEIGHTS_FIX)
     except RefusedFileError as exc:  # holds code, truncated, or not a PyTorch file: the message says which
@@ -297,7 +298,7 @@ def _few(names, n: int = 5) -> str:
 
 def _classifier_prefixes(cfg: Mapping[str, Any], architecture: str) -> tuple[str, ...]:
     """Module names of the classifier the file may carry (config.json's, else timm's for the architecture)."""
-    import timm
+    import timm  # deferred: timm is heavy
 
     pretrained = cfg.get("pretrained_cfg") if isinstance(cfg.get("pretrained_cfg"), Mapping) else cfg
     names = pretrained.get("classifier")
@@ -314,7 +315,7 @@ def load_pretrained_backbone(weights: ResolvedWeights, *, label: str | None = No
     ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``img_size``); ``label`` names the file in
     messages (default: its path). Sets ``backbone.pretrained_load`` to what was loaded.
     """
-    import timm
+    import timm  # deferred: timm is heavy
 
     folder = Path(weights.folder)
     cfg = read_config(folder, weights.weight_id)

@@ -15,8 +15,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 
 from alertvision.atomic import atomic_path  # noqa: E402
-from alertvision.config import METADATA_ONLY  # noqa: E402
 from alertvision.evaluation.policies import POLICIES  # noqa: E402
+from alertvision.study.plan import METADATA_ONLY  # noqa: E402
 
 DATASET_TITLES = {"ztf": "ZTF", "ls": "Legacy Survey"}
 ARCH_TITLES = {"convnext": "ConvNeXt", "maxvit": "MaxViT", "cnn": "CNN", "none": "metadata only"}

@@ -105,7 +105,7 @@ def ls_rgb(image: np.ndarray, channels: Sequence[str] = RGB_BANDS) -> np.ndarray
 
 def write_png(path: str | os.PathLike, image: np.ndarray) -> None:
     """Write a grey (H, W) or RGB (H, W, 3) image with values in [0, 1] to a PNG file, atomically."""
-    import matplotlib.image
+    import matplotlib.image  # deferred: matplotlib is heavy
 
     with atomic_path(path) as tmp:
         matplotlib.image.imsave(tmp, np.clip(image, 0, 1), cmap="gray", vmin=0.0, vmax=1.0, format="png")

@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from alertvision.config import regimen_applies
-from alertvision.data.contract import DATASET_FILES
-from alertvision.study.plan import LAYOUT, Run, largest_run
+from alertvision.data import DATASET_FILES
+from alertvision.study.plan import LAYOUT, Run, largest_run, regimen_applies
 
 BASELINE_ARCH = "cnn"
 FOCUS_ARCH = "maxvit"

@@ -1,6 +1,9 @@
 """The study plan: which runs the grid holds and where every file of a study lives.
 
-This is the one module that spells the ``results/`` and ``resources/`` layout. The Snakemake rules
+This is the one module that spells the ``results/`` and ``resources/`` layout, and the one home of the
+grid (:func:`grid_cells`, :func:`grid_runs`) and of what depends on paths (a pre-trained regimen's
+weights and corpus). It reads the values of a validated config and imports nothing of the library,
+so the config's checks (:mod:`alertvision.config`) and every layer above can ask it. The Snakemake rules
 (through ``workflow/rules/common.smk``), the CLI, Figure 4's run selection and the sweeps all ask
 it. Every path method gives a concrete path for concrete values and a Snakemake wildcard pattern
 when called with the defaults (``"{dataset}"`` and so on), so a rule's output and the code that
@@ -25,7 +28,7 @@ WILDCARDS = {k: f"{{{k}}}" for k in RUN_FIELDS}
 class Run:
     """One training run of the grid: a (dataset, modality, arch, regimen, fraction, seed) cell.
 
-    ``fraction`` is the path form of the training fraction (see ``config.format_fraction``).
+    ``fraction`` is the path form of the training fraction (see :func:`format_fraction`).
     """
 
     dataset: str
@@ -168,18 +171,115 @@ class Layout:
 LAYOUT = Layout()
 
 
+#: The architecture name of the metadata-only model (no image backbone).
+METADATA_ONLY = "none"
+MULTIMODAL = "multimodal"
+#: Multi-modal models train on ZTF alerts only (requiring Legacy Survey coverage would cost completeness).
+MULTIMODAL_DATASET = "ztf"
+
+
+def pretrain_archs(config: Mapping[str, Any], regimen: str) -> list[str]:
+    """The architectures a regimen's ``pretrain`` block pre-trains (none for published weights)."""
+    block = config["regimens"][regimen].get("pretrain")
+    if block is None:
+        return []
+    named = block.get("archs")
+    timm_archs = [a for a in config["grid"]["archs"] if config["archs"][a]["kind"] == "timm"]
+    return [a for a in timm_archs if named is None or a in named]
+
+
+def pretrain_regimens(config: Mapping[str, Any]) -> list[str]:
+    """The regimens whose weights the pipeline pre-trains itself."""
+    return [r for r, spec in config["regimens"].items() if spec.get("pretrain") is not None]
+
+
+def regimen_applies(config: Mapping[str, Any], regimen: str, arch: str) -> bool:
+    """Whether ``arch`` is trained under ``regimen``: always for 'none', else if its weights list it or
+    its ``pretrain`` block pre-trains it."""
+    if regimen == "none":
+        return True
+    return arch in config["regimens"][regimen]["weights"] or arch in pretrain_archs(config, regimen)
+
+
+def corpus_folder(config: Mapping[str, Any], regimen: str) -> str:
+    """The image corpus a pre-training regimen uses: a user folder, or the synthetic one the pipeline writes."""
+    corpus = config["regimens"][regimen]["pretrain"]["corpus"]
+    if corpus["source"] == "folder":
+        return str(corpus["path"])
+    return LAYOUT.corpus_dir(regimen)
+
+
+def grid_cells(config: Mapping[str, Any], modality: str | None = None) -> Iterator[dict[str, Any]]:
+    """Every training run of the grid as wildcard values (dataset, modality, arch, regimen, fraction, seed),
+    or those of one modality. Multi-modal runs: ZTF only, ``multimodal.archs`` / ``.regimens`` (default the
+    grid's) and, with ``multimodal.metadata_only``, the metadata-only model (arch ``none``, regimen none)."""
+    g, mm = config["grid"], config.get("multimodal", {})
+    for m in g["modalities"]:
+        if modality is not None and m != modality:
+            continue
+        datasets, archs, regimens = g["datasets"], list(g["archs"]), g["regimens"]
+        if m == MULTIMODAL:
+            datasets = [MULTIMODAL_DATASET]
+            archs = list(mm.get("archs") or archs) + ([METADATA_ONLY] if mm.get("metadata_only", True) else [])
+            regimens = mm.get("regimens") or regimens
+        for dataset in datasets:
+            for arch in archs:
+                for regimen in regimens:
+                    if not regimen_applies(config, regimen, arch):
+                        continue
+                    for fraction in g["fractions"]:
+                        for seed in g["seeds"]:
+                            yield dict(
+                                dataset=dataset,
+                                modality=m,
+                                arch=arch,
+                                regimen=regimen,
+                                fraction=format_fraction(fraction),
+                                seed=seed,
+                            )
+
+
+def format_fraction(fraction: float) -> str:
+    """A fraction as it appears in paths: 5 -> '5', 2.5 -> '2.5' (six significant digits)."""
+    return f"{float(fraction):g}"
+
+
+def study_name(dataset: str, modality: str, arch: str, regimen: str, fraction: Any, prefix: str = "alertvision") -> str:
+    """The Optuna study of one configuration (the name its sweep workers open), e.g.
+    ``alertvision/ztf/image/cnn/none/f100``."""
+    return "/".join([prefix, dataset, modality, arch, regimen, f"f{format_fraction(fraction)}"])
+
+
+def parse_study_name(name: str) -> dict[str, str]:
+    """The configuration a :func:`study_name` encodes (fraction as in paths, e.g. '100')."""
+    *_, dataset, modality, arch, regimen, fraction = name.split("/")
+    return {
+        "dataset": dataset,
+        "modality": modality,
+        "arch": arch,
+        "regimen": regimen,
+        "fraction": fraction.removeprefix("f"),
+    }
+
+
+def weight_id(config: Mapping[str, Any], regimen: str, arch: str) -> str | None:
+    """The weight id a (regimen, arch) cell starts from; None for random init. A pre-trained regimen's
+    id is ``local-dir:`` of the folder the ``pretrain`` rule writes."""
+    if regimen == "none":
+        return None
+    if arch in pretrain_archs(config, regimen):
+        return f"local-dir:{LAYOUT.weights_dir(regimen, arch)}"
+    return config["regimens"][regimen]["weights"].get(arch)
+
+
 def grid_runs(config: Mapping[str, Any], modality: str | None = None) -> Iterator[Run]:
     """Every training run of the grid, or those of one modality, in the config's order."""
-    from alertvision.config import grid_cells
-
     for cell in grid_cells(config, modality):
         yield Run.from_values(cell)
 
 
 def largest_run(config: Mapping[str, Any], arch: str, regimen: str, dataset: str, modality: str = "image") -> Run:
     """The run Table 2 and Figure 4 use for (arch, regimen): the grid's largest fraction, its first seed."""
-    from alertvision.config import format_fraction
-
     grid = config["grid"]
     fraction = format_fraction(max(float(f) for f in grid["fractions"]))
     return Run(dataset, modality, arch, regimen, fraction, int(grid["seeds"][0]))

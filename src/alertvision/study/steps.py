@@ -10,9 +10,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
+import yaml
 
-from alertvision.atomic import write_parquet
+from alertvision.atomic import write_parquet, write_text
+from alertvision.config import masked_config
 from alertvision.data.contract import ALERTS_FILE
+from alertvision.data.ingest import kowalski
+from alertvision.data.sources import ingest_ls
+from alertvision.data.sources import ingest_ztf as ingest
+from alertvision.data.splits import check_eval_classes, split_table
+from alertvision.evaluation.aggregate import write_f1_tables, write_roc_auc_table
+from alertvision.study.plan import LAYOUT, Run
 
 if TYPE_CHECKING:
     from alertvision.models.weights import ResolvedWeights
@@ -22,10 +30,6 @@ log = logging.getLogger(__name__)
 
 def write_resolved_config(config: Mapping[str, Any], out: str | os.PathLike) -> None:
     """Write the study config as resolved (every default filled in; storage passwords masked) as YAML."""
-    import yaml
-
-    from alertvision.atomic import write_text
-    from alertvision.config import masked_config
 
     write_text(
         out,
@@ -37,25 +41,19 @@ def write_resolved_config(config: Mapping[str, Any], out: str | os.PathLike) -> 
 
 def ingest_ztf(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool = True) -> dict:
     """Write the ZTF dataset of ``data.source`` (alerts.parquet, images.npy, manifest.json); returns its manifest."""
-    from alertvision.data.sources import ingest_ztf as ingest
-
     return ingest(config, out_dir, progress=progress)
 
 
 def fetch_kowalski(config: Mapping[str, Any], progress: bool = True) -> Any:
     """Fill ``data.kowalski.cache_dir`` from Fritz and Kowalski without building the dataset; returns what
     was fetched (labels, cache folder, statistics)."""
-    from alertvision.data.ingest.kowalski import fetch_kowalski as fetch
-
-    return fetch(config, progress=progress)
+    return kowalski.fetch_kowalski(config, progress=progress)
 
 
 def ls_dataset(
     config: Mapping[str, Any], ztf_dir: str | os.PathLike, out_dir: str | os.PathLike, progress: bool = True
 ) -> dict:
     """Write the Legacy Survey dataset paired with the alerts of ``ztf_dir``; returns its manifest."""
-    from alertvision.data.sources import ingest_ls
-
     return ingest_ls(config, ztf_dir, out_dir, progress=progress)
 
 
@@ -63,8 +61,6 @@ def split(
     dataset_dir: str | os.PathLike, fraction: float, splits_cfg: Mapping[str, Any], out: str | os.PathLike
 ) -> pd.DataFrame:
     """Write the split table of one training fraction (alert_id, row, split)."""
-    from alertvision.data.splits import check_eval_classes, split_table
-
     alerts = pd.read_parquet(
         Path(dataset_dir) / ALERTS_FILE, columns=["alert_id", "objectId", "jd", "label", "source_set", "split"]
     )
@@ -78,7 +74,7 @@ def split(
 
 def fetch_weights(weight_id: str, weights_cfg: Mapping[str, Any], out_folder: str | os.PathLike) -> dict:
     """Materialise a weight id into ``out_folder`` (config.json + model.safetensors + source.json)."""
-    from alertvision.models.fetch import fetch_weights as fetch
+    from alertvision.models.fetch import fetch_weights as fetch  # deferred: torch is heavy
 
     record = fetch(
         weight_id,
@@ -93,7 +89,7 @@ def fetch_weights(weight_id: str, weights_cfg: Mapping[str, Any], out_folder: st
 
 def galaxy_corpus(corpus_cfg: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool = True) -> dict:
     """Write the SYNTHETIC galaxy corpus of a pre-training regimen (images, vote counts, manifest)."""
-    from alertvision.synthetic.galaxies import write_galaxy_corpus
+    from alertvision.synthetic.galaxies import write_galaxy_corpus  # deferred: scipy is heavy
 
     manifest = write_galaxy_corpus(
         out_dir, int(corpus_cfg["n_images"]), int(corpus_cfg["size"]), int(corpus_cfg["seed"]), progress=progress
@@ -114,7 +110,7 @@ def pretrain(
 ) -> dict:
     """Pre-train the encoder of a timm architecture on an image corpus and write it in timm's local-dir layout
     (resuming from a checkpoint as the ``checkpoints`` config block says)."""
-    from alertvision.training.pretrain import pretrain_encoder
+    from alertvision.training.pretrain import pretrain_encoder  # deferred: torch is heavy
 
     if arch_cfg["kind"] != "timm":
         raise ValueError(f"only timm architectures are pre-trained, not kind {arch_cfg['kind']!r}")
@@ -139,8 +135,8 @@ def weights_from_folder(folder: str | os.PathLike | None, weight_id: str | None)
     if folder is None:
         return None
     weight_id = weight_id or f"local-dir:{folder}"
-    from alertvision.models.fetch import SOURCE_FILE, fetched_weights
-    from alertvision.models.weights import ResolvedWeights, check_folder
+    from alertvision.models.fetch import SOURCE_FILE, fetched_weights  # deferred: torch is heavy
+    from alertvision.models.weights import ResolvedWeights, check_folder  # deferred: torch is heavy
 
     folder = Path(folder).resolve()
     if (folder / SOURCE_FILE).is_file():
@@ -162,7 +158,7 @@ def sweep_worker(
     progress: bool = True,
 ) -> dict:
     """Run trials of one configuration's study (shared with its other workers) until it has enough."""
-    from alertvision.sweeps import sweep_run
+    from alertvision.sweeps import sweep_run  # deferred: torch is heavy
 
     weights = weights_from_folder(weights_dir, weight_id)
     return sweep_run(
@@ -189,7 +185,7 @@ def sweep_finalize(
     modality: str,
 ) -> dict:
     """Write best.yaml, trials.csv and trials.png of a configuration whose workers are done; returns best.yaml."""
-    from alertvision.sweeps import sweep_finalize as finalize
+    from alertvision.sweeps import sweep_finalize as finalize  # deferred: torch is heavy
 
     folder = Path(sweep_dir)
     return finalize(
@@ -207,7 +203,7 @@ def sweep_finalize(
 
 def sweep_summary(best_yamls: Iterable[str | os.PathLike], out_csv: str | os.PathLike) -> pd.DataFrame:
     """Gather the studies' best.yaml files into one table."""
-    from alertvision.sweeps import write_summary
+    from alertvision.sweeps import write_summary  # deferred: torch is heavy
 
     return write_summary(best_yamls, out_csv)
 
@@ -230,12 +226,12 @@ def train(
     """Train one grid cell, from the weights in ``weights_dir`` (written by fetch_weights or pretrain;
     None: random init), with a sweep's best hyperparameters over the configured ones when ``best_yaml``
     is given, resuming from a checkpoint as the ``checkpoints`` config block says."""
-    from alertvision.training.loop import train_run
+    from alertvision.training.loop import train_run  # deferred: torch is heavy
 
     arch_cfg, training, run_info = dict(arch_cfg), dict(training), dict(run_info)
     if best_yaml is not None:
-        from alertvision.sweeps import load_best_params
-        from alertvision.sweeps.space import split_params
+        from alertvision.sweeps import load_best_params  # deferred: torch is heavy
+        from alertvision.sweeps.space import split_params  # deferred: torch is heavy
 
         best = load_best_params(best_yaml)
         arch_best, training_best = split_params(best)
@@ -267,7 +263,7 @@ def _stop_signals_for_job(checkpoint_args: Mapping[str, Any]) -> Iterator[None]:
     """SIGTERM and SIGUSR1 recorded for the whole job when it checkpoints (the training engine stops at its
     next step on them), so that one arriving while the data loads or the outputs are written neither kills
     the process nor loses a finished run."""
-    from alertvision.training.engine import stop_signals
+    from alertvision.training.engine import stop_signals  # deferred: torch is heavy
 
     with stop_signals(checkpoint_args.get("checkpoint", True)) as signalled:
         yield
@@ -298,7 +294,7 @@ def benchmark(
     training_cfg: Mapping[str, Any],
 ) -> dict:
     """Table 2 rows of one architecture: throughput and memory on the test split of ``dataset_dir``."""
-    from alertvision.reports.table2 import benchmark_run
+    from alertvision.reports.table2 import benchmark_run  # deferred: torch is heavy
 
     return benchmark_run(
         model,
@@ -321,8 +317,8 @@ def table2(
 ) -> pd.DataFrame:
     """Gather benchmark JSON files into table2.csv, .md and .tex, with the compute estimate of ``workload``
     (training alerts counted in ``alerts_file``)."""
-    from alertvision.reports.table2 import table2 as gather
-    from alertvision.reports.table2.estimate import StudyWorkload
+    from alertvision.reports.table2 import table2 as gather  # deferred: torch is heavy
+    from alertvision.reports.table2.estimate import StudyWorkload  # deferred: torch is heavy
 
     study = StudyWorkload.from_dataset(workload, alerts_file, splits_cfg)
     out = Path(out_dir)
@@ -340,14 +336,14 @@ def embed(
     progress: bool = True,
 ) -> pd.DataFrame:
     """Penultimate-layer embeddings of a run's test alerts."""
-    from alertvision.evaluation.embeddings import embed_run
+    from alertvision.evaluation.embeddings import embed_run  # deferred: torch is heavy
 
     return embed_run(model, dataset_dir, out, batch_size=batch_size, threads=threads, device=device, progress=progress)
 
 
 def umap(embeddings: str | os.PathLike, out: str | os.PathLike, umap_cfg: Mapping[str, Any]) -> pd.DataFrame:
     """The seeded 2-D UMAP of an embeddings table."""
-    from alertvision.evaluation.latent import write_umap
+    from alertvision.evaluation.latent import write_umap  # deferred: torch is heavy
 
     return write_umap(embeddings, out, umap_cfg)
 
@@ -359,7 +355,7 @@ def figure4(
     note: str | None = None,
 ) -> None:
     """Draw Figure 4 from UMAP tables, one panel per title."""
-    from alertvision.reports.figure4 import figure4_from_files
+    from alertvision.reports.figure4 import figure4_from_files  # deferred: torch is heavy
 
     figure4_from_files(panels, manifest, out_pdf, note=note)
 
@@ -375,7 +371,7 @@ def outliers(
     note: str | None = None,
 ) -> dict:
     """Isolation-Forest outliers of each model's UMAP: outliers.csv and a page of cards."""
-    from alertvision.reports.gallery import build_outlier_report
+    from alertvision.reports.gallery import build_outlier_report  # deferred: torch is heavy
 
     return build_outlier_report(umaps, ztf_dir, out_dir, isolation_forest, ls_dir=ls_dir, titles=titles, note=note)
 
@@ -391,7 +387,7 @@ def export(
     """Export a run for brokers: model.onnx (its contract, calibration and thresholds inside), model_card.md,
     reference.parquet, reliability.png (and run.json holding ``run_json`` when given), as one folder written
     whole; ``export_cfg``: the config's ``export`` block."""
-    from alertvision.deploy.export import DeploySettings, export_run
+    from alertvision.deploy.export import DeploySettings, export_run  # deferred: torch is heavy
 
     return export_run(
         run_dir,
@@ -409,8 +405,7 @@ def export_best(
 ) -> dict:
     """Export the run of ``metric_files`` with the highest validation ROC AUC to ``out_dir``, with
     ``run.json`` naming it."""
-    from alertvision.deploy.export import best_run
-    from alertvision.study.plan import LAYOUT, Run
+    from alertvision.deploy.export import best_run  # deferred: torch is heavy
 
     chosen = best_run(list(metric_files))
     metrics = json.loads(chosen.read_text())
@@ -439,7 +434,7 @@ def predict(
 ) -> dict:
     """Score real alert packets (files, folders, tar archives, ``-`` for stdin) with an exported model into
     a Parquet or CSV file (see :mod:`alertvision.deploy.predict`)."""
-    from alertvision.deploy.predict import predict as score_packets
+    from alertvision.deploy.predict import predict as score_packets  # deferred: torch is heavy
 
     return score_packets(
         inputs, model, out, threads=threads, batch_size=batch_size, thresholds=thresholds, progress=progress
@@ -451,14 +446,12 @@ def aggregate(
 ) -> pd.DataFrame:
     """Aggregate runs into ``roc_auc.csv`` (with ``bootstrap``, the config's block: each configuration's
     bootstrap std of the test AUC over test sources, read from the runs' predictions)."""
-    from alertvision.evaluation.aggregate import write_roc_auc_table
-
     return write_roc_auc_table(metric_files, out_csv, dict(bootstrap) if bootstrap is not None else None)
 
 
 def figure2(table_csv: str | os.PathLike, out_pdf: str | os.PathLike) -> None:
     """Draw Figure 2 from ``roc_auc.csv``."""
-    from alertvision.reports.figures import figure2 as draw
+    from alertvision.reports.figures import figure2 as draw  # deferred: matplotlib is heavy
 
     draw(pd.read_csv(table_csv), out_pdf)
 
@@ -473,8 +466,6 @@ def f1_table(
     """Score the runs' trigger policies on their test predictions (the sources of ``exclude_sources`` left
     out) and aggregate them into ``f1.csv`` (and completeness per peak-magnitude bin); with ``bootstrap``
     (the config's block) each run's F1 also gets its bootstrap std over test sources."""
-    from alertvision.evaluation.aggregate import write_f1_tables
-
     return write_f1_tables(
         metric_files, out_csv, peak_mag_csv, exclude_sources, dict(bootstrap) if bootstrap is not None else None
     )
@@ -485,6 +476,6 @@ def figure3(
 ) -> None:
     """Draw Figure 3 from ``f1.csv``: the F1 of each of ``policies`` (one panel row each; None: all four) for the
     multi-modal models."""
-    from alertvision.reports.figures import figure3 as draw
+    from alertvision.reports.figures import figure3 as draw  # deferred: matplotlib is heavy
 
     draw(pd.read_csv(table_csv), out_pdf, policies=policies)

@@ -9,6 +9,7 @@
 - :mod:`~alertvision.sweeps.run`: :func:`sweep_run` (a worker job) and :func:`sweep_finalize`.
 """
 
+from alertvision.study.plan import study_name
 from alertvision.sweeps.objective import make_objective
 from alertvision.sweeps.report import (
     load_best_params,
@@ -20,7 +21,7 @@ from alertvision.sweeps.report import (
 )
 from alertvision.sweeps.run import SWEEP_DEFAULTS, sweep_finalize, sweep_run, sweep_settings
 from alertvision.sweeps.space import TABLE1, search_space, suggest
-from alertvision.sweeps.storage import make_pruner, open_study, resolve_storage, study_name
+from alertvision.sweeps.storage import make_pruner, open_study, resolve_storage
 from alertvision.sweeps.worker import run_worker, state_counts
 
 __all__ = [

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 import optuna
 
 from alertvision.sweeps.space import split_params, suggest
+from alertvision.training.loop import train_run
 
 #: objective -> (training-loop metric, study direction)
 OBJECTIVES = {"val_roc_auc": ("val_roc_auc_best", "maximize"), "val_loss": ("val_loss_best", "minimize")}
@@ -53,8 +54,6 @@ def make_objective(
 ) -> Callable[[optuna.Trial], float]:
     """An Optuna objective training one trial: ``training`` with the sampled values of ``space`` on the
     train split, scored on the val split; pruned between epochs when the study's pruner says so."""
-    from alertvision.training.loop import train_run
-
     metric, study_direction = OBJECTIVES[objective], direction(objective)
     if intermediate not in INTERMEDIATES:
         raise ValueError(f"config key sweep.intermediate: {intermediate!r} is not one of {', '.join(INTERMEDIATES)}")

@@ -13,7 +13,8 @@ import yaml
 from optuna.trial import TrialState
 
 from alertvision.atomic import atomic_path, write_csv, write_text
-from alertvision.sweeps.storage import OWNER_ATTR, parse_study_name
+from alertvision.study.plan import parse_study_name
+from alertvision.sweeps.storage import OWNER_ATTR
 from alertvision.sweeps.worker import SURPLUS_ATTR, state_counts
 
 CONFIG_KEYS = ("dataset", "modality", "arch", "regimen", "fraction")
@@ -140,11 +141,11 @@ def sweep_plot(
     trials_csv: str | os.PathLike, out: str | os.PathLike, *, title: str | None = None, direction: str = "maximize"
 ) -> None:
     """Draw value by trial and the best so far (PNG or PDF by the suffix of ``out``); pruned trials as ticks."""
-    import matplotlib
+    import matplotlib  # deferred: matplotlib is heavy
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.transforms import blended_transform_factory
+    import matplotlib.pyplot as plt  # deferred: matplotlib is heavy
+    from matplotlib.transforms import blended_transform_factory  # deferred: matplotlib is heavy
 
     trials = pd.read_csv(trials_csv)
     done = trials[trials["state"] == "COMPLETE"].sort_values("number")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import optuna
 import pandas as pd
 
 from alertvision.atomic import write_json
@@ -157,8 +158,6 @@ def sweep_finalize(
     storage = resolve_storage(cfg, out_dir / JOURNAL_FILE)
     study = None
     if total > 0:
-        import optuna
-
         if not is_url(storage) and not Path(storage).is_file():
             raise RuntimeError(f"no study journal at {storage}: run the sweep workers first")
         study = optuna.load_study(study_name=study_name, storage=make_storage(storage))

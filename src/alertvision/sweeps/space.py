@@ -6,6 +6,7 @@ import copy
 from typing import Any, Mapping
 
 from alertvision.models.cnn import CNN_KEYS
+from alertvision.schema import schema
 
 #: Table 1 (Rehemtulla et al.), keyed by the ``training`` key each parameter sets. The learning rates,
 #: warm-up epochs, batch sizes and dense sizes are the paper's sets; dropout is uniform on [0.3, 0.9].
@@ -50,8 +51,6 @@ class SearchSpaceError(ValueError):
 
 def training_keys() -> set[str]:
     """The keys of the ``training`` block (what a search-space parameter may set)."""
-    from alertvision.config import schema
-
     return set(schema()["properties"]["training"]["properties"])
 
 

@@ -30,6 +30,7 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from alertvision.config import sweep_params
 from alertvision.settings import PrunerSettings, with_schema_defaults
 
 log = logging.getLogger(__name__)
@@ -40,25 +41,6 @@ ATTR_PREFIX = "alertvision:"
 OWNER_ATTR = ATTR_PREFIX + "owner"
 HEARTBEAT_ATTR = ATTR_PREFIX + "heartbeat"
 PRUNERS = ("none", "median", "hyperband")
-
-
-def study_name(dataset: str, modality: str, arch: str, regimen: str, fraction: Any, prefix: str = "alertvision") -> str:
-    """The study of one configuration, e.g. ``alertvision/ztf/image/cnn/none/f100``."""
-    from alertvision.config import format_fraction
-
-    return "/".join([prefix, dataset, modality, arch, regimen, f"f{format_fraction(fraction)}"])
-
-
-def parse_study_name(name: str) -> dict[str, str]:
-    """The configuration a :func:`study_name` encodes (fraction as in paths, e.g. '100')."""
-    *_, dataset, modality, arch, regimen, fraction = name.split("/")
-    return {
-        "dataset": dataset,
-        "modality": modality,
-        "arch": arch,
-        "regimen": regimen,
-        "fraction": fraction.removeprefix("f"),
-    }
 
 
 def is_url(storage_spec: str) -> bool:
@@ -80,8 +62,6 @@ def resolve_storage(sweep_cfg: Mapping[str, Any], journal_path: str | os.PathLik
 def unmasked_sweep(job: Any) -> dict[str, Any]:
     """A Snakemake job's sweep settings with the real storage URL: its ``params.sweep`` holds the URL with
     the password masked (params are stored in ``.snakemake/metadata``), the job's config the URL itself."""
-    from alertvision.config import sweep_params
-
     return {**dict(job.params.sweep), "storage": sweep_params(job.config, job.wildcards.arch)["storage"]}
 
 
@@ -89,7 +69,7 @@ def display_storage(storage_spec: str) -> str:
     """The storage spec with any database password masked, for logs and reports."""
     if not is_url(storage_spec):
         return str(storage_spec)
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import make_url  # deferred: sqlalchemy is heavy
 
     try:
         return make_url(storage_spec).render_as_string(hide_password=True)

@@ -38,6 +38,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 from scipy.ndimage import gaussian_filter
+from tqdm import tqdm
 
 from alertvision.atomic import atomic_dir
 from alertvision.synthetic.render import FWHM_TO_SIGMA, sersic_b
@@ -376,8 +377,6 @@ def write_galaxy_corpus(
     column (the row of images.npy) and the vote counts; ``truth.parquet`` the generating
     parameters. Images are rendered and written a chunk at a time.
     """
-    from tqdm import tqdm
-
     if n < 1 or size < 8:
         raise ValueError(f"a galaxy corpus needs n >= 1 and size >= 8 (got n={n}, size={size})")
     manifest = {

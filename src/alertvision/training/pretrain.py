@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alertvision.atomic import atomic_dir
+from alertvision.models import _timm_size_kwargs
 from alertvision.training import engine
 from alertvision.training.checkpoint import Checkpointer, params_digest
 from alertvision.training.data import Batches
@@ -189,9 +190,7 @@ class Pretrainer(nn.Module):
 
 def build_pretrainer(timm_name: str, input_size: int, n_outputs: int, bias: torch.Tensor | None = None) -> Pretrainer:
     """A randomly initialised backbone, built for ``input_size`` where the architecture needs it (MaxViT)."""
-    import timm
-
-    from alertvision.models import _timm_size_kwargs
+    import timm  # deferred: timm is heavy
 
     backbone = timm.create_model(timm_name, pretrained=False, num_classes=0, **_timm_size_kwargs(timm_name, input_size))
     return Pretrainer(backbone, n_outputs, input_size, bias)
@@ -400,8 +399,6 @@ def fit(
 
 def encoder_config(backbone: nn.Module, timm_name: str, input_size: int, record: Mapping[str, Any]) -> dict:
     """The ``config.json`` of a timm local-dir folder for ``backbone``, with the run's ``record``."""
-    from alertvision.models import _timm_size_kwargs
-
     source = dict(getattr(backbone, "pretrained_cfg", None) or {})
     pretrained_cfg = {k: source[k] for k in ("fixed_input_size", "first_conv", "classifier") if k in source}
     pretrained_cfg.update(
@@ -444,7 +441,7 @@ def write_encoder_folder(
     record: Mapping[str, Any],
 ) -> None:
     """Write config.json, model.safetensors (``state``, the backbone's own key names) and pretrain.json atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # deferred: safetensors is heavy
 
     config = encoder_config(backbone, timm_name, input_size, record)
     with atomic_dir(out_folder) as tmp:

@@ -193,7 +193,7 @@ def read_avro(fh: BinaryIO, origin: str) -> Iterator[PacketItem]:
     several written one after another (as on a stream). Each data block is decoded by fastavro on its own,
     so a block that cannot be read costs only its packets: a ``corrupt_packet`` :class:`Skip` per damaged
     region (a garbled or cut block, or bytes that are no container), reading on at the next container."""
-    import fastavro
+    import fastavro  # deferred: fastavro is heavy
 
     stream = _Stream(fh)
     n = 0

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from alertvision.atomic import check_writable
+from alertvision.schema import ConfigError
+
 #: ingest(config, out_dir, progress) -> manifest; config is the whole validated config.
 Ingester = Callable[[Mapping[str, Any], "str | os.PathLike", bool], dict]
 
@@ -113,8 +116,6 @@ def check_sources(config: Mapping[str, Any]) -> None:
     ztf_source(data["source"]).check(data.get(data["source"], {}))
     provider = ls_source(ls["source"])
     if ls["product"] not in provider.products:
-        from alertvision.config import ConfigError
-
         serving = [name for name, other in registry().ls.items() if ls["product"] in other.products]
         raise ConfigError(
             f"config key legacysurvey.product: {ls['product']!r} images come from the {' or '.join(serving)} "
@@ -141,8 +142,7 @@ def ingest_ls(
     config: Mapping[str, Any], ztf_dir: str | os.PathLike, out_dir: str | os.PathLike, progress: bool = True
 ) -> dict:
     """Write the Legacy Survey dataset for the alerts in ``ztf_dir``; returns its manifest."""
-    from alertvision.atomic import check_writable
-    from alertvision.data.legacysurvey import build_ls_dataset
+    from alertvision.data.legacysurvey import build_ls_dataset  # deferred: pandas is heavy
 
     provider = ls_source(config["legacysurvey"]["source"])
     synthetic = provider.synthetic or ztf_source(config["data"]["source"]).synthetic

@@ -7,16 +7,17 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from alertvision.data.sources import ZtfSource
+from alertvision.schema import ConfigError
 
 
 def ingest(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool) -> dict:
-    from alertvision.data.ingest.avro import ingest_avro
+    from alertvision.data.ingest.avro import ingest_avro  # deferred: pandas is heavy
 
     return ingest_avro(config, out_dir, progress=progress)
 
 
 def input_files(block: Mapping[str, Any]) -> list[Path]:
-    from alertvision.data.ingest.avro import AvroInputError, packet_files
+    from alertvision.data.ingest.avro import AvroInputError, packet_files  # deferred: pandas is heavy
 
     paths: list[Path] = []
     for entry in [block["path"]] if isinstance(block["path"], str) else list(block["path"] or []):
@@ -28,8 +29,6 @@ def input_files(block: Mapping[str, Any]) -> list[Path]:
 
 
 def check(block: Mapping[str, Any]) -> None:
-    from alertvision.config import ConfigError
-
     if not (block.get("path") and block.get("labels")):
         raise ConfigError(
             "config key data.avro: data.source 'avro' needs data.avro.path (packets: folder, "

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from alertvision.data.sources import ZtfSource
+from alertvision.schema import ConfigError
 
 
 def ingest(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool) -> dict:
-    from alertvision.data.ingest.kowalski import ingest_kowalski
+    from alertvision.data.ingest.kowalski import ingest_kowalski  # deferred: pandas is heavy
 
     return ingest_kowalski(config, out_dir, progress=progress)
 
@@ -20,8 +21,6 @@ def input_files(block: Mapping[str, Any]) -> list[Path]:
 
 
 def check(block: Mapping[str, Any]) -> None:
-    from alertvision.config import ConfigError
-
     if not block["bts"]["trues"]:
         raise ConfigError(
             "config key data.kowalski.bts.trues: data.source 'kowalski' needs a CSV export of the "

@@ -11,8 +11,8 @@ from alertvision.data.sources import LsSource
 def provider(
     config: Mapping[str, Any], ztf_dir: str | os.PathLike, out_dir: str | os.PathLike, progress: bool
 ) -> tuple[Any, dict]:
-    from alertvision.synthetic.legacysurvey import synthetic_provider
-    from alertvision.synthetic.ztf import synthetic_scenes
+    from alertvision.synthetic.legacysurvey import synthetic_provider  # deferred: pandas is heavy
+    from alertvision.synthetic.ztf import synthetic_scenes  # deferred: pandas is heavy
 
     scenes = synthetic_scenes(config["data"]["synthetic"])
     return synthetic_provider(scenes, config["legacysurvey"]["synthetic"]), {}

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from alertvision.data.sources import LsSource
+from alertvision.schema import ConfigError
 
 
 def provider(
     config: Mapping[str, Any], ztf_dir: str | os.PathLike, out_dir: str | os.PathLike, progress: bool
 ) -> tuple[Any, dict]:
+    # deferred: pandas is heavy
     from alertvision.data.contract import open_dataset
     from alertvision.data.legacysurvey import source_positions
     from alertvision.data.legacysurvey_fetch import FAILURES_FILE, STATUSES, VIEWER_PRODUCTS, fetch_cutouts
@@ -35,8 +37,6 @@ def provider(
 
 def check(ls: Mapping[str, Any]) -> None:
     """The viewer's JPEG is always red, green, blue = z, r, g."""
-    from alertvision.config import ConfigError
-
     if ls["product"] == "jpeg" and list(ls["channels"]) != ["z", "r", "g"]:
         raise ConfigError(
             f"config key legacysurvey.channels: {list(ls['channels'])} applies to product 'fits' "

@@ -9,8 +9,8 @@ from alertvision.data.sources import ZtfSource
 
 
 def ingest(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool) -> dict:
-    from alertvision.data.features import Cuts
-    from alertvision.synthetic.ztf import build_synthetic_ztf
+    from alertvision.data.features import Cuts  # deferred: pandas is heavy
+    from alertvision.synthetic.ztf import build_synthetic_ztf  # deferred: pandas is heavy
 
     cuts = Cuts.from_spec(config["data"].get("cuts"))
     return build_synthetic_ztf(

@@ -59,7 +59,7 @@ from alertvision.reports.table2.bursts import (  # noqa: F401
     training_record,
     training_throughput,
 )
-from alertvision.reports.table2.estimate import StudyWorkload, format_estimate, study_hours, workload_plan  # noqa: F401
+from alertvision.reports.table2.estimate import StudyWorkload, format_estimate, study_hours  # noqa: F401
 from alertvision.reports.table2.probes import (  # noqa: F401
     AlertInputs,
     _chunks,
@@ -111,6 +111,7 @@ from alertvision.reports.table2.settings import (  # noqa: F401
     Candidate,
     Row,
 )
+from alertvision.reports.workload import workload_plan  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ def table2(
 ) -> pd.DataFrame:
     """Gather the per-architecture JSON files of :func:`benchmark_run` into Table 2 (with the compute
     estimate of ``workload``, e.g. :meth:`StudyWorkload.from_dataset` of
-    :func:`alertvision.reports.table2.estimate.workload_plan`)."""
+    :func:`alertvision.reports.workload.workload_plan`)."""
     rows, training = [], []
     for path in json_files:
         data = json.loads(Path(path).read_text())

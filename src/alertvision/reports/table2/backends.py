@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from alertvision.models.onnx import onnx_bytes
+from alertvision.models.runtime import FLOAT32, INT8, describe, production_session, score_logits
 from alertvision.reports.table2.probes import _chunks, random_inputs
 from alertvision.reports.table2.settings import BenchSettings
 
@@ -108,8 +110,6 @@ class OrtScorer:
 
     def score(self, images: np.ndarray, seq: np.ndarray) -> np.ndarray:
         """Sigmoid scores of ``images[seq]``, in order (read batch by batch)."""
-        from alertvision.models.runtime import score_logits
-
         logits = [
             score_logits(self.session, images[rows], None, self.batch_size) for rows in _chunks(seq, self.batch_size)
         ]
@@ -130,9 +130,6 @@ def onnx_session(model: nn.Module, threads: int, precision: str = "float32", tol
     the float32 graph :mod:`alertvision.deploy.export` gives brokers or, ``precision`` 'int8', its int8
     graph, refused (``ToleranceExceeded``) unless its scores of :data:`INT8_CHECK_ALERTS` random cutouts
     are within ``tolerance`` of float32's."""
-    from alertvision.models.onnx import onnx_bytes
-    from alertvision.models.runtime import FLOAT32, production_session
-
     if precision == FLOAT32:
         return production_session(onnx_bytes(model), threads)
     check = (random_inputs(INT8_CHECK_ALERTS, seed=1).images, None)
@@ -149,7 +146,7 @@ def has_pointwise_convs(model: nn.Module) -> bool:
 
 def _ort_version() -> str | None:
     try:
-        import onnxruntime
+        import onnxruntime  # deferred: onnxruntime is heavy
     except ImportError:
         return None
     return onnxruntime.__version__
@@ -178,8 +175,6 @@ def cpu_candidates(model: nn.Module, settings: BenchSettings) -> list[CandidateS
     b, threads = settings.cpu_batch_size, settings.cpu_threads
     specs: list[CandidateSpec] = []
     if _ort_version() is not None:
-        from alertvision.models.runtime import FLOAT32, INT8, describe
-
         sessions: dict[str, Any] = {}
 
         def ort_factory(precision: str, batch: int, setup: str) -> Callable[[], Scorer]:

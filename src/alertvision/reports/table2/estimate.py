@@ -1,112 +1,25 @@
-"""The training workload of a study (its grid and sweeps) and the compute estimate of Table 2.
+"""The compute estimate of Table 2 from the training workload of a study (its grid and sweeps).
 
-:func:`workload_plan` reads a validated config into :class:`WorkloadGroup` s (plain data: the
-``table2`` rule's params, so that a changed grid, epochs or sweep reruns only that job);
+:func:`alertvision.reports.workload.workload_plan` reads a validated config into
+:class:`~alertvision.reports.workload.WorkloadGroup` s (plain data: the ``table2`` rule's params);
 :meth:`StudyWorkload.from_dataset` adds the training alerts of each fraction counted in the ZTF
 dataset; :func:`study_hours` scales measured training rates (:func:`alertvision.reports.table2.training_record`)
 to device-hours and :func:`format_estimate` writes them below Table 2.
 
-Imports only pandas at import time (``alertvision.config``, hence jsonschema and yaml, only in
-:func:`workload_plan`): ``benchmarks/table2.py`` builds an assumed workload without them.
+Imports only pandas at import time: ``benchmarks/table2.py`` builds an assumed workload without the
+config's jsonschema and yaml.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 
-
-@dataclass(frozen=True)
-class WorkloadGroup:
-    """The runs of one (architecture, modality, training fraction) of a study, and the sweeps before them.
-
-    ``runs``: seed runs (every dataset, regimen and seed of the group). ``epochs``: each run's
-    configured epochs, an upper bound (early stopping after ``patience`` epochs without a lower
-    validation loss ends runs sooner). ``studies``: sweep studies (one per dataset and regimen; 0:
-    not swept) of ``sweep_trials`` trials, each training on the fraction's train split for up to
-    ``epochs`` epochs, as a seed run does.
-    """
-
-    arch: str
-    modality: str
-    fraction: float
-    datasets: tuple[str, ...]
-    regimens: tuple[str, ...]
-    seeds: tuple[int, ...]
-    runs: int
-    epochs: int
-    patience: int
-    studies: int = 0
-    sweep_trials: int = 0
-
-    @property
-    def trials(self) -> int:
-        """Sweep trials of the group."""
-        return self.studies * self.sweep_trials
-
-
-def workload_groups(cells: Iterable[Mapping[str, Any]]) -> list[WorkloadGroup]:
-    """Runs grouped by (arch, modality, fraction, epochs, patience, sweep trials), in first-seen order.
-
-    A cell is one run: ``arch``, ``modality``, ``dataset``, ``regimen``, ``fraction`` (percent),
-    ``seed``, ``epochs``, ``patience`` and ``sweep_trials`` (per study of its configuration; 0: not swept).
-    """
-    grouped: dict[tuple, list[Mapping[str, Any]]] = {}
-    for c in cells:
-        key = (
-            c["arch"],
-            c["modality"],
-            float(c["fraction"]),
-            int(c["epochs"]),
-            int(c["patience"]),
-            int(c["sweep_trials"]),
-        )
-        grouped.setdefault(key, []).append(c)
-    groups = []
-    for (arch, modality, fraction, epochs, patience, trials), members in grouped.items():
-        studies = {(c["dataset"], c["regimen"]) for c in members} if trials else set()
-        groups.append(
-            WorkloadGroup(
-                arch,
-                modality,
-                fraction,
-                datasets=tuple(dict.fromkeys(c["dataset"] for c in members)),
-                regimens=tuple(dict.fromkeys(c["regimen"] for c in members)),
-                seeds=tuple(sorted({int(c["seed"]) for c in members})),
-                runs=len(members),
-                epochs=epochs,
-                patience=patience,
-                studies=len(studies),
-                sweep_trials=trials,
-            )
-        )
-    return groups
-
-
-def workload_plan(config: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """What the compute estimate needs from a validated config, as plain data (the ``table2`` rule's params).
-
-    Every run of :func:`alertvision.config.grid_cells` (image and multi-modal runs, only the regimens
-    each architecture is trained with, the metadata-only model), with the epochs and patience of
-    :func:`~alertvision.config.training_params` and the sweep trials of
-    :func:`~alertvision.config.sweep_params`, grouped by :func:`workload_groups`.
-    """
-    from alertvision.config import grid_cells, sweep_params, training_params  # needs jsonschema and yaml
-
-    def cells() -> Iterator[dict[str, Any]]:
-        for cell in grid_cells(config):
-            training = training_params(config, cell["arch"], cell["modality"])
-            yield {
-                **cell,
-                "epochs": training["epochs"],
-                "patience": training["patience"],
-                "sweep_trials": sweep_params(config, cell["arch"], modality=cell["modality"])["trials"],
-            }
-
-    return [asdict(g) for g in workload_groups(cells())]
+from alertvision.data.splits import SPLIT_COLUMNS, train_alert_counts
+from alertvision.reports.workload import WorkloadGroup
 
 
 def _listed(values: Iterable[Any]) -> str:
@@ -144,7 +57,8 @@ class StudyWorkload:
     def from_plan(
         cls, plan: Iterable[WorkloadGroup | Mapping[str, Any]], train_alerts: Mapping[float, int], counted_from: str
     ) -> "StudyWorkload":
-        """A workload from :func:`workload_plan`'s groups (or :class:`WorkloadGroup` objects)."""
+        """A workload from :func:`~alertvision.reports.workload.workload_plan`'s groups (or
+        :class:`WorkloadGroup` objects)."""
         groups = tuple(
             g
             if isinstance(g, WorkloadGroup)
@@ -163,8 +77,6 @@ class StudyWorkload:
     ) -> "StudyWorkload":
         """The plan's workload with each fraction's training alerts counted in a dataset's alerts.parquet:
         the train rows its split tables select (per-source cap, then the fraction's sample of sources)."""
-        from alertvision.data.splits import SPLIT_COLUMNS, train_alert_counts
-
         groups = [dict(g) for g in plan]
         alerts = pd.read_parquet(alerts_parquet, columns=list(SPLIT_COLUMNS))
         counts = train_alert_counts(alerts, sorted({float(g["fraction"]) for g in groups}), splits_cfg)

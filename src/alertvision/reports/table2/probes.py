@@ -15,6 +15,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from alertvision.data.contract import open_dataset
+from alertvision.evaluation.embeddings import split_rows
+
 log = logging.getLogger(__name__)
 
 # --- the machine ---------------------------------------------------------------------------------
@@ -79,9 +82,6 @@ class AlertInputs:
 
 def split_inputs(dataset_dir: str | os.PathLike, split: str = "test") -> AlertInputs:
     """One split of a dataset folder (rows of alerts.parquet whose ``split`` matches), images memory-mapped."""
-    from alertvision.data.contract import open_dataset
-    from alertvision.evaluation.embeddings import split_rows
-
     data = open_dataset(dataset_dir)
     rows = split_rows(data.alerts, split)
     return AlertInputs(data.images, rows, f"{dataset_dir} ({split} split, {len(rows)} alerts)", f"{split} split")

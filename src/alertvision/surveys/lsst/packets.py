@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, Iterator, Mapping
 import fastavro
 from fastavro.schema import load_schema
 
+from alertvision.data.ingest.http import HttpError, JsonClient, Redactor
 from alertvision.surveys.base import PacketError, Skip
 
 __all__ = [
@@ -106,8 +107,6 @@ class SchemaRegistry:
     the stream rather than skipping every packet."""
 
     def __init__(self, url: str, *, timeout_s: float = 10.0, retries: int = 2, backoff_s: float = 0.2):
-        from alertvision.data.ingest.http import JsonClient, Redactor
-
         self.url = url
         self.client = JsonClient(
             url,
@@ -121,8 +120,6 @@ class SchemaRegistry:
 
     def get(self, sid: int) -> Any | None:
         """The parsed schema of ``sid``, or None where the registry does not know it."""
-        from alertvision.data.ingest.http import HttpError
-
         answer = self.client.get(f"/schemas/ids/{int(sid)}", authenticate=False, missing_ok=True)
         if answer is None:
             return None

@@ -112,7 +112,7 @@ def decode_cutout(data: Any, field: str = "cutout") -> Cutout:
         raise StampError("missing_stamp", f"{field} holds no bytes")
     if not data:
         raise StampError("empty_stamp", f"{field} holds 0 bytes")
-    from astropy.io import fits
+    from astropy.io import fits  # deferred: astropy is heavy
 
     try:
         with warnings.catch_warnings():
