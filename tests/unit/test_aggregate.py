@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -290,6 +291,14 @@ def test_bootstrap_auc_is_sklearn_s_roc_auc_on_each_resample():
     assert bootstrap_auc_std(labels, scores, sources, 40, seed=9) == pytest.approx(expected, abs=1e-12)
 
 
+def _cnn_metrics(folder: Path, modality: str, seed: int, **values: float) -> Path:
+    """A synthetic CNN run's metrics.json (ZTF, no pre-training, 100%) in ``folder``; returns its path."""
+    metrics = dict(dataset="ztf", modality=modality, arch="cnn", regimen="none", fraction="100", seed=seed)
+    path = folder / "metrics.json"
+    path.write_text(json.dumps({**metrics, **values, "synthetic": True}))
+    return path
+
+
 def test_roc_auc_table_carries_the_bootstrap_std_of_each_configuration(tmp_path):
     from alertvision.evaluation.aggregate import bootstrap_auc_std
 
@@ -304,20 +313,7 @@ def test_roc_auc_table_carries_the_bootstrap_std_of_each_configuration(tmp_path)
         )
         pred.to_parquet(folder / "predictions.parquet")
         stds.append(bootstrap_auc_std(labels, pred["score"].to_numpy(), pred["objectId"].to_numpy(), 50, 4))
-        metrics = dict(
-            dataset="ztf",
-            modality="image",
-            arch="cnn",
-            regimen="none",
-            fraction="100",
-            seed=seed,
-            test_roc_auc=0.9,
-            test_loss=0.3,
-            n_train_alerts=500,
-            synthetic=True,
-        )
-        (folder / "metrics.json").write_text(json.dumps(metrics))
-        files.append(folder / "metrics.json")
+        files.append(_cnn_metrics(folder, "image", seed, test_roc_auc=0.9, test_loss=0.3, n_train_alerts=500))
     table = write_roc_auc_table(files, tmp_path / "roc_auc.csv", bootstrap={"resamples": 50, "seed": 4})
     row = table.iloc[0]
     assert row.roc_auc_bootstrap_std == pytest.approx(np.median(stds)) and row.n_test_sources == 60
@@ -378,20 +374,7 @@ def test_f1_table_carries_the_bootstrap_std_of_f1(tmp_path):
         predictions = _policy_predictions(seed=seed)
         predictions.to_parquet(folder / "predictions.parquet")
         stds.append(bootstrap_f1_std(source_decisions(predictions, "bts_p1"), 40, 2))
-        metrics = dict(
-            dataset="ztf",
-            modality="multimodal",
-            arch="cnn",
-            regimen="none",
-            fraction="100",
-            seed=seed,
-            test_roc_auc=0.8,
-            test_loss=0.5,
-            n_train_alerts=10,
-            synthetic=True,
-        )
-        (folder / "metrics.json").write_text(json.dumps(metrics))
-        files.append(folder / "metrics.json")
+        files.append(_cnn_metrics(folder, "multimodal", seed, test_roc_auc=0.8, test_loss=0.5, n_train_alerts=10))
     table = write_f1_tables(files, tmp_path / "f1.csv", bootstrap={"resamples": 40, "seed": 2})
     row = table[table.policy == "bts_p1"].iloc[0]
     assert row.f1_bootstrap_std == pytest.approx(np.median(stds)) and row.f1_bootstrap_std > 0

@@ -41,13 +41,8 @@ def _edit_packet(path: Path) -> None:
         fastavro.writer(fh, schema, records)
 
 
-def test_any_added_removed_or_edited_packet_reruns_the_ingest(tmp_path):
-    """Before, the folder was the input: editing a packet, adding one in a subfolder or removing one reran nothing."""
-    packets = tmp_path / "packets"
-    (packets / "night1").mkdir(parents=True)
-    paths = packet_paths()
-    for path in paths[:-1]:
-        shutil.copy(path, packets / "night1" / path.name)
+def _avro_study(tmp_path: Path, paths: list[Path]) -> None:
+    """A study in ``tmp_path`` of the ``avro`` source on ``packets/``, every source of ``paths`` labelled."""
     import fastavro
 
     ids = sorted({next(iter(fastavro.reader(open(p, "rb"))))["objectId"] for p in paths})
@@ -62,6 +57,16 @@ def test_any_added_removed_or_edited_packet_reruns_the_ingest(tmp_path):
     }
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_any_added_removed_or_edited_packet_reruns_the_ingest(tmp_path):
+    """Before, the folder was the input: editing a packet, adding one in a subfolder or removing one reran nothing."""
+    packets = tmp_path / "packets"
+    (packets / "night1").mkdir(parents=True)
+    paths = packet_paths()
+    for path in paths[:-1]:
+        shutil.copy(path, packets / "night1" / path.name)
+    _avro_study(tmp_path, paths)
     snakemake(tmp_path, "--cores", "1", "results/data/ztf/manifest.json")
     manifest = tmp_path / "results" / "data" / "ztf" / "manifest.json"
     assert yaml.safe_load(manifest.read_text())["n_alerts"] == 11
@@ -96,20 +101,7 @@ def test_a_packet_replaced_by_one_with_an_older_mtime_reruns_the_ingest(tmp_path
     paths = packet_paths()
     for path in paths[:4]:
         shutil.copy(path, packets / path.name)
-    import fastavro
-
-    ids = sorted({next(iter(fastavro.reader(open(p, "rb"))))["objectId"] for p in paths})
-    (tmp_path / "labels.csv").write_text(
-        "objectId,label,source_set\n"
-        + "".join(f"{o},{i % 2},{'trues' if i % 2 else 'rejects'}\n" for i, o in enumerate(ids))
-    )
-    config = {
-        "data": {"source": "avro", "avro": {"path": "packets", "labels": "labels.csv", "dims_peak_limit": None}},
-        "splits": {"probabilities": [0.5, 0.25, 0.25]},
-        "grid": {"datasets": ["ztf"]},
-    }
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    _avro_study(tmp_path, paths)
     snakemake(tmp_path, "--cores", "1", "results/data/ztf/manifest.json")
     manifest = tmp_path / "results" / "data" / "ztf" / "manifest.json"
     alerts = yaml.safe_load(manifest.read_text())["n_alerts"]
