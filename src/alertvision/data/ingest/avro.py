@@ -382,7 +382,13 @@ def iter_packets(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> Iter
 
 
 def ingest_avro(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool = True) -> dict:
-    """Write the dataset of the labelled sources' packets under ``data.avro.path``; returns the manifest."""
+    """Write the dataset of the labelled sources' packets under ``data.avro.path``; returns the manifest.
+    ``data.survey: lsst`` reads Rubin packets through the LSST plugin instead
+    (:func:`alertvision.surveys.lsst.dataset.ingest_lsst_avro`)."""
+    if str(config["data"].get("survey") or "ztf").lower() != "ztf":
+        from alertvision.surveys.lsst.dataset import ingest_lsst_avro  # surveys import data/*: not at module level
+
+        return ingest_lsst_avro(config, out_dir, progress=progress)
     cfg = config["data"]["avro"]
     cuts = Cuts.from_spec(config["data"].get("cuts"))
     if not cfg.get("path") or not cfg.get("labels"):
