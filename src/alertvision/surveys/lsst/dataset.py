@@ -174,6 +174,7 @@ def ingest_lsst_avro(config: Mapping[str, Any], out_dir: str | os.PathLike, prog
                 "metadata_features": list(names),
                 "image_shape": list(shape),
                 "survey_block": survey.survey_block(),
+                "survey_config": {k: v for k, v in (config["data"].get("lsst") or {}).items() if k != "schemas"},
                 "filled": dict(getattr(survey, "filled", {}) or {}),
                 "inputs": {"packet_files": len(files), "labels": str(cfg["labels"]), "labelled_sources": len(labels)},
                 "labels": listings,
