@@ -9,18 +9,16 @@ classifier; nothing here is a science result."""
 
 from __future__ import annotations
 
-import copy
-import io
 import subprocess
 import sys
 import tarfile
-from collections import Counter
 from pathlib import Path
 
 import fastavro
 import numpy as np
 import pandas as pd
 import pytest
+from test_lsst import as_rubin, rubin_schema
 
 from alertvision.config import model_spec, training_params, validate_config
 from alertvision.data.contract import ContractError, open_dataset
@@ -30,7 +28,6 @@ from alertvision.deploy.predict import PredictInputError, _check_inputs, load_mo
 from alertvision.models import load_model as load_torch_model
 from alertvision.surveys import get_survey
 from alertvision.surveys.lsst.packets import encode_wire, schema_id
-from test_lsst import as_rubin, rubin_schema
 
 REAL = Path(__file__).resolve().parents[1] / "data" / "lsst_alerts" / "part-2-918301.avro"
 
@@ -53,7 +50,12 @@ def _labels(path: Path) -> Path:
 def _config(packets: Path, labels: Path, **lsst) -> dict:
     return validate_config(
         {
-            "data": {"source": "avro", "survey": "lsst", "avro": {"path": str(packets), "labels": str(labels)}, "lsst": lsst},
+            "data": {
+                "source": "avro",
+                "survey": "lsst",
+                "avro": {"path": str(packets), "labels": str(labels)},
+                "lsst": lsst,
+            },
             "splits": {"probabilities": [0.5, 0.25, 0.25]},
             "grid": {"datasets": ["ztf"]},
         }
@@ -176,8 +178,20 @@ def test_predict_scores_lsst_packets_as_the_export_does_in_every_framing(lsst_ru
         np.testing.assert_allclose(got["logit"], [expected[c] for c in got["candid"]], atol=1e-4)
     one = records[1]
     done = subprocess.run(
-        [sys.executable, "-m", "alertvision", "predict", "-", "--model", str(export), "--out", str(tmp_path / "s.csv"),
-         "--survey", "lsst", "--quiet"],
+        [
+            sys.executable,
+            "-m",
+            "alertvision",
+            "predict",
+            "-",
+            "--model",
+            str(export),
+            "--out",
+            str(tmp_path / "s.csv"),
+            "--survey",
+            "lsst",
+            "--quiet",
+        ],
         input=encode_wire(as_rubin(one), schema, sid),
         capture_output=True,
         check=False,
@@ -199,4 +213,3 @@ def test_predict_refuses_a_model_of_the_other_survey(lsst_run, tmp_path):
     for contract in ({"alertvision.survey": "ZTF"}, {}):
         with pytest.raises(PredictInputError, match="model of survey 'ZTF'; these are LSST packets"):
             _check_inputs(contract, None, Path("model.onnx"), "lsst")
-

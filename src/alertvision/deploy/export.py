@@ -244,7 +244,10 @@ def survey_block(manifest: Mapping[str, Any]) -> dict[str, Any]:
     if survey == "ztf":
         block = {"cuts": Cuts.from_spec(manifest.get("cuts")).spec(), "masked_pixels": _masked_pixels(manifest)}
         return get_survey("ztf", block).survey_block()
-    return {**get_survey(survey, manifest.get("survey_config") or {}).survey_block(), "config": manifest.get("survey_config") or {}}
+    return {
+        **get_survey(survey, manifest.get("survey_config") or {}).survey_block(),
+        "config": manifest.get("survey_config") or {},
+    }
 
 
 def _survey_rules(manifest: Mapping[str, Any], survey: str, block: Mapping[str, Any]) -> dict[str, Any]:
@@ -258,7 +261,11 @@ def _survey_rules(manifest: Mapping[str, Any], survey: str, block: Mapping[str, 
         }
     return {
         "alertvision.stamps": block["triplet"],
-        "alertvision.features": {"order": [f["name"] for f in block["metadata_features"]], "definitions": block["metadata_features"], "history": block["history"]},
+        "alertvision.features": {
+            "order": [f["name"] for f in block["metadata_features"]],
+            "definitions": block["metadata_features"],
+            "history": block["history"],
+        },
         "alertvision.cuts": {"rules": block["cuts"], "settings": block.get("cut_settings")},
     }
 
@@ -399,9 +406,7 @@ def export_run(
 
     check_writable(out_dir.parent, "the exported model")
     clean_stale_temporaries([out_dir])  # what a killed earlier export of this folder left beside it
-    reference = _reference_table(
-        data.alerts, images, metadata, rows, expected, n_reference, fit.calibration, features
-    )
+    reference = _reference_table(data.alerts, images, metadata, rows, expected, n_reference, fit.calibration, features)
     synthetic = " (SYNTHETIC DATA)" if data.manifest.get("synthetic") else ""
     card = model_card(run_dir, payload, info, metrics, data.manifest, parity, takes, fit, ece)
     with atomic_dir(out_dir) as tmp:
@@ -470,6 +475,8 @@ def model_card(
     from alertvision.evaluation.policies import POLICIES, evaluate_policies
 
     synthetic = bool(manifest.get("synthetic", False))
+    name = survey_of_manifest(manifest).upper()
+    rules = contract_section(manifest) if name == "ZTF" else survey_section(manifest)
     policies = evaluate_policies(pd.read_parquet(run_dir / "predictions.parquet"), POLICIES)
     rows = "\n".join(
         f"| {name} | {m['f1']:.3f} | {m['completeness']:.3f} | {m['purity']:.3f} | "
@@ -522,11 +529,11 @@ onnxruntime and PyTorch logits agree within {parity["max_abs_logit_diff"]:.2g} o
 {arch.get("input_size", 63)} px.
 {metadata_line}
 
-{contract_section(manifest) if survey_of_manifest(manifest) == "ztf" else survey_section(manifest)}
+{rules}
 
 ## Intended use and limits
-Ranking {survey_of_manifest(manifest).upper()} alerts for follow-up as in the Bright Transient Survey (Rehemtulla et al.).
-Trained on {"simulated" if synthetic else survey_of_manifest(manifest).upper()} alerts only: scores on other surveys, or on alerts outside the
+Ranking {name} alerts for follow-up as in the Bright Transient Survey (Rehemtulla et al.). Trained on
+{"simulated" if synthetic else name} alerts only: scores on other surveys, or on alerts outside the
 cuts of the training set (`alertvision.cuts`: real, positive, not a star), are not validated.
 
 ## Score a packet with onnxruntime alone

@@ -144,7 +144,9 @@ def _plugin(contract: Mapping[str, Any], survey: str, path: Path) -> Any:
     try:
         return get_survey(survey, (block or {}).get("config") or {})
     except (TypeError, ValueError) as exc:
-        raise PredictInputError(f"{path}: its survey block {block} cannot configure the {survey} plugin: {exc}") from exc
+        raise PredictInputError(
+            f"{path}: its survey block {block} cannot configure the {survey} plugin: {exc}"
+        ) from exc
 
 
 def _check_inputs(
@@ -185,7 +187,9 @@ def _check_inputs(
                 f"{packets} packets give (batch, {', '.join(map(str, want))})"
             )
     if TRIPLET_INPUT in graph and contract["alertvision.channels"] != channels:
-        raise PredictInputError(f"{path}: its channels are {contract['alertvision.channels']}, the packets give {channels}")
+        raise PredictInputError(
+            f"{path}: its channels are {contract['alertvision.channels']}, the packets give {channels}"
+        )
     if METADATA_INPUT in graph and contract["alertvision.metadata_features"] != features:
         raise PredictInputError(
             f"{path}: its metadata features {contract['alertvision.metadata_features']} are not the "
@@ -209,7 +213,9 @@ def load_model(path: str | os.PathLike, threads: int = 1, survey: str = "ztf") -
         raise PredictInputError(f"model {path} not found: give an export folder, a model.onnx or a run's model.pt")
     if path.suffix == ".pt":
         if survey != "ztf":
-            raise PredictInputError(f"{path}: a model.pt carries no survey; export it to score {survey.upper()} packets")
+            raise PredictInputError(
+                f"{path}: a model.pt carries no survey; export it to score {survey.upper()} packets"
+            )
         return _torch_model(path, threads)
     from alertvision.models.runtime import production_session, score_logits
 
@@ -526,9 +532,10 @@ def predict(
     columns = [*ALERT_COLUMNS, *SCORE_COLUMNS, *flag_columns, TRAINED_ON_COLUMN]
     if model.trained_on == "SYNTHETIC":
         log.warning(
-            "%s was trained on SYNTHETIC data (simulated alerts), not ZTF observations: its scores of real "
+            "%s was trained on SYNTHETIC data (simulated alerts), not %s observations: its scores of real "
             "packets mean nothing for science; every row of %s says %s = SYNTHETIC",
             model.source,
+            model.survey.upper(),
             out,
             TRAINED_ON_COLUMN,
         )

@@ -92,7 +92,9 @@ class ZtfSurvey(Survey):
 
     def failed_cut(self, packet: Packet) -> str | None:
         c = packet["candidate"]
-        return self.cuts.reason(c.get("isdiffpos"), c.get("fid"), c.get("sgscore1"), c.get("sgscore2"), c.get("programid"))
+        return self.cuts.reason(
+            c.get("isdiffpos"), c.get("fid"), c.get("sgscore1"), c.get("sgscore2"), c.get("programid")
+        )
 
     @property
     def triplet_spec(self) -> TripletSpec:

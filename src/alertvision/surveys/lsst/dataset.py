@@ -60,12 +60,20 @@ def read_lsst_labels(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, A
     path = Path(path)
     if not path.is_file():
         return read_labels(path)  # raises naming the config key
-    df = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path, dtype={LABEL_KEY: str})
+    df = (
+        pd.read_parquet(path)
+        if path.suffix.lower() in (".parquet", ".pq")
+        else pd.read_csv(path, dtype={LABEL_KEY: str})
+    )
     if LABEL_KEY in df.columns:
         if "objectId" in df.columns:
-            raise ContractError(f"{path}: has both {LABEL_KEY} and objectId; an LSST labels table is keyed by {LABEL_KEY}")
+            raise ContractError(
+                f"{path}: has both {LABEL_KEY} and objectId; an LSST labels table is keyed by {LABEL_KEY}"
+            )
         df = df.rename(columns={LABEL_KEY: "objectId"})
-    df["objectId"] = df["objectId"].map(lambda v: v if pd.isna(v) else str(int(float(v))) if not isinstance(v, str) else v)
+    df["objectId"] = df["objectId"].map(
+        lambda v: v if pd.isna(v) else str(int(float(v))) if not isinstance(v, str) else v
+    )
     return check_labels(df, str(path))
 
 
@@ -180,7 +188,13 @@ def ingest_lsst_avro(config: Mapping[str, Any], out_dir: str | os.PathLike, prog
                 "labels": listings,
             },
         )
-    log.info("wrote %d LSST alerts of %d diaObjects to %s (skipped: %s)", len(alerts), alerts["objectId"].nunique(), out_dir, dict(skipped))
+    log.info(
+        "wrote %d LSST alerts of %d diaObjects to %s (skipped: %s)",
+        len(alerts),
+        alerts["objectId"].nunique(),
+        out_dir,
+        dict(skipped),
+    )
     return manifest
 
 
