@@ -9,6 +9,7 @@ classifier; nothing here is a science result."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tarfile
@@ -126,10 +127,12 @@ def test_an_lsst_labels_table_without_a_diaobjectid_is_refused(tmp_path):
 
 
 def test_the_lsst_export_names_its_survey_and_its_block(lsst_run):
+    metrics = json.loads((lsst_run["root"] / "run" / "metrics.json").read_text())
+    assert metrics["survey"] == "lsst"
+    card = (lsst_run["root"] / "export" / "model_card.md").read_text()
+    assert "Survey **LSST**" in card and "Ranking LSST alerts" in card
     contract = lsst_run["export"]["contract"]
     assert contract["alertvision.survey"] == "LSST"
-    import json
-
     block = json.loads(contract["alertvision.survey_block"])
     assert block["survey"] == "lsst" and block["triplet"]["size"] == 63
     assert json.loads(contract["alertvision.channels"]) == ["science", "template", "difference"]

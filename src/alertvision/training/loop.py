@@ -248,6 +248,7 @@ def train_run(
         "input_norm": model.input_norm.spec() if images is not None else None,
         "metadata_fill": arch_cfg.get("metadata_fill") if metadata is not None else None,
         "synthetic": data.synthetic,
+        "survey": str(data.manifest.get("survey") or "ztf"),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": int(settings.threads),
         "bf16": use_bf16,
