@@ -189,13 +189,14 @@ def main() -> None:
 
         def read_plain() -> None:
             for path in paths:
+                if lsst:  # the file's bytes, read whole as a consumer does, past the 5-byte wire header
+                    body = io.BytesIO(path.read_bytes())
+                    body.seek(5)
+                    fastavro.schemaless_reader(body, schema, None)
+                    continue
                 with open(path, "rb") as fh:
-                    if lsst:  # the same bytes as a plain schemaless read after the 5-byte wire header
-                        fh.seek(5)
-                        fastavro.schemaless_reader(fh, schema, None)
-                    else:
-                        for _ in fastavro.reader(fh):
-                            pass
+                    for _ in fastavro.reader(fh):
+                        pass
 
         def decode() -> None:
             for path in paths:

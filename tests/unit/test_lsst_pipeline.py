@@ -23,6 +23,7 @@ from test_lsst import as_rubin, rubin_schema
 
 from alertvision.config import model_spec, training_params, validate_config
 from alertvision.data.contract import ContractError, open_dataset
+from alertvision.data.ingest.labels import LabelsError
 from alertvision.data.sources import ingest_ztf
 from alertvision.deploy.export import export_run, torch_logits
 from alertvision.deploy.predict import PredictInputError, _check_inputs, load_model, predict
@@ -122,8 +123,12 @@ def test_the_avro_source_reads_lsst_packets_into_the_data_contract(lsst_run):
 def test_an_lsst_labels_table_without_a_diaobjectid_is_refused(tmp_path):
     bad = tmp_path / "labels.csv"
     pd.DataFrame({"objectId": ["ZTF1"], "label": [1], "source_set": ["all"]}).to_csv(bad, index=False)
-    with pytest.raises(ContractError, match="no alert of the 1 labelled diaObjects"):
+    with pytest.raises(LabelsError, match="has a diaObjectId column and no objectId"):
         ingest_ztf(_config(REAL.parent, bad), tmp_path / "data", progress=False)
+    # a diaObjectId no packet has: nothing survives, and the error says what was skipped
+    pd.DataFrame({"diaObjectId": [12345], "label": [1], "source_set": ["all"]}).to_parquet(tmp_path / "l.parquet")
+    with pytest.raises(ContractError, match="no alert of the 1 labelled diaObjects.*unlabelled_source"):
+        ingest_ztf(_config(REAL.parent, tmp_path / "l.parquet"), tmp_path / "data", progress=False)
 
 
 def test_the_lsst_export_names_its_survey_and_its_block(lsst_run):

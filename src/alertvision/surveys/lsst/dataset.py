@@ -3,7 +3,7 @@
 The inputs are listed as for ZTF (:func:`alertvision.data.ingest.avro.packet_files`: folders through links,
 files, ``.tar`` archives, files compressed whole); each file or archive member holds Avro containers or one
 wire packet (:meth:`LsstSurvey.read`). The labels table has columns ``diaObjectId``, ``label`` and
-``source_set`` (an ``objectId`` column is read as the diaObjectId); packets of other objects are counted
+``source_set``; packets of other objects are counted
 under ``unlabelled_source``. Each packet goes through :meth:`Survey.process`: the plugin's cuts
 (``cut:<name>``), its triplet (``stamp_<reason>``) and its features; a repeated ``diaSourceId`` is
 ``duplicate_alert``.
@@ -41,7 +41,7 @@ from alertvision.data.contract import (
     write_alerts,
     write_manifest,
 )
-from alertvision.data.ingest.labels import check_labels, read_labels
+from alertvision.data.ingest.labels import LabelsError, check_labels, read_labels
 from alertvision.data.splits import assign_source_splits
 from alertvision.surveys.base import Packet, Skip, Survey
 from alertvision.surveys.lsst.features import BANDS
@@ -56,23 +56,24 @@ _OPENERS = {b"\x1f\x8b": gzip.decompress, b"BZh": bz2.decompress, b"\xfd7zXZ\x00
 
 def read_lsst_labels(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A labels table keyed by ``diaObjectId`` (CSV or Parquet) as :func:`check_labels` reads it (the key in
-    its ``objectId`` column, as text)."""
+    its ``objectId`` column, as text: the ids exceed a float's 53 bits, so they are never read as floats)."""
     path = Path(path)
     if not path.is_file():
         return read_labels(path)  # raises naming the config key
-    df = (
-        pd.read_parquet(path)
-        if path.suffix.lower() in (".parquet", ".pq")
-        else pd.read_csv(path, dtype={LABEL_KEY: str})
-    )
-    if LABEL_KEY in df.columns:
-        if "objectId" in df.columns:
-            raise ContractError(
-                f"{path}: has both {LABEL_KEY} and objectId; an LSST labels table is keyed by {LABEL_KEY}"
-            )
-        df = df.rename(columns={LABEL_KEY: "objectId"})
-    df["objectId"] = df["objectId"].map(
-        lambda v: v if pd.isna(v) else str(int(float(v))) if not isinstance(v, str) else v
+    if path.suffix.lower() in (".parquet", ".pq"):
+        df = pd.read_parquet(path)
+    else:
+        df = pd.read_csv(path, dtype={LABEL_KEY: str})
+    if LABEL_KEY not in df.columns or "objectId" in df.columns:
+        raise LabelsError(
+            f"{path}: an LSST labels table (data.survey lsst) has a {LABEL_KEY} column and no objectId; "
+            f"it has {', '.join(map(str, df.columns))}"
+        )
+    ids = df.pop(LABEL_KEY)
+    df.insert(
+        0,
+        "objectId",
+        [v if pd.isna(v) else str(int(v)) if isinstance(v, (int, np.integer)) else str(v).strip() for v in ids],
     )
     return check_labels(df, str(path))
 
@@ -87,7 +88,7 @@ def _decompressed(data: bytes) -> bytes:
 def iter_lsst_packets(survey: Survey, files: list[Path]) -> Iterator[tuple[str, Packet] | Skip]:
     """Every packet of the files and archives, as the plugin reads them."""
     from alertvision.data.ingest.archive import Member, read_archive
-    from alertvision.data.ingest.avro import _holds_archive
+    from alertvision.data.ingest.avro import _holds_archive, _is_avro_member
 
     for path in files:
         raw = path.read_bytes()
@@ -97,7 +98,7 @@ def iter_lsst_packets(survey: Survey, files: list[Path]) -> Iterator[tuple[str, 
             yield Skip("corrupt_packet", str(path), f"cannot be decompressed: {exc}")
             continue
         if _holds_archive(data[:512], path):
-            for item in read_archive(io.BytesIO(data), str(path), wanted=lambda n: n.lower().endswith(".avro")):
+            for item in read_archive(io.BytesIO(data), str(path), wanted=_is_avro_member):
                 if isinstance(item, Member):
                     yield from survey.read(_decompressed(item.data), f"{path}:{item.name}")
                 elif isinstance(item, Skip):
