@@ -327,6 +327,7 @@ def cmd_predict(args) -> int:
         batch_size=args.batch_size,
         thresholds=args.thresholds,
         progress=not args.quiet,
+        survey=args.survey,
     )
     skipped = ", ".join(f"{k} {n}" for k, n in report["skipped"].items()) or "none"
     cut = ", ".join(f"{k} {n}" for k, n in report["cut"].items()) or "none"
@@ -736,6 +737,13 @@ COMMANDS: tuple[Command, ...] = (
                 help="policy: the trigger policies as the study scores them (their thresholds on the score); "
                 "recommended: each policy's max-F1 threshold recommended at export, on the calibrated score "
                 "(default: %(default)s)",
+            ),
+            arg(
+                "--survey",
+                choices=("ztf", "lsst"),
+                default="ztf",
+                help="the packets' survey: ztf, or lsst (Rubin's containers or wire packets); a model trained on "
+                "another survey is refused (default: %(default)s)",
             ),
         ),
         config=False,

@@ -261,6 +261,10 @@ def test_the_contract_and_the_card_state_the_rules(multimodal_export):
     assert feats["order"] == list(METADATA_FEATURES) and feats["history"]["filters"] == "all"
     assert meta["alertvision.cuts"]["in_domain"].startswith("the model was trained")
     assert set(meta["alertvision.policies"]["policies"]) == set(POLICIES)
+    # the survey: ZTF's, its block from the ZTF plugin (the same stamp rules and feature order)
+    block = meta["alertvision.survey_block"]
+    assert meta["alertvision.survey"] == "ZTF" and block["survey"] == "ztf" and block["stamps"] == stamps
+    assert [f["name"] for f in block["metadata_features"]] == list(METADATA_FEATURES)
     card = (multimodal_export / "model_card.md").read_text()
     for name, (formula, _) in DERIVED_FORMULAS.items():
         assert f"| `{name}` | `{formula}` |" in card

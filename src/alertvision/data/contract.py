@@ -1,8 +1,14 @@
 """The data contract: what a dataset folder (``data/<dataset>/`` of the results root) holds and how it is written.
 
 - ``alerts.parquet``: one row per alert; row i describes ``images.npy[i]``.
-- ``images.npy``: float32 (N, C, 63, 63), C order, always opened memory-mapped.
-- ``manifest.json``: source, version, creation time, counts per subset and split, config digest.
+- ``images.npy``: float32 (N, C, S, S), C order, always opened memory-mapped; ZTF's S is 63 and C 3, another
+  survey's come from its plugin's triplet (the manifest's ``image_shape``).
+- ``manifest.json``: survey, source, version, creation time, counts per subset and split, config digest.
+
+The metadata feature columns are the survey's (:data:`METADATA_FEATURES` for ZTF, the manifest's
+``metadata_features`` for another survey); the id and raw columns are shared (for LSST: ``objectId`` is
+the diaObjectId, ``jd`` the midpointMjdTai as a Julian date, ``fid`` the band index, ``magpsf`` the PSF
+magnitude; see docs/lsst.md).
 
 A dataset is written into a temporary folder inside its folder and its files renamed into place
 when it is complete (:func:`building_dataset`): a failed write leaves the previous dataset whole.
@@ -46,6 +52,11 @@ ID_COLUMNS = ("alert_id", "candid", "objectId", "jd", "label", "source_set", "sp
 REQUIRED_COLUMNS = tuple(dict.fromkeys((*ID_COLUMNS, *METADATA_FEATURES, *RAW_FIELDS)))
 
 
+def required_columns(features: tuple[str, ...] = METADATA_FEATURES) -> tuple[str, ...]:
+    """The columns every alerts table of a survey with these metadata ``features`` has, in order."""
+    return tuple(dict.fromkeys((*ID_COLUMNS, *features, *RAW_FIELDS)))
+
+
 class ContractError(ValueError):
     """A dataset folder or table that breaks the data contract."""
 
@@ -69,9 +80,11 @@ def config_digest(*blocks: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def validate_alerts(df: pd.DataFrame) -> pd.DataFrame:
-    """Check the contract's columns and invariants; return the table with contract dtypes."""
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+def validate_alerts(df: pd.DataFrame, features: tuple[str, ...] = METADATA_FEATURES) -> pd.DataFrame:
+    """Check the contract's columns and invariants (``features``: the survey's metadata features); return the
+    table with contract dtypes."""
+    required = required_columns(tuple(features))
+    missing = [c for c in required if c not in df.columns]
     if missing:
         raise ContractError(f"alerts table lacks column(s): {', '.join(missing)}")
     if df["alert_id"].duplicated().any():
@@ -92,10 +105,10 @@ def validate_alerts(df: pd.DataFrame) -> pd.DataFrame:
     out["label"] = out["label"].astype(np.int8)
     out["jd"] = out["jd"].astype(np.float64)
     out["fid"] = out["fid"].astype(np.int8)
-    for col in METADATA_FEATURES:
+    for col in features:
         out[col] = out[col].astype(np.float32)
     out["magpsf"] = out["magpsf"].astype(np.float32)
-    ordered = list(REQUIRED_COLUMNS) + [c for c in out.columns if c not in REQUIRED_COLUMNS]
+    ordered = list(required) + [c for c in out.columns if c not in required]
     return out[ordered].reset_index(drop=True)
 
 
@@ -249,9 +262,11 @@ def write_manifest(
     synthetic: bool,
     digest: str,
     extra: Mapping[str, Any] | None = None,
+    survey: str = "ztf",
 ) -> dict:
-    """Write ``manifest.json`` for a dataset whose alerts are ``df``."""
+    """Write ``manifest.json`` for a dataset whose alerts are ``df`` (packets of ``survey``)."""
     manifest = {
+        "survey": survey,
         "dataset": dataset,
         "source": source,
         "synthetic": bool(synthetic),
@@ -273,9 +288,11 @@ def write_manifest(
     return manifest
 
 
-def write_alerts(directory: str | os.PathLike, df: pd.DataFrame) -> pd.DataFrame:
-    """Validate and write ``alerts.parquet``; return the table as written."""
-    df = validate_alerts(df)
+def write_alerts(
+    directory: str | os.PathLike, df: pd.DataFrame, features: tuple[str, ...] = METADATA_FEATURES
+) -> pd.DataFrame:
+    """Validate and write ``alerts.parquet`` (``features``: the survey's); return the table as written."""
+    df = validate_alerts(df, features)
     write_parquet(Path(directory) / ALERTS_FILE, df)
     return df
 
@@ -303,9 +320,10 @@ def open_dataset(directory: str | os.PathLike) -> Dataset:
     alerts = pd.read_parquet(directory / ALERTS_FILE)
     images = np.load(directory / IMAGES_FILE, mmap_mode="r")
     manifest = json.loads((directory / MANIFEST_FILE).read_text())
-    if images.dtype != np.float32 or images.ndim != 4 or images.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
+    size = int((manifest.get("image_shape") or [3, IMAGE_SIZE, IMAGE_SIZE])[-1])
+    if images.dtype != np.float32 or images.ndim != 4 or images.shape[-2:] != (size, size):
         raise ContractError(
-            f"{directory / IMAGES_FILE}: expected float32 (N, C, 63, 63), got {images.dtype} {images.shape}"
+            f"{directory / IMAGES_FILE}: expected float32 (N, C, {size}, {size}), got {images.dtype} {images.shape}"
         )
     if len(alerts) != images.shape[0]:
         raise ContractError(f"{directory}: {len(alerts)} alerts but {images.shape[0]} images")

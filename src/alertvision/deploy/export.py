@@ -55,6 +55,7 @@ from alertvision.evaluation.policies import POLICIES, evaluate_policies
 from alertvision.models import model_from_payload, read_model_file
 from alertvision.models.onnx import METADATA_INPUT, TRIPLET_INPUT, model_inputs, onnx_bytes, ort_session
 from alertvision.models.runtime import score_logits
+from alertvision.surveys import get_survey
 
 log = logging.getLogger(__name__)
 
@@ -178,22 +179,25 @@ def contract(
     takes_images, takes_metadata = takes
     inputs = ([TRIPLET_INPUT] if takes_images else []) + ([METADATA_INPUT] if takes_metadata else [])
     fill = payload.get("metadata_fill")
+    features = dataset_features(manifest)
+    survey = survey_of_manifest(manifest)
+    block = survey_block(manifest)
     props = {
+        "alertvision.survey": survey.upper(),
         "alertvision.inputs": inputs,
         "alertvision.input_shapes": {
-            **({TRIPLET_INPUT: ["batch", 3, 63, 63]} if takes_images else {}),
-            **({METADATA_INPUT: ["batch", len(METADATA_FEATURES)]} if takes_metadata else {}),
+            **({TRIPLET_INPUT: ["batch", *dataset_image_shape(manifest)]} if takes_images else {}),
+            **({METADATA_INPUT: ["batch", len(features)]} if takes_metadata else {}),
         },
         "alertvision.layout": "NCHW float32",
-        "alertvision.channels": list(CHANNELS),
+        "alertvision.channels": list(CHANNELS) if survey == "ztf" else list(block["triplet"]["channels"]),
         "alertvision.triplet": "each 63x63 stamp divided by its L2 norm (the data contract's images.npy); "
         "the input transform below is inside the graph; built from a packet by alertvision.stamps",
-        "alertvision.stamps": stamp_contract(_masked_pixels(manifest)),
-        "alertvision.features": feature_contract(manifest.get("history")),
-        "alertvision.cuts": cuts_contract(manifest),
+        **_survey_rules(manifest, survey, block),
+        "alertvision.survey_block": block,
         "alertvision.policies": policies_contract(),
         "alertvision.input_norm": payload.get("input_norm"),
-        "alertvision.metadata_features": list(METADATA_FEATURES) if takes_metadata else [],
+        "alertvision.metadata_features": list(features) if takes_metadata else [],
         "alertvision.metadata_fill": {
             "policy": payload.get("arch_cfg", {}).get("metadata_fill"),
             "values": fill,
@@ -217,6 +221,53 @@ def contract(
         "alertvision.synthetic": bool(manifest.get("synthetic", False)),
     }
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in props.items()}
+
+
+def survey_of_manifest(manifest: Mapping[str, Any]) -> str:
+    """The survey a dataset's packets came from (``ztf`` where its manifest names none: it predates the key)."""
+    return str(manifest.get("survey") or "ztf").lower()
+
+
+def dataset_features(manifest: Mapping[str, Any]) -> tuple[str, ...]:
+    """The metadata feature columns of a dataset, in model order: its survey's."""
+    return tuple(manifest.get("metadata_features") or METADATA_FEATURES)
+
+
+def dataset_image_shape(manifest: Mapping[str, Any]) -> list[int]:
+    """(channels, size, size) of a dataset's images: its survey's triplet."""
+    return [int(x) for x in manifest.get("image_shape") or (3, IMAGE_SIZE, IMAGE_SIZE)]
+
+
+def survey_block(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The survey block of the contract, from the survey plugin as the dataset was built with it."""
+    survey = survey_of_manifest(manifest)
+    if survey == "ztf":
+        block = {"cuts": Cuts.from_spec(manifest.get("cuts")).spec(), "masked_pixels": _masked_pixels(manifest)}
+        return get_survey("ztf", block).survey_block()
+    return {
+        **get_survey(survey, manifest.get("survey_config") or {}).survey_block(),
+        "config": manifest.get("survey_config") or {},
+    }
+
+
+def _survey_rules(manifest: Mapping[str, Any], survey: str, block: Mapping[str, Any]) -> dict[str, Any]:
+    """``alertvision.stamps``, ``.features`` and ``.cuts``: ZTF's machine-readable rules, or another survey's
+    parts of its block."""
+    if survey == "ztf":
+        return {
+            "alertvision.stamps": stamp_contract(_masked_pixels(manifest)),
+            "alertvision.features": feature_contract(manifest.get("history")),
+            "alertvision.cuts": cuts_contract(manifest),
+        }
+    return {
+        "alertvision.stamps": block["triplet"],
+        "alertvision.features": {
+            "order": [f["name"] for f in block["metadata_features"]],
+            "definitions": block["metadata_features"],
+            "history": block["history"],
+        },
+        "alertvision.cuts": {"rules": block["cuts"], "settings": block.get("cut_settings")},
+    }
 
 
 def _masked_pixels(manifest: Mapping[str, Any]) -> str:
@@ -323,7 +374,8 @@ def export_run(
         raise ValueError(f"{split_file}: the test split is empty; nothing to check the export against")
     takes = model_inputs(model)
     images = data.images if takes[0] else None
-    metadata = data.alerts[list(METADATA_FEATURES)].to_numpy(dtype=np.float32) if takes[1] else None
+    features = dataset_features(data.manifest)
+    metadata = data.alerts[list(features)].to_numpy(dtype=np.float32) if takes[1] else None
 
     fit = fit_on_validation(model, images, metadata, data.alerts.iloc[val_rows], val_rows, settings)
     expected = torch_logits(model, images, metadata, rows)
@@ -352,7 +404,7 @@ def export_run(
 
     check_writable(out_dir.parent, "the exported model")
     clean_stale_temporaries([out_dir])  # what a killed earlier export of this folder left beside it
-    reference = _reference_table(data.alerts, images, metadata, rows, expected, n_reference, fit.calibration)
+    reference = _reference_table(data.alerts, images, metadata, rows, expected, n_reference, fit.calibration, features)
     synthetic = " (SYNTHETIC DATA)" if data.manifest.get("synthetic") else ""
     card = model_card(run_dir, payload, info, metrics, data.manifest, parity, takes, fit, ece)
     with atomic_dir(out_dir) as tmp:
@@ -386,6 +438,7 @@ def _reference_table(
     logits: np.ndarray,
     n: int,
     calibration: Calibration,
+    features: tuple[str, ...] = METADATA_FEATURES,
 ) -> pd.DataFrame:
     """The first ``n`` test alerts (by row) with their inputs (``triplet``: the (3, 63, 63) float32 array
     flattened in C order, and its sha256; the 25 features), the expected logit, score (its sigmoid) and
@@ -397,7 +450,7 @@ def _reference_table(
         out["triplet"] = [np.asarray(images[r], dtype=np.float32).ravel() for r in chosen]
         out["triplet_sha256"] = [triplet_digest(images[r]) for r in chosen]
     if metadata is not None:
-        for j, name in enumerate(METADATA_FEATURES):
+        for j, name in enumerate(features):
             out[name] = metadata[chosen, j]
     out["logit"] = logits[pick]
     out["score"] = sigmoid(logits[pick])
@@ -418,6 +471,8 @@ def model_card(
 ) -> str:
     """The model card (Markdown) of an exported run."""
     synthetic = bool(manifest.get("synthetic", False))
+    name = survey_of_manifest(manifest).upper()
+    rules = contract_section(manifest) if name == "ZTF" else survey_section(manifest)
     policies = evaluate_policies(pd.read_parquet(run_dir / "predictions.parquet"), POLICIES)
     rows = "\n".join(
         f"| {name} | {m['f1']:.3f} | {m['completeness']:.3f} | {m['purity']:.3f} | "
@@ -470,11 +525,11 @@ onnxruntime and PyTorch logits agree within {parity["max_abs_logit_diff"]:.2g} o
 {arch.get("input_size", 63)} px.
 {metadata_line}
 
-{contract_section(manifest)}
+{rules}
 
 ## Intended use and limits
-Ranking ZTF alerts for follow-up as in the Bright Transient Survey (Rehemtulla et al.). Trained on
-{"simulated" if synthetic else "ZTF"} alerts only: scores on other surveys, or on alerts outside the
+Ranking {name} alerts for follow-up as in the Bright Transient Survey (Rehemtulla et al.). Trained on
+{"simulated" if synthetic else name} alerts only: scores on other surveys, or on alerts outside the
 cuts of the training set (`alertvision.cuts`: real, positive, not a star), are not validated.
 
 ## Score a packet with onnxruntime alone
@@ -489,6 +544,23 @@ score = 1 / (1 + np.exp(-logit))                              # calibrated: see 
 flattened in C order, and its sha256; the 25 features) and the expected logit, score and calibrated
 score: feed them to `model.onnx` to check a broker's set-up, then its preprocessing against *The
 contract*.
+"""
+
+
+def survey_section(manifest: Mapping[str, Any]) -> str:
+    """The card's contract section for a survey other than ZTF: its block (``alertvision.survey_block``)."""
+    block = survey_block(manifest)
+    t = block["triplet"]
+    features = "\n".join(f"| `{f['name']}` | {f['formula']} | {f['units']} |" for f in block["metadata_features"])
+    return f"""## The contract (machine-readable in `metadata_props`: `alertvision.survey_block`)
+Survey **{block["survey"].upper()}**. Triplet: channels {", ".join(t["channels"])} from {", ".join(t["cutouts"])};
+{t["size"]}x{t["size"]} px at {t["pixel_scale"]}; orientation {t["orientation"]}; non-finite pixels: {t["nonfinite"]};
+fit: {t["fit"]}; normalisation: {t["normalisation"]}. Cuts: {"; ".join(c["keeps"] for c in block["cuts"])}.
+History: {block["history"]}.
+
+| feature | formula | units |
+|---|---|---|
+{features}
 """
 
 

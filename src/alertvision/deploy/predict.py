@@ -68,6 +68,10 @@ from alertvision.evaluation.policies import POLICIES, Policy
 from alertvision.models import load_model as load_torch_model
 from alertvision.models.onnx import METADATA_INPUT, TRIPLET_INPUT, model_inputs
 from alertvision.models.runtime import PRODUCTION_BATCH, production_session, score_logits
+from alertvision.surveys import get_survey
+from alertvision.surveys.base import FeatureError
+from alertvision.surveys.lsst.dataset import JD_MINUS_MJD, _decompressed, iter_lsst_packets
+from alertvision.surveys.lsst.features import BANDS
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,8 @@ class ExportedModel:
     trained_on: str = "unknown"  # "real", "SYNTHETIC" or "unknown" (a model.pt carries no contract)
     cuts: Cuts = BTSBOT_CUTS
     masked_pixels: str = "drop"  # the stamp rule of the export's contract (alertvision.stamps)
+    survey: str = "ztf"  # the survey whose packets it scores (alertvision.survey)
+    plugin: Any = None  # for a survey other than ZTF: its plugin, configured as the training data was
 
 
 #: The ``metadata_props`` an exported model must carry (see :func:`alertvision.deploy.export.contract`).
@@ -113,8 +119,10 @@ CONTRACT_KEYS = (
     "alertvision.thresholds",
     "alertvision.synthetic",
 )
-#: The survey the models here score (``alertvision.survey``, where an export records one).
+#: The survey of the packets when none is named (``--survey``), and of a model whose export records none.
 SURVEY = "ZTF"
+#: The surveys whose packets predict scores (``--survey``).
+SURVEYS = ("ztf", "lsst")
 
 
 def _contract(meta: Mapping[str, str], path: Path) -> dict[str, Any]:
@@ -139,12 +147,34 @@ def _contract(meta: Mapping[str, str], path: Path) -> dict[str, Any]:
     return parsed
 
 
-def _check_inputs(contract: Mapping[str, Any], session: Any, path: Path) -> tuple[bool, bool]:
-    """Which inputs the model takes, after checking the contract against the graph and this survey's inputs."""
-    survey = contract.get("alertvision.survey", SURVEY)
-    if str(survey).upper() != SURVEY:
-        raise PredictInputError(f"{path} is a model of survey {survey!r}; alertvision predict scores {SURVEY} packets")
-    expected = {TRIPLET_INPUT: [3, 63, 63], METADATA_INPUT: [len(METADATA_FEATURES)]}
+def _plugin(contract: Mapping[str, Any], survey: str, path: Path) -> Any:
+    """The survey plugin of a model of a survey other than ZTF, configured as its training data was."""
+    block = contract.get("alertvision.survey_block")
+    try:
+        return get_survey(survey, (block or {}).get("config") or {})
+    except (TypeError, ValueError) as exc:
+        raise PredictInputError(
+            f"{path}: its survey block {block} cannot configure the {survey} plugin: {exc}"
+        ) from exc
+
+
+def _check_inputs(
+    contract: Mapping[str, Any], session: Any, path: Path, survey: str = SURVEY, plugin: Any = None
+) -> tuple[bool, bool]:
+    """Which inputs the model takes, after checking the contract against the graph and the packets' survey's
+    inputs (``survey``; ``plugin``: its plugin, for a survey other than ZTF)."""
+    model_survey = contract.get("alertvision.survey", SURVEY)
+    if str(model_survey).upper() != survey.upper():
+        raise PredictInputError(
+            f"{path} is a model of survey {model_survey!r}; these are {survey.upper()} packets "
+            f"(--survey {survey.lower()}): score them with a model trained on {survey.upper()} alerts, or pass "
+            f"--survey {str(model_survey).lower()} for {str(model_survey).upper()} packets"
+        )
+    features = list(METADATA_FEATURES) if plugin is None else list(plugin.feature_names)
+    channels = list(CHANNELS) if plugin is None else list(plugin.triplet_spec.channels)
+    size = 63 if plugin is None else plugin.triplet_spec.size
+    packets = survey.upper()
+    expected = {TRIPLET_INPUT: [len(channels), size, size], METADATA_INPUT: [len(features)]}
     graph = {i.name: list(i.shape)[1:] for i in session.get_inputs()}
     declared = contract["alertvision.inputs"]
     shapes = contract["alertvision.input_shapes"]
@@ -160,31 +190,38 @@ def _check_inputs(contract: Mapping[str, Any], session: Any, path: Path) -> tupl
             raise PredictInputError(
                 f"{path}: input {name} has shape (batch, {', '.join(map(str, graph[name]))}) in the graph and "
                 f"{shapes.get(name) if isinstance(shapes, Mapping) else shapes} in its contract; "
-                f"{SURVEY} packets give (batch, {', '.join(map(str, want))})"
+                f"{packets} packets give (batch, {', '.join(map(str, want))})"
             )
-    if TRIPLET_INPUT in graph and contract["alertvision.channels"] != list(CHANNELS):
+    if TRIPLET_INPUT in graph and contract["alertvision.channels"] != channels:
         raise PredictInputError(
-            f"{path}: its channels are {contract['alertvision.channels']}, the packets give {list(CHANNELS)}"
+            f"{path}: its channels are {contract['alertvision.channels']}, the packets give {channels}"
         )
-    if METADATA_INPUT in graph and contract["alertvision.metadata_features"] != list(METADATA_FEATURES):
+    if METADATA_INPUT in graph and contract["alertvision.metadata_features"] != features:
         raise PredictInputError(
             f"{path}: its metadata features {contract['alertvision.metadata_features']} are not the "
-            f"{len(METADATA_FEATURES)} computed from {SURVEY} packets ({', '.join(METADATA_FEATURES)})"
+            f"{len(features)} computed from {packets} packets ({', '.join(features)})"
         )
     return TRIPLET_INPUT in graph, METADATA_INPUT in graph
 
 
-def load_model(path: str | os.PathLike, threads: int = 1) -> ExportedModel:
+def load_model(path: str | os.PathLike, threads: int = 1, survey: str = "ztf") -> ExportedModel:
     """The exported model at ``path``: an export folder (its model.onnx), a ``model.onnx`` or a run's
     ``model.pt`` (scored by PyTorch; no calibration: the calibrated score is the score). An ONNX file is
     checked against its alertvision contract first (:func:`_contract`): one without it, or made for other
-    inputs, is refused."""
+    inputs or for another survey than ``survey`` (the packets'), is refused."""
+    survey = str(survey).lower()
+    if survey not in SURVEYS:
+        raise PredictInputError(f"--survey {survey!r} is not one of {', '.join(SURVEYS)}")
     path = Path(path)
     if path.is_dir():
         path = path / "model.onnx"
     if not path.is_file():
         raise PredictInputError(f"model {path} not found: give an export folder, a model.onnx or a run's model.pt")
     if path.suffix == ".pt":
+        if survey != "ztf":
+            raise PredictInputError(
+                f"{path}: a model.pt carries no survey; export it to score {survey.upper()} packets"
+            )
         return _torch_model(path, threads)
 
     try:
@@ -192,7 +229,10 @@ def load_model(path: str | os.PathLike, threads: int = 1) -> ExportedModel:
     except Exception as exc:  # onnxruntime raises its own types for a file that is not a model
         raise PredictInputError(f"{path} is not an ONNX model onnxruntime can load: {exc}") from exc
     contract = _contract(session.get_modelmeta().custom_metadata_map, path)
-    takes_images, takes_metadata = _check_inputs(contract, session, path)
+    plugin = None
+    if survey != "ztf" and str(contract.get("alertvision.survey", SURVEY)).lower() == survey:
+        plugin = _plugin(contract, survey, path)
+    takes_images, takes_metadata = _check_inputs(contract, session, path, survey, plugin)
     spec = contract["alertvision.calibration"]
     try:
         if spec.get("method") not in ("none", "temperature", "isotonic"):
@@ -203,7 +243,7 @@ def load_model(path: str | os.PathLike, threads: int = 1) -> ExportedModel:
     thresholds = contract["alertvision.thresholds"]
     fill = contract["alertvision.metadata_fill"]
     try:
-        cuts = Cuts.from_spec(contract.get("alertvision.cuts"))
+        cuts = Cuts.from_spec(contract.get("alertvision.cuts") if plugin is None else None)
     except (TypeError, ValueError) as exc:
         raise PredictInputError(f"{path}: its cuts {contract.get('alertvision.cuts')} are not valid: {exc}") from exc
     if "alertvision.cuts" not in contract:
@@ -222,7 +262,11 @@ def load_model(path: str | os.PathLike, threads: int = 1) -> ExportedModel:
         fills_metadata=isinstance(fill, Mapping) and fill.get("values") is not None,
         trained_on="SYNTHETIC" if contract["alertvision.synthetic"] is True else "real",
         cuts=cuts,
-        masked_pixels=(contract.get("alertvision.stamps") or {}).get("masked_pixels", {}).get("rule", "drop"),
+        masked_pixels=(contract.get("alertvision.stamps") or {}).get("masked_pixels", {}).get("rule", "drop")
+        if plugin is None
+        else "drop",
+        survey=survey,
+        plugin=plugin,
     )
 
 
@@ -315,6 +359,76 @@ def packet_items(inputs: Sequence[str | os.PathLike], files: Sequence[Path] | No
         yield from read_packet_file(path)
 
 
+def lsst_items(plugin: Any, inputs: Sequence[str | os.PathLike], files: Sequence[Path]) -> Iterator[Any]:
+    """Packets and :class:`Skip` records of Rubin inputs as ``plugin`` reads them: files, folders, archives
+    (``files``) and ``-`` (stdin: one container stream, or one wire packet)."""
+    if any(str(item) == "-" for item in inputs):
+        yield from plugin.read(_decompressed(sys.stdin.buffer.read()), "<stdin>")
+    yield from iter_lsst_packets(plugin, list(files))
+
+
+def _add_survey(
+    batch: "_Batch",
+    packet: Any,
+    origin: str,
+    skipped: Counter,
+    model: ExportedModel,
+    seen: set,
+    cut: Counter,
+) -> bool:
+    """:func:`_add` for a survey plugin's packet (LSST): its features, its triplet, its cuts (``cut:<name>``,
+    scored and flagged), its ids; the row's objectId is the source id, jd the alert's time as a Julian date,
+    fid the band index and magpsf the PSF magnitude (see docs/lsst.md)."""
+    plugin = model.plugin
+    try:
+        aid = plugin.alert_id(packet)
+        ds = packet["diaSource"]
+        jd = float(ds["midpointMjdTai"]) + JD_MINUS_MJD
+        if not np.isfinite(jd):
+            raise BadJd(f"midpointMjdTai is {ds['midpointMjdTai']!r}")
+        features = plugin.features(packet)
+    except FeatureError as exc:
+        count_skip(skipped, "missing_field", origin, str(exc))
+        return False
+    except (TypeError, ValueError, KeyError) as exc:
+        count_skip(skipped, "bad_jd" if isinstance(exc, BadJd) else "bad_candidate", origin, f"{exc}")
+        return False
+    if aid in seen:
+        count_skip(skipped, "duplicate_alert", origin, f"alert {aid}")
+        return False
+    names = plugin.feature_names
+    if model.takes_metadata and not model.fills_metadata:
+        bad = np.flatnonzero(~np.isfinite(features))
+        if len(bad):
+            name = names[bad[0]]
+            count_skip(skipped, f"nonfinite_{name}", origin, f"alert {aid}: {name} is {features[bad[0]]}")
+            return False
+    if model.takes_images:
+        try:
+            triplet = plugin.triplet(packet)
+        except StampError as exc:
+            count_skip(skipped, f"stamp_{exc.reason}", origin, f"alert {aid}: {exc}")
+            return False
+        batch.triplets.append(triplet)
+    seen.add(aid)
+    reason = plugin.failed_cut(packet)
+    if reason is not None:
+        cut[f"cut:{reason}"] += 1
+    source = plugin.source_id(packet)
+    batch.features.append(features)
+    batch.rows.append(
+        {
+            "objectId": str(source if source is not None else 0),
+            "candid": aid,
+            "jd": jd,
+            "fid": BANDS.get(str(ds.get("band")), -1),
+            "magpsf": float(features[list(names).index("psf_mag")]),
+            "passes_cuts": reason is None,
+        }
+    )
+    return True
+
+
 @dataclass
 class _Batch:
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -390,22 +504,25 @@ def predict(
     batch_size: int = BATCH_SIZE,
     thresholds: str = "policy",
     progress: bool = True,
+    survey: str = "ztf",
 ) -> dict[str, Any]:
     """Score every packet of ``inputs`` with the model at ``model_path`` into ``out``; returns a report
     (alerts scored, skips by reason, alerts failing the cuts by reason, seconds, alerts/s). The output,
-    the inputs and the model are all checked before the first packet is read."""
+    the inputs and the model are all checked before the first packet is read. ``survey``: the packets'
+    (``ztf`` or ``lsst``, Rubin's containers or wire packets); a model of another survey is refused."""
     out = Path(out)
     fmt = check_output(out)
     files = input_files(inputs)
-    model = load_model(model_path, threads)
+    model = load_model(model_path, threads, survey)
     rules = policy_rules(model, thresholds)
     flag_columns = [f"trigger_{name}" for name in rules]
     columns = [*ALERT_COLUMNS, *SCORE_COLUMNS, *flag_columns, TRAINED_ON_COLUMN]
     if model.trained_on == "SYNTHETIC":
         log.warning(
-            "%s was trained on SYNTHETIC data (simulated alerts), not ZTF observations: its scores of real "
+            "%s was trained on SYNTHETIC data (simulated alerts), not %s observations: its scores of real "
             "packets mean nothing for science; every row of %s says %s = SYNTHETIC",
             model.source,
+            model.survey.upper(),
             out,
             TRAINED_ON_COLUMN,
         )
@@ -450,14 +567,16 @@ def predict(
         writer = _Writer(tmp, fmt)
         batch = _Batch()
         try:
-            for item in packet_items(inputs, files):
+            items = packet_items(inputs, files) if model.plugin is None else lsst_items(model.plugin, inputs, files)
+            add = _add if model.plugin is None else _add_survey
+            for item in items:
                 if isinstance(item, InputReport):
                     continue
                 if isinstance(item, Skip):
                     count_skip(skipped, item.reason, item.origin, item.detail)
                     continue
                 origin, packet = item
-                added = _add(batch, packet, origin, skipped, model, seen, cut)
+                added = add(batch, packet, origin, skipped, model, seen, cut)
                 if added and len(batch) >= batch_size:
                     if pool is None:
                         emit(*score(batch))
@@ -480,7 +599,8 @@ def predict(
         "alerts_scored": writer.rows,
         "skipped": dict(sorted(skipped.items())),
         "cut": dict(sorted(cut.items())),
-        "cuts": model.cuts.spec(),
+        "survey": model.survey,
+        "cuts": model.cuts.spec() if model.plugin is None else model.plugin.survey_block()["cut_settings"],
         "seconds": seconds,
         "alerts_per_second": writer.rows / seconds if seconds > 0 else float("nan"),
         "model": model.source,

@@ -111,6 +111,7 @@ def build_model(
     weights: ResolvedWeights | None = None,
     input_norm: Mapping[str, Any] | None = None,
     metadata_fill: Sequence[float] | None = None,
+    n_features: int | None = None,
 ) -> AlertClassifier:
     """Build a classifier from a model spec (an ``archs.<name>`` block, optionally with ``modality``)
     and the head sizes (:class:`~alertvision.settings.HeadSettings`, or a mapping with dense1, dense2
@@ -137,7 +138,12 @@ def build_model(
     if branch is None:
         raise ValueError("a multi-modal model needs the metadata branch's meta_dense1, meta_dense2 and meta_dropout")
     metadata = MetadataBranch(
-        len(METADATA_FEATURES), branch.meta_dense1, branch.meta_dense2, branch.meta_dropout, metadata_fill, activation
+        n_features or len(METADATA_FEATURES),
+        branch.meta_dense1,
+        branch.meta_dense2,
+        branch.meta_dropout,
+        metadata_fill,
+        activation,
     )
     fused = metadata.out_features + (backbone.num_features if backbone is not None else 0)
     if backbone is None and arch_cfg.get("head", "mlp") == "um_nn":

@@ -50,7 +50,7 @@ def onnx_bytes(model: nn.Module) -> bytes:
         example.append(torch.zeros(2, 3, 63, 63))
         names.append(TRIPLET_INPUT)
     if takes_metadata:
-        example.append(torch.zeros(2, len(METADATA_FEATURES)))
+        example.append(torch.zeros(2, int(getattr(model.metadata, "n_features", len(METADATA_FEATURES)))))
         names.append(METADATA_INPUT)
     axes = {name: {0: "batch"} for name in [*names, OUTPUT]}
     legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}

@@ -431,13 +431,21 @@ def predict(
     batch_size: int = 256,
     thresholds: str = "policy",
     progress: bool = True,
+    survey: str = "ztf",
 ) -> dict:
     """Score real alert packets (files, folders, tar archives, ``-`` for stdin) with an exported model into
     a Parquet or CSV file (see :mod:`alertvision.deploy.predict`)."""
     from alertvision.deploy.predict import predict as score_packets  # deferred: torch is heavy
 
     return score_packets(
-        inputs, model, out, threads=threads, batch_size=batch_size, thresholds=thresholds, progress=progress
+        inputs,
+        model,
+        out,
+        threads=threads,
+        batch_size=batch_size,
+        thresholds=thresholds,
+        progress=progress,
+        survey=survey,
     )
 
 

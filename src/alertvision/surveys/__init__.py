@@ -8,13 +8,31 @@ from typing import Any, Mapping
 from alertvision.surveys.base import Survey
 
 #: survey key -> "module:class"; a new survey is one module and a line here
-SURVEYS: dict[str, str] = {"lsst": "alertvision.surveys.lsst:LsstSurvey"}
+SURVEYS: dict[str, str] = {
+    "ztf": "alertvision.surveys.ztf:ZtfSurvey",
+    "lsst": "alertvision.surveys.lsst:LsstSurvey",
+}
+#: the survey of a config without data.survey, and of a model whose export names none
+DEFAULT_SURVEY = "ztf"
 
 
 def get_survey(name: str, block: Mapping[str, Any] | None = None) -> Survey:
     """The plugin of survey ``name`` configured from its config block (None: its defaults)."""
-    if name not in SURVEYS:
-        raise ValueError(f"survey {name!r} is not one of {', '.join(sorted(SURVEYS))}")
-    module, cls = SURVEYS[name].split(":")
+    key = str(name).lower()
+    if key not in SURVEYS:
+        raise ValueError(f"survey {name!r} is not one of {', '.join(sorted(SURVEYS))} (config key data.survey)")
+    module, cls = SURVEYS[key].split(":")
     plugin: type[Survey] = getattr(import_module(module), cls)
     return plugin.from_config(block or {})
+
+
+def survey_of_config(config: Mapping[str, Any]) -> Survey:
+    """The plugin ``data.survey`` selects (default ztf), configured from the config: ZTF from ``data.cuts`` and
+    ``data.masked_pixels``, LSST from ``data.lsst``."""
+    data = config.get("data") or {}
+    name = str(data.get("survey") or DEFAULT_SURVEY).lower()
+    if name == "ztf":
+        block = {k: data[k] for k in ("cuts", "masked_pixels") if data.get(k) is not None}
+    else:
+        block = dict(data.get(name) or {})
+    return get_survey(name, block)

@@ -11,10 +11,10 @@ The generic loop :meth:`Survey.process` turns a stream of packets into model inp
 packet that does not become one under a reason, as the ZTF ingest does (``stamp_<reason>`` for a
 cutout, ``cut:<name>`` for a cut, the decoder's reasons for a packet that cannot be read).
 
-A plugin wraps existing functions: the ZTF one would map :meth:`Survey.read` to
+A plugin wraps existing functions: the ZTF one (:mod:`alertvision.surveys.ztf`) maps :meth:`Survey.read` to
 ``data.ingest.avro.read_avro``, :meth:`Survey.triplet` to ``data.triplet.triplet_from_alert``,
 :meth:`Survey.features` to ``data.ingest.packets.packet_features``, :meth:`Survey.failed_cut` to
-``data.features.passes_cuts`` and :attr:`Survey.feature_defs` to ``data.features.METADATA_FEATURES``
+``data.features.Cuts.reason`` and :attr:`Survey.feature_defs` to ``data.features.METADATA_FEATURES``
 with their definitions.
 """
 

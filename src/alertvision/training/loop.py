@@ -333,6 +333,7 @@ def _run_metrics(
         "input_norm": model.input_norm.spec() if run.images is not None else None,
         "metadata_fill": arch_cfg.get("metadata_fill") if run.metadata is not None else None,
         "synthetic": run.data.synthetic,
+        "survey": str(run.data.manifest.get("survey") or "ztf"),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": int(settings.threads),
         "bf16": precision.bf16,

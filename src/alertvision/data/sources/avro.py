@@ -11,6 +11,11 @@ from alertvision.schema import ConfigError
 
 
 def ingest(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool) -> dict:
+    """ZTF packets through the packet ingest; ``data.survey: lsst``, Rubin packets through the LSST plugin."""
+    if str(config["data"].get("survey") or "ztf").lower() != "ztf":
+        from alertvision.surveys.lsst.dataset import ingest_lsst_avro  # deferred: pandas is heavy
+
+        return ingest_lsst_avro(config, out_dir, progress=progress)
     from alertvision.data.ingest.avro import ingest_avro  # deferred: pandas is heavy
 
     return ingest_avro(config, out_dir, progress=progress)
