@@ -245,6 +245,7 @@ def train(
         log.info("hyperparameters from %s: %s", best_yaml, best)
     weights = weights_from_folder(weights_dir, weight_id)
     args = _checkpoint_args(checkpoints)
+    min_epoch_s = (checkpoints or {}).get("min_epoch_seconds")
     with _stop_signals_for_job(args):
         return train_run(
             dataset_dir,
@@ -256,6 +257,7 @@ def train(
             weights=weights,
             run_info=run_info,
             progress=progress,
+            min_epoch_s=None if min_epoch_s is None else float(min_epoch_s),
             **args,
         )
 

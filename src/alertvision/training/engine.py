@@ -12,10 +12,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Iterator, Mapping
+from typing import Any, Callable, ContextManager, Mapping
 
 import numpy as np
 import torch
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from alertvision.training.checkpoint import Checkpointer, random_states, set_random_states
 from alertvision.training.data import Batches, to_device
+from alertvision.training.signals import PREEMPTED_EXIT, STOP_SIGNALS, Preempted, stop_signals  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ def fit(
     skip_below: int = 1,
     checkpoint: Checkpointer | None = None,
     checkpoint_every_s: float | None = None,
+    min_epoch_s: float | None = None,
     name: str = "train",
     progress: bool = True,
 ) -> FitResult:
@@ -129,6 +130,8 @@ def fit(
     one) is saved there, a saved state of the same run is resumed from (see
     :mod:`alertvision.training.checkpoint`), and SIGTERM or SIGUSR1 save the state at the end of the
     current step and stop the run with :class:`Preempted` (exit status 75).
+    ``min_epoch_s`` paces the training steps so that each epoch takes at least that long (the results do
+    not change): it stretches a short run past a cluster's time limit to rehearse the checkpoints.
     """
     if start_from_epoch >= epochs > 0:
         log.warning(
@@ -204,6 +207,7 @@ def fit(
                 pause,
                 checkpoint_every_s,
                 signalled,
+                min_epoch_s,
             )
             resume_at = None
             if schedule_per_epoch:
@@ -243,59 +247,6 @@ def fit(
     return result
 
 
-class Preempted(SystemExit):
-    """The run stopped on a signal (SLURM's warning before the time limit, SIGTERM on preemption) after
-    writing its checkpoint; the process exits with :data:`PREEMPTED_EXIT` and a rerun resumes."""
-
-    def __init__(self, signum: int):
-        super().__init__(PREEMPTED_EXIT)
-        self.signum = signum
-
-
-#: the exit status of a run stopped by a signal after its checkpoint (EX_TEMPFAIL: try again later)
-PREEMPTED_EXIT = 75
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-
-
-#: the list the outermost active :func:`stop_signals` block records into (None: no block is active)
-_recording: list[int] | None = None
-
-
-@contextlib.contextmanager
-def stop_signals(enabled: bool = True) -> Iterator[list[int]]:
-    """While the block runs, SIGTERM and SIGUSR1 are recorded in the list it yields instead of killing
-    the process (main thread only; elsewhere, or when not ``enabled``, nothing changes).
-
-    Blocks nest: an inner block yields the outer block's list. A training job holds one block from
-    before it reads its data until its outputs are written, so a signal that arrives outside the
-    epoch loop is not lost (the loop stops at its next step) and one that arrives after the last
-    epoch lets the outputs be written instead of discarding a finished run.
-    """
-    global _recording
-    if _recording is not None:
-        yield _recording
-        return
-    received: list[int] = []
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-    before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
-
-    def record(signum, frame):
-        log.warning("received %s: the run stops at its next checkpoint", signal.Signals(signum).name)
-        received.append(signum)
-
-    for s in STOP_SIGNALS:
-        signal.signal(s, record)
-    _recording = received
-    try:
-        yield received
-    finally:
-        _recording = None
-        for s, handler in before.items():
-            signal.signal(s, handler)
-
-
 def _train_epoch(
     model: nn.Module,
     batches: Batches,
@@ -310,12 +261,15 @@ def _train_epoch(
     pause: Callable[[int, tuple[float, int], torch.Tensor], None] | None = None,
     every_s: float | None = None,
     signalled: list[int] | None = None,
+    min_epoch_s: float | None = None,
 ) -> float:
     """One pass over ``batches``; the mean training loss per row.
 
     ``resume_at`` (a checkpoint written inside this epoch) replays the epoch's batch order and
     augmentation up to its step without training, then goes on from the saved state. ``pause`` saves
-    such a checkpoint: every ``every_s`` seconds, and at once when a stop signal arrived.
+    such a checkpoint: every ``every_s`` seconds, and at once when a stop signal arrived. With
+    ``min_epoch_s`` the steps are paced at its share per step (a step that finishes early waits, unless a
+    stop signal arrived), so that an epoch takes at least that long, resumed or not.
     """
     model.train()
     total, n, first = 0.0, 0, 0
@@ -323,7 +277,7 @@ def _train_epoch(
         batches.generator.set_state(resume_at["epoch_rng"])
         (total, n), first = resume_at["totals"], resume_at["step"]
     epoch_rng = batches.generator.get_state()
-    last_save = time.monotonic()
+    last_save = paced_from = time.monotonic()
     for step, (x, y, _) in enumerate(batches, start=1):
         if step <= first:  # replayed: the batches' own generator redraws order and augmentation; the global
             continue  # random states (dropout) were put back by fit as they were at the save
@@ -340,6 +294,10 @@ def _train_epoch(
                 scheduler.step()
             total += loss.item() * len(y)
             n += len(y)
+        if min_epoch_s and not signalled:
+            wait = paced_from + min_epoch_s * (step - first) / len(batches) - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
         if pause is not None and (signalled or (every_s and time.monotonic() - last_save >= every_s)):
             pause(step, (total, n), epoch_rng)
             last_save = time.monotonic()

@@ -79,6 +79,7 @@ def train_run(
     checkpoint: bool = True,
     keep_checkpoint: bool = False,
     checkpoint_every_s: float | None = None,
+    min_epoch_s: float | None = None,
 ) -> dict[str, Any]:
     """Train one model and write its run folder; returns the metrics.
 
@@ -93,7 +94,8 @@ def train_run(
     from a checkpoint of the same parameters and inputs (also saved every ``checkpoint_every_s``
     within an epoch, and at once on SIGTERM or SIGUSR1, which then end the run with
     :class:`~alertvision.training.engine.Preempted`); the file goes when the outputs are written,
-    unless ``keep_checkpoint``.
+    unless ``keep_checkpoint``. ``min_epoch_s`` makes each epoch last at least that long (see
+    :func:`~alertvision.training.engine.fit`).
     """
     # --- set-up ----------------------------------------------------------------------------------
     started = time.time()
@@ -199,6 +201,7 @@ def train_run(
         on_epoch=on_epoch,
         checkpoint=checkpointer,
         checkpoint_every_s=checkpoint_every_s,
+        min_epoch_s=min_epoch_s,
         progress=progress,
     )
     history, best = fitted.history, fitted.best
