@@ -7,7 +7,6 @@ import ast
 import json
 import os
 import signal
-import threading
 from pathlib import Path
 
 import pandas as pd
@@ -15,13 +14,32 @@ import pytest
 import torch
 
 from alertvision.config import model_spec, training_params
+from alertvision.training import engine
 from alertvision.training.checkpoint import CHECKPOINT_NAME
 from alertvision.training.loop import train_run
 from alertvision.training.signals import PREEMPTED_EXIT, stop_signals
 
 REPO = Path(__file__).resolve().parents[2]
-#: two paced epochs of at least a second each
-EPOCHS, EPOCH_S = 2, 1.0
+EPOCHS, EPOCH_S = 3, 7.0
+
+
+class VirtualClock:
+    """The training engine's clock, where time passes only when the engine waits: pacing is checked without
+    waiting and without timing anything. ``signal_at`` sends SIGUSR1 to this process during that wait."""
+
+    def __init__(self, signal_at: int | None = None):
+        self.now, self.waits, self.signal_at = 1000.0, [], signal_at
+
+    def monotonic(self) -> float:
+        return self.now
+
+    time = monotonic
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+        if len(self.waits) == self.signal_at:
+            os.kill(os.getpid(), signal.SIGUSR1)
 
 
 def _run(tiny_datasets, split_file, out: Path, **extra) -> dict:
@@ -39,6 +57,16 @@ def _run(tiny_datasets, split_file, out: Path, **extra) -> dict:
     )
 
 
+def _assert_same_outputs(a: Path, b: Path) -> pd.DataFrame:
+    """Runs ``a`` and ``b`` wrote the same history, metrics, predictions and weights, timings aside; b's history."""
+    (ha, ma, pa, sa), (hb, mb, pb, sb) = _outputs(a), _outputs(b)
+    pd.testing.assert_frame_equal(ha.drop(columns="seconds"), hb.drop(columns="seconds"), check_exact=True)
+    assert ma == mb
+    pd.testing.assert_frame_equal(pa, pb, check_exact=True)
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    return hb
+
+
 def _outputs(folder: Path) -> tuple:
     history = pd.read_csv(folder / "history.csv")
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -48,31 +76,47 @@ def _outputs(folder: Path) -> tuple:
     return history, metrics, predictions, state
 
 
-def test_a_paced_run_outlasts_its_floor_is_stopped_by_a_signal_and_resumes_to_the_unpaced_outputs(
-    tiny_datasets, split_file, tmp_path
-):
-    """A signal sent half a second after a paced run starts always finds it training (its epochs cannot end
-    sooner than EPOCHS * EPOCH_S on any machine): it saves and exits 75, the rerun resumes, and the outputs are
-    those of an unpaced, unsignalled run; only the durations differ."""
+@pytest.fixture
+def unpaced(tiny_datasets, split_file, tmp_path) -> Path:
     _run(tiny_datasets, split_file, tmp_path / "unpaced")
-    paced = tmp_path / "paced"
-    warning = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGUSR1))
-    with stop_signals() as signalled, pytest.raises(SystemExit) as stopped:
-        warning.start()
-        _run(tiny_datasets, split_file, paced, min_epoch_s=EPOCH_S)
-    warning.join()
-    assert (stopped.value.code, signalled) == (PREEMPTED_EXIT, [signal.SIGUSR1])
-    assert torch.load(paced / CHECKPOINT_NAME, weights_only=False)["signal"] == "SIGUSR1"
-    assert not (paced / "metrics.json").exists()
+    return tmp_path / "unpaced"
 
+
+def test_paced_epochs_last_their_floor_whatever_the_machine_and_change_no_result(
+    tiny_datasets, split_file, tmp_path, monkeypatch, unpaced
+):
+    """Each step waits for its share of min_epoch_s (training takes no time on the virtual clock, as on an
+    infinitely fast machine): every epoch lasts the floor, and the outputs are those of an unpaced run."""
+    clock = VirtualClock()
+    monkeypatch.setattr(engine, "time", clock)
+    _run(tiny_datasets, split_file, tmp_path / "paced", min_epoch_s=EPOCH_S)
+    steps = len(clock.waits) // EPOCHS
+    assert len(clock.waits) == EPOCHS * steps and clock.waits == pytest.approx([EPOCH_S / steps] * len(clock.waits))
+    history = _assert_same_outputs(unpaced, tmp_path / "paced")
+    assert list(history["seconds"]) == pytest.approx([EPOCH_S] * EPOCHS)
+
+
+def test_a_signal_during_a_paced_epoch_stops_it_at_once_and_the_resumed_run_is_paced_for_what_is_left(
+    tiny_datasets, split_file, tmp_path, monkeypatch, unpaced
+):
+    """SLURM's warning during a wait of the second epoch: no further wait, the run saves after that step and
+    exits 75; the rerun paces the rest of that epoch for the steps left only, and ends as an unpaced run."""
+    paced = tmp_path / "paced"
+    monkeypatch.setattr(engine, "time", VirtualClock())
+    _run(tiny_datasets, split_file, tmp_path / "count", min_epoch_s=EPOCH_S)
+    steps = len(engine.time.waits) // EPOCHS
+    clock = VirtualClock(signal_at=steps + 3)  # during the wait after the 3rd step of epoch 2
+    monkeypatch.setattr(engine, "time", clock)
+    with stop_signals() as signalled, pytest.raises(SystemExit) as stopped:
+        _run(tiny_datasets, split_file, paced, min_epoch_s=EPOCH_S)
+    assert (stopped.value.code, signalled, len(clock.waits)) == (PREEMPTED_EXIT, [signal.SIGUSR1], steps + 3)
+    state = torch.load(paced / CHECKPOINT_NAME, weights_only=False)
+    assert (state["epoch"], state["within"]["step"], state["signal"]) == (1, 3, "SIGUSR1")
+
+    monkeypatch.setattr(engine, "time", VirtualClock())
     _run(tiny_datasets, split_file, paced, min_epoch_s=EPOCH_S)
-    (ha, ma, pa, sa), (hb, mb, pb, sb) = _outputs(tmp_path / "unpaced"), _outputs(paced)
-    pd.testing.assert_frame_equal(ha.drop(columns="seconds"), hb.drop(columns="seconds"), check_exact=True)
-    assert ma == mb
-    pd.testing.assert_frame_equal(pa, pb, check_exact=True)
-    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-    # a floor: waits only lengthen an epoch, whatever the machine (the resumed one is paced from where it resumed)
-    assert (hb["seconds"].iloc[1:] >= EPOCH_S).all(), hb
+    history = _assert_same_outputs(unpaced, paced)
+    assert list(history["seconds"]) == pytest.approx([EPOCH_S, EPOCH_S * (steps - 3) / steps, EPOCH_S])
 
 
 def test_the_train_script_records_stop_signals_before_any_other_import():

@@ -205,18 +205,18 @@ def test_a_training_job_signalled_on_slurm_resumes_after_resubmission(
 
 
 #: the time-limit test's limit (minutes) and README's warning setting, scaled to it: SLURM sends the warning
-#: at one of its 30 s limit checks, up to 30 s earlier than asked: under -t 3 with @90, 60-90 s after the job
-#: starts, when its start-up (10-25 s on an idle machine, 35-45 s on a loaded one) is over. Under -t 2 with
-#: @60 (30-60 s) a loaded machine's jobs were warned while starting up and trained one step each; under -t 1
-#: with @40 (0-30 s) the warning came during start-up or after a short job had finished
-TIME_LIMIT_MINUTES, WARNING_S = 3, 90
+#: at one of its 30 s limit checks, early (up to a minute, its documentation says): under -t 4 with @120,
+#: 90-120 s after the job starts, after its start-up (10-25 s on an idle machine, up to 55 s on a loaded
+#: one). Under -t 2 with @60 (30-60 s) a loaded machine's jobs were warned while starting up and trained a
+#: few steps each; under -t 1 with @40 (0-30 s) the warning came during start-up or after a short job ended
+TIME_LIMIT_MINUTES, WARNING_S = 4, 120
 #: the time-limit test's training: PACED_EPOCHS epochs of at least PACED_EPOCH_S seconds each (paced by
-#: `checkpoints.min_epoch_seconds`, which changes no result): 120 s however fast or idle the machine, so the
-#: first job still trains at the latest warning (90 s after it starts, start-up included) and a limit check
+#: `checkpoints.min_epoch_seconds`, which changes no result): 150 s however fast or idle the machine, so the
+#: first job still trains at the latest warning (120 s after it starts, start-up included) and a limit check
 #: later: it is always warned; a slow or loaded machine only makes the epochs longer
-PACED_EPOCHS, PACED_EPOCH_S = 8, 15
-#: each job trains for its 60-90 s less its start-up: 2-3 jobs on an idle machine, more on a loaded one
-#: (a job whose start-up outlasts the warning still trains a step before it saves and exits)
+PACED_EPOCHS, PACED_EPOCH_S = 10, 15
+#: each job trains for its 90-120 s less its start-up: 2 jobs on an idle machine, more on a loaded one (a
+#: job whose start-up outlasts the warning still trains a step before it saves and exits)
 TIME_LIMIT_RETRIES = 20
 
 
@@ -225,8 +225,8 @@ def test_a_training_job_longer_than_its_time_limit_finishes_after_resubmissions(
     slurm_cluster: SlurmCluster,  # noqa: F811
     tmp_path: Path,
 ):
-    """Time limits: a train job paced to 120 s of training under a 3-minute limit, with README's
-    `--signal=USR1@...` setting (here 90 s before the limit); SLURM warns it, it checkpoints and exits, Snakemake
+    """Time limits: a train job paced to 150 s of training under a 4-minute limit, with README's
+    `--signal=USR1@...` setting (here 120 s before the limit); SLURM warns it, it checkpoints and exits, Snakemake
     resubmits it and it resumes until done: the outputs equal those of a local run without a limit or pacing."""
 
     config = _small_config()
