@@ -1,5 +1,5 @@
-"""Paced epochs (`checkpoints.min_epoch_seconds`) and the train script's early stop-signal handlers: what makes
-the SLURM time-limit test hold on a fast or idle machine as on a slow or loaded one."""
+"""Paced epochs (`checkpoints.min_epoch_seconds`) and the train script's stop-signal handlers, from its first
+line until it exits: what makes the SLURM time-limit test hold on a fast or idle machine as on a loaded one."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import ast
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -119,15 +121,37 @@ def test_a_signal_during_a_paced_epoch_stops_it_at_once_and_the_resumed_run_is_p
     assert list(history["seconds"]) == pytest.approx([EPOCH_S, EPOCH_S * (steps - 3) / steps, EPOCH_S])
 
 
+#: a job's script: the handlers first, a warning during start-up, heavy imports, a warning at exit
+SCRIPT = """
+import atexit, os, signal, sys
+from alertvision.training.signals import record_stop_signals_until_exit
+received = record_stop_signals_until_exit(sys.argv[1] == "on")
+os.kill(os.getpid(), signal.SIGUSR1)
+import torch
+atexit.register(os.kill, os.getpid(), signal.SIGUSR1)  # while the interpreter shuts down
+print(received, flush=True)
+"""
+
+
+@pytest.mark.parametrize("checkpoints", ["on", "off"])
+def test_stop_signals_recorded_until_exit_neither_kill_a_starting_nor_a_finished_job(checkpoints):
+    """Recorded from the script's first line until the process exits: a warning during the imports and one
+    as the interpreter shuts down (after the outputs are written) are noted; with checkpoints off the
+    warning kills the process as before (nothing would save the run)."""
+    child = subprocess.run([sys.executable, "-c", SCRIPT, checkpoints], capture_output=True, text=True, timeout=300)
+    if checkpoints == "on":
+        assert (child.returncode, child.stdout) == (0, f"[{signal.SIGUSR1.value}]\n"), child.stderr[-2000:]
+    else:
+        assert child.returncode == -signal.SIGUSR1, child.stderr[-2000:]
+
+
 def test_the_train_script_records_stop_signals_before_any_other_import():
-    """workflow/scripts/train.py: the stop-signal block is its first statement after one light import, and
-    everything else (the heavy imports, the run) is inside it, so a warning during start-up is recorded."""
+    """workflow/scripts/train.py installs the handlers (as the config's checkpoints say) before any other
+    import: its first import and first call."""
     tree = ast.parse((REPO / "workflow" / "scripts" / "train.py").read_text())
     body = [node for node in tree.body if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
-    first, block = body[0], body[1]
+    first, call = body[0], body[1]
     assert isinstance(first, ast.ImportFrom) and first.module == "alertvision.training.signals", ast.dump(first)
-    assert len(body) == 2 and isinstance(block, ast.With), [type(node).__name__ for node in body]
-    call = block.items[0].context_expr
-    assert isinstance(call, ast.Call) and getattr(call.func, "id", None) == "stop_signals"
-    assert "checkpoints" in ast.unparse(call)  # enabled as the config's checkpoints are
-    assert any(isinstance(node, ast.ImportFrom) and node.module == "alertvision.study.steps" for node in block.body)
+    assert isinstance(call, ast.Expr) and isinstance(call.value, ast.Call), ast.dump(call)
+    assert getattr(call.value.func, "id", None) == "record_stop_signals_until_exit"
+    assert "checkpoints" in ast.unparse(call)  # on as the config's checkpoints are

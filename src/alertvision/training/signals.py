@@ -30,8 +30,21 @@ PREEMPTED_EXIT = 75
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
-#: the list the outermost active :func:`stop_signals` block records into (None: no block is active)
+#: the list the outermost active :func:`stop_signals` block, or :func:`record_stop_signals_until_exit`,
+#: records into (None: neither is active)
 _recording: list[int] | None = None
+
+
+def _record_into(received: list[int]) -> None:
+    global _recording
+
+    def record(signum, frame):
+        log.warning("received %s: the run stops at its next checkpoint", signal.Signals(signum).name)
+        received.append(signum)
+
+    for s in STOP_SIGNALS:
+        signal.signal(s, record)
+    _recording = received
 
 
 @contextlib.contextmanager
@@ -39,10 +52,11 @@ def stop_signals(enabled: bool = True) -> Iterator[list[int]]:
     """While the block runs, SIGTERM and SIGUSR1 are recorded in the list it yields instead of killing
     the process (main thread only; elsewhere, or when not ``enabled``, nothing changes).
 
-    Blocks nest: an inner block yields the outer block's list. A training job holds one block from
-    the first line of its script (before its imports) until its outputs are written, so a signal that
-    arrives outside the epoch loop is not lost (the loop stops at its next step) and one that arrives
-    after the last epoch lets the outputs be written instead of discarding a finished run.
+    Blocks nest: an inner block yields the outer block's list (or that of
+    :func:`record_stop_signals_until_exit`). A training run holds one block from before it reads its data
+    until its outputs are written, so a signal that arrives outside the epoch loop is not lost (the loop
+    stops at its next step) and one that arrives after the last epoch lets the outputs be written instead
+    of discarding a finished run.
     """
     global _recording
     if _recording is not None:
@@ -53,17 +67,28 @@ def stop_signals(enabled: bool = True) -> Iterator[list[int]]:
         yield received
         return
     before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
-
-    def record(signum, frame):
-        log.warning("received %s: the run stops at its next checkpoint", signal.Signals(signum).name)
-        received.append(signum)
-
-    for s in STOP_SIGNALS:
-        signal.signal(s, record)
-    _recording = received
+    _record_into(received)
     try:
         yield received
     finally:
         _recording = None
         for s, handler in before.items():
             signal.signal(s, handler)
+
+
+def record_stop_signals_until_exit(enabled: bool = True) -> list[int]:
+    """What a training job's script does first: SIGTERM and SIGUSR1 recorded (as in :func:`stop_signals`)
+    from now until the process exits; the list they are recorded in (main thread only; elsewhere, or when
+    not ``enabled``, nothing changes and the list stays empty).
+
+    Installed before the script's imports, a warning while the job starts up stops the run after its first
+    step instead of killing the process; kept until the process exits, a warning after the outputs are
+    written (while the interpreter shuts down) cannot kill a finished job, which Snakemake would then
+    fail and delete (the checkpoint already gone, the retry would start again from the first epoch).
+    """
+    if _recording is not None:
+        return _recording
+    received: list[int] = []
+    if enabled and threading.current_thread() is threading.main_thread():
+        _record_into(received)
+    return received
