@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -33,4 +34,7 @@ def outlive_time_limit_warning() -> bool:
         )
 
     signal.signal(WARNING_SIGNAL, note)
+    # ignored from the exit hooks on: Python puts the default action (death) back for its handlers as it shuts
+    # down, and a warning then killed a job that had just finished (Snakemake failed it and deleted its outputs)
+    atexit.register(signal.signal, WARNING_SIGNAL, signal.SIG_IGN)
     return True

@@ -155,3 +155,23 @@ def test_the_train_script_records_stop_signals_before_any_other_import():
     assert isinstance(call, ast.Expr) and isinstance(call.value, ast.Call), ast.dump(call)
     assert getattr(call.value.func, "id", None) == "record_stop_signals_until_exit"
     assert "checkpoints" in ast.unparse(call)  # on as the config's checkpoints are
+
+
+EXIT_HOOKS = """
+import atexit, os, signal, sys
+os.environ["SLURM_JOB_ID"] = "1"
+from alertvision.slurm import outlive_time_limit_warning
+from alertvision.training.signals import record_stop_signals_until_exit
+assert outlive_time_limit_warning()
+record_stop_signals_until_exit()
+atexit._run_exitfuncs()
+print([signal.getsignal(s) == signal.SIG_IGN for s in (signal.SIGTERM, signal.SIGUSR1)], flush=True)
+"""
+
+
+def test_stop_signals_are_ignored_from_the_exit_hooks_on():
+    """Python puts the default action back for its handlers as it shuts down, after the exit hooks: a job's
+    Snakemake and its training script ignore the stop signals from their exit hooks on, so a warning as a
+    finished job exits cannot kill it."""
+    child = subprocess.run([sys.executable, "-c", EXIT_HOOKS], capture_output=True, text=True, timeout=300)
+    assert (child.returncode, child.stdout) == (0, "[True, True]\n"), child.stderr[-2000:]

@@ -7,6 +7,7 @@ warning that arrives while the job starts up is recorded, not fatal.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import signal
@@ -82,13 +83,22 @@ def record_stop_signals_until_exit(enabled: bool = True) -> list[int]:
     not ``enabled``, nothing changes and the list stays empty).
 
     Installed before the script's imports, a warning while the job starts up stops the run after its first
-    step instead of killing the process; kept until the process exits, a warning after the outputs are
-    written (while the interpreter shuts down) cannot kill a finished job, which Snakemake would then
-    fail and delete (the checkpoint already gone, the retry would start again from the first epoch).
+    step instead of killing the process; kept until the process exits (ignored from its exit hooks on), a
+    warning after the outputs are written (while the interpreter shuts down) cannot kill a finished job,
+    which Snakemake would then fail and delete (the checkpoint already gone, the retry would start again
+    from the first epoch).
     """
     if _recording is not None:
         return _recording
     received: list[int] = []
     if enabled and threading.current_thread() is threading.main_thread():
         _record_into(received)
+        # Python puts the default action (death) back for its handlers as it shuts down, after the exit hooks
+        atexit.register(ignore_stop_signals)
     return received
+
+
+def ignore_stop_signals() -> None:
+    """SIGTERM and SIGUSR1 ignored from now on: what a finished job does as it exits."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
