@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-#: the signal README asks SLURM to send before a time limit (`--signal=USR1@...`)
+#: the signal the docs (docs/when-jobs-die.md) ask SLURM to send before a time limit (`--signal=USR1@...`)
 WARNING_SIGNAL = signal.SIGUSR1
 
 

@@ -204,9 +204,9 @@ def test_a_training_job_signalled_on_slurm_resumes_after_resubmission(
     assert not checkpoint.exists()
 
 
-#: the time-limit test's limit (minutes) and README's warning setting, scaled to it: SLURM sends the warning
-#: at one of its 30 s limit checks, early (up to a minute, its documentation says): under -t 4 with @120,
-#: 90-120 s after the job starts, after its start-up (10-25 s on an idle machine, up to 55 s on a loaded
+#: the time-limit test's limit (minutes) and the warning setting of docs/when-jobs-die.md, scaled to it: SLURM
+#: sends the warning at one of its 30 s limit checks, early (up to a minute, its documentation says): under
+#: -t 4 with @120, 90-120 s after the job starts, after its start-up (10-25 s on an idle machine, up to 55 s on a loaded
 #: one). Under -t 2 with @60 (30-60 s) a loaded machine's jobs were warned while starting up and trained a
 #: few steps each; under -t 1 with @40 (0-30 s) the warning came during start-up or after a short job ended
 TIME_LIMIT_MINUTES, WARNING_S = 4, 120
@@ -225,7 +225,7 @@ def test_a_training_job_longer_than_its_time_limit_finishes_after_resubmissions(
     slurm_cluster: SlurmCluster,  # noqa: F811
     tmp_path: Path,
 ):
-    """Time limits: a train job paced to 150 s of training under a 4-minute limit, with README's
+    """Time limits: a train job paced to 150 s of training under a 4-minute limit, with the docs'
     `--signal=USR1@...` setting (here 120 s before the limit); SLURM warns it, it checkpoints and exits, Snakemake
     resubmits it and it resumes until done: the outputs equal those of a local run without a limit or pacing."""
 
@@ -236,7 +236,7 @@ def test_a_training_job_longer_than_its_time_limit_finishes_after_resubmissions(
     _write_config(reference, config)
     _write_config(workdir, {**config, "checkpoints": {"min_epoch_seconds": PACED_EPOCH_S}})
     profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
-    # README's setting for profiles/slurm, scaled to the limit
+    # the docs' setting for profiles/slurm (docs/when-jobs-die.md), scaled to the limit
     profile["set-resources"]["train"]["slurm_extra"] = f"'--signal=USR1@{WARNING_S}'"
     profile["retries"] = TIME_LIMIT_RETRIES
     (tmp_path / "profile").mkdir()
