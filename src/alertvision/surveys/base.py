@@ -160,19 +160,14 @@ class Survey(ABC):
         :class:`StampError` for a cutout that cannot become one."""
 
     # -- metadata features -----------------------------------------------------------------------
-    @property
-    @abstractmethod
-    def feature_defs(self) -> tuple[FeatureDef, ...]:
-        """The metadata features in model input order, with their definitions."""
+    #: the metadata features in model input order, with their definitions
+    feature_defs: ClassVar[tuple[FeatureDef, ...]]
+    #: which earlier detections a feature may use (no look-ahead)
+    history: ClassVar[str]
 
     @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.feature_defs)
-
-    @property
-    @abstractmethod
-    def history(self) -> str:
-        """Which earlier detections a feature may use (no look-ahead)."""
 
     @abstractmethod
     def features(self, packet: Packet) -> np.ndarray:

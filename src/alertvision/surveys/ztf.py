@@ -57,6 +57,8 @@ class ZtfSurvey(Survey):
     """ZTF alerts: the cuts of ``data.cuts`` and the masked-pixel rule of ``data.masked_pixels``."""
 
     name: ClassVar[str] = "ztf"
+    feature_defs: ClassVar[tuple[FeatureDef, ...]] = FEATURE_DEFS
+    history: ClassVar[str] = HISTORY
     cuts: Cuts = BTSBOT_CUTS
     masked_pixels: str = "drop"
 
@@ -110,14 +112,6 @@ class ZtfSurvey(Survey):
 
     def triplet(self, packet: Packet) -> np.ndarray:
         return triplet_from_alert(packet, self.masked_pixels)
-
-    @property
-    def feature_defs(self) -> tuple[FeatureDef, ...]:
-        return FEATURE_DEFS
-
-    @property
-    def history(self) -> str:
-        return HISTORY
 
     def features(self, packet: Packet) -> np.ndarray:
         return packet_features(packet)

@@ -67,6 +67,8 @@ class LsstSurvey(Survey):
     """Rubin/LSST alerts, schemas 7.0 to 11.1, container or wire framing."""
 
     name: ClassVar[str] = "lsst"
+    feature_defs: ClassVar[tuple[FeatureDef, ...]] = FEATURE_DEFS
+    history: ClassVar[str] = HISTORY
 
     def __init__(self, settings: LsstSettings | None = None):
         self.settings = settings or LsstSettings()
@@ -122,14 +124,6 @@ class LsstSurvey(Survey):
 
     def triplet(self, packet: Packet) -> np.ndarray:
         return lsst_triplet(packet, self.settings.triplet)
-
-    @property
-    def feature_defs(self) -> tuple[FeatureDef, ...]:
-        return FEATURE_DEFS
-
-    @property
-    def history(self) -> str:
-        return HISTORY
 
     def features(self, packet: Packet) -> np.ndarray:
         return self._features(packet)
