@@ -57,6 +57,12 @@ def required_columns(features: tuple[str, ...] = METADATA_FEATURES) -> tuple[str
     return tuple(dict.fromkeys((*ID_COLUMNS, *features, *RAW_FIELDS)))
 
 
+def manifest_features(manifest: Mapping[str, Any]) -> tuple[str, ...]:
+    """The metadata feature columns of a dataset in model order: its manifest's ``metadata_features`` (another
+    survey's), else ZTF's :data:`METADATA_FEATURES` (a ZTF manifest names none)."""
+    return tuple(manifest.get("metadata_features") or METADATA_FEATURES)
+
+
 class ContractError(ValueError):
     """A dataset folder or table that breaks the data contract."""
 
@@ -309,6 +315,11 @@ class Dataset:
     @property
     def synthetic(self) -> bool:
         return bool(self.manifest.get("synthetic", False))
+
+    @property
+    def metadata_features(self) -> tuple[str, ...]:
+        """The metadata feature columns in model order (:func:`manifest_features`)."""
+        return manifest_features(self.manifest)
 
 
 def open_dataset(directory: str | os.PathLike) -> Dataset:

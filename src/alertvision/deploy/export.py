@@ -1,11 +1,12 @@
 """A trained run as one self-describing ONNX file, a model card and reference alerts for a broker.
 
 ``model.onnx`` takes what the data contract stores, the L2-normalised 63x63 triplet (science,
-reference, difference; NCHW float32) and, for a multi-modal model, the 25 raw metadata features in
-:data:`~alertvision.data.features.METADATA_FEATURES` order; the input transform (the x63 scale or
-another ``input_norm``), the resize and the fill of non-finite features are inside the graph. It
-returns one logit per alert (the score is its sigmoid). Its ``metadata_props`` carry that contract,
-with the calibration (:mod:`alertvision.deploy.calibration`) and the recommended thresholds
+reference, difference; NCHW float32) and, for a multi-modal model, the raw metadata features in the
+order its model.pt names (ZTF's 25 :data:`~alertvision.data.features.METADATA_FEATURES`, or another
+survey's); the input transform (the x63 scale or another ``input_norm``), the resize and the fill of
+non-finite features are inside the graph. It returns one logit per alert (the score is its sigmoid).
+Its ``metadata_props`` carry that contract, with the calibration (:mod:`alertvision.deploy.calibration`)
+and the recommended thresholds
 (:mod:`alertvision.deploy.thresholds`), both fitted on the validation split only, and what a broker
 needs to rebuild the inputs from a raw packet without alertvision: the stamp rules
 (:func:`~alertvision.data.triplet.stamp_contract`), each feature's definition
@@ -40,7 +41,7 @@ from alertvision.atomic import (
     write_parquet,
     write_text,
 )
-from alertvision.data.contract import IMAGE_SIZE, config_digest, open_dataset
+from alertvision.data.contract import IMAGE_SIZE, config_digest, manifest_features, open_dataset
 from alertvision.data.features import DERIVED_FORMULAS, METADATA_FEATURES, RAW_FEATURES, Cuts, feature_contract
 from alertvision.data.triplet import stamp_contract
 from alertvision.deploy.calibration import (
@@ -179,7 +180,7 @@ def contract(
     takes_images, takes_metadata = takes
     inputs = ([TRIPLET_INPUT] if takes_images else []) + ([METADATA_INPUT] if takes_metadata else [])
     fill = payload.get("metadata_fill")
-    features = dataset_features(manifest)
+    features = model_features(payload, manifest)
     survey = survey_of_manifest(manifest)
     block = survey_block(manifest)
     props = {
@@ -230,7 +231,13 @@ def survey_of_manifest(manifest: Mapping[str, Any]) -> str:
 
 def dataset_features(manifest: Mapping[str, Any]) -> tuple[str, ...]:
     """The metadata feature columns of a dataset, in model order: its survey's."""
-    return tuple(manifest.get("metadata_features") or METADATA_FEATURES)
+    return manifest_features(manifest)
+
+
+def model_features(payload: Mapping[str, Any], manifest: Mapping[str, Any]) -> tuple[str, ...]:
+    """The metadata features a model reads, in input order: those its model.pt names (the dataset's it was
+    trained on), else the dataset's."""
+    return tuple(payload.get("metadata_features") or dataset_features(manifest))
 
 
 def dataset_image_shape(manifest: Mapping[str, Any]) -> list[int]:
@@ -374,7 +381,12 @@ def export_run(
         raise ValueError(f"{split_file}: the test split is empty; nothing to check the export against")
     takes = model_inputs(model)
     images = data.images if takes[0] else None
-    features = dataset_features(data.manifest)
+    features = model_features(payload, data.manifest)
+    if takes[1] and features != data.metadata_features:
+        raise ValueError(
+            f"{run_dir / 'model.pt'} reads the metadata features {', '.join(features)}; the dataset {dataset_dir} "
+            f"holds {', '.join(data.metadata_features)}: export it with the dataset it was trained on"
+        )
     metadata = data.alerts[list(features)].to_numpy(dtype=np.float32) if takes[1] else None
 
     fit = fit_on_validation(model, images, metadata, data.alerts.iloc[val_rows], val_rows, settings)
@@ -483,8 +495,9 @@ def model_card(
     feed = ["triplet"] if takes[0] else []
     feed += ["metadata"] if takes[1] else []
     snippet_feed = ", ".join(f'"{name}": {name}' for name in feed)
+    n_features = len(model_features(payload, manifest))
     metadata_line = (
-        "- Input `metadata`: float32 (batch, 25), the raw features in the order of "
+        f"- Input `metadata`: float32 (batch, {n_features}), the raw features in the order of "
         f"`alertvision.metadata_features`; non-finite values are filled inside the graph ({arch.get('metadata_fill')})."
         if takes[1]
         else ""

@@ -112,6 +112,7 @@ def build_model(
     input_norm: Mapping[str, Any] | None = None,
     metadata_fill: Sequence[float] | None = None,
     n_features: int | None = None,
+    metadata_features: Sequence[str] | None = None,
 ) -> AlertClassifier:
     """Build a classifier from a model spec (an ``archs.<name>`` block, optionally with ``modality``)
     and the head sizes (:class:`~alertvision.settings.HeadSettings`, or a mapping with dense1, dense2
@@ -121,7 +122,9 @@ def build_model(
 
     ``input_norm`` is a spec of :mod:`alertvision.models.inputs` (as ``input_norm_for`` makes it from
     the regimen's ``input_norm``); None scales by ``arch_cfg["input_scale"]``. ``metadata_fill``: per-feature values
-    a multi-modal model puts in place of NaN or infinite features (None: none).
+    a multi-modal model puts in place of NaN or infinite features (None: none). ``metadata_features``: the
+    names of a multi-modal model's features in input order, the dataset's survey's (None: ZTF's 25
+    :data:`~alertvision.data.features.METADATA_FEATURES`); ``n_features``, if given, must be their number.
     """
     kind, modality = arch_cfg["kind"], arch_cfg.get("modality", "image")
     head_settings = HeadSettings.from_config(head_cfg)
@@ -137,13 +140,17 @@ def build_model(
     branch = head_settings.metadata
     if branch is None:
         raise ValueError("a multi-modal model needs the metadata branch's meta_dense1, meta_dense2 and meta_dropout")
+    features = tuple(metadata_features) if metadata_features else METADATA_FEATURES
+    if n_features is not None and int(n_features) != len(features):
+        raise ValueError(f"n_features {n_features} but {len(features)} metadata features named: {', '.join(features)}")
     metadata = MetadataBranch(
-        n_features or len(METADATA_FEATURES),
+        len(features),
         branch.meta_dense1,
         branch.meta_dense2,
         branch.meta_dropout,
         metadata_fill,
         activation,
+        feature_names=features,
     )
     fused = metadata.out_features + (backbone.num_features if backbone is not None else 0)
     if backbone is None and arch_cfg.get("head", "mlp") == "um_nn":
@@ -182,7 +189,7 @@ def save_model(
             "input_norm": model.input_norm.spec(),
             **(
                 {
-                    "metadata_features": list(METADATA_FEATURES),
+                    "metadata_features": list(model.metadata.feature_names or METADATA_FEATURES),
                     "metadata_fill": model.metadata.fill_values.tolist() or None,
                 }
                 if isinstance(model, MultimodalClassifier)
@@ -217,6 +224,7 @@ def model_from_payload(payload: Mapping[str, Any], path: str | os.PathLike) -> t
         weights=None,
         input_norm=payload.get("input_norm"),
         metadata_fill=payload.get("metadata_fill"),
+        metadata_features=payload.get("metadata_features"),  # files of a multi-modal model always name them
     )
     model.load_state_dict(payload["state_dict"])
     model.eval()

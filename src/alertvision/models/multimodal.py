@@ -1,7 +1,8 @@
 """The multi-modal classifier of Figure 3: an image backbone's embedding beside BTSbot's metadata branch.
 
 Inputs are a pair ``(images, metadata)``: images (B, 3, 63, 63) as for the image models, metadata
-(B, 25) in the order of :data:`alertvision.data.features.METADATA_FEATURES`. The metadata-only model
+(B, F) in the order of the branch's ``feature_names`` (the dataset's survey's: ZTF's 25
+:data:`alertvision.data.features.METADATA_FEATURES` by default). The metadata-only model
 (arch ``none``) has no backbone and ignores the images (``None`` is fine).
 """
 
@@ -21,6 +22,7 @@ class MetadataBranch(nn.Module):
 
     ``fill_values`` (one per feature) replace NaN or infinite features before the BatchNorm, so a
     deployed model fills exactly as in training; without them non-finite features pass through.
+    ``feature_names``: the features' names in input order (saved in model.pt; none: unnamed).
     """
 
     def __init__(
@@ -31,9 +33,13 @@ class MetadataBranch(nn.Module):
         dropout: float,
         fill_values: Sequence[float] | None = None,
         activation: str = "gelu",
+        feature_names: Sequence[str] | None = None,
     ):
         super().__init__()
         self.n_features = int(n_features)
+        self.feature_names = tuple(feature_names) if feature_names is not None else None
+        if self.feature_names is not None and len(self.feature_names) != self.n_features:
+            raise ValueError(f"{len(self.feature_names)} feature names for {n_features} metadata features")
         self.body = nn.Sequential(
             nn.BatchNorm1d(n_features),
             nn.Linear(n_features, dense1),

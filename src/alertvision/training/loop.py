@@ -5,7 +5,8 @@ engine (:func:`alertvision.training.engine.fit`: early stopping on the validatio
 test split and the outputs (model.pt, history.csv, metrics.json, predictions.parquet with what the
 trigger policies need), each written atomically. The policies are scored by the evaluation stage
 (:mod:`alertvision.evaluation.aggregate`), from predictions.parquet. A multi-modal run (model spec
-``modality: multimodal``) also feeds the 25 metadata features of each alert. A sweep trial passes
+``modality: multimodal``) also feeds the metadata features of each alert (the dataset's survey's: ZTF's
+25, or those its manifest names). A sweep trial passes
 ``out_dir=None`` and ``test_split=False``: nothing is written and the test split is never read.
 """
 
@@ -56,11 +57,15 @@ def build_run_model(
     head: HeadSettings | Mapping[str, Any],
     weights: ResolvedWeights | None,
     metadata_fill: Any = None,
+    metadata_features: tuple[str, ...] | None = None,
 ) -> AlertClassifier:
     """The model a run trains: the factory's model, fed as the regimen's ``input_norm`` says (default
-    ``l2``: the stored triplet times the architecture's ``input_scale``, whatever the weights)."""
+    ``l2``: the stored triplet times the architecture's ``input_scale``, whatever the weights); a
+    multi-modal one reads ``metadata_features`` (None: ZTF's)."""
     input_norm = input_norm_for(arch_cfg.get("input_norm", "l2"), weights, arch_cfg.get("input_scale", 1.0))
-    return build_model(arch_cfg, head, weights, input_norm=input_norm, metadata_fill=metadata_fill)
+    return build_model(
+        arch_cfg, head, weights, input_norm=input_norm, metadata_fill=metadata_fill, metadata_features=metadata_features
+    )
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -119,7 +124,7 @@ def train_run(
     if out_dir is not None:
         out_dir = check_writable(out_dir, "the run's outputs")
     run = _prepare(dataset_dir, split_file, arch_cfg, settings, seed, test_split)
-    model = build_run_model(arch_cfg, head, weights, run.metadata_fill).to(device)
+    model = build_run_model(arch_cfg, head, weights, run.metadata_fill, run.data.metadata_features).to(device)
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     precision = Precision(device, settings.bf16 and device.type == "cuda", memory_format)
@@ -221,7 +226,11 @@ def _prepare(
     metadata, metadata_fill = None, None
     if arch_cfg.get("modality", "image") == "multimodal":
         metadata, metadata_fill = metadata_matrix(
-            data.alerts, np.concatenate(list(rows.values())), rows["train"], arch_cfg.get("metadata_fill", "error")
+            data.alerts,
+            np.concatenate(list(rows.values())),
+            rows["train"],
+            arch_cfg.get("metadata_fill", "error"),
+            data.metadata_features,
         )
     images = None if arch_cfg["kind"] == "none" else data.images  # the metadata-only model reads no image
     bs = settings.batch_size
