@@ -328,6 +328,8 @@ def cmd_predict(args) -> int:
         thresholds=args.thresholds,
         progress=not args.quiet,
         survey=args.survey,
+        schemas=args.schemas,
+        schema_registry=args.schema_registry,
     )
     skipped = ", ".join(f"{k} {n}" for k, n in report["skipped"].items()) or "none"
     cut = ", ".join(f"{k} {n}" for k, n in report["cut"].items()) or "none"
@@ -744,6 +746,17 @@ COMMANDS: tuple[Command, ...] = (
                 default="ztf",
                 help="the packets' survey: ztf, or lsst (Rubin's containers or wire packets); a model trained on "
                 "another survey is refused (default: %(default)s)",
+            ),
+            arg(
+                "--schemas",
+                default=None,
+                help="--survey lsst: a folder of Rubin alert schemas for wire packets, searched first (as the "
+                "config's data.lsst.schemas.folder), then --schema-registry, then the installed lsst-alert-packet",
+            ),
+            arg(
+                "--schema-registry",
+                default=None,
+                help="--survey lsst: a schema registry URL for wire packets' schemas (data.lsst.schemas.registry)",
             ),
         ),
         config=False,

@@ -10,6 +10,7 @@ classifier; nothing here is a science result."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -19,6 +20,7 @@ import fastavro
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from test_lsst import as_rubin, rubin_schema
 
 from alertvision.config import model_spec, training_params, validate_config
@@ -221,3 +223,120 @@ def test_predict_refuses_a_model_of_the_other_survey(lsst_run, tmp_path):
     for contract in ({"alertvision.survey": "ZTF"}, {}):
         with pytest.raises(PredictInputError, match="model of survey 'ZTF'; these are LSST packets"):
             _check_inputs(contract, None, Path("model.onnx"), "lsst")
+
+
+def _train_multimodal(lsst_run, name: str, fill: str) -> dict:
+    """A one-epoch multi-modal CNN on the dataset and split of ``lsst_run`` (the 23 LSST features beside the
+    triplet; non-finite features: ``fill``, ``multimodal.metadata_fill``) and its export."""
+    from alertvision.training.loop import train_run
+
+    root, config = lsst_run["root"], lsst_run["config"]
+    spec = {**model_spec(config, "cnn", "multimodal"), "metadata_fill": fill}
+    training = {**training_params(config, "cnn", "multimodal"), "epochs": 1, "patience": 1}
+    info = {"arch": "cnn", "modality": "multimodal", "regimen": "none", "fraction": "100", "seed": 0, "dataset": "ztf"}
+    run = root / f"{name}_run"
+    train_run(
+        root / "data", lsst_run["split"], run, arch_cfg=spec, training=training, seed=0, run_info=info, progress=False
+    )
+    result = export_run(run, root / "data", lsst_run["split"], root / f"{name}_export")
+    return {"run": run, "export": root / f"{name}_export", "result": result}
+
+
+@pytest.fixture(scope="module")
+def lsst_multimodal(lsst_run):
+    """Multi-modal CNN runs on the LSST dataset: ``error`` (no fill) and ``median`` (filled in the graph)."""
+    return {fill: _train_multimodal(lsst_run, f"mm_{fill}", fill) for fill in ("error", "median")}
+
+
+def _predict_checked(model: dict, out: Path) -> tuple[dict, pd.DataFrame]:
+    """predict's report and rows of the 7 real alerts, after checking its logits equal the export's ONNX path
+    (1e-6) and the run's PyTorch model (1e-4) fed the plugin's triplets and features."""
+    report = predict([str(REAL)], model["export"], out, progress=False, survey="lsst")
+    scores = pd.read_parquet(out)
+    survey = get_survey("lsst")
+    by_id = {r["diaSourceId"]: r for r in _records()}
+    chosen = [by_id[c] for c in scores["candid"]]
+    images = np.stack([survey.triplet(r) for r in chosen])
+    features = np.stack([survey.features(r) for r in chosen]).astype(np.float32)
+    onnx = load_model(model["export"], survey="lsst")
+    assert onnx.takes_images and onnx.takes_metadata
+    np.testing.assert_allclose(scores["logit"], onnx.logits(images, features), atol=1e-6)
+    torch_model, _ = load_torch_model(model["run"] / "model.pt")
+    np.testing.assert_allclose(
+        scores["logit"], torch_logits(torch_model, images, features, np.arange(len(chosen))), atol=1e-4
+    )
+    return report, scores
+
+
+def test_a_multimodal_lsst_run_reads_the_23_lsst_features_and_predict_scores_it(lsst_multimodal, tmp_path):
+    names = list(get_survey("lsst").feature_names)
+    assert len(names) == 23
+    for fill, model in lsst_multimodal.items():
+        payload = torch.load(model["run"] / "model.pt", weights_only=True)
+        assert payload["metadata_features"] == names
+        assert payload["state_dict"]["metadata.body.0.running_mean"].shape == (23,)
+        contract = model["result"]["contract"]
+        assert json.loads(contract["alertvision.metadata_features"]) == names
+        assert json.loads(contract["alertvision.input_shapes"])["metadata"] == ["batch", 23]
+        assert json.loads(contract["alertvision.metadata_fill"])["policy"] == fill
+        assert "float32 (batch, 23)" in (model["export"] / "model_card.md").read_text()
+
+    # no fill (metadata_fill: error): the three alerts with a non-finite feature (the two solar-system
+    # alerts have no diaObject history, the negative difference no PSF magnitude) are skipped by the
+    # plugin's feature names; the four others are scored
+    report, scores = _predict_checked(lsst_multimodal["error"], tmp_path / "error.parquet")
+    assert report["skipped"] == {"nonfinite_ndethist": 2, "nonfinite_psf_mag": 1}
+    assert report["alerts_scored"] == 4 and scores["passes_cuts"].all()
+    # filled inside the graph (median): all seven scored, the non-finite features fed as they are
+    report, scores = _predict_checked(lsst_multimodal["median"], tmp_path / "median.parquet")
+    assert report["skipped"] == {} and report["alerts_scored"] == 7
+    assert report["cut"] == {"cut:dia_object": 2, "cut:positive": 1}
+
+
+def test_a_multimodal_lsst_model_is_not_exported_with_a_dataset_of_other_features(lsst_multimodal, tmp_path):
+    data = tmp_path / "data"
+    run = lsst_multimodal["median"]["run"]
+    shutil.copytree(run.parent / "data", data)
+    manifest = json.loads((data / "manifest.json").read_text())
+    manifest["metadata_features"] = manifest["metadata_features"][::-1]
+    (data / "manifest.json").write_text(json.dumps(manifest))
+    split = run.parent / "split.parquet"
+    with pytest.raises(ValueError, match="reads the metadata features .* export it with the dataset it was trained on"):
+        export_run(run, data, split, tmp_path / "export")
+    assert not (tmp_path / "export").exists()
+
+
+def test_predict_reads_wire_packets_schemas_from_the_folder_the_user_names(lsst_run, tmp_path):
+    export = lsst_run["root"] / "export"
+    records = _records()
+    expected = dict(zip([r["diaSourceId"] for r in records], _expected_logits(lsst_run, records)))
+    wire = tmp_path / "wire"
+    wire.mkdir()
+    sid = schema_id("10.0")
+    for r in records:
+        (wire / f"{r['diaSourceId']}.avro").write_bytes(encode_wire(as_rubin(r), rubin_schema("10.0"), sid))
+    # the 10.0 schema, complete, under its wire id, as a registry serves it (written to a temporary folder)
+    schemas = tmp_path / "schemas"
+    schemas.mkdir()
+    (schemas / f"{sid}.avsc").write_text(json.dumps(rubin_schema("10.0")))
+    assert load_model(export, survey="lsst", schemas=schemas).plugin.schemas.folder == schemas
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "alertvision", "predict", str(wire), "--model", str(export)),
+            *("--out", str(tmp_path / "w.csv"), "--survey", "lsst", "--schemas", str(schemas), "--quiet"),
+        ],
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    got = pd.read_csv(tmp_path / "w.csv")
+    assert len(got) == 7
+    np.testing.assert_allclose(got["logit"], [expected[c] for c in got["candid"]], atol=1e-4)
+    # the folder is searched before the installed package: two files for one id there stop every packet
+    (schemas / f"{sid}.json").write_text(json.dumps(rubin_schema("10.0")))
+    report = predict([str(wire)], export, tmp_path / "a.csv", progress=False, survey="lsst", schemas=schemas)
+    assert report["alerts_scored"] == 0 and report["skipped"] == {"ambiguous_schema": 7}
+    with pytest.raises(PredictInputError, match="--schemas: LSST schema folder .* does not exist"):
+        load_model(export, survey="lsst", schemas=tmp_path / "nowhere")
+    with pytest.raises(PredictInputError, match="use them with --survey lsst"):
+        predict([str(wire)], export, tmp_path / "z.csv", progress=False, schemas=schemas)

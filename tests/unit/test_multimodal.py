@@ -94,6 +94,40 @@ def test_multimodal_model_saves_and_loads_with_its_fill_values(tmp_path):
     assert payload["metadata_features"] == list(METADATA_FEATURES) and payload["metadata_fill"] == pytest.approx(fill)
 
 
+def test_a_model_of_another_surveys_features_names_them_and_ztf_stays_as_it_was(tmp_path):
+    spec = {**CNN, "modality": "multimodal"}
+    images, meta = _inputs()
+    # ZTF: naming its 25 features is building it as before, tensor for tensor and logit for logit
+    torch.manual_seed(0)
+    before = build_model(spec, HEAD).eval()
+    torch.manual_seed(0)
+    named = build_model(spec, HEAD, metadata_features=METADATA_FEATURES).eval()
+    assert before.metadata.feature_names == METADATA_FEATURES
+    assert all(torch.equal(a, b) for a, b in zip(before.state_dict().values(), named.state_dict().values()))
+    assert torch.equal(before((images, meta)), named((images, meta)))
+    # another survey's three features: a branch of three inputs, the names saved and read back
+    names = ("psf_flux", "psf_mag", "snr")
+    model = build_model(spec, HEAD, metadata_features=names, metadata_fill=[0.0, 1.0, 2.0]).eval()
+    assert model.metadata.n_features == 3 and model.metadata.body[0].num_features == 3
+    save_model(model, tmp_path / "model.pt", arch_cfg=spec, head_cfg=HEAD, info={})
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["metadata_features"] == list(names)
+    loaded, _ = load_model(tmp_path / "model.pt")
+    assert loaded.metadata.feature_names == names
+    assert torch.equal(loaded((images, meta[:, :3])), model((images, meta[:, :3])))
+    with pytest.raises(ValueError, match="n_features 25 but 3 metadata features"):
+        build_model(spec, HEAD, n_features=25, metadata_features=names)
+
+
+def test_the_metadata_matrix_reads_the_features_it_is_given():
+    alerts = _alerts().assign(psf_mag=np.arange(6, dtype=np.float32), snr=np.float32(np.nan))
+    matrix, fill = metadata_matrix(alerts, np.arange(6), np.arange(4), "median", features=("psf_mag", "snr"))
+    assert matrix.shape == (6, 2) and fill == [1.5, 0.0]
+    with pytest.raises(MetadataError, match="feature 'snr' is nan"):
+        metadata_matrix(alerts, np.arange(6), np.arange(4), features=("psf_mag", "snr"))
+    with pytest.raises(MetadataError, match="lacks metadata feature.*band_index"):
+        metadata_matrix(alerts, np.arange(6), np.arange(4), features=("psf_mag", "band_index"))
+
+
 def _alerts(n=6):
     rng = np.random.default_rng(0)
     df = pd.DataFrame(rng.normal(size=(n, N_FEATURES)).astype(np.float32), columns=list(METADATA_FEATURES))

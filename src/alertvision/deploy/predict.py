@@ -147,11 +147,18 @@ def _contract(meta: Mapping[str, str], path: Path) -> dict[str, Any]:
     return parsed
 
 
-def _plugin(contract: Mapping[str, Any], survey: str, path: Path) -> Any:
-    """The survey plugin of a model of a survey other than ZTF, configured as its training data was."""
+def _plugin(contract: Mapping[str, Any], survey: str, path: Path, schemas: Mapping[str, Any] | None = None) -> Any:
+    """The survey plugin of a model of a survey other than ZTF, configured as its training data was; ``schemas``
+    (``folder``, ``registry``: where wire packets' schemas come from, the ``schemas`` block of the survey's
+    settings) are this machine's, not the export's."""
     block = contract.get("alertvision.survey_block")
+    config = dict((block or {}).get("config") or {})
+    if schemas:
+        config["schemas"] = {**dict(config.get("schemas") or {}), **dict(schemas)}
     try:
-        return get_survey(survey, (block or {}).get("config") or {})
+        return get_survey(survey, config)
+    except FileNotFoundError as exc:
+        raise PredictInputError(f"--schemas: {exc}") from exc
     except (TypeError, ValueError) as exc:
         raise PredictInputError(
             f"{path}: its survey block {block} cannot configure the {survey} plugin: {exc}"
@@ -204,14 +211,30 @@ def _check_inputs(
     return TRIPLET_INPUT in graph, METADATA_INPUT in graph
 
 
-def load_model(path: str | os.PathLike, threads: int = 1, survey: str = "ztf") -> ExportedModel:
+def load_model(
+    path: str | os.PathLike,
+    threads: int = 1,
+    survey: str = "ztf",
+    schemas: str | os.PathLike | None = None,
+    schema_registry: str | None = None,
+) -> ExportedModel:
     """The exported model at ``path``: an export folder (its model.onnx), a ``model.onnx`` or a run's
     ``model.pt`` (scored by PyTorch; no calibration: the calibrated score is the score). An ONNX file is
     checked against its alertvision contract first (:func:`_contract`): one without it, or made for other
-    inputs or for another survey than ``survey`` (the packets'), is refused."""
+    inputs or for another survey than ``survey`` (the packets'), is refused. ``schemas`` (a folder) and
+    ``schema_registry`` (a URL): where LSST wire packets' schemas are looked up first, then the installed
+    ``lsst-alert-packet`` (docs/lsst.md)."""
     survey = str(survey).lower()
     if survey not in SURVEYS:
         raise PredictInputError(f"--survey {survey!r} is not one of {', '.join(SURVEYS)}")
+    places = {
+        k: str(v) for k, v in (("folder", schemas), ("registry", schema_registry)) if v is not None and str(v) != ""
+    }
+    if places and survey == "ztf":
+        raise PredictInputError(
+            "--schemas and --schema-registry name where LSST wire packets' schemas come from: use them with "
+            "--survey lsst (ZTF packets are Avro containers that carry their schema)"
+        )
     path = Path(path)
     if path.is_dir():
         path = path / "model.onnx"
@@ -231,7 +254,7 @@ def load_model(path: str | os.PathLike, threads: int = 1, survey: str = "ztf") -
     contract = _contract(session.get_modelmeta().custom_metadata_map, path)
     plugin = None
     if survey != "ztf" and str(contract.get("alertvision.survey", SURVEY)).lower() == survey:
-        plugin = _plugin(contract, survey, path)
+        plugin = _plugin(contract, survey, path, places)
     takes_images, takes_metadata = _check_inputs(contract, session, path, survey, plugin)
     spec = contract["alertvision.calibration"]
     try:
@@ -505,15 +528,19 @@ def predict(
     thresholds: str = "policy",
     progress: bool = True,
     survey: str = "ztf",
+    schemas: str | os.PathLike | None = None,
+    schema_registry: str | None = None,
 ) -> dict[str, Any]:
     """Score every packet of ``inputs`` with the model at ``model_path`` into ``out``; returns a report
     (alerts scored, skips by reason, alerts failing the cuts by reason, seconds, alerts/s). The output,
     the inputs and the model are all checked before the first packet is read. ``survey``: the packets'
-    (``ztf`` or ``lsst``, Rubin's containers or wire packets); a model of another survey is refused."""
+    (``ztf`` or ``lsst``, Rubin's containers or wire packets); a model of another survey is refused.
+    ``schemas``, ``schema_registry``: a folder and a registry URL for LSST wire packets' schemas
+    (:func:`load_model`)."""
     out = Path(out)
     fmt = check_output(out)
     files = input_files(inputs)
-    model = load_model(model_path, threads, survey)
+    model = load_model(model_path, threads, survey, schemas, schema_registry)
     rules = policy_rules(model, thresholds)
     flag_columns = [f"trigger_{name}" for name in rules]
     columns = [*ALERT_COLUMNS, *SCORE_COLUMNS, *flag_columns, TRAINED_ON_COLUMN]

@@ -432,6 +432,8 @@ def predict(
     thresholds: str = "policy",
     progress: bool = True,
     survey: str = "ztf",
+    schemas: str | os.PathLike | None = None,
+    schema_registry: str | None = None,
 ) -> dict:
     """Score real alert packets (files, folders, tar archives, ``-`` for stdin) with an exported model into
     a Parquet or CSV file (see :mod:`alertvision.deploy.predict`)."""
@@ -446,6 +448,8 @@ def predict(
         thresholds=thresholds,
         progress=progress,
         survey=survey,
+        schemas=schemas,
+        schema_registry=schema_registry,
     )
 
 
