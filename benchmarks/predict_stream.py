@@ -140,7 +140,9 @@ def export_model(config: dict, arch: str, folder: Path, survey: str = "ztf") -> 
     torch.manual_seed(0)
     spec = {**model_spec(config, arch, "multimodal"), "metadata_fill": "zero"}
     fill = [0.0] * len(features)
-    model = build_model(spec, training_params(config, arch, "multimodal"), metadata_fill=fill, n_features=len(features))
+    model = build_model(
+        spec, training_params(config, arch, "multimodal"), metadata_fill=fill, metadata_features=features
+    )
     model = model.eval()
     channels = list(plugin.triplet_spec.channels)
     path = folder / "model.onnx"

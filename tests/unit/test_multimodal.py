@@ -116,6 +116,11 @@ def test_a_model_of_another_surveys_features_names_them_and_ztf_stays_as_it_was(
     assert torch.equal(loaded((images, meta[:, :3])), model((images, meta[:, :3])))
     with pytest.raises(ValueError, match="n_features 25 but 3 metadata features"):
         build_model(spec, HEAD, n_features=25, metadata_features=names)
+    unnamed = build_model(spec, HEAD, n_features=3)  # a branch of three unnamed features: not saved
+    assert unnamed.metadata.n_features == 3 and unnamed.metadata.feature_names is None
+    with pytest.raises(ValueError, match="3 metadata features are unnamed"):
+        save_model(unnamed, tmp_path / "unnamed.pt", arch_cfg=spec, head_cfg=HEAD, info={})
+    assert not (tmp_path / "unnamed.pt").exists()
 
 
 def test_the_metadata_matrix_reads_the_features_it_is_given():

@@ -124,7 +124,8 @@ def build_model(
     the regimen's ``input_norm``); None scales by ``arch_cfg["input_scale"]``. ``metadata_fill``: per-feature values
     a multi-modal model puts in place of NaN or infinite features (None: none). ``metadata_features``: the
     names of a multi-modal model's features in input order, the dataset's survey's (None: ZTF's 25
-    :data:`~alertvision.data.features.METADATA_FEATURES`); ``n_features``, if given, must be their number.
+    :data:`~alertvision.data.features.METADATA_FEATURES`); ``n_features``, if given, must be their number (alone:
+    a branch of that many unnamed features, which :func:`save_model` refuses unless they are ZTF's 25).
     """
     kind, modality = arch_cfg["kind"], arch_cfg.get("modality", "image")
     head_settings = HeadSettings.from_config(head_cfg)
@@ -140,11 +141,13 @@ def build_model(
     branch = head_settings.metadata
     if branch is None:
         raise ValueError("a multi-modal model needs the metadata branch's meta_dense1, meta_dense2 and meta_dropout")
-    features = tuple(metadata_features) if metadata_features else METADATA_FEATURES
-    if n_features is not None and int(n_features) != len(features):
+    features: tuple[str, ...] | None = tuple(metadata_features) if metadata_features else None
+    if features is not None and n_features is not None and int(n_features) != len(features):
         raise ValueError(f"n_features {n_features} but {len(features)} metadata features named: {', '.join(features)}")
+    if features is None and n_features in (None, len(METADATA_FEATURES)):
+        features = METADATA_FEATURES
     metadata = MetadataBranch(
-        len(features),
+        len(features) if features is not None else int(n_features),
         branch.meta_dense1,
         branch.meta_dense2,
         branch.meta_dropout,
@@ -174,6 +177,11 @@ def save_model(
 ) -> None:
     """Save weights plus everything :func:`load_model` needs to rebuild the model without the weights source."""
     arch_cfg = dict(arch_cfg)
+    if isinstance(model, MultimodalClassifier) and model.metadata.feature_names is None:
+        raise ValueError(
+            f"{path}: the model's {model.metadata.n_features} metadata features are unnamed: build it with "
+            "metadata_features (the dataset's, Dataset.metadata_features) so that model.pt can say what it reads"
+        )
     arch = getattr(model.backbone, "timm_architecture", None)
     if arch is not None:
         arch_cfg["timm_name"] = arch  # what the weights' config.json named, not what the config asked
@@ -189,7 +197,7 @@ def save_model(
             "input_norm": model.input_norm.spec(),
             **(
                 {
-                    "metadata_features": list(model.metadata.feature_names or METADATA_FEATURES),
+                    "metadata_features": list(model.metadata.feature_names),
                     "metadata_fill": model.metadata.fill_values.tolist() or None,
                 }
                 if isinstance(model, MultimodalClassifier)
