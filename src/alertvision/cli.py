@@ -714,9 +714,9 @@ COMMANDS: tuple[Command, ...] = (
         "predict",
         cmd_predict,
         ("predict",),
-        "score real ZTF alert packets with an exported model: per alert the logit, score, calibrated score and "
-        "whether each trigger policy fires given the source's alerts so far; Parquet or CSV, written atomically; "
-        "packets that cannot be scored are skipped and counted by reason",
+        "score real alert packets (ZTF, or Rubin/LSST with --survey lsst) with an exported model: per alert the "
+        "logit, score, calibrated score and whether each trigger policy fires given the source's alerts so far; "
+        "Parquet or CSV, written atomically; packets that cannot be scored are skipped and counted by reason",
         (
             arg(
                 "inputs",

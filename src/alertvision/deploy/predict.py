@@ -1,4 +1,4 @@
-"""Score real ZTF alert packets with an exported model (``alertvision predict``).
+"""Score real alert packets (ZTF; Rubin/LSST through its plugin) with an exported model (``alertvision predict``).
 
 Packets come from .avro files (plain or compressed whole), folders of them (through links), ``.tar``
 / ``.tar.gz`` / ``.tar.bz2`` / ``.tar.xz`` nightly archives (the readers of the ``avro`` source) or
