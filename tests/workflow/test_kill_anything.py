@@ -70,6 +70,22 @@ def _jobs(snakemake: psutil.Process) -> list[psutil.Process]:
         return []
 
 
+def _name(job: psutil.Process) -> str:
+    """What a job runs, for the test's record; it may end at any moment, even while it is read."""
+    try:
+        return " ".join(job.cmdline()[-2:])
+    except psutil.NoSuchProcess:
+        return "a job that just ended"
+
+
+def _with_children(job: psutil.Process) -> list[psutil.Process]:
+    """A job and what it started, as far as they are still there (it may end while they are listed)."""
+    try:
+        return [job, *job.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return [job]
+
+
 def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     whole = _study(tmp_path / "whole")
     subprocess.run([*SNAKEMAKE, "--directory", str(whole), *TARGETS], check=True, capture_output=True)
@@ -90,8 +106,8 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
         jobs = _jobs(psutil.Process(run.pid))
         if jobs and rng.random() < 0.7:  # one job and what it started
             victim = rng.choice(jobs)
-            kills.append(" ".join(victim.cmdline()[-2:]) if victim.is_running() else "a job that just ended")
-            for p in [victim, *victim.children(recursive=True)]:
+            kills.append(_name(victim))
+            for p in _with_children(victim):
                 try:
                     p.send_signal(signal.SIGKILL)
                 except psutil.NoSuchProcess:
