@@ -19,7 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from alertvision.config import load_config, model_spec, training_params  # noqa: E402
+from alertvision.config import load_config  # noqa: E402
+from alertvision.study.jobs import (  # noqa: E402
+    TrainJob,  # noqa: E402
+    model_spec,
+    training_params,
+)
 from alertvision.study.plan import Layout  # noqa: E402
 from alertvision.training.checkpoint import Checkpointer  # noqa: E402
 from alertvision.training.loop import train_run  # noqa: E402
@@ -59,12 +64,9 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 started = time.perf_counter()
                 train_run(
-                    dataset,
-                    split,
-                    tmp,
-                    arch_cfg=model_spec(config, arch, "image"),
-                    training=training,
-                    seed=0,
+                    TrainJob.local(
+                        dataset, split, tmp, model=model_spec(config, arch, "image"), training=training, seed=0
+                    ),
                     progress=False,
                     checkpoint=on,
                     keep_checkpoint=True,

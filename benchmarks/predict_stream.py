@@ -38,10 +38,11 @@ sys.path.insert(0, str(ROOT / "src"))
 import fastavro  # noqa: E402
 import numpy as np  # noqa: E402
 
-from alertvision.config import load_config, model_spec, training_params  # noqa: E402
+from alertvision.config import load_config  # noqa: E402
 from alertvision.deploy.predict import BATCH_SIZE, load_model, predict  # noqa: E402
 from alertvision.models import build_model  # noqa: E402
 from alertvision.models.onnx import onnx_bytes  # noqa: E402
+from alertvision.study.jobs import model_spec, training_params  # noqa: E402
 from alertvision.surveys import get_survey  # noqa: E402
 
 REAL_PACKETS = ROOT / "tests" / "data" / "ztf_alerts"
@@ -138,7 +139,7 @@ def export_model(config: dict, arch: str, folder: Path, survey: str = "ztf") -> 
     plugin = get_survey(survey)
     features = list(plugin.feature_names)
     torch.manual_seed(0)
-    spec = {**model_spec(config, arch, "multimodal"), "metadata_fill": "zero"}
+    spec = model_spec(config, arch, "multimodal").with_values(metadata_fill="zero")
     fill = [0.0] * len(features)
     model = build_model(
         spec, training_params(config, arch, "multimodal"), metadata_fill=fill, metadata_features=features

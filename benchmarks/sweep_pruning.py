@@ -20,8 +20,9 @@ from pathlib import Path
 
 import optuna
 
-from alertvision.config import load_config, training_params
+from alertvision.config import load_config
 from alertvision.data.sources import ingest_ztf
+from alertvision.study.jobs import TrainJob, training_params
 from alertvision.study.steps import split
 from alertvision.sweeps import make_objective, make_pruner, open_study, run_worker, search_space, study_name
 
@@ -30,10 +31,7 @@ def run_sweep(root: Path, data: Path, split_file: Path, config: dict, args: argp
     training = {**training_params(config, args.arch), "threads": args.threads}
     pruner_cfg = {"kind": pruner, "startup_trials": args.pruner_startup, "warmup_epochs": args.pruner_warmup}
     objective = make_objective(
-        data,
-        split_file,
-        arch_cfg=config["archs"][args.arch],
-        training=training,
+        TrainJob.local(data, split_file, None, model=config["archs"][args.arch], training=training, seed=0),
         space=search_space({}),
         seed=args.seed,
         intermediate=args.intermediate,

@@ -140,7 +140,7 @@ def quick_split_file(tiny_datasets, tmp_path_factory) -> Path:
 
 def quick_run(tiny_datasets: dict, split: Path, out: Path, arch: str, modality: str) -> Path:
     """Train ``arch`` (``modality``) for one epoch on ``split`` into ``out`` (median metadata fill)."""
-    from alertvision.config import model_spec, training_params
+    from alertvision.study.jobs import TrainJob, model_spec, training_params
     from alertvision.training.loop import train_run
 
     config = tiny_datasets["config"]
@@ -148,16 +148,10 @@ def quick_run(tiny_datasets: dict, split: Path, out: Path, arch: str, modality: 
         config = {**config, "multimodal": {**config["multimodal"], "metadata_fill": "median"}}
     training = {**training_params(config, arch, modality), "epochs": 1, "patience": 1}
     info = {"arch": arch, "modality": modality, "regimen": "none", "fraction": "100", "seed": 0, "dataset": "ztf"}
-    train_run(
-        tiny_datasets["ztf"],
-        split,
-        out,
-        arch_cfg=model_spec(config, arch, modality),
-        training=training,
-        seed=0,
-        run_info=info,
-        progress=False,
+    job = TrainJob.local(
+        tiny_datasets["ztf"], split, out, model=model_spec(config, arch, modality), training=training, seed=0, info=info
     )
+    train_run(job, progress=False)
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -13,18 +14,10 @@ from typing import Any, Callable, Mapping, Sequence
 import yaml
 
 from alertvision import __version__
-from alertvision.config import (
-    ConfigError,
-    figure3_policies,
-    format_fraction,
-    load_config,
-    model_spec,
-    parse_yaml,
-    sweep_params,
-    training_params,
-)
+from alertvision.config import ConfigError, format_fraction, load_config, parse_yaml
 from alertvision.logs import setup_logging
 from alertvision.reports.workload import workload_plan
+from alertvision.study.jobs import TrainJob, figure3_policies, sweep_job, sweep_params, train_job, training_params
 from alertvision.study.plan import (
     LAYOUT,
     Layout,
@@ -69,32 +62,34 @@ def _run(args, seed: int = 0) -> Run:
     )
 
 
-def _weights(config: dict, regimen: str, arch: str) -> tuple[str | None, str | None]:
-    """(weights folder, weight id) a cell starts from; (None, None) for random init. Stops when the folder is
-    not filled yet, naming the command that fills it."""
-    wid = weight_id(config, regimen, arch)
-    if wid is None:
-        return None, None
-    folder = LAYOUT.weights_dir(regimen, arch)
-    if not Path(folder, "config.json").is_file():
+def _job(args, config: dict, sweep: bool = False) -> TrainJob:
+    """The job of the grid cell the command line names, resolved as the Snakemake rules resolve it, with
+    the command line's folders (``--results``, ``--dataset-dir``, ``--split``, ``--out-dir``) over the
+    study's. Stops when its weights folder is not filled yet, naming the command that fills it."""
+    run, layout = _run(args), _layout(args)
+    job = (sweep_job if sweep else train_job)(config, run, layout)
+    job = dataclasses.replace(
+        job,
+        dataset_dir=args.dataset_dir or job.dataset_dir,
+        split_file=args.split or job.split_file,
+        run_dir=getattr(args, "out_dir", None) or job.run_dir,
+    )
+    if job.weights_dir is not None and not Path(job.weights_dir, "config.json").is_file():
         raise SystemExit(
-            f"{folder} holds no weights yet: run `alertvision weights --regimen {regimen} "
-            f"--arch {arch}` (or `alertvision pretrain` for a pre-training regimen) first"
+            f"{job.weights_dir} holds no weights yet: run `alertvision weights --regimen {run.regimen} "
+            f"--arch {run.arch}` (or `alertvision pretrain` for a pre-training regimen) first"
         )
-    return folder, wid
+    return job
 
 
-def _sweep_inputs(args, config: dict) -> dict[str, Any]:
-    """What every sweep command of a configuration shares: its folder, study name, settings and model."""
+def _sweep_of(args, config: dict) -> dict[str, Any]:
+    """What every sweep command of a configuration shares: its folder, study name and sweep block."""
     run = _run(args)
     sweep = sweep_params(config, args.arch, modality=args.modality)
     return dict(
         folder=Path(_layout(args).sweep_dir(run)),
         sweep=sweep,
-        run=run,
         study=study_name(run.dataset, run.modality, run.arch, run.regimen, run.fraction, prefix=sweep["study_prefix"]),
-        arch_cfg=model_spec(config, args.arch, args.modality, args.regimen, args.dataset),
-        training=training_params(config, args.arch, args.modality),
     )
 
 
@@ -188,7 +183,7 @@ def cmd_pretrain(args) -> int:
     summary = pretrain(
         corpus,
         out,
-        arch_cfg=config["archs"][args.arch],
+        arch_block=config["archs"][args.arch],
         pretrain_cfg=block,
         progress=not args.quiet,
         checkpoints=config["checkpoints"],
@@ -200,51 +195,33 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
-def _best_yaml(args, config: dict, run: Run) -> Path | None:
-    """The sweep's best.yaml a run trains with, as Snakemake chooses it: ``--best``, else the configuration's
-    best.yaml when the config sweeps the architecture (stopping when the sweep has not run), else None."""
+def _with_best(args, job: TrainJob) -> TrainJob:
+    """The job with the sweep's best.yaml Snakemake would give it: ``--best``, else the configuration's
+    best.yaml when the config sweeps the architecture (stopping when the sweep has not run)."""
     if args.best:
-        return Path(args.best)
-    if sweep_params(config, args.arch, modality=args.modality)["trials"] <= 0:
-        return None
-    best = Path(_layout(args).sweep_file("best.yaml", run))
-    if not best.is_file():
+        return dataclasses.replace(job, best_yaml=str(args.best))
+    if job.best_yaml is not None and not Path(job.best_yaml).is_file():
         raise SystemExit(
-            f"the config sweeps {args.arch!r} (sweep.trials > 0) but {best} does not exist: run "
+            f"the config sweeps {args.arch!r} (sweep.trials > 0) but {job.best_yaml} does not exist: run "
             f"`alertvision sweep` with the same --dataset/--modality/--arch/--regimen/--fraction first, "
             f"or pass --best FILE"
         )
-    return best
+    return job
 
 
 def cmd_train(args) -> int:
     from alertvision.study.steps import train  # deferred: pandas is heavy
 
     config = _config(args)
-    run, layout = _run(args), _layout(args)
-    folder, wid = _weights(config, args.regimen, args.arch)
-    run_dir = Path(args.out_dir or layout.run_dir(run))
-    metrics = train(
-        args.dataset_dir or layout.dataset_dir(run.dataset),
-        args.split or layout.split_file(run.dataset, run.fraction),
-        run_dir,
-        arch_cfg=model_spec(config, args.arch, args.modality, args.regimen, args.dataset),
-        training=training_params(config, args.arch, args.modality),
-        seed=args.seed,
-        weights_dir=folder,
-        weight_id=wid,
-        run_info=run.values(),
-        best_yaml=_best_yaml(args, config, run),
-        progress=not args.quiet,
-        checkpoints=config["checkpoints"],
-    )
+    job = _with_best(args, _job(args, config))
+    metrics = train(job, progress=not args.quiet, checkpoints=config["checkpoints"])
     import pandas as pd  # deferred: pandas is heavy
 
     from alertvision.evaluation.policies import evaluate_policies, read_exclusion_list  # deferred: pandas is heavy
 
     exclude = config["policies"]["exclude_sources"]
     policies = evaluate_policies(
-        pd.read_parquet(run_dir / "predictions.parquet"),
+        pd.read_parquet(Path(job.run_dir) / "predictions.parquet"),
         figure3_policies(config),
         read_exclusion_list(exclude) if exclude else (),
     )
@@ -346,20 +323,13 @@ def cmd_sweep_worker(args) -> int:
     from alertvision.study.steps import sweep_worker  # deferred: pandas is heavy
 
     config = _config(args)
-    sweep = _sweep_inputs(args, config)
-    run, layout = sweep["run"], _layout(args)
-    folder, wid = _weights(config, args.regimen, args.arch)
+    sweep = _sweep_of(args, config)
     report = sweep["folder"] / f"worker{args.worker}.json"
     done = sweep_worker(
-        args.dataset_dir or layout.dataset_dir(run.dataset),
-        args.split or layout.split_file(run.dataset, run.fraction),
+        _job(args, config, sweep=True),
         report,
-        arch_cfg=sweep["arch_cfg"],
-        training=sweep["training"],
         sweep_cfg=sweep["sweep"],
         study_name=sweep["study"],
-        weights_dir=folder,
-        weight_id=wid,
         progress=not args.quiet,
     )
     print(f"{report}: {json.dumps(done, default=str)}")
@@ -369,14 +339,10 @@ def cmd_sweep_worker(args) -> int:
 def cmd_sweep_finalize(args) -> int:
     from alertvision.study.steps import sweep_finalize  # deferred: pandas is heavy
 
-    sweep = _sweep_inputs(args, _config(args))
+    config = _config(args)
+    sweep = _sweep_of(args, config)
     best = sweep_finalize(
-        sweep["folder"],
-        study_name=sweep["study"],
-        arch_cfg=sweep["arch_cfg"],
-        training=sweep["training"],
-        sweep_cfg=sweep["sweep"],
-        modality=args.modality,
+        sweep["folder"], sweep_job(config, _run(args)), study_name=sweep["study"], sweep_cfg=sweep["sweep"]
     )
     print(f"{sweep['folder'] / 'best.yaml'}: {json.dumps(best.get('params', best), default=str)}")
     return 0
@@ -449,7 +415,7 @@ def cmd_benchmark(args) -> int:
         args.dataset_dir or _layout(args).dataset_dir("ztf"),
         out,
         arch=args.arch,
-        arch_cfg=config["archs"][args.arch],
+        arch_block=config["archs"][args.arch],
         benchmark_cfg=config["benchmark"],
         training_cfg=training_params(config, args.arch),
     )

@@ -1,5 +1,6 @@
-"""The study configuration: load, fill defaults from the schema, validate, and derive job settings (the grid
-and the paths are the study plan's, :mod:`alertvision.study.plan`)."""
+"""The study configuration: load, fill defaults from the schema, validate (a run's settings are worked out
+from it by :mod:`alertvision.study.jobs`; the grid and the paths are the study plan's,
+:mod:`alertvision.study.plan`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import jsonschema
 
 from alertvision.data.sources import check_sources
 from alertvision.schema import ConfigError, parse_yaml, schema
-from alertvision.settings import METADATA_KEYS  # the metadata branch's keys: part of multi-modal runs only
 from alertvision.study.plan import METADATA_ONLY, MULTIMODAL, MULTIMODAL_DATASET, format_fraction, grid_cells
 
 DEFAULT_CONFIG = Path("config") / "config.yaml"
@@ -392,94 +392,3 @@ def masked_config(config: Mapping[str, Any]) -> dict:
 
 #: What a fraction's folder name may look like (the rules' wildcard constraint).
 PLAIN_DECIMAL = re.compile(r"^[0-9]+(\.[0-9]+)?$")
-
-
-def is_production_baseline(config: Mapping[str, Any], arch: str, modality: str) -> bool:
-    """Whether a run is Figure 3's baseline as BTSbot's production model: a multi-modal CNN (kind cnn) while
-    ``multimodal.cnn_baseline`` is ``production`` (not swept; ``multimodal.baseline_training`` on top of its
-    training block)."""
-    spec = config["archs"].get(arch)
-    return (
-        modality == MULTIMODAL
-        and spec is not None
-        and spec.get("kind") == "cnn"
-        and config.get("multimodal", {}).get("cnn_baseline", "production") == "production"
-    )
-
-
-def training_params(config: Mapping[str, Any], arch: str, modality: str = "image") -> dict[str, Any]:
-    """The training block with the architecture's overrides applied (and, for Figure 3's production
-    baseline, ``multimodal.baseline_training``); an image model's leaves out the metadata branch's keys
-    (so that they rerun only multi-modal runs)."""
-    params = dict(config["training"])
-    params.update(config["archs"].get(arch, {}).get("training", {}))
-    if arch == METADATA_ONLY:
-        params.update(config.get("multimodal", {}).get("metadata_training", {}))
-    if is_production_baseline(config, arch, modality):
-        params.update(config["multimodal"].get("baseline_training", {}))
-    if modality != MULTIMODAL:
-        for key in METADATA_KEYS:
-            params.pop(key, None)
-    return params
-
-
-def model_spec(
-    config: Mapping[str, Any], arch: str, modality: str, regimen: str = "none", dataset: str = MULTIMODAL_DATASET
-) -> dict[str, Any]:
-    """What the model factory builds for a run: the ``archs.<name>`` block (``{kind: none}`` and the
-    ``head`` of ``multimodal.metadata_head`` for the metadata-only model) plus ``modality``, the
-    regimen's ``input_norm`` and, for multi-modal runs, ``metadata_fill`` and, for a timm backbone, its
-    ``timm_head`` on ``dataset`` (see :func:`multimodal_timm_head`)."""
-    mm = config.get("multimodal", {})
-    if arch == METADATA_ONLY:
-        spec = {"kind": "none", "head": mm.get("metadata_head", "um_nn")}
-    else:
-        spec = dict(config["archs"][arch])
-    spec.pop("training", None)
-    spec.pop("sweep", None)
-    spec["modality"] = modality
-    if arch != METADATA_ONLY:
-        spec["input_norm"] = config["regimens"][regimen]["input_norm"]
-    if modality == MULTIMODAL:
-        spec["metadata_fill"] = mm["metadata_fill"]
-        if spec["kind"] == "timm":
-            spec["timm_head"] = multimodal_timm_head(mm.get("timm_head", "btsbot"), dataset)
-    return spec
-
-
-def multimodal_timm_head(setting: str, dataset: str) -> str:
-    """What a multi-modal model keeps of a timm backbone's own head (``multimodal.timm_head``): ``btsbot``
-    follows BTSbot's ``mm_ConvNeXt``, ``flatten`` alone on ZTF stamps (63x63 ends at a 1x1 map) and
-    ``pool_norm`` (global pool, LayerNorm, flatten) on Legacy Survey images; ``pool_norm`` keeps timm's
-    pool and norm on both. Backbones whose timm head has no norm (MaxViT) are the same either way."""
-    if setting == "btsbot":
-        return "pool_norm" if dataset == "ls" else "flatten"
-    if setting != "pool_norm":
-        raise ConfigError(f"config key multimodal.timm_head: {setting!r} is not one of btsbot, pool_norm")
-    return setting
-
-
-def sweep_params(
-    config: Mapping[str, Any], arch: str, masked: bool = False, modality: str | None = None
-) -> dict[str, Any]:
-    """The sweep block with the architecture's overrides applied (nested blocks merged one level deep);
-    ``masked``: the storage URL's password masked (what a Snakemake param may hold: params are stored in
-    ``.snakemake/metadata``; the job reads the real URL from the config or the environment). With
-    ``modality``, Figure 3's production baseline (:func:`is_production_baseline`) has 0 trials: not swept."""
-    if masked:
-        config = masked_config(config)
-    params = copy.deepcopy(dict(config["sweep"]))
-    for key, value in config["archs"].get(arch, {}).get("sweep", {}).items():
-        if isinstance(value, Mapping) and isinstance(params.get(key), Mapping):
-            params[key] = {**params[key], **value}
-        else:
-            params[key] = value
-    if modality is not None and is_production_baseline(config, arch, modality):
-        params["trials"] = 0
-    return params
-
-
-def figure3_policies(config: Mapping[str, Any]) -> list[str]:
-    """The trigger policies Figure 3 draws (``policies.figure3``: one name or a list), as a list."""
-    chosen = config["policies"]["figure3"]
-    return [chosen] if isinstance(chosen, str) else list(chosen)

@@ -174,3 +174,89 @@ class PrunerSettings:
             return block
         block = {"kind": block or "none"} if isinstance(block, str) or block is None else block
         return _take(cls, with_schema_defaults(block, "sweep", "pruner"), "sweep.pruner")
+
+
+# --------------------------------------------------------------------------- the model's own settings
+
+#: The BTSbot CNN's own keys (``archs.<name>`` of kind cnn; the sweep may sample them).
+CNN_KEYS = ("conv1_channels", "conv2_channels", "conv_kernel", "conv_dropout1", "conv_dropout2")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the model factory builds for one run: the ``archs.<name>`` block (less its ``training`` and
+    ``sweep`` overrides) resolved for the run's modality, regimen and dataset.
+
+    A key the run does not use is None and is left out of :meth:`as_dict`, the form a model.pt stores
+    (``arch_cfg``). The effective values (:attr:`image_size`, :attr:`scale`, ...) say what a model saved
+    before a key existed was built with."""
+
+    kind: str  # cnn | timm | none (the metadata-only model)
+    timm_name: str | None = None
+    input_size: int | None = None
+    input_scale: float | None = None
+    conv1_channels: int | None = None
+    conv2_channels: int | None = None
+    conv_kernel: int | None = None
+    conv_dropout1: float | None = None
+    conv_dropout2: float | None = None
+    head: str | None = None  # the metadata-only model's head: um_nn or mlp
+    modality: str = "image"
+    input_norm: str | None = None  # the regimen's input_norm: l2 or weights
+    metadata_fill: str | None = None  # multi-modal runs: the rule for non-finite features
+    timm_head: str | None = None  # multi-modal timm runs: what the backbone keeps of its own head
+
+    @classmethod
+    def of(cls, value: "ModelSpec | Mapping[str, Any]") -> "ModelSpec":
+        """``value`` as a spec: a spec as it is; a mapping (a model.pt's ``arch_cfg``, an ``archs.<name>``
+        block) read by :meth:`from_arch_block`."""
+        return value if isinstance(value, ModelSpec) else cls.from_arch_block(value)
+
+    @classmethod
+    def from_dict(cls, block: Mapping[str, Any]) -> "ModelSpec":
+        """A spec from its dict form; a key it does not know raises ValueError naming it."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(block) - known)
+        if unknown:
+            raise ValueError(f"model spec: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if "kind" not in block:
+            raise ValueError("model spec: `kind` missing (cnn, timm or none)")
+        return cls(**{k: _frozen(v) for k, v in block.items()})
+
+    @classmethod
+    def from_arch_block(cls, block: Mapping[str, Any]) -> "ModelSpec":
+        """The spec of a validated ``archs.<name>`` block as it is (an image model), its ``training`` and
+        ``sweep`` overrides left out."""
+        return cls.from_dict({k: v for k, v in block.items() if k not in ("training", "sweep")})
+
+    def as_dict(self) -> dict[str, Any]:
+        """The keys the spec sets, in field order: what a model.pt stores and a Snakemake param holds."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def with_values(self, **values: Any) -> "ModelSpec":
+        """A copy with ``values`` set (a sweep's best CNN keys, the timm name the weights gave)."""
+        return ModelSpec.of({**self.as_dict(), **values})
+
+    @property
+    def multimodal(self) -> bool:
+        return self.modality == "multimodal"
+
+    @property
+    def image_size(self) -> int:
+        """The side the 63x63 triplet is resized to before the backbone."""
+        return 63 if self.input_size is None else int(self.input_size)
+
+    @property
+    def scale(self) -> float:
+        """The constant factor on the stored L2-normalised images (1: BTSbot's input)."""
+        return 1.0 if self.input_scale is None else float(self.input_scale)
+
+    @property
+    def norm(self) -> str:
+        """The regimen's input normalisation (``l2``: the stored triplet; ``weights``: the weights' own)."""
+        return self.input_norm or "l2"
+
+    @property
+    def cnn_kwargs(self) -> dict[str, Any]:
+        """The CNN's own keys, as its constructor takes them."""
+        return {k: getattr(self, k) for k in CNN_KEYS}

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from alertvision.config import model_spec, training_params
+from alertvision.study.jobs import TrainJob, model_spec, training_params
 from alertvision.training.checkpoint import CHECKPOINT_NAME
 from alertvision.training.loop import train_run
 
@@ -35,18 +35,17 @@ def _arguments(tiny_datasets, split_file, out, modality="image", **overrides) ->
         "dataset_dir": str(tiny_datasets["ztf"]),
         "split_file": str(split_file),
         "out_dir": str(out),
-        "arch_cfg": model_spec(config, "cnn", modality),
+        "model": model_spec(config, "cnn", modality).as_dict(),
         "training": {**training_params(config, "cnn", modality), **EPOCHS, **overrides},
         "seed": 0,
-        "run_info": {"arch": "cnn", "modality": modality},
+        "info": {"arch": "cnn", "modality": modality},
     }
 
 
 def _run(arguments: dict, **extra) -> dict:
     args = dict(arguments)
-    return train_run(
-        args.pop("dataset_dir"), args.pop("split_file"), args.pop("out_dir"), progress=False, **args, **extra
-    )
+    job = TrainJob.local(args.pop("dataset_dir"), args.pop("split_file"), args.pop("out_dir"), **args)
+    return train_run(job, progress=False, **extra)
 
 
 def _outputs(folder: Path) -> tuple:
@@ -119,9 +118,10 @@ def test_a_torn_checkpoint_starts_the_run_again(tiny_datasets, split_file, tmp_p
 
 CHILD = """
 import json, sys
+from alertvision.study.jobs import TrainJob
 from alertvision.training.loop import train_run
 args = json.loads(sys.argv[1])
-train_run(args.pop("dataset_dir"), args.pop("split_file"), args.pop("out_dir"), progress=False, **args)
+train_run(TrainJob.local(args.pop("dataset_dir"), args.pop("split_file"), args.pop("out_dir"), **args), progress=False)
 """
 
 

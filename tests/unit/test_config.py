@@ -7,16 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from alertvision.config import (
-    ConfigError,
-    figure3_policies,
-    grid_cells,
-    load_config,
-    parse_yaml,
-    shadowed_settings,
-    training_params,
-    validate_config,
-)
+from alertvision.config import ConfigError, grid_cells, load_config, parse_yaml, shadowed_settings, validate_config
+from alertvision.study.jobs import figure3_policies, training_params
 from alertvision.study.plan import weight_id
 
 REPO = Path(__file__).resolve().parents[2]

@@ -27,8 +27,8 @@ LAYERS = (
                     "alertvision.slurm", "alertvision.schema", "alertvision.settings")),
     # datasets: the contract, sources and their ingest, synthetic data, surveys
     ("data", ("alertvision.data", "alertvision.synthetic", "alertvision.surveys")),
-    # the study's plan: the grid and every path, the config's load and checks (which ask the data sources)
-    ("plan", ("alertvision.study.plan", "alertvision.config", "alertvision.study.embedplan")),
+    # the study's plan: the grid and every path, the config's load and checks (which ask the data sources), the jobs
+    ("plan", ("alertvision.study.plan", "alertvision.config", "alertvision.study.embedplan", "alertvision.study.jobs")),
     ("models", ("alertvision.models",)),
     ("training", ("alertvision.training",)),
     ("evaluation", ("alertvision.evaluation", "alertvision.sweeps")),

@@ -110,7 +110,7 @@ def test_embeddings_have_the_head_width_and_the_models_scores(arch, tiny_ztf, tm
     head = {"dense1": 32, "dense2": dense2, "dropout": 0.5}
     torch.manual_seed(0)
     model = build_model(arch_cfg, head)
-    save_model(model, tmp_path / "model.pt", arch_cfg=arch_cfg, head_cfg=head, info={"arch": arch})
+    save_model(model, tmp_path / "model.pt", spec=arch_cfg, head_cfg=head, info={"arch": arch})
     table = embed_run(tmp_path / "model.pt", tiny_ztf, tmp_path / "embeddings.parquet", batch_size=4, progress=False)
 
     data = open_dataset(tiny_ztf)

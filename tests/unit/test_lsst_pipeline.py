@@ -23,13 +23,14 @@ import pytest
 import torch
 from test_lsst import as_rubin, rubin_schema
 
-from alertvision.config import model_spec, training_params, validate_config
+from alertvision.config import validate_config
 from alertvision.data.contract import ContractError, open_dataset
 from alertvision.data.ingest.labels import LabelsError
 from alertvision.data.sources import ingest_ztf
 from alertvision.deploy.export import export_run, torch_logits
 from alertvision.deploy.predict import PredictInputError, _check_inputs, load_model, predict
 from alertvision.models import load_model as load_torch_model
+from alertvision.study.jobs import TrainJob, model_spec, training_params
 from alertvision.surveys import get_survey
 from alertvision.surveys.lsst.packets import encode_wire, schema_id
 
@@ -89,13 +90,15 @@ def lsst_run(tmp_path_factory):
     training = {**training_params(config, "cnn", "image"), "epochs": 1, "patience": 1}
     info = {"arch": "cnn", "modality": "image", "regimen": "none", "fraction": "100", "seed": 0, "dataset": "ztf"}
     train_run(
-        root / "data",
-        split,
-        root / "run",
-        arch_cfg=model_spec(config, "cnn", "image"),
-        training=training,
-        seed=0,
-        run_info=info,
+        TrainJob.local(
+            root / "data",
+            split,
+            root / "run",
+            model=model_spec(config, "cnn", "image"),
+            training=training,
+            seed=0,
+            info=info,
+        ),
         progress=False,
     )
     result = export_run(root / "run", root / "data", split, root / "export")
@@ -231,12 +234,13 @@ def _train_multimodal(lsst_run, name: str, fill: str) -> dict:
     from alertvision.training.loop import train_run
 
     root, config = lsst_run["root"], lsst_run["config"]
-    spec = {**model_spec(config, "cnn", "multimodal"), "metadata_fill": fill}
+    spec = model_spec(config, "cnn", "multimodal").with_values(metadata_fill=fill)
     training = {**training_params(config, "cnn", "multimodal"), "epochs": 1, "patience": 1}
     info = {"arch": "cnn", "modality": "multimodal", "regimen": "none", "fraction": "100", "seed": 0, "dataset": "ztf"}
     run = root / f"{name}_run"
     train_run(
-        root / "data", lsst_run["split"], run, arch_cfg=spec, training=training, seed=0, run_info=info, progress=False
+        TrainJob.local(root / "data", lsst_run["split"], run, model=spec, training=training, seed=0, info=info),
+        progress=False,
     )
     result = export_run(run, root / "data", lsst_run["split"], root / f"{name}_export")
     return {"run": run, "export": root / f"{name}_export", "result": result}

@@ -52,7 +52,7 @@ def test_maxvit_is_built_for_its_input_size():
 def test_save_and_load_give_the_same_scores(tmp_path):
     torch.manual_seed(1)
     model = build_model(ARCHS["convnext"], HEAD).eval()
-    save_model(model, tmp_path / "model.pt", arch_cfg=ARCHS["convnext"], head_cfg=HEAD, info={"arch": "convnext"})
+    save_model(model, tmp_path / "model.pt", spec=ARCHS["convnext"], head_cfg=HEAD, info={"arch": "convnext"})
     loaded, info = load_model(tmp_path / "model.pt")
     x = torch.randn(2, 3, 63, 63)
     with torch.no_grad():
@@ -104,7 +104,7 @@ def test_input_norm_is_saved_and_restored(tmp_path):
     norm = {"mode": "imagenet", "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.5, 1.0]}
     torch.manual_seed(3)
     model = build_model(ARCHS["cnn"], HEAD, input_norm=norm).eval()
-    save_model(model, tmp_path / "model.pt", arch_cfg=ARCHS["cnn"], head_cfg=HEAD, info={})
+    save_model(model, tmp_path / "model.pt", spec=ARCHS["cnn"], head_cfg=HEAD, info={})
     loaded, _ = load_model(tmp_path / "model.pt")
     assert loaded.input_norm.spec() == norm
     x = torch.randn(2, 3, 63, 63)
@@ -116,7 +116,7 @@ def test_a_model_saved_before_input_norm_loads_and_scales_as_then(tmp_path):
     arch = {**ARCHS["cnn"], "input_scale": 63.0}
     torch.manual_seed(4)
     model = build_model(arch, HEAD).eval()
-    save_model(model, tmp_path / "model.pt", arch_cfg=arch, head_cfg=HEAD, info={})
+    save_model(model, tmp_path / "model.pt", spec=arch, head_cfg=HEAD, info={})
     payload = torch.load(tmp_path / "model.pt", weights_only=True)
     del payload["input_norm"]  # the layout of files written before input_norm existed
     torch.save(payload, tmp_path / "old.pt")
@@ -140,12 +140,14 @@ def _conv(cin, cout, k):
 
 
 def test_the_default_cnn_is_btsbots_production_model_counted_by_hand():
-    from alertvision.config import model_spec, training_params, validate_config
+    from alertvision.config import validate_config
+    from alertvision.study.jobs import model_spec, training_params
 
     config = validate_config({"grid": {"archs": ["cnn"], "modalities": ["image", "multimodal"]}})
     spec, training = model_spec(config, "cnn", "image"), training_params(config, "cnn", "image")
     assert {
-        k: spec[k] for k in ("conv1_channels", "conv2_channels", "conv_kernel", "conv_dropout1", "conv_dropout2")
+        k: getattr(spec, k)
+        for k in ("conv1_channels", "conv2_channels", "conv_kernel", "conv_dropout1", "conv_dropout2")
     } == {"conv1_channels": 32, "conv2_channels": 64, "conv_kernel": 5, "conv_dropout1": 0.50, "conv_dropout2": 0.55}
     assert training["betas"] == [0.99, 0.99]
     # two conv blocks of two 5x5 convolutions (3 -> 32 -> 32, 32 -> 64 -> 64); 63 -> 31 -> 7 px after the
@@ -188,7 +190,8 @@ def _convnext_pico_by_hand() -> int:
 def test_multimodal_convnext_keeps_btsbots_head_per_dataset_counted_by_hand():
     """BTSbot's mm_ConvNeXt: flatten alone on ZTF stamps (63 px end at a 1x1 map), global pool + LayerNorm +
     flatten on Legacy Survey images; multimodal.timm_head pool_norm keeps the norm on both."""
-    from alertvision.config import model_spec, training_params, validate_config
+    from alertvision.config import validate_config
+    from alertvision.study.jobs import model_spec, training_params
 
     config = validate_config({"grid": {"archs": ["convnext"], "modalities": ["image", "multimodal"]}})
     training = training_params(config, "convnext", "multimodal")
@@ -241,11 +244,12 @@ def test_flatten_head_needs_a_one_pixel_map_and_leaves_maxvit_as_it_is():
 
 def test_the_metadata_only_model_is_btsbots_um_nn_counted_by_hand(tmp_path):
     """um_nn: BatchNorm1d(25) -> Dense(meta_dense1) -> ReLU -> Dropout -> Dense(meta_dense2) -> ReLU -> Dense(1)."""
-    from alertvision.config import model_spec, training_params, validate_config
+    from alertvision.config import validate_config
+    from alertvision.study.jobs import model_spec, training_params
 
     config = validate_config({"grid": {"archs": ["cnn"], "modalities": ["image", "multimodal"]}})
     spec, training = model_spec(config, "none", "multimodal"), training_params(config, "none", "multimodal")
-    assert spec["head"] == "um_nn" and (training["meta_dense1"], training["meta_dense2"]) == (32, 16)
+    assert spec.head == "um_nn" and (training["meta_dense1"], training["meta_dense2"]) == (32, 16)
     model = build_model(spec, training).eval()
     by_hand = 2 * 25 + (25 * 32 + 32) + (32 * 16 + 16) + (16 + 1)
     assert sum(p.numel() for p in model.parameters()) == by_hand == 1_427
@@ -255,12 +259,12 @@ def test_the_metadata_only_model_is_btsbots_um_nn_counted_by_hand(tmp_path):
     with torch.no_grad():  # the embedding is the branch's output, the logit one Dense of it
         torch.testing.assert_close(model.embed((None, meta)), model.metadata(meta))
         torch.testing.assert_close(model((None, meta)), model.head.out(model.metadata(meta)).squeeze(-1))
-    save_model(model, tmp_path / "um_nn.pt", arch_cfg=spec, head_cfg=training, info={})
+    save_model(model, tmp_path / "um_nn.pt", spec=spec, head_cfg=training, info={})
     loaded, _ = load_model(tmp_path / "um_nn.pt")
     with torch.no_grad():
         torch.testing.assert_close(loaded((None, meta)), model((None, meta)))
     # the switch: the backbones' head (dense1 128, dense2 16, dropout) after the branch, as before
-    mlp = build_model({**spec, "head": "mlp"}, training)
+    mlp = build_model(spec.with_values(head="mlp"), training)
     assert sum(p.numel() for p in mlp.parameters()) == by_hand - 17 + (16 * 128 + 128) + (128 * 16 + 16) + 17 == 5_667
     # a model saved before the key (no `head`) is rebuilt as it was trained
     before = build_model({"kind": "none", "modality": "multimodal"}, training)

@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-from alertvision.config import ConfigError, grid_cells, model_spec, training_params, validate_config
+from alertvision.config import ConfigError, grid_cells, validate_config
 from alertvision.data.contract import open_dataset
 from alertvision.data.features import METADATA_FEATURES
 from alertvision.evaluation.policies import evaluate_policies
 from alertvision.models import build_model, load_model, save_model
 from alertvision.models.multimodal import MetadataBranch, MultimodalClassifier
+from alertvision.study.jobs import TrainJob, model_spec, training_params
 from alertvision.sweeps.space import METADATA_SPACE, search_space
 from alertvision.training.loop import train_run
 from alertvision.training.metadata import MetadataError, metadata_matrix
@@ -86,7 +87,7 @@ def test_multimodal_model_saves_and_loads_with_its_fill_values(tmp_path):
     model = build_model(spec, HEAD, metadata_fill=fill).eval()
     images, meta = _inputs()
     meta[0, 3] = float("nan")
-    save_model(model, tmp_path / "model.pt", arch_cfg=spec, head_cfg={**HEAD, "lr": 1.0}, info={"arch": "cnn"})
+    save_model(model, tmp_path / "model.pt", spec=spec, head_cfg={**HEAD, "lr": 1.0}, info={"arch": "cnn"})
     loaded, info = load_model(tmp_path / "model.pt")
     assert isinstance(loaded, MultimodalClassifier) and info == {"arch": "cnn"}
     assert torch.equal(loaded((images, meta)), model((images, meta)))
@@ -109,7 +110,7 @@ def test_a_model_of_another_surveys_features_names_them_and_ztf_stays_as_it_was(
     names = ("psf_flux", "psf_mag", "snr")
     model = build_model(spec, HEAD, metadata_features=names, metadata_fill=[0.0, 1.0, 2.0]).eval()
     assert model.metadata.n_features == 3 and model.metadata.body[0].num_features == 3
-    save_model(model, tmp_path / "model.pt", arch_cfg=spec, head_cfg=HEAD, info={})
+    save_model(model, tmp_path / "model.pt", spec=spec, head_cfg=HEAD, info={})
     assert torch.load(tmp_path / "model.pt", weights_only=True)["metadata_features"] == list(names)
     loaded, _ = load_model(tmp_path / "model.pt")
     assert loaded.metadata.feature_names == names
@@ -119,7 +120,7 @@ def test_a_model_of_another_surveys_features_names_them_and_ztf_stays_as_it_was(
     unnamed = build_model(spec, HEAD, n_features=3)  # a branch of three unnamed features: not saved
     assert unnamed.metadata.n_features == 3 and unnamed.metadata.feature_names is None
     with pytest.raises(ValueError, match="3 metadata features are unnamed"):
-        save_model(unnamed, tmp_path / "unnamed.pt", arch_cfg=spec, head_cfg=HEAD, info={})
+        save_model(unnamed, tmp_path / "unnamed.pt", spec=spec, head_cfg=HEAD, info={})
     assert not (tmp_path / "unnamed.pt").exists()
 
 
@@ -168,13 +169,15 @@ def test_fill_policies_zero_and_train_median():
 def _train(dataset, split_file, out, config, arch, **spec):
     training = {**training_params(config, arch, "multimodal"), "epochs": 2}
     return train_run(
-        dataset,
-        split_file,
-        out,
-        arch_cfg={**model_spec(config, arch, "multimodal"), **spec},
-        training=training,
-        seed=0,
-        run_info={"arch": arch, "modality": "multimodal"},
+        TrainJob.local(
+            dataset,
+            split_file,
+            out,
+            model=model_spec(config, arch, "multimodal").with_values(**spec),
+            training=training,
+            seed=0,
+            info={"arch": arch, "modality": "multimodal"},
+        ),
         progress=False,
     )
 
@@ -285,11 +288,15 @@ def test_multimodal_sweep_samples_the_metadata_branch(tiny_datasets, split_file,
     sweep_cfg = {"trials": 2, "seed": 0, "search_space": {"lr": {"type": "categorical", "choices": [0.001]}}}
     name = "alertvision/ztf/multimodal/none/none/f100"
     report = sweep_run(
-        tiny_datasets["ztf"],
-        split_file,
+        TrainJob.local(
+            tiny_datasets["ztf"],
+            split_file,
+            None,
+            model=model_spec(config, "none", "multimodal"),
+            training=training,
+            seed=0,
+        ),
         tmp_path,
-        arch_cfg=model_spec(config, "none", "multimodal"),
-        training=training,
         sweep_cfg=sweep_cfg,
         study_name=name,
         progress=False,
@@ -301,7 +308,7 @@ def test_multimodal_sweep_samples_the_metadata_branch(tiny_datasets, split_file,
         training=training,
         sweep_cfg=sweep_cfg,
         modality="multimodal",
-        arch_cfg=model_spec(config, "none", "multimodal"),
+        model=model_spec(config, "none", "multimodal"),
     )
     # BTSbot's um_nn has no head layers for Table 1's dense1, dense2 and dropout to size
     assert set(best["params"]) == (set(TABLE1) - set(UM_NN_ABSENT)) | set(METADATA_SPACE)
@@ -317,12 +324,14 @@ def test_a_last_training_batch_of_one_alert_is_skipped(tiny_datasets, split_file
     config = tiny_datasets["config"]
     training = {**training_params(config, "none", "multimodal"), "epochs": 1, "batch_size": n_train - 1}
     metrics = train_run(
-        tiny_datasets["ztf"],
-        split_file,
-        None,
-        arch_cfg=model_spec(config, "none", "multimodal"),
-        training=training,
-        seed=0,
+        TrainJob.local(
+            tiny_datasets["ztf"],
+            split_file,
+            None,
+            model=model_spec(config, "none", "multimodal"),
+            training=training,
+            seed=0,
+        ),
         progress=False,
     )
     assert np.isfinite(metrics["val_loss_best"])
@@ -340,18 +349,19 @@ def test_figure3_cnn_baseline_is_btsbots_production_model_and_never_swept(tmp_pa
     of Table 1's space (in which Dense(8) alone and a 128-wide branch cannot occur)."""
     import argparse
 
-    from alertvision.cli import _best_yaml
-    from alertvision.config import load_config, sweep_params
-    from alertvision.study.plan import Run
+    from alertvision.cli import _with_best
+    from alertvision.config import load_config
+    from alertvision.study.jobs import sweep_params, train_job
+    from alertvision.study.plan import Layout, Run
 
     config = load_config("config/study.yaml")
     spec, training = model_spec(config, "cnn", "multimodal"), training_params(config, "cnn", "multimodal")
-    assert {k: spec[k] for k in ("conv1_channels", "conv2_channels", "conv_kernel")} == {
+    assert {k: getattr(spec, k) for k in ("conv1_channels", "conv2_channels", "conv_kernel")} == {
         "conv1_channels": 32,
         "conv2_channels": 64,
         "conv_kernel": 5,
     }
-    assert (spec["conv_dropout1"], spec["conv_dropout2"]) == (0.50, 0.55)
+    assert (spec.conv_dropout1, spec.conv_dropout2) == (0.50, 0.55)
     assert {k: training[k] for k in ("lr", "betas", "batch_size", "epochs", "patience")} == {
         "lr": 1e-4,
         "betas": [0.99, 0.99],
@@ -375,12 +385,12 @@ def test_figure3_cnn_baseline_is_btsbots_production_model_and_never_swept(tmp_pa
     assert sweep_params(config, "none", modality="multimodal")["trials"] == 50
     for modality in ("multimodal", "image"):
         args = argparse.Namespace(best=None, arch="cnn", modality=modality, results=str(tmp_path))
-        run = Run("ztf", modality, "cnn", "none", "100", 0)
+        job = train_job(config, Run("ztf", modality, "cnn", "none", "100", 0), Layout(results=str(tmp_path)))
         if modality == "multimodal":
-            assert _best_yaml(args, config, run) is None  # trains at once, with the production settings
+            assert _with_best(args, job).best_yaml is None  # trains at once, with the production settings
         else:
             with pytest.raises(SystemExit, match="sweeps 'cnn'"):  # the image CNN waits for its sweep
-                _best_yaml(args, config, run)
+                _with_best(args, job)
     # the switch keeps the swept variant: Table 1 and the CNN's space over the training block
     swept = load_config("config/study.yaml", {"multimodal.cnn_baseline": "swept"})
     assert sweep_params(swept, "cnn", modality="multimodal")["trials"] == 50

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from alertvision.config import model_spec, training_params
+from alertvision.study.jobs import TrainJob, model_spec, training_params
 from alertvision.training import engine
 from alertvision.training.checkpoint import CHECKPOINT_NAME
 from alertvision.training.loop import train_run
@@ -47,13 +47,15 @@ class VirtualClock:
 def _run(tiny_datasets, split_file, out: Path, **extra) -> dict:
     config = tiny_datasets["config"]
     return train_run(
-        tiny_datasets["ztf"],
-        split_file,
-        out,
-        arch_cfg=model_spec(config, "cnn", "image"),
-        training={**training_params(config, "cnn", "image"), "epochs": EPOCHS, "patience": EPOCHS, "threads": 1},
-        seed=0,
-        run_info={"arch": "cnn", "modality": "image"},
+        TrainJob.local(
+            tiny_datasets["ztf"],
+            split_file,
+            out,
+            model=model_spec(config, "cnn", "image"),
+            training={**training_params(config, "cnn", "image"), "epochs": EPOCHS, "patience": EPOCHS, "threads": 1},
+            seed=0,
+            info={"arch": "cnn", "modality": "image"},
+        ),
         progress=False,
         **extra,
     )

@@ -6,8 +6,9 @@ import json
 
 import torch
 
-from alertvision.config import grid_cells, load_config, model_spec, training_params
+from alertvision.config import grid_cells, load_config
 from alertvision.models import load_model
+from alertvision.study.jobs import TrainJob, model_spec, training_params
 from alertvision.training.loop import train_run
 
 
@@ -53,12 +54,14 @@ def test_training_is_float32_and_bf16_only_on_cuda(tiny_datasets, quick_split_fi
         handle = torch.nn.modules.module.register_module_forward_hook(record)
         try:
             metrics = train_run(
-                tiny_datasets["ztf"],
-                quick_split_file,
-                tmp_path / str(bf16),
-                arch_cfg=model_spec(config, "cnn", "image"),
-                training=training,
-                seed=0,
+                TrainJob.local(
+                    tiny_datasets["ztf"],
+                    quick_split_file,
+                    tmp_path / str(bf16),
+                    model=model_spec(config, "cnn", "image"),
+                    training=training,
+                    seed=0,
+                ),
                 progress=False,
             )
         finally:
@@ -89,9 +92,9 @@ def test_a_sweep_maximises_the_validation_roc_auc_of_the_kept_epoch(
     training = {**training_params(config, "none", "multimodal"), "epochs": 2, "patience": 2}
     sweep_cfg = {"trials": 3, "seed": 0, "startup_trials": 3}
     name = "alertvision/ztf/multimodal/none/none/f10"
-    arch_cfg = {**model_spec(config, "none", "multimodal"), "metadata_fill": "median"}
-    kwargs = dict(arch_cfg=arch_cfg, training=training, sweep_cfg=sweep_cfg, study_name=name, progress=False)
-    sweep_run(tiny_datasets["ztf"], quick_split_file, tmp_path, **kwargs)
+    spec = model_spec(config, "none", "multimodal").with_values(metadata_fill="median")
+    job = TrainJob.local(tiny_datasets["ztf"], quick_split_file, None, model=spec, training=training, seed=0)
+    sweep_run(job, tmp_path, sweep_cfg=sweep_cfg, study_name=name, progress=False)
     best = sweep_finalize(tmp_path, study_name=name, training=training, sweep_cfg=sweep_cfg, modality="multimodal")
     trials = pd.read_csv(tmp_path / "trials.csv")
     assert best["direction"] == "maximize" and best["objective"] == "val_roc_auc"

@@ -17,12 +17,12 @@ import torch
 from conftest import packet_paths
 from test_fetch_weights import ZOOBOT, _config
 
-from alertvision.config import model_spec, training_params
 from alertvision.deploy.export import export_run
 from alertvision.models import build_model, load_model, save_model
 from alertvision.models.fetch import fetch_weights
 from alertvision.models.weights import ResolvedWeights, WeightsInvalid, load_pretrained_backbone
 from alertvision.safeload import TruncatedFileError, UnsafeFileError, load_tensors
+from alertvision.study.jobs import TrainJob, model_spec, training_params
 from alertvision.training.checkpoint import CHECKPOINT_NAME, Checkpointer
 from alertvision.training.loop import train_run
 
@@ -92,12 +92,14 @@ def test_a_planted_checkpoint_stops_the_run_and_is_kept(planted, tiny_datasets, 
     config = tiny_datasets["config"]
     with pytest.raises(UnsafeFileError) as err:  # through the training run, before any epoch
         train_run(
-            tiny_datasets["ztf"],
-            quick_split_file,
-            out,
-            arch_cfg=model_spec(config, "cnn", "image"),
-            training={**training_params(config, "cnn"), "epochs": 1, "patience": 1},
-            seed=0,
+            TrainJob.local(
+                tiny_datasets["ztf"],
+                quick_split_file,
+                out,
+                model=model_spec(config, "cnn", "image"),
+                training={**training_params(config, "cnn"), "epochs": 1, "patience": 1},
+                seed=0,
+            ),
             progress=False,
         )
     _assert_refused(str(err.value), checkpoint, marker)
@@ -155,7 +157,7 @@ def test_a_saved_model_loads_and_a_truncated_one_says_truncated(tiny_config, tmp
     model = build_model(arch, HEAD).eval()
     # NumPy values (a sweep's hyperparameters, say) are saved as Python numbers and lists
     info = {"arch": "cnn", "seed": np.int64(0), "weight_id": None, "hp": {"lr": np.float64(3e-4), "w": np.arange(2)}}
-    save_model(model, tmp_path / "model.pt", arch_cfg=arch, head_cfg=HEAD, info=info)
+    save_model(model, tmp_path / "model.pt", spec=arch, head_cfg=HEAD, info=info)
     loaded, loaded_info = load_model(tmp_path / "model.pt")  # what save_model writes is plain data
     assert loaded_info == {"arch": "cnn", "seed": 0, "weight_id": None, "hp": {"lr": 3e-4, "w": [0, 1]}}
     assert type(loaded_info["seed"]) is int and type(loaded_info["hp"]["lr"]) is float

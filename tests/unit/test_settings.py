@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from alertvision.config import schema, training_params
+from alertvision.config import schema
 from alertvision.settings import (
     HeadSettings,
     PrunerSettings,
@@ -14,6 +14,7 @@ from alertvision.settings import (
     TrainingSettings,
     with_schema_defaults,
 )
+from alertvision.study.jobs import training_params
 
 
 def test_training_and_head_settings_split_one_block(tiny_config):

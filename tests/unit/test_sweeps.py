@@ -20,8 +20,8 @@ import yaml
 from optuna.trial import TrialState
 from postgres_server import postgres_url  # noqa: F401 (the fixture)
 
-from alertvision.config import training_params
 from alertvision.data.contract import open_dataset
+from alertvision.study.jobs import TrainJob, training_params
 from alertvision.sweeps import (
     TABLE1,
     make_objective,
@@ -120,10 +120,14 @@ def test_a_cnn_trial_builds_the_cnn_it_sampled(tiny_datasets, split_file):
         "conv_kernel": {"type": "categorical", "choices": [3]},
     }
     objective = make_objective(
-        tiny_datasets["ztf"],
-        split_file,
-        arch_cfg=config["archs"]["cnn"],
-        training=cnn_training(tiny_datasets, epochs=1),
+        TrainJob.local(
+            tiny_datasets["ztf"],
+            split_file,
+            None,
+            model=config["archs"]["cnn"],
+            training=cnn_training(tiny_datasets, epochs=1),
+            seed=0,
+        ),
         space=space,
         seed=0,
     )
@@ -233,10 +237,14 @@ class _AlwaysPrune(optuna.pruners.BasePruner):
 def test_pruning_stops_training_at_the_epoch_hook(tiny_datasets, split_file, tmp_path):
     config = tiny_datasets["config"]
     objective = make_objective(
-        tiny_datasets["ztf"],
-        split_file,
-        arch_cfg=config["archs"]["cnn"],
-        training=cnn_training(tiny_datasets, epochs=3, patience=3),
+        TrainJob.local(
+            tiny_datasets["ztf"],
+            split_file,
+            None,
+            model=config["archs"]["cnn"],
+            training=cnn_training(tiny_datasets, epochs=3, patience=3),
+            seed=0,
+        ),
         space=SPACE,
         seed=0,
     )
@@ -278,10 +286,14 @@ def test_a_trial_never_reads_the_test_split(tiny_datasets, split_file, monkeypat
     monkeypatch.setattr(loop, "open_dataset", open_recorded)
     config = tiny_datasets["config"]
     objective = make_objective(
-        tiny_datasets["ztf"],
-        split_file,
-        arch_cfg=config["archs"]["cnn"],
-        training=cnn_training(tiny_datasets, epochs=1),
+        TrainJob.local(
+            tiny_datasets["ztf"],
+            split_file,
+            None,
+            model=config["archs"]["cnn"],
+            training=cnn_training(tiny_datasets, epochs=1),
+            seed=0,
+        ),
         space=SPACE,
         seed=0,
     )
@@ -303,18 +315,16 @@ def test_a_trial_never_reads_the_test_split(tiny_datasets, split_file, monkeypat
 def test_sweep_run_then_finalize_writes_best_trials_and_plot(tiny_datasets, split_file, tmp_path, monkeypatch):
     monkeypatch.delenv("ALERTVISION_SWEEP_STORAGE", raising=False)
     config = tiny_datasets["config"]
-    kwargs = dict(
-        arch_cfg=config["archs"]["cnn"],
-        training=cnn_training(tiny_datasets),
-        sweep_cfg={"trials": 2, "seed": 1, "pruner": {"kind": "median"}},
-        study_name=NAME,
-        progress=False,
+    training = cnn_training(tiny_datasets)
+    job = TrainJob.local(
+        tiny_datasets["ztf"], split_file, None, model=config["archs"]["cnn"], training=training, seed=0
     )
-    first = sweep_run(tiny_datasets["ztf"], split_file, tmp_path, worker_report=tmp_path / "worker0.json", **kwargs)
+    kwargs = dict(sweep_cfg={"trials": 2, "seed": 1, "pruner": {"kind": "median"}}, study_name=NAME, progress=False)
+    first = sweep_run(job, tmp_path, worker_report=tmp_path / "worker0.json", **kwargs)
     assert first["ran"] == [0, 1] and (tmp_path / "study.journal").is_file() and (tmp_path / "worker0.json").is_file()
-    assert sweep_run(tiny_datasets["ztf"], split_file, tmp_path, **kwargs)["ran"] == []
+    assert sweep_run(job, tmp_path, **kwargs)["ran"] == []
 
-    best = sweep_finalize(tmp_path, study_name=NAME, training=kwargs["training"], sweep_cfg=kwargs["sweep_cfg"])
+    best = sweep_finalize(tmp_path, study_name=NAME, training=training, sweep_cfg=kwargs["sweep_cfg"])
     saved = yaml.safe_load((tmp_path / "best.yaml").read_text())
     assert saved == best and saved["source"] == "best_trial" and saved["n_trials"] == 2
     assert 0.0 <= saved["value"] <= 1.0 and set(saved["params"]) == set(TABLE1) | set(CNN_SPACE)
@@ -337,11 +347,8 @@ def test_zero_trials_keep_the_default_hyperparameters(tiny_datasets, split_file,
     training = cnn_training(tiny_datasets)
     config = tiny_datasets["config"]
     report = sweep_run(
-        tiny_datasets["ztf"],
-        split_file,
+        TrainJob.local(tiny_datasets["ztf"], split_file, None, model=config["archs"]["cnn"], training=training, seed=0),
         tmp_path,
-        arch_cfg=config["archs"]["cnn"],
-        training=training,
         sweep_cfg={"trials": 0},
         study_name=NAME,
     )

@@ -16,11 +16,12 @@ import pandas as pd
 import pytest
 import torch
 
-from alertvision.config import grid_cells, load_config, training_params, validate_config
+from alertvision.config import grid_cells, load_config, validate_config
 from alertvision.models import build_model, save_model
 from alertvision.reports import table2 as tp
 from alertvision.reports.table2.estimate import StudyWorkload, format_estimate, study_hours
 from alertvision.reports.workload import workload_plan
+from alertvision.study.jobs import training_params
 
 REPO = Path(__file__).resolve().parents[2]
 HEAD = {"dense1": 32, "dense2": 8, "dropout": 0.5}
@@ -333,7 +334,7 @@ def test_the_rule_step_on_a_tiny_dataset(tmp_path):
     arch_cfg, training = config["archs"]["cnn"], {**training_params(config, "cnn"), "batch_size": 8}
     torch.manual_seed(0)
     model = build_model(arch_cfg, training)
-    save_model(model, tmp_path / "model.pt", arch_cfg=arch_cfg, head_cfg=training, info={"arch": "cnn"})
+    save_model(model, tmp_path / "model.pt", spec=arch_cfg, head_cfg=training, info={"arch": "cnn"})
     bench = {
         **config["benchmark"],
         "trials": 1,
@@ -347,7 +348,7 @@ def test_the_rule_step_on_a_tiny_dataset(tmp_path):
         tmp_path / "ztf",
         tmp_path / "table2" / "cnn.json",
         arch="cnn",
-        arch_cfg=arch_cfg,
+        model_spec=arch_cfg,
         benchmark_cfg=bench,
         training_cfg=training,
         devices=[CPU],

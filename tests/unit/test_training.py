@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from alertvision.config import training_params
 from alertvision.data.contract import open_dataset
+from alertvision.study.jobs import TrainJob, training_params
 from alertvision.training import engine
 from alertvision.training.data import Batches, augment
 from alertvision.training.engine import EarlyStopping, FitState
@@ -24,13 +24,15 @@ def _train(tiny_datasets, split_file, out, arch="cnn", **overrides):
     config = tiny_datasets["config"]
     training = {**training_params(config, arch), **overrides}
     return train_run(
-        tiny_datasets["ztf"],
-        split_file,
-        out,
-        arch_cfg=config["archs"][arch],
-        training=training,
-        seed=0,
-        run_info={"arch": arch},
+        TrainJob.local(
+            tiny_datasets["ztf"],
+            split_file,
+            out,
+            model=config["archs"][arch],
+            training=training,
+            seed=0,
+            info={"arch": arch},
+        ),
         progress=False,
     )
 

@@ -292,7 +292,8 @@ def _backbone_input(model, x):
 
 @pytest.mark.parametrize("arch", ["convnext", "maxvit"])
 def test_every_study_regimen_feeds_the_backbone_the_same_tensors(tmp_path, arch):
-    from alertvision.config import load_config, model_spec, training_params
+    from alertvision.config import load_config
+    from alertvision.study.jobs import model_spec, training_params
     from alertvision.study.plan import weight_id
     from alertvision.training.loop import build_run_model
 
@@ -326,7 +327,7 @@ def test_every_study_regimen_feeds_the_backbone_the_same_tensors(tmp_path, arch)
     for regimen in regimens:
         assert torch.equal(inputs[regimen], inputs["none"]), regimen
     # the switch: a regimen told to use ImageNet's normalisation sees other tensors
-    spec = {**model_spec(config, arch, "image", "imagenet"), "input_norm": "imagenet"}
+    spec = model_spec(config, arch, "image", "imagenet").with_values(input_norm="imagenet")
     weights = ResolvedWeights(
         weight_id(config, "imagenet", arch), str(tmp_path / "imagenet"), config["archs"][arch]["timm_name"], "fetched"
     )

@@ -283,7 +283,7 @@ def test_a_full_disk_names_the_path_and_leaves_no_partial_file(mounted_tmpfs):
     }
     model = build_model(arch, head)  # 206,897 float32 parameters: about 830 kB
     with pytest.raises(DiskFullError, match=f"could not write {disk / 'model.pt'}") as err:
-        save_model(model, disk / "model.pt", arch_cfg=arch, head_cfg=head, info={})
+        save_model(model, disk / "model.pt", spec=arch, head_cfg=head, info={})
     assert "bytes free" in str(err.value)
     assert sorted(p.name for p in disk.iterdir()) == []  # nothing partial, under any name
     from alertvision.data.contract import ImageArrayWriter
@@ -296,21 +296,21 @@ def test_a_full_disk_names_the_path_and_leaves_no_partial_file(mounted_tmpfs):
 
 
 def test_an_unwritable_run_folder_stops_before_training(mounted_tmpfs, tiny_datasets, split_file, caplog):
-    from alertvision.config import training_params
+    from alertvision.study.jobs import TrainJob, training_params
     from alertvision.training.loop import train_run
 
     readonly = mounted_tmpfs("ro", readonly=True)
     config = tiny_datasets["config"]
     with caplog.at_level("INFO"), pytest.raises(PermissionError, match=f"cannot write the run's outputs to {readonly}"):
-        train_run(
+        job = TrainJob.local(
             tiny_datasets["ztf"],
             split_file,
             readonly,
-            arch_cfg=config["archs"]["cnn"],
+            model=config["archs"]["cnn"],
             training=training_params(config, "cnn"),
             seed=0,
-            progress=False,
         )
+        train_run(job, progress=False)
     assert "epoch 1" not in caplog.text and "training" not in caplog.text  # not one step was taken
 
 

@@ -1,7 +1,9 @@
 # Input functions shared by the rules. Every path comes from the study plan (alertvision.study.plan).
 import re
 
-from alertvision.config import figure3_policies, masked_config, model_spec, sweep_params, training_params
+from alertvision.config import masked_config
+
+from alertvision.study.jobs import figure3_policies, is_swept, sweep_job, sweep_params, train_job, training_params
 from alertvision.data import DATASET_FILES
 from alertvision.data.fingerprint import update_fingerprint
 from alertvision.data.sources import source_input_files
@@ -67,28 +69,6 @@ def data_params():
     return params
 
 
-def train_inputs(wildcards):
-    """The dataset, the split table and, for a pretrained regimen, the resolved weights record."""
-    inputs = dataset_files(wildcards.dataset)
-    inputs["split"] = LAYOUT.split_file(wildcards.dataset, wildcards.fraction)
-    if weight_id(config, wildcards.regimen, wildcards.arch) is not None:
-        inputs["weights"] = LAYOUT.weights_dir(wildcards.regimen, wildcards.arch)
-    return inputs
-
-
-def sweeps_on(arch, modality):
-    """Whether a configuration is swept (Figure 3's production baseline never is)."""
-    return sweep_params(config, arch, modality=modality)["trials"] > 0
-
-
-def seed_run_inputs(wildcards):
-    """A seed run's inputs: the training inputs and, when its architecture is swept, the sweep's best.yaml."""
-    inputs = train_inputs(wildcards)
-    if sweeps_on(wildcards.arch, wildcards.modality):
-        inputs["best"] = LAYOUT.sweep_file("best.yaml", wildcards)
-    return inputs
-
-
 def sweep_workers(wildcards):
     n = sweep_params(config, wildcards.arch, modality=wildcards.modality)["workers"]
     return [LAYOUT.sweep_file(f"worker{w}.json", wildcards) for w in range(n)]
@@ -108,20 +88,8 @@ def study_of(wildcards):
 def swept_configurations():
     """The best.yaml of every swept (dataset, modality, arch, regimen, fraction) of the grid."""
     return sorted(
-        {LAYOUT.sweep_file("best.yaml", run) for run in grid_runs(config) if sweeps_on(run.arch, run.modality)}
+        {LAYOUT.sweep_file("best.yaml", run) for run in grid_runs(config) if is_swept(config, run.arch, run.modality)}
     )
-
-
-def run_info(wildcards):
-    """A run's values; for a cell without a seed wildcard (train_seeds), those of its first grid seed."""
-    values = dict(wildcards)
-    values.setdefault("seed", config["grid"]["seeds"][0])
-    return Run.from_values(values).values()
-
-
-def seed_run_dirs(wildcards):
-    """The run folders of every grid seed of a cell, in grid order."""
-    return [LAYOUT.run_dir(Run.from_values({**wildcards, "seed": seed})) for seed in config["grid"]["seeds"]]
 
 
 def grid_seed_files(names):

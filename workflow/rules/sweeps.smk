@@ -7,7 +7,7 @@
 
 rule sweep_worker:
     input:
-        unpack(train_inputs),
+        unpack(lambda wildcards: sweep_job(config, wildcards).inputs()),
     output:
         LAYOUT.sweep_file("worker{worker}.json"),
     log:
@@ -20,13 +20,9 @@ rule sweep_worker:
         runtime=config["resources"]["train"]["runtime"],
         mem_mb=config["resources"]["train"]["mem_mb"],
     params:
-        arch=lambda wildcards: model_spec(
-            config, wildcards.arch, wildcards.modality, wildcards.regimen, wildcards.dataset
-        ),
-        training=lambda wildcards: training_params(config, wildcards.arch, wildcards.modality),
+        job=lambda wildcards: sweep_job(config, wildcards).params(),
         sweep=lambda wildcards: sweep_params(config, wildcards.arch, masked=True, modality=wildcards.modality),
         study=study_of,
-        weight_id=lambda wildcards: weight_id(config, wildcards.regimen, wildcards.arch),
     script:
         "../scripts/sweep_worker.py"
 
@@ -48,10 +44,7 @@ rule sweep_finalize:
     conda:
         ENV
     params:
-        arch=lambda wildcards: model_spec(
-            config, wildcards.arch, wildcards.modality, wildcards.regimen, wildcards.dataset
-        ),
-        training=lambda wildcards: training_params(config, wildcards.arch, wildcards.modality),
+        job=lambda wildcards: sweep_job(config, wildcards).params(),
         sweep=lambda wildcards: sweep_params(config, wildcards.arch, masked=True, modality=wildcards.modality),
         study=study_of,
     script:

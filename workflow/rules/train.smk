@@ -24,7 +24,7 @@ rule fetch_weights:
 
 rule train:
     input:
-        unpack(seed_run_inputs),
+        unpack(lambda wildcards: train_job(config, wildcards).inputs()),
     output:
         model=LAYOUT.run_file("model.pt"),
         history=LAYOUT.run_file("history.csv"),
@@ -42,12 +42,7 @@ rule train:
         runtime=config["resources"]["train"]["runtime"],
         mem_mb=config["resources"]["train"]["mem_mb"],
     params:
-        arch=lambda wildcards: model_spec(
-            config, wildcards.arch, wildcards.modality, wildcards.regimen, wildcards.dataset
-        ),
-        training=lambda wildcards: training_params(config, wildcards.arch, wildcards.modality),
-        run_info=run_info,
-        weight_id=lambda wildcards: weight_id(config, wildcards.regimen, wildcards.arch),
+        job=lambda wildcards: train_job(config, wildcards).params(),
     script:
         "../scripts/train.py"
 
@@ -59,7 +54,7 @@ if config["grid"]["seeds_in_one_job"]:
 
     rule train_seeds:
         input:
-            unpack(seed_run_inputs),
+            unpack(lambda wildcards: train_job(config, wildcards).inputs()),
         output:
             grid_seed_files(RUN_FILES),
         log:
@@ -74,13 +69,7 @@ if config["grid"]["seeds_in_one_job"]:
             runtime=config["resources"]["train"]["runtime"] * len(config["grid"]["seeds"]),
             mem_mb=config["resources"]["train"]["mem_mb"],
         params:
-            arch=lambda wildcards: model_spec(
-                config, wildcards.arch, wildcards.modality, wildcards.regimen, wildcards.dataset
-            ),
-            training=lambda wildcards: training_params(config, wildcards.arch, wildcards.modality),
-            run_info=run_info,
+            job=lambda wildcards: train_job(config, wildcards).params(),
             seeds=config["grid"]["seeds"],
-            run_dirs=seed_run_dirs,
-            weight_id=lambda wildcards: weight_id(config, wildcards.regimen, wildcards.arch),
         script:
             "../scripts/train_seeds.py"

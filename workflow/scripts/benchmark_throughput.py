@@ -11,7 +11,7 @@ benchmark(
     Path(snakemake.input.alerts).parent,
     snakemake.output[0],
     arch=snakemake.wildcards.arch,
-    arch_cfg=snakemake.params.arch,
+    arch_block=snakemake.params.arch,
     benchmark_cfg=dict(snakemake.params.benchmark, cpu_threads=snakemake.threads),
     training_cfg=snakemake.params.training,
 )

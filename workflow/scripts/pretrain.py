@@ -13,7 +13,7 @@ start_job(snakemake)
 pretrain(
     snakemake.input.corpus,
     snakemake.output[0],
-    arch_cfg=snakemake.params.arch,
+    arch_block=snakemake.params.arch,
     pretrain_cfg=snakemake.params.pretrain,
     threads=snakemake.threads,
     progress=False,

@@ -9,9 +9,7 @@ from alertvision.sweeps.storage import unmasked_sweep
 start_job(snakemake)
 sweep_finalize(
     Path(snakemake.output.best).parent,
+    snakemake.params.job,
     study_name=snakemake.params.study,
-    arch_cfg=snakemake.params.arch,
-    training=snakemake.params.training,
     sweep_cfg=unmasked_sweep(snakemake),
-    modality=snakemake.wildcards.modality,
 )

@@ -7,22 +7,12 @@ from alertvision.training.signals import record_stop_signals_until_exit
 # written changes nothing, instead of killing the process
 record_stop_signals_until_exit(snakemake.config["checkpoints"]["enabled"])
 
-from pathlib import Path  # noqa: E402
-
 from alertvision.logs import start_job  # noqa: E402
 from alertvision.study.steps import train  # noqa: E402
 
 start_job(snakemake)
 train(
-    Path(snakemake.input.alerts).parent,
-    snakemake.input.split,
-    Path(snakemake.output.metrics).parent,
-    arch_cfg=snakemake.params.arch,
-    training=dict(snakemake.params.training, threads=snakemake.threads),
-    seed=snakemake.params.run_info["seed"],
-    weights_dir=snakemake.input.get("weights"),
-    weight_id=snakemake.params.weight_id,
-    run_info=snakemake.params.run_info,
-    best_yaml=snakemake.input.get("best"),
+    snakemake.params.job,  # the job as the rule resolved it (alertvision.study.jobs.TrainJob.params)
+    threads=snakemake.threads,
     checkpoints=snakemake.config["checkpoints"],  # not a param: changing it reruns nothing
 )

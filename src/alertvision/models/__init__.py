@@ -12,11 +12,11 @@ from alertvision import __version__
 from alertvision.atomic import atomic_path
 from alertvision.data.features import METADATA_FEATURES
 from alertvision.models.classifier import AlertClassifier, LinearHead, MLPHead
-from alertvision.models.cnn import CNN_KEYS, BTSbotCNN
+from alertvision.models.cnn import BTSbotCNN
 from alertvision.models.multimodal import MetadataBranch, MultimodalClassifier
 from alertvision.models.weights import ResolvedWeights, load_pretrained_backbone
 from alertvision.safeload import load_tensors, plain_data
-from alertvision.settings import HeadSettings
+from alertvision.settings import HeadSettings, ModelSpec
 
 MODEL_FORMAT = "alertvision-model/1"
 #: what to do with a model.pt that cannot be loaded
@@ -32,27 +32,27 @@ def _timm_size_kwargs(architecture: str, input_size: int) -> dict[str, Any]:
     return {"img_size": input_size} if fixed else {}
 
 
-def build_cnn(arch_cfg: Mapping[str, Any], weights: ResolvedWeights | None) -> tuple[nn.Module, str]:
+def build_cnn(spec: ModelSpec, weights: ResolvedWeights | None) -> tuple[nn.Module, str]:
     if weights is not None:
         raise ValueError("the baseline CNN has no pretrained weights: train it with regimen 'none'")
-    return BTSbotCNN(image_size=arch_cfg["input_size"], **{k: arch_cfg[k] for k in CNN_KEYS}), "relu"
+    return BTSbotCNN(image_size=spec.image_size, **spec.cnn_kwargs), "relu"
 
 
-def build_timm(arch_cfg: Mapping[str, Any], weights: ResolvedWeights | None) -> tuple[nn.Module, str]:
+def build_timm(spec: ModelSpec, weights: ResolvedWeights | None) -> tuple[nn.Module, str]:
     """A timm backbone without classifier: random init, or every backbone tensor of ``weights`` loaded."""
     import timm  # deferred: timm is heavy
 
-    architecture = weights.architecture if weights is not None else arch_cfg["timm_name"]
-    kwargs = _timm_size_kwargs(architecture, arch_cfg["input_size"])
+    architecture = weights.architecture if weights is not None else spec.timm_name
+    kwargs = _timm_size_kwargs(architecture, spec.image_size)
     if weights is None:
         backbone = timm.create_model(architecture, pretrained=False, num_classes=0, **kwargs)
     else:
         backbone = load_pretrained_backbone(weights, **kwargs)
-    timm_head = arch_cfg.get("timm_head", "pool_norm")  # saved models from before the key pooled
+    timm_head = spec.timm_head or "pool_norm"  # saved models from before the key pooled
     if timm_head not in TIMM_HEADS:
         raise ValueError(f"unknown timm_head {timm_head!r}; known: {', '.join(TIMM_HEADS)}")
     if timm_head == "flatten":
-        _flatten_head(backbone, int(arch_cfg["input_size"]))
+        _flatten_head(backbone, spec.image_size)
     backbone.timm_architecture = architecture
     return backbone, "gelu"
 
@@ -79,15 +79,15 @@ def _flatten_head(backbone: nn.Module, input_size: int) -> None:
     head.global_pool, head.norm = nn.Identity(), nn.Identity()
 
 
-def build_none(arch_cfg: Mapping[str, Any], weights: ResolvedWeights | None) -> tuple[None, str]:
+def build_none(spec: ModelSpec, weights: ResolvedWeights | None) -> tuple[None, str]:
     """No image backbone: the metadata-only model of Figure 3 (modality multimodal only), ReLU as
     BTSbot's metadata-only network (``um_nn``)."""
     if weights is not None:
         raise ValueError("the metadata-only model (arch 'none') has no backbone to start from pretrained weights")
-    if arch_cfg.get("modality", "image") != "multimodal":
+    if not spec.multimodal:
         raise ValueError("architecture kind 'none' (no image backbone) exists only for modality 'multimodal'")
-    if arch_cfg.get("head", "mlp") not in METADATA_HEADS:
-        raise ValueError(f"unknown metadata-only head {arch_cfg['head']!r}; known: {', '.join(METADATA_HEADS)}")
+    if (spec.head or "mlp") not in METADATA_HEADS:
+        raise ValueError(f"unknown metadata-only head {spec.head!r}; known: {', '.join(METADATA_HEADS)}")
     return None, "relu"
 
 
@@ -97,7 +97,7 @@ METADATA_HEADS = ("um_nn", "mlp")
 
 
 #: Architecture kinds by name; each builder returns (backbone with ``num_features`` or None, head activation).
-ARCH_KINDS: dict[str, Callable[[Mapping[str, Any], ResolvedWeights | None], tuple[nn.Module | None, str]]] = {
+ARCH_KINDS: dict[str, Callable[[ModelSpec, ResolvedWeights | None], tuple[nn.Module | None, str]]] = {
     "cnn": build_cnn,
     "timm": build_timm,
     "none": build_none,
@@ -106,7 +106,7 @@ MODALITIES = ("image", "multimodal")
 
 
 def build_model(
-    arch_cfg: Mapping[str, Any],
+    spec: ModelSpec | Mapping[str, Any],
     head_cfg: HeadSettings | Mapping[str, Any],
     weights: ResolvedWeights | None = None,
     input_norm: Mapping[str, Any] | None = None,
@@ -114,27 +114,29 @@ def build_model(
     n_features: int | None = None,
     metadata_features: Sequence[str] | None = None,
 ) -> AlertClassifier:
-    """Build a classifier from a model spec (an ``archs.<name>`` block, optionally with ``modality``)
-    and the head sizes (:class:`~alertvision.settings.HeadSettings`, or a mapping with dense1, dense2
+    """Build a classifier from a model spec (:class:`~alertvision.settings.ModelSpec`; a mapping is read as
+    its dict form, an ``archs.<name>`` block optionally with ``modality``) and the head sizes
+    (:class:`~alertvision.settings.HeadSettings`, or a mapping with dense1, dense2
     (None: a one-layer head), dropout; multi-modal: also meta_dense1, meta_dense2, meta_dropout). The
     architecture kind sets the activation of the head and of the metadata branch (ReLU for BTSbot's
     CNN, GELU for timm backbones).
 
     ``input_norm`` is a spec of :mod:`alertvision.models.inputs` (as ``input_norm_for`` makes it from
-    the regimen's ``input_norm``); None scales by ``arch_cfg["input_scale"]``. ``metadata_fill``: per-feature values
+    the regimen's ``input_norm``); None scales by the spec's ``input_scale``. ``metadata_fill``: per-feature values
     a multi-modal model puts in place of NaN or infinite features (None: none). ``metadata_features``: the
     names of a multi-modal model's features in input order, the dataset's survey's (None: ZTF's 25
     :data:`~alertvision.data.features.METADATA_FEATURES`); ``n_features``, if given, must be their number (alone:
     a branch of that many unnamed features, which :func:`save_model` refuses unless they are ZTF's 25).
     """
-    kind, modality = arch_cfg["kind"], arch_cfg.get("modality", "image")
+    spec = ModelSpec.of(spec)
+    kind, modality = spec.kind, spec.modality
     head_settings = HeadSettings.from_config(head_cfg)
     if kind not in ARCH_KINDS:
         raise ValueError(f"unknown architecture kind {kind!r}; known: {', '.join(ARCH_KINDS)}")
     if modality not in MODALITIES:
         raise ValueError(f"unknown modality {modality!r}; known: {', '.join(MODALITIES)}")
-    backbone, activation = ARCH_KINDS[kind](arch_cfg, weights)
-    size, scale = arch_cfg.get("input_size", 63), arch_cfg.get("input_scale", 1.0)
+    backbone, activation = ARCH_KINDS[kind](spec, weights)
+    size, scale = spec.image_size, spec.scale
     if modality == "image":
         head = _mlp_head(backbone.num_features, head_settings, activation)
         return AlertClassifier(backbone, head, size, scale, input_norm)
@@ -156,7 +158,7 @@ def build_model(
         feature_names=features,
     )
     fused = metadata.out_features + (backbone.num_features if backbone is not None else 0)
-    if backbone is None and arch_cfg.get("head", "mlp") == "um_nn":
+    if backbone is None and spec.head == "um_nn":
         head = LinearHead(fused)  # BTSbot's um_nn: the branch, then Dense(1)
     else:
         head = _mlp_head(fused, head_settings, activation)
@@ -171,12 +173,12 @@ def save_model(
     model: AlertClassifier,
     path: str | os.PathLike,
     *,
-    arch_cfg: Mapping[str, Any],
+    spec: ModelSpec | Mapping[str, Any],
     head_cfg: HeadSettings | Mapping[str, Any],
     info: Mapping[str, Any],
 ) -> None:
     """Save weights plus everything :func:`load_model` needs to rebuild the model without the weights source."""
-    arch_cfg = dict(arch_cfg)
+    spec = ModelSpec.of(spec)
     if isinstance(model, MultimodalClassifier) and model.metadata.feature_names is None:
         raise ValueError(
             f"{path}: the model's {model.metadata.n_features} metadata features are unnamed: build it with "
@@ -184,12 +186,12 @@ def save_model(
         )
     arch = getattr(model.backbone, "timm_architecture", None)
     if arch is not None:
-        arch_cfg["timm_name"] = arch  # what the weights' config.json named, not what the config asked
+        spec = spec.with_values(timm_name=arch)  # what the weights' config.json named, not what the config asked
     payload = plain_data(  # NumPy values in info or the settings as plain numbers: read back without unpickling
         {
             "format": MODEL_FORMAT,
             "alertvision_version": __version__,
-            "arch_cfg": arch_cfg,
+            "arch_cfg": spec.as_dict(),  # the file's key from before the spec was typed
             "head_cfg": HeadSettings.from_config(head_cfg).as_dict(
                 with_metadata=isinstance(model, MultimodalClassifier)
             ),
@@ -227,7 +229,7 @@ def model_from_payload(payload: Mapping[str, Any], path: str | os.PathLike) -> t
     if found != MODEL_FORMAT:
         raise ValueError(f"{path} is not an alertvision model ({found!r}); {MODEL_FIX}")
     model = build_model(
-        payload["arch_cfg"],
+        ModelSpec.from_dict(payload["arch_cfg"]),
         payload["head_cfg"],
         weights=None,
         input_norm=payload.get("input_norm"),

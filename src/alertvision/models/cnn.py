@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 #: The CNN's own keys of an ``archs.<name>`` block (kind cnn); sweeps may search them.
-CNN_KEYS = ("conv1_channels", "conv2_channels", "conv_kernel", "conv_dropout1", "conv_dropout2")
+from alertvision.settings import CNN_KEYS  # noqa: F401  (re-exported: the CNN's own keys)
 
 
 class BTSbotCNN(nn.Module):

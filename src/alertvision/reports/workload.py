@@ -88,7 +88,8 @@ def workload_plan(config: Mapping[str, Any]) -> list[dict[str, Any]]:
     :func:`~alertvision.config.sweep_params`, grouped by :func:`workload_groups`.
     """
     # deferred: jsonschema and yaml, which benchmarks/table2.py runs without
-    from alertvision.config import grid_cells, sweep_params, training_params
+    from alertvision.config import grid_cells
+    from alertvision.study.jobs import sweep_params, training_params
 
     def cells() -> Iterator[dict[str, Any]]:
         for cell in grid_cells(config):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -20,6 +21,8 @@ from alertvision.data.sources import ingest_ls
 from alertvision.data.sources import ingest_ztf as ingest
 from alertvision.data.splits import check_eval_classes, split_table
 from alertvision.evaluation.aggregate import write_f1_tables, write_roc_auc_table
+from alertvision.settings import ModelSpec
+from alertvision.study.jobs import TrainJob
 from alertvision.study.plan import LAYOUT, Run
 
 if TYPE_CHECKING:
@@ -102,7 +105,7 @@ def pretrain(
     corpus_dir: str | os.PathLike,
     out_folder: str | os.PathLike,
     *,
-    arch_cfg: Mapping[str, Any],
+    arch_block: Mapping[str, Any],
     pretrain_cfg: Mapping[str, Any],
     threads: int | None = None,
     progress: bool = True,
@@ -112,16 +115,17 @@ def pretrain(
     (resuming from a checkpoint as the ``checkpoints`` config block says)."""
     from alertvision.training.pretrain import pretrain_encoder  # deferred: torch is heavy
 
-    if arch_cfg["kind"] != "timm":
-        raise ValueError(f"only timm architectures are pre-trained, not kind {arch_cfg['kind']!r}")
+    spec = ModelSpec.from_arch_block(arch_block)
+    if spec.kind != "timm":
+        raise ValueError(f"only timm architectures are pre-trained, not kind {spec.kind!r}")
     keys = ("epochs", "batch_size", "lr", "weight_decay", "loss", "seed", "device")
     args = _checkpoint_args(checkpoints)
     with _stop_signals_for_job(args):
         return pretrain_encoder(
             corpus_dir,
             out_folder,
-            timm_name=arch_cfg["timm_name"],
-            input_size=int(arch_cfg["input_size"]),
+            timm_name=spec.timm_name,
+            input_size=spec.image_size,
             threads=threads or pretrain_cfg.get("threads"),
             progress=progress,
             **args,
@@ -145,31 +149,25 @@ def weights_from_folder(folder: str | os.PathLike | None, weight_id: str | None)
 
 
 def sweep_worker(
-    dataset_dir: str | os.PathLike,
-    split_file: str | os.PathLike,
+    job: "TrainJob | Mapping[str, Any]",
     report_json: str | os.PathLike,
     *,
-    arch_cfg: Mapping[str, Any],
-    training: Mapping[str, Any],
     sweep_cfg: Mapping[str, Any],
     study_name: str,
-    weights_dir: str | os.PathLike | None,
-    weight_id: str | None,
+    threads: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Run trials of one configuration's study (shared with its other workers) until it has enough."""
+    """Run trials of one configuration's study (shared with its other workers) until it has enough: the
+    trials vary ``job`` (a :class:`~alertvision.study.jobs.TrainJob` or its ``params()``)."""
     from alertvision.sweeps import sweep_run  # deferred: torch is heavy
 
-    weights = weights_from_folder(weights_dir, weight_id)
+    job = _job(job, threads)
     return sweep_run(
-        dataset_dir,
-        split_file,
+        job,
         Path(report_json).parent,
-        arch_cfg=arch_cfg,
-        training=training,
         sweep_cfg=sweep_cfg,
         study_name=study_name,
-        weights=weights,
+        weights=weights_from_folder(job.weights_dir, job.weight_id),
         progress=progress,
         worker_report=report_json,
     )
@@ -177,28 +175,36 @@ def sweep_worker(
 
 def sweep_finalize(
     sweep_dir: str | os.PathLike,
+    job: "TrainJob | Mapping[str, Any]",
     *,
     study_name: str,
-    arch_cfg: Mapping[str, Any],
-    training: Mapping[str, Any],
     sweep_cfg: Mapping[str, Any],
-    modality: str,
 ) -> dict:
-    """Write best.yaml, trials.csv and trials.png of a configuration whose workers are done; returns best.yaml."""
+    """Write best.yaml, trials.csv and trials.png of a configuration (``job``'s) whose workers are done;
+    returns best.yaml."""
     from alertvision.sweeps import sweep_finalize as finalize  # deferred: torch is heavy
 
-    folder = Path(sweep_dir)
+    folder, job = Path(sweep_dir), _job(job)
     return finalize(
         folder,
         study_name=study_name,
-        training=training,
+        training=job.training,
         sweep_cfg=sweep_cfg,
         best_yaml=folder / "best.yaml",
         trials_csv=folder / "trials.csv",
         plot=folder / "trials.png",
-        modality=modality,
-        arch_cfg=arch_cfg,
+        modality=job.run.modality,
+        model=job.model,
     )
+
+
+def _job(job: "TrainJob | Mapping[str, Any]", threads: int | None = None) -> TrainJob:
+    """A job given whole or as a Snakemake rule's ``params()``; ``threads`` over the training block's."""
+    if not isinstance(job, TrainJob):
+        job = TrainJob.from_params(job)
+    if threads is not None:
+        job = dataclasses.replace(job, training={**dict(job.training), "threads": int(threads)})
+    return job
 
 
 def sweep_summary(best_yamls: Iterable[str | os.PathLike], out_csv: str | os.PathLike) -> pd.DataFrame:
@@ -209,53 +215,41 @@ def sweep_summary(best_yamls: Iterable[str | os.PathLike], out_csv: str | os.Pat
 
 
 def train(
-    dataset_dir: str | os.PathLike,
-    split_file: str | os.PathLike,
-    run_dir: str | os.PathLike,
+    job: "TrainJob | Mapping[str, Any]",
     *,
-    arch_cfg: Mapping[str, Any],
-    training: Mapping[str, Any],
-    seed: int,
-    weights_dir: str | os.PathLike | None,
-    weight_id: str | None,
-    run_info: Mapping[str, Any],
-    best_yaml: str | os.PathLike | None = None,
+    threads: int | None = None,
+    seeds: Sequence[int] | None = None,
     progress: bool = True,
     checkpoints: Mapping[str, Any] | None = None,
 ) -> dict:
-    """Train one grid cell, from the weights in ``weights_dir`` (written by fetch_weights or pretrain;
-    None: random init), with a sweep's best hyperparameters over the configured ones when ``best_yaml``
-    is given, resuming from a checkpoint as the ``checkpoints`` config block says."""
+    """Train a job (a :class:`~alertvision.study.jobs.TrainJob`, or its ``params()`` as a Snakemake rule
+    holds them), from the weights in its weights folder (written by fetch_weights or pretrain), with its
+    sweep's best hyperparameters over the configured ones when its configuration is swept, resuming from a
+    checkpoint as the ``checkpoints`` config block says. ``threads`` overrides the training block's;
+    ``seeds``: one run per seed, each in its own run folder, in one process. Returns the (last) metrics."""
     from alertvision.training.loop import train_run  # deferred: torch is heavy
 
-    arch_cfg, training, run_info = dict(arch_cfg), dict(training), dict(run_info)
-    if best_yaml is not None:
+    job = _job(job, threads)
+    if job.best_yaml is not None:
         from alertvision.sweeps import load_best_params  # deferred: torch is heavy
-        from alertvision.sweeps.space import split_params  # deferred: torch is heavy
 
-        best = load_best_params(best_yaml)
-        arch_best, training_best = split_params(best)
-        arch_cfg.update(arch_best)
-        training.update(training_best)
-        run_info.update(hyperparameters=best, hyperparameters_from=str(best_yaml))
-        log.info("hyperparameters from %s: %s", best_yaml, best)
-    weights = weights_from_folder(weights_dir, weight_id)
+        best = load_best_params(job.best_yaml)
+        job = job.with_hyperparameters(best)
+        log.info("hyperparameters from %s: %s", job.best_yaml, best)
+    weights = weights_from_folder(job.weights_dir, job.weight_id)
     args = _checkpoint_args(checkpoints)
     min_epoch_s = (checkpoints or {}).get("min_epoch_seconds")
-    with _stop_signals_for_job(args):
-        return train_run(
-            dataset_dir,
-            split_file,
-            run_dir,
-            arch_cfg=arch_cfg,
-            training=training,
-            seed=int(seed),
-            weights=weights,
-            run_info=run_info,
-            progress=progress,
-            min_epoch_s=None if min_epoch_s is None else float(min_epoch_s),
-            **args,
-        )
+    metrics: dict = {}
+    for seed in [job.seed] if seeds is None else seeds:
+        with _stop_signals_for_job(args):
+            metrics = train_run(
+                job if seeds is None else job.for_seed(seed),
+                weights=weights,
+                progress=progress,
+                min_epoch_s=None if min_epoch_s is None else float(min_epoch_s),
+                **args,
+            )
+    return metrics
 
 
 @contextlib.contextmanager
@@ -289,7 +283,7 @@ def benchmark(
     out_json: str | os.PathLike,
     *,
     arch: str,
-    arch_cfg: Mapping[str, Any],
+    arch_block: Mapping[str, Any],
     benchmark_cfg: Mapping[str, Any],
     training_cfg: Mapping[str, Any],
 ) -> dict:
@@ -301,7 +295,7 @@ def benchmark(
         dataset_dir,
         out_json,
         arch=arch,
-        arch_cfg=arch_cfg,
+        model_spec=ModelSpec.from_arch_block(arch_block),
         benchmark_cfg=benchmark_cfg,
         training_cfg=training_cfg,
     )

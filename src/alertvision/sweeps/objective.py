@@ -10,12 +10,12 @@ never read, and a trial writes no files.
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Mapping
 
 import optuna
 
-from alertvision.sweeps.space import split_params, suggest
+from alertvision.study.jobs import TrainJob
+from alertvision.sweeps.space import suggest
 from alertvision.training.loop import train_run
 
 #: objective -> (training-loop metric, study direction)
@@ -40,11 +40,8 @@ def intermediate_value(row: Mapping[str, Any], intermediate: str, study_directio
 
 
 def make_objective(
-    dataset_dir: str | os.PathLike,
-    split_file: str | os.PathLike,
+    job: TrainJob,
     *,
-    arch_cfg: Mapping[str, Any],
-    training: Mapping[str, Any],
     space: Mapping[str, Any],
     seed: int,
     weights: Any = None,
@@ -52,32 +49,22 @@ def make_objective(
     intermediate: str = "val_loss",
     progress: bool = False,
 ) -> Callable[[optuna.Trial], float]:
-    """An Optuna objective training one trial: ``training`` with the sampled values of ``space`` on the
-    train split, scored on the val split; pruned between epochs when the study's pruner says so."""
+    """An Optuna objective training one trial: ``job`` with the sampled values of ``space`` (trained with
+    ``seed``) on the train split, scored on the val split; pruned between epochs when the study's pruner
+    says so."""
     metric, study_direction = OBJECTIVES[objective], direction(objective)
     if intermediate not in INTERMEDIATES:
         raise ValueError(f"config key sweep.intermediate: {intermediate!r} is not one of {', '.join(INTERMEDIATES)}")
 
     def run(trial: optuna.Trial) -> float:
-        arch_params, params = split_params(suggest(trial, space))
+        values = suggest(trial, space)
 
         def on_epoch(epoch: int, row: dict[str, Any]) -> None:
             trial.report(intermediate_value(row, intermediate, study_direction), epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
-        metrics = train_run(
-            dataset_dir,
-            split_file,
-            None,
-            arch_cfg={**arch_cfg, **arch_params},
-            training={**training, **params},
-            seed=int(seed),
-            weights=weights,
-            progress=progress,
-            on_epoch=on_epoch,
-            test_split=False,
-        )
+        metrics = train_run(job.trial(values, seed), weights=weights, progress=progress, on_epoch=on_epoch)
         trial.set_user_attr("metrics", {k: metrics[k] for k in TRIAL_METRICS})
         return float(metrics[metric[0]])
 

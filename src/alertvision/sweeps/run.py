@@ -15,6 +15,8 @@ import pandas as pd
 
 from alertvision.atomic import write_json
 from alertvision.data.contract import ALERTS_FILE
+from alertvision.settings import ModelSpec
+from alertvision.study.jobs import TrainJob
 from alertvision.sweeps.objective import direction, make_objective
 from alertvision.sweeps.report import sweep_plot, write_best, write_trials_csv
 from alertvision.sweeps.space import default_params, search_space
@@ -86,19 +88,17 @@ def check_val_split(dataset_dir: str | os.PathLike, split_file: str | os.PathLik
 
 
 def sweep_run(
-    dataset_dir: str | os.PathLike,
-    split_file: str | os.PathLike,
+    job: TrainJob,
     out_dir: str | os.PathLike,
     *,
-    arch_cfg: Mapping[str, Any],
-    training: Mapping[str, Any],
     sweep_cfg: Mapping[str, Any] | None,
     study_name: str,
     weights: Any = None,
     progress: bool = True,
     worker_report: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """One sweep worker: add trials to the study until it holds ``sweep.trials`` finished ones.
+    """One sweep worker: add trials of ``job`` (its configuration's) to the study until it holds
+    ``sweep.trials`` finished ones.
 
     Any number of workers may run on a study at once. The study lives in ``sweep.storage`` (or the
     URL in ``$<sweep.storage_env>``), else in the journal file ``out_dir/study.journal``. Returns what
@@ -109,20 +109,17 @@ def sweep_run(
     storage = resolve_storage(cfg, Path(out_dir) / JOURNAL_FILE)
     report: dict[str, Any] = {"study": study_name, "storage": display_storage(storage), "trials": total, "ran": []}
     if total > 0:
-        check_val_split(dataset_dir, split_file)
+        check_val_split(job.dataset_dir, job.split_file)
         objective = make_objective(
-            dataset_dir,
-            split_file,
-            arch_cfg=arch_cfg,
-            training=training,
-            space=search_space(cfg, arch_cfg.get("modality", "image"), arch_cfg["kind"], arch_cfg.get("head")),
+            job,
+            space=search_space(cfg, job.model.modality, job.model.kind, job.model.head),
             seed=int(cfg["seed"]),
             weights=weights,
             objective=cfg["objective"],
             intermediate=cfg["intermediate"],
             progress=progress,
         )
-        study = _study(study_name, storage, cfg, int(training["epochs"]))
+        study = _study(study_name, storage, cfg, int(job.training["epochs"]))
         report["ran"] = run_worker(study, objective, total, poll_s=float(cfg["poll_s"]))
         report["counts"] = state_counts(study)
     report["seconds"] = time.time() - started
@@ -142,19 +139,19 @@ def sweep_finalize(
     trials_csv: str | os.PathLike | None = None,
     plot: str | os.PathLike | None = None,
     modality: str = "image",
-    arch_cfg: Mapping[str, Any] | None = None,
+    model: ModelSpec | None = None,
 ) -> dict[str, Any]:
     """Write best.yaml, trials.csv and the plot of a study of ``modality`` models whose workers are
     done (default paths in ``out_dir``); with ``sweep.trials: 0`` best.yaml holds the configured values
-    (training block, and ``arch_cfg`` for the CNN's own keys). Returns best.yaml's content. Raises when the
+    (training block, and the ``model`` spec's CNN keys). Returns best.yaml's content. Raises when the
     study holds fewer finished trials than ``sweep.trials``."""
     cfg, out_dir = sweep_settings(sweep_cfg), Path(out_dir)
     best_yaml = best_yaml or out_dir / "best.yaml"
     trials_csv = trials_csv or out_dir / "trials.csv"
     plot = plot or out_dir / "trials.png"
     total = int(cfg["trials"])
-    kind = (arch_cfg or {}).get("kind", "timm")
-    defaults = default_params(search_space(cfg, modality, kind, (arch_cfg or {}).get("head")), training, arch_cfg)
+    kind, head = (model.kind, model.head) if model is not None else ("timm", None)
+    defaults = default_params(search_space(cfg, modality, kind, head), training, model)
     storage = resolve_storage(cfg, out_dir / JOURNAL_FILE)
     study = None
     if total > 0:

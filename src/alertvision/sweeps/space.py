@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Mapping
 
-from alertvision.models.cnn import CNN_KEYS
 from alertvision.schema import schema
+from alertvision.settings import CNN_KEYS, ModelSpec
 
 #: Table 1 (Rehemtulla et al.), keyed by the ``training`` key each parameter sets. The learning rates,
 #: warm-up epochs, batch sizes and dense sizes are the paper's sets; dropout is uniform on [0.3, 0.9].
@@ -134,9 +134,9 @@ def suggest(trial: Any, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any
 
 
 def default_params(
-    space: Mapping[str, Any], training: Mapping[str, Any], arch_cfg: Mapping[str, Any] | None = None
+    space: Mapping[str, Any], training: Mapping[str, Any], model: ModelSpec | None = None
 ) -> dict[str, Any]:
     """The configured values of the searched keys (what a sweep of 0 trials keeps): the training block's,
     and the architecture's for the CNN's own keys."""
-    values = {**dict(arch_cfg or {}), **dict(training)}
+    values = {**(model.as_dict() if model is not None else {}), **dict(training)}
     return {key: values[key] for key in space if key in values}

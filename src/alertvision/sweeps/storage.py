@@ -30,8 +30,8 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from alertvision.config import sweep_params
 from alertvision.settings import PrunerSettings, with_schema_defaults
+from alertvision.study.jobs import sweep_params
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from alertvision.models import build_model, save_model
 from alertvision.models.classifier import AlertClassifier
 from alertvision.models.inputs import input_norm_for
 from alertvision.models.weights import ResolvedWeights
-from alertvision.settings import HeadSettings, TrainingSettings
+from alertvision.settings import HeadSettings, ModelSpec, TrainingSettings
+from alertvision.study.jobs import TrainJob
 from alertvision.study.plan import RUN_FILES  # noqa: F401  (the files a run writes; re-exported)
 from alertvision.training.checkpoint import CHECKPOINT_NAME, Checkpointer, params_digest
 from alertvision.training.data import Batches
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 
 def build_run_model(
-    arch_cfg: Mapping[str, Any],
+    spec: ModelSpec | Mapping[str, Any],
     head: HeadSettings | Mapping[str, Any],
     weights: ResolvedWeights | None,
     metadata_fill: Any = None,
@@ -62,9 +63,10 @@ def build_run_model(
     """The model a run trains: the factory's model, fed as the regimen's ``input_norm`` says (default
     ``l2``: the stored triplet times the architecture's ``input_scale``, whatever the weights); a
     multi-modal one reads ``metadata_features`` (None: ZTF's)."""
-    input_norm = input_norm_for(arch_cfg.get("input_norm", "l2"), weights, arch_cfg.get("input_scale", 1.0))
+    spec = ModelSpec.of(spec)
+    input_norm = input_norm_for(spec.norm, weights, spec.scale)
     return build_model(
-        arch_cfg, head, weights, input_norm=input_norm, metadata_fill=metadata_fill, metadata_features=metadata_features
+        spec, head, weights, input_norm=input_norm, metadata_fill=metadata_fill, metadata_features=metadata_features
     )
 
 
@@ -82,32 +84,25 @@ def predict(model: torch.nn.Module, batches: Batches, loss_fn, precision: Precis
 
 
 def train_run(
-    dataset_dir: str | os.PathLike,
-    split_file: str | os.PathLike,
-    out_dir: str | os.PathLike | None,
+    job: TrainJob,
     *,
-    arch_cfg: Mapping[str, Any],
-    training: Mapping[str, Any],
-    seed: int,
     weights: ResolvedWeights | None = None,
-    run_info: Mapping[str, Any] | None = None,
     progress: bool = True,
     on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
-    test_split: bool = True,
     checkpoint: bool = True,
     keep_checkpoint: bool = False,
     checkpoint_every_s: float | None = None,
     min_epoch_s: float | None = None,
 ) -> dict[str, Any]:
-    """Train one model and write its run folder; returns the metrics.
+    """Train the model of ``job`` and write its run folder (``job.run_dir``); returns the metrics.
 
-    ``training`` is :func:`alertvision.config.training_params` of the run: read once into
-    :class:`~alertvision.settings.TrainingSettings` and the model's
-    :class:`~alertvision.settings.HeadSettings`; the mapping itself keys the checkpoint.
+    ``job.training`` is read once into :class:`~alertvision.settings.TrainingSettings` and the model's
+    :class:`~alertvision.settings.HeadSettings`; with the model spec, seed and weights it keys the
+    checkpoint. ``weights``: the resolved weights the job starts from (None: random init).
 
     ``on_epoch(epoch, history_row)`` is called after each epoch's validation; an exception it raises
-    (a sweep's ``optuna.TrialPruned``) ends the run with nothing written. ``test_split=False`` leaves
-    the test split unread and unscored; ``out_dir=None`` writes no files. With ``checkpoint`` (and an
+    (a sweep's ``optuna.TrialPruned``) ends the run with nothing written. A job without ``test_split``
+    leaves the test split unread and unscored; one without a ``run_dir`` writes no files. With ``checkpoint`` (and an
     ``out_dir``) the run saves its state after every epoch in ``out_dir/.checkpoint.pt`` and resumes
     from a checkpoint of the same parameters and inputs (also saved every ``checkpoint_every_s``
     within an epoch, and at once on SIGTERM or SIGUSR1, which then end the run with
@@ -117,14 +112,16 @@ def train_run(
     """
     # --- prepare: set-up, data, model --------------------------------------------------------------
     started = time.time()
+    dataset_dir, split_file, spec, training, seed = job.dataset_dir, job.split_file, job.model, job.training, job.seed
+    run_info, test_split, out_dir = job.run_info, job.test_split, job.run_dir
     settings, head = TrainingSettings.from_config(training), HeadSettings.from_config(training)
     seed_everything(seed)
     torch.set_num_threads(settings.threads)
     device = pick_device(settings.device)
     if out_dir is not None:
         out_dir = check_writable(out_dir, "the run's outputs")
-    run = _prepare(dataset_dir, split_file, arch_cfg, settings, seed, test_split)
-    model = build_run_model(arch_cfg, head, weights, run.metadata_fill, run.data.metadata_features).to(device)
+    run = _prepare(dataset_dir, split_file, spec, settings, seed, test_split)
+    model = build_run_model(spec, head, weights, run.metadata_fill, run.data.metadata_features).to(device)
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     precision = Precision(device, settings.bf16 and device.type == "cuda", memory_format)
@@ -133,11 +130,12 @@ def train_run(
     # --- fit: epochs, early stopping on the validation loss ----------------------------------------
     checkpointer = None
     if checkpoint and out_dir is not None:
-        key = {"arch": arch_cfg, "training": training, "seed": seed, "weights": weights.weight_id if weights else None}
+        weight = weights.weight_id if weights else None
+        key = {"arch": spec.as_dict(), "training": dict(training), "seed": seed, "weights": weight}
         digest = params_digest({**key, "run_info": run_info}, _inputs(dataset_dir, split_file))
         checkpointer = Checkpointer(out_dir / CHECKPOINT_NAME, digest, checkpoint_every_s)
     fit_settings = FitSettings(int(settings.epochs), precision, min_epoch_s=min_epoch_s, progress=progress)
-    fitted = _fit(model, run, loss_fn, settings, fit_settings, checkpointer, on_epoch, arch_cfg)
+    fitted = _fit(model, run, loss_fn, settings, fit_settings, checkpointer, on_epoch, spec)
     model.load_state_dict(fitted.best.state)
 
     # --- predict: the test split --------------------------------------------------------------------
@@ -145,14 +143,14 @@ def train_run(
     metrics = {
         **dict(run_info or {}),
         **test_metrics,
-        **_run_metrics(model, run, fitted, loss_fn, precision, arch_cfg, weights, settings),
+        **_run_metrics(model, run, fitted, loss_fn, precision, spec, weights, settings),
         "seconds": time.time() - started,
     }
 
     # --- write: model.pt, history.csv, predictions.parquet, metrics.json -----------------------------
     if out_dir is not None:
         info = {**dict(run_info or {}), "weight_id": metrics["weight_id"]}
-        save_model(model, out_dir / "model.pt", arch_cfg=arch_cfg, head_cfg=head, info=info)
+        save_model(model, out_dir / "model.pt", spec=spec, head_cfg=head, info=info)
         _write(out_dir, fitted.history, predictions, metrics)
         if checkpointer is not None and not keep_checkpoint:
             checkpointer.remove()
@@ -201,7 +199,7 @@ class _RunData:
 def _prepare(
     dataset_dir: str | os.PathLike,
     split_file: str | os.PathLike,
-    arch_cfg: Mapping[str, Any],
+    spec: ModelSpec,
     settings: TrainingSettings,
     seed: int,
     test_split: bool,
@@ -224,15 +222,15 @@ def _prepare(
             f"{split_file}: the train split holds only one class ({int(n_pos)} positive, {int(n_neg)} negative alerts)"
         )
     metadata, metadata_fill = None, None
-    if arch_cfg.get("modality", "image") == "multimodal":
+    if spec.multimodal:
         metadata, metadata_fill = metadata_matrix(
             data.alerts,
             np.concatenate(list(rows.values())),
             rows["train"],
-            arch_cfg.get("metadata_fill", "error"),
+            spec.metadata_fill or "error",
             data.metadata_features,
         )
-    images = None if arch_cfg["kind"] == "none" else data.images  # the metadata-only model reads no image
+    images = None if spec.kind == "none" else data.images  # the metadata-only model reads no image
     bs = settings.batch_size
     train = Batches(
         images,
@@ -261,7 +259,7 @@ def _fit(
     fit_settings: FitSettings,
     checkpointer: Checkpointer | None,
     on_epoch: Callable[[int, dict[str, Any]], None] | None,
-    arch_cfg: Mapping[str, Any],
+    spec: ModelSpec,
 ) -> FitResult:
     """AdamW and the run's schedule through the training engine; the history and the best epoch, whose
     validation loss is finite."""
@@ -275,7 +273,7 @@ def _fit(
     rows = run.rows
     log.info(
         "training %s on %d alerts (%d positive), val %d, test %s, %d epochs of %d steps on %s",
-        arch_cfg.get("timm_name", arch_cfg["kind"]),
+        spec.timm_name or spec.kind,
         len(rows["train"]),
         int(run.n_pos),
         len(rows["val"]),
@@ -320,7 +318,7 @@ def _run_metrics(
     fitted: FitResult,
     loss_fn: torch.nn.Module,
     precision: Precision,
-    arch_cfg: Mapping[str, Any],
+    spec: ModelSpec,
     weights: ResolvedWeights | None,
     settings: TrainingSettings,
 ) -> dict[str, Any]:
@@ -336,11 +334,11 @@ def _run_metrics(
         "epochs_run": len(fitted.history),
         "val_loss_best": best.val_loss,
         "val_roc_auc_best": fitted.history[best.epoch - 1]["val_roc_auc"],
-        "input_size": int(arch_cfg.get("input_size", 0)) or None,
+        "input_size": spec.input_size or None,
         "params": int(sum(p.numel() for p in model.parameters())),
         "weight_id": weights.weight_id if weights else None,
         "input_norm": model.input_norm.spec() if run.images is not None else None,
-        "metadata_fill": arch_cfg.get("metadata_fill") if run.metadata is not None else None,
+        "metadata_fill": spec.metadata_fill if run.metadata is not None else None,
         "synthetic": run.data.synthetic,
         "survey": str(run.data.manifest.get("survey") or "ztf"),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),

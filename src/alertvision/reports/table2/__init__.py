@@ -112,6 +112,7 @@ from alertvision.reports.table2.settings import (  # noqa: F401
     Row,
 )
 from alertvision.reports.workload import workload_plan  # noqa: F401
+from alertvision.settings import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -129,21 +130,25 @@ def benchmark_run(
     out_json: str | os.PathLike,
     *,
     arch: str,
-    arch_cfg: Mapping[str, Any],
+    model_spec: ModelSpec | Mapping[str, Any],
     benchmark_cfg: Mapping[str, Any],
     training_cfg: Mapping[str, Any],
     devices: Iterable[torch.device] | None = None,
 ) -> dict[str, Any]:
     """Benchmark one trained model on a dataset's test split and write its rows to ``out_json``.
 
-    ``arch_cfg`` is the ``archs.<arch>`` block and ``training_cfg`` the arch's training params (its
-    batch size and head sizes drive the training burst of the compute estimate).
+    ``model_spec`` is the architecture's model spec (or its ``archs.<arch>`` block) and ``training_cfg``
+    the arch's training params (its batch size and head sizes drive the training burst of the compute
+    estimate).
     """
+    model_spec = ModelSpec.of(model_spec)
     settings = BenchSettings.from_config(benchmark_cfg)
     model, info = load_model(model_path)
     inputs = split_inputs(dataset_dir)
-    rows, candidates = benchmark_model(model, arch, arch_cfg, inputs, settings, devices)
-    training = training_record(arch, arch_cfg, training_cfg, train_device(), int(training_cfg["batch_size"]), settings)
+    rows, candidates = benchmark_model(model, arch, model_spec, inputs, settings, devices)
+    training = training_record(
+        arch, model_spec, training_cfg, train_device(), int(training_cfg["batch_size"]), settings
+    )
     out = {
         "arch": arch,
         "model": str(model_path),
@@ -180,6 +185,7 @@ def table2(
     return write_table2(rows, training, out_csv, out_md, out_tex, workload)
 
 
-def with_input_size(arch_cfg: Mapping[str, Any], size: int | None) -> dict[str, Any]:
-    """A copy of an ``archs.<name>`` block at another input size (None: unchanged)."""
-    return dict(arch_cfg) if size is None else {**dict(arch_cfg), "input_size": int(size)}
+def with_input_size(model_spec: ModelSpec | Mapping[str, Any], size: int | None) -> ModelSpec:
+    """A model spec (or an ``archs.<name>`` block) at another input size (None: unchanged)."""
+    model_spec = ModelSpec.of(model_spec)
+    return model_spec if size is None else model_spec.with_values(input_size=int(size))

@@ -13,6 +13,7 @@ from alertvision.models import build_model
 from alertvision.reports.table2.probes import _sync, device_name
 from alertvision.reports.table2.protocol import _timm_name
 from alertvision.reports.table2.settings import PAPER, PRODUCTION, BenchSettings
+from alertvision.settings import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def training_throughput(
-    arch_cfg: Mapping[str, Any],
+    model_spec: ModelSpec | Mapping[str, Any],
     head_cfg: Mapping[str, Any],
     device: torch.device,
     *,
@@ -34,9 +35,10 @@ def training_throughput(
     Naive: float32, eager, contiguous. Production: channels_last, plus bf16 autocast and fused
     AdamW on CUDA. Inputs stay on the device, so data loading is not included.
     """
+    model_spec = ModelSpec.of(model_spec)
     torch.manual_seed(0)
     fmt = torch.channels_last if production else torch.contiguous_format
-    model = build_model(arch_cfg, head_cfg).to(device).to(memory_format=fmt).train()
+    model = build_model(model_spec, head_cfg).to(device).to(memory_format=fmt).train()
     fused = production and device.type == "cuda"
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, **({"fused": True} if fused else {}))
     x = torch.randn(batch_size, 3, 63, 63, device=device).div_(63).contiguous(memory_format=fmt)
@@ -59,17 +61,18 @@ def training_throughput(
 
 def training_record(
     arch: str,
-    arch_cfg: Mapping[str, Any],
+    model_spec: ModelSpec | Mapping[str, Any],
     head_cfg: Mapping[str, Any],
     device: torch.device,
     batch_size: int,
     settings: BenchSettings,
 ) -> dict[str, Any]:
     """Naive and production training throughput of one architecture on ``device``."""
+    model_spec = ModelSpec.of(model_spec)
     torch.set_num_threads(settings.cpu_threads)
     rates = {
         mode: training_throughput(
-            arch_cfg,
+            model_spec,
             head_cfg,
             device,
             batch_size=batch_size,
@@ -82,9 +85,9 @@ def training_record(
     production = "bf16 autocast, channels_last, fused AdamW" if device.type == "cuda" else "channels_last"
     record = {
         "arch": arch,
-        "kind": arch_cfg["kind"],
-        "timm_name": _timm_name(arch_cfg),
-        "input_size": int(arch_cfg["input_size"]),
+        "kind": model_spec.kind,
+        "timm_name": _timm_name(model_spec),
+        "input_size": model_spec.image_size,
         "device": device_name(device),
         "device_type": device.type,
         "threads": settings.cpu_threads,

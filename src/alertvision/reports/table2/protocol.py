@@ -34,6 +34,7 @@ from alertvision.reports.table2.probes import (
     timed_scope,
 )
 from alertvision.reports.table2.settings import PAPER, PRODUCTION, BenchSettings, Candidate, Row
+from alertvision.settings import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -259,19 +260,21 @@ def replace_setup(scorer: TorchScorer, setup: str) -> TorchScorer:
     return out
 
 
-def _timm_name(arch_cfg: Mapping[str, Any]) -> str:
-    return arch_cfg.get("timm_name") or "BTSbot CNN (custom)"
+def _timm_name(model_spec: ModelSpec) -> str:
+    model_spec = ModelSpec.of(model_spec)
+    return model_spec.timm_name or "BTSbot CNN (custom)"
 
 
 def device_rows(
     arch: str,
-    arch_cfg: Mapping[str, Any],
+    model_spec: ModelSpec | Mapping[str, Any],
     device: torch.device,
     results: Mapping[str, ModeResult],
     settings: BenchSettings,
     inputs: AlertInputs,
 ) -> list[Row]:
     """The two Table 2 rows of one device (``inputs``: what the trials scored, for the scope column)."""
+    model_spec = ModelSpec.of(model_spec)
     paper_rate = float(np.median(results[PAPER].rates))
     memory = "GPU allocated" if device.type == "cuda" else "process peak RSS"
     rows = []
@@ -284,8 +287,8 @@ def device_rows(
         rows.append(
             Row(
                 arch=arch,
-                timm_name=_timm_name(arch_cfg),
-                input_size=int(arch_cfg["input_size"]),
+                timm_name=_timm_name(model_spec),
+                input_size=model_spec.image_size,
                 mode=mode,
                 device=device_name(device),
                 threads=settings.cpu_threads,
@@ -308,19 +311,20 @@ def device_rows(
 def benchmark_model(
     model: nn.Module,
     arch: str,
-    arch_cfg: Mapping[str, Any],
+    model_spec: ModelSpec | Mapping[str, Any],
     inputs: AlertInputs,
     settings: BenchSettings,
     devices: Iterable[torch.device] | None = None,
 ) -> tuple[list[Row], list[Candidate]]:
     """Table 2 rows (paper and production, per device) and the production candidates of one model."""
+    model_spec = ModelSpec.of(model_spec)
     model = model.cpu().eval()
     rows: list[Row] = []
     report: list[Candidate] = []
     for device in devices or available_devices():
         log.info("%s on %s: %s", arch, device_name(device), inputs.source)
         results, candidates = benchmark_device(model, device, inputs, settings)
-        rows += device_rows(arch, arch_cfg, device, results, settings, inputs)
+        rows += device_rows(arch, model_spec, device, results, settings, inputs)
         report += candidates
         for row in rows[-2:]:
             log.info(
