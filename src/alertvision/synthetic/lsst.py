@@ -34,6 +34,7 @@ from astropy.io import fits
 from tqdm import tqdm
 
 from alertvision.data.contract import config_digest
+from alertvision.surveys.lsst.dataset import ingest_lsst_avro
 from alertvision.synthetic.lsst_observe import KNOWN_ASTEROID_MAG, PIXEL_SCALE, Detection, observe_lsst, psf_image
 from alertvision.synthetic.lsst_schema import BANDS, NAMESPACE, alert_schema
 from alertvision.synthetic.scene import LABELS, Scene
@@ -287,9 +288,6 @@ def write_synthetic_lsst_packets(
 def build_synthetic_lsst(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool = True) -> dict:
     """Write the SYNTHETIC LSST dataset of ``config`` (``data.synthetic``, ``data.lsst``, ``splits``) to
     ``out_dir`` through the real LSST ingest; returns the manifest (``synthetic: true``)."""
-    # deferred: the LSST ingest pulls in the packet readers; this module is also imported for its packets alone
-    from alertvision.surveys.lsst.dataset import ingest_lsst_avro
-
     cfg = config["data"]["synthetic"]
     with tempfile.TemporaryDirectory(prefix="alertvision-synthetic-lsst-") as tmp:
         labels, counts = write_synthetic_lsst_packets(cfg, Path(tmp) / "packets", progress)
@@ -313,7 +311,7 @@ def build_synthetic_lsst(config: Mapping[str, Any], out_dir: str | os.PathLike, 
                 "inputs": {"synthetic": "data.synthetic (packets written and read back through the LSST ingest)"},
                 "notes": [
                     SYNTHETIC_NOTE,
-                    "reliability is a stand-in (a fixed function of the measured fit, S/N and flags), not Rubin's model.",
+                    "reliability is a stand-in (a fixed function of the fit, S/N and flags), not Rubin's model.",
                     "ztf_objectId names the same simulated source in the synthetic ZTF dataset of the same seed.",
                     "sim_kind and sim_peak_mag are simulation truth, not model inputs.",
                 ],
