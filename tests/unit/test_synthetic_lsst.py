@@ -292,3 +292,24 @@ def test_a_tiny_synthetic_lsst_dataset_goes_through_the_lsst_ingest(tmp_path, wr
     assert (alerts["ztf_objectId"].to_numpy() == labels.loc[alerts["objectId"], "ztf_objectId"].to_numpy()).all()
     assert (alerts["label"].to_numpy() == labels.loc[alerts["objectId"], "label"].to_numpy()).all()
     assert manifest["simulation"]["n_scenes"] == 24 and manifest["simulation"]["n_packets"] == len(by_id)
+
+
+def test_the_synthetic_legacy_survey_pairs_a_rubin_source_by_its_dia_object_id():
+    from alertvision.config import validate_config as full
+    from alertvision.synthetic.legacysurvey import synthetic_provider
+
+    config = full({"data": {"synthetic": {"n_sources": 8, "seed": 3}}})
+    scenes = synthetic_scenes(config["data"]["synthetic"])
+    provide = synthetic_provider(scenes, config["legacysurvey"]["synthetic"])
+    covered = [s for s in scenes if provide(s.object_id, s.ra, s.dec) is not None]
+    assert covered
+    for scene in covered[:2]:
+        by_dia = provide(str(dia_object_id(scene)), scene.ra, scene.dec)
+        assert np.array_equal(provide(scene.object_id, scene.ra, scene.dec), by_dia)
+
+
+def test_the_docs_depths_are_the_models():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "data.md").read_text()
+    quoted = text.split("follow: about ")[1].split(" mag")[0]
+    expected = ", ".join(f"{depth(b, BAND_MODEL[b][2], BAND_MODEL[b][1]):.1f}" for b in BANDS)
+    assert quoted == expected

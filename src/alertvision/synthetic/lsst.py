@@ -37,12 +37,12 @@ from alertvision.data.contract import config_digest
 from alertvision.surveys.lsst.dataset import ingest_lsst_avro
 from alertvision.synthetic.lsst_observe import KNOWN_ASTEROID_MAG, PIXEL_SCALE, Detection, observe_lsst, psf_image
 from alertvision.synthetic.lsst_schema import BANDS, NAMESPACE, alert_schema
-from alertvision.synthetic.scene import LABELS, Scene
+from alertvision.synthetic.scene import LABELS, LSST_DIA_OBJECT_BASE, Scene, lsst_object_id
 from alertvision.synthetic.ztf import synthetic_scenes
 
 log = logging.getLogger(__name__)
 GENERATOR_VERSION = "1"
-DIA_OBJECT_BASE = 7_000_000_000_000_000_000
+DIA_OBJECT_BASE = LSST_DIA_OBJECT_BASE
 DIA_SOURCE_BASE = 8_000_000_000_000_000_000
 SS_OBJECT_BASE = 6_000_000_000_000_000_000
 JD_MINUS_MJD = 2400000.5
@@ -53,7 +53,7 @@ LSST_DEFAULTS: dict[str, Any] = {"cutout_size": 30, "cadence_days": 3.0, "dec_ma
 
 def dia_object_id(scene: Scene) -> int:
     """The synthetic diaObjectId of a scene."""
-    return DIA_OBJECT_BASE + scene.index
+    return lsst_object_id(scene.index)
 
 
 def in_rubin_sky(scene: Scene, dec_max: float) -> bool:
