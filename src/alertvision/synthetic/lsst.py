@@ -78,7 +78,7 @@ def cutout_bytes(image: np.ndarray, variance: np.ndarray, psf: np.ndarray, heade
     return out.getvalue()
 
 
-def _wcs_header(scene: Scene, det: Detection, size: int) -> dict[str, Any]:
+def _wcs_header(scene: Scene, det: Detection) -> dict[str, Any]:
     rot = det.visit.rotation
     c, s = math.cos(rot), math.sin(rot)
     scale = PIXEL_SCALE / 3600.0
@@ -90,8 +90,8 @@ def _wcs_header(scene: Scene, det: Detection, size: int) -> dict[str, Any]:
         "WCSAXES": 2,
         "CTYPE1": "RA---TAN",
         "CTYPE2": "DEC--TAN",
-        "CRPIX1": det.fields["x_cutout"] + 1.0,
-        "CRPIX2": det.fields["y_cutout"] + 1.0,
+        "CRPIX1": det.centre[0] + 1.0,  # the source's position (FITS pixels count from 1)
+        "CRPIX2": det.centre[1] + 1.0,
         "CRVAL1": scene.ra,
         "CRVAL2": scene.dec,
         "PC1_1": -c * scale,
@@ -115,11 +115,10 @@ def _opt_float(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def dia_source(scene: Scene, det: Detection, k: int, size: int, known_asteroid: bool) -> dict[str, Any]:
+def dia_source(scene: Scene, det: Detection, k: int, known_asteroid: bool) -> dict[str, Any]:
     """The diaSource record of detection ``k`` (the visit's index) of ``scene``."""
     f, v = det.fields, det.visit
-    cx = cy = size // 2
-    ox, oy = f["x_cutout"] - cx, f["y_cutout"] - cy  # the centroid's offset from the source, pixels
+    ox, oy = f["x_cutout"] - det.centre[0], f["y_cutout"] - det.centre[1]  # the centroid's offset from the source
     c, s = math.cos(v.rotation), math.sin(v.rotation)
     west = (ox * c + oy * s) * PIXEL_SCALE
     north = (-ox * s + oy * c) * PIXEL_SCALE
@@ -205,8 +204,8 @@ def scene_packets(scene: Scene, cfg: Mapping[str, Any]) -> list[dict[str, Any]]:
     history: list[dict[str, Any]] = []
     for det in detections:
         known = scene.kind == "asteroid" and det.signal.get("mag", 99.0) < KNOWN_ASTEROID_MAG
-        source = dia_source(scene, det, index[id(det.visit)], size, known)
-        header = _wcs_header(scene, det, size)
+        source = dia_source(scene, det, index[id(det.visit)], known)
+        header = _wcs_header(scene, det)
         img = det.images
         psf_sci, psf_tmpl = psf_image(img.fwhm), psf_image(img.template_fwhm)
         packet = {

@@ -502,12 +502,14 @@ def measure(images: Images, visit: Visit, info: dict[str, Any], rng: np.random.G
 
 @dataclass
 class Detection:
-    """A diaSource of the scene: its visit, measured fields, cutouts and what made it (simulation truth)."""
+    """A diaSource of the scene: its visit, measured fields, cutouts, and the simulation truth: what made it and
+    where the source sits in the cutout (pixels)."""
 
     visit: Visit
     fields: dict[str, Any]
     images: Images
     signal: dict[str, Any]
+    centre: tuple[float, float]
 
 
 def observe_lsst(
@@ -527,5 +529,5 @@ def observe_lsst(
         images, info = render_visit(scene, visit, templates[visit.band], size, signal, rng, nan_patch_rate, edge_rate)
         fields = measure(images, visit, info, rng)
         if fields is not None:
-            out.append(Detection(visit, fields, images, signal))
+            out.append(Detection(visit, fields, images, signal, info["centre"]))
     return seen, out
