@@ -427,11 +427,13 @@ def is_dipole(difference: np.ndarray, var: np.ndarray, x: float, y: float, fwhm:
 
 def cosmic_flags(science: np.ndarray, var: np.ndarray, x: float, y: float) -> tuple[bool, bool]:
     """(a cosmic ray anywhere, one at the centre): a pixel 5 sigma above the mean of its 4 neighbours and
-    standing out by more than half its value, sharper than any PSF allows."""
+    standing out by more than half its value, sharper than any PSF allows (masked pixels are not neighbours)."""
+    padded = np.pad(science, 1, mode="constant", constant_values=np.nan)
+    around = np.stack([padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]])
+    finite = np.isfinite(around)
+    neighbours = np.where(finite, around, 0.0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1)
+    excess = np.where(np.isfinite(science) & finite.any(axis=0), science - neighbours, 0.0)
     img = np.where(np.isfinite(science), science, 0.0)
-    padded = np.pad(img, 1, mode="edge")
-    neighbours = (padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:]) / 4.0
-    excess = img - neighbours
     hits = (excess > 5 * np.sqrt(var)) & (excess > 0.5 * img)
     centre = hits[_box(img.shape[0], x, y, 1)]
     return bool(hits.any()), bool(centre.any())
