@@ -286,9 +286,12 @@ def write_synthetic_lsst_packets(
 
 def build_synthetic_lsst(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool = True) -> dict:
     """Write the SYNTHETIC LSST dataset of ``config`` (``data.synthetic``, ``data.lsst``, ``splits``) to
-    ``out_dir`` through the real LSST ingest; returns the manifest (``synthetic: true``)."""
+    ``out_dir`` through the real LSST ingest; returns the manifest (``synthetic: true``). The packets are written
+    to a temporary folder beside ``out_dir`` (about 100 kB a packet, mostly the FITS cutouts) and removed after."""
     cfg = config["data"]["synthetic"]
-    with tempfile.TemporaryDirectory(prefix="alertvision-synthetic-lsst-") as tmp:
+    parent = Path(out_dir).resolve().parent  # beside the dataset: the packets can be large for a small /tmp
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".synthetic-lsst-packets-", dir=parent) as tmp:
         labels, counts = write_synthetic_lsst_packets(cfg, Path(tmp) / "packets", progress)
         labels.to_parquet(Path(tmp) / "labels.parquet", index=False)
         inner = copy.deepcopy(dict(config))
