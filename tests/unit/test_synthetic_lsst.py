@@ -272,6 +272,7 @@ def test_a_tiny_synthetic_lsst_dataset_goes_through_the_lsst_ingest(tmp_path, wr
         }
     )
     manifest = ingest_ztf(config, tmp_path / "data", progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]  # the temporary packets are gone
     data = open_dataset(tmp_path / "data")
     assert manifest["synthetic"] is True and manifest["source"] == "synthetic" and manifest["survey"] == "lsst"
     assert "SYNTHETIC" in manifest["note"] and any("SYNTHETIC" in n for n in manifest["notes"])
