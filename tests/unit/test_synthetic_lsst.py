@@ -83,6 +83,10 @@ def test_packets_decode_with_the_lsst_decoder_and_give_triplets_and_features(wri
         assert survey.triplet(packet).shape == (3, 63, 63)
         assert np.isfinite(survey.features(packet)[1:4]).all()  # psf_mag_err, snr, reliability (psf_mag: NaN if < 0)
     assert not survey.filled
+    # the uncertainty plane: the difference's variance as a fourth channel
+    with_sigma = LsstSurvey.from_config({"triplet": {"uncertainty_channel": True}})
+    planes = with_sigma.triplet(packets[0])
+    assert planes.shape == (4, 63, 63) and np.isfinite(planes).all() and planes[3].max() > 0
 
 
 def test_the_schema_follows_rubins_names_and_types(written):
