@@ -60,9 +60,17 @@ def ingest_inputs(wildcards):
 def data_params():
     """The data block of the chosen source only, so that another source's settings rerun nothing; the
     alert cuts and the masked-pixel rule too where the source applies them (the release comes cut and
-    normalised)."""
+    normalised); the survey and its block where it is not ZTF (a ZTF study's params stay as they were,
+    the synthetic Rubin sky's settings, data.synthetic.lsst, among them)."""
     source = config["data"]["source"]
-    params = {"source": source, source: config["data"][source]}
+    survey = config["data"].get("survey") or "ztf"
+    block = config["data"][source]
+    if source == "synthetic" and survey == "ztf":
+        block = {k: v for k, v in block.items() if k != "lsst"}
+    params = {"source": source, source: block}
+    if survey != "ztf":
+        params["survey"] = survey
+        params[survey] = config["data"][survey]
     if source != "release":
         params["cuts"] = config["data"]["cuts"]
         params["masked_pixels"] = config["data"]["masked_pixels"]

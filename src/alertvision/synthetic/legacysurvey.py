@@ -13,7 +13,7 @@ import numpy as np
 
 from alertvision.data.legacysurvey import BANDS, FETCH_PIXSCALE, FETCH_SIZE
 from alertvision.synthetic import render
-from alertvision.synthetic.scene import Scene
+from alertvision.synthetic.scene import Scene, lsst_object_id
 
 LS_ZP = 22.5  # nanomaggies
 SEEING = {"g": 1.45, "r": 1.3, "z": 1.2}  # arcsec FWHM
@@ -70,8 +70,9 @@ def synthetic_ls_cube(scene: Scene, cfg: Mapping[str, Any]) -> np.ndarray | None
 
 
 def synthetic_provider(scenes: list[Scene], cfg: Mapping[str, Any]):
-    """A cube provider (see :data:`alertvision.data.legacysurvey.CubeProvider`) over synthetic scenes."""
-    by_id = {s.object_id: s for s in scenes}
+    """A cube provider (see :data:`alertvision.data.legacysurvey.CubeProvider`) over synthetic scenes, by a
+    source's ZTF name or its Rubin diaObjectId (the synthetic LSST sky's, as text)."""
+    by_id = {s.object_id: s for s in scenes} | {str(lsst_object_id(s.index)): s for s in scenes}
 
     def provide(object_id: str, ra: float, dec: float) -> np.ndarray | None:
         scene = by_id.get(object_id)

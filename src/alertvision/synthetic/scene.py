@@ -193,6 +193,16 @@ def object_id(index: int, jd: float) -> str:
     return f"SYN{year:02d}{''.join(reversed(letters))}"
 
 
+#: the first synthetic Rubin diaObjectId (source index 0); Rubin's own ids are far below it
+LSST_DIA_OBJECT_BASE = 7_000_000_000_000_000_000
+
+
+def lsst_object_id(index: int) -> int:
+    """The diaObjectId of source ``index`` in the synthetic Rubin sky (its name there, as
+    :func:`object_id` is its name in the synthetic ZTF sky)."""
+    return LSST_DIA_OBJECT_BASE + int(index)
+
+
 def _draw_stars(rng: np.random.Generator, mean: float) -> list[Star]:
     stars = []
     for _ in range(int(rng.poisson(mean))):

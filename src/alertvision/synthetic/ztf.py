@@ -93,7 +93,8 @@ def build_synthetic_ztf(
             dataset="ztf",
             source="synthetic",
             synthetic=True,
-            digest=config_digest(cfg, splits_cfg, cuts.spec()),
+            # the synthetic Rubin sky's settings (data.synthetic.lsst) change nothing here
+            digest=config_digest({k: v for k, v in cfg.items() if k != "lsst"}, splits_cfg, cuts.spec()),
             extra={
                 "generator_version": GENERATOR_VERSION,
                 "n_scenes": len(scenes),

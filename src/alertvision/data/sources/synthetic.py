@@ -1,4 +1,5 @@
-"""``data.source: synthetic``: the embedded simulated BTS-like stream (labelled synthetic everywhere)."""
+"""``data.source: synthetic``: the embedded simulated BTS-like stream (labelled synthetic everywhere); with
+``data.survey: lsst``, the same simulated sources as Rubin sees them, through the real LSST ingest."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from alertvision.data.sources import ZtfSource
 
 
 def ingest(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool) -> dict:
+    if str(config["data"].get("survey") or "ztf").lower() == "lsst":
+        from alertvision.synthetic.lsst import build_synthetic_lsst  # deferred: pandas is heavy
+
+        return build_synthetic_lsst(config, out_dir, progress=progress)
     from alertvision.data.features import Cuts  # deferred: pandas is heavy
     from alertvision.synthetic.ztf import build_synthetic_ztf  # deferred: pandas is heavy
 

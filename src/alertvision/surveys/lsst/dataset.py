@@ -108,8 +108,20 @@ def iter_lsst_packets(survey: Survey, files: list[Path]) -> Iterator[tuple[str, 
         yield from survey.read(data, str(path))
 
 
-def ingest_lsst_avro(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool = True) -> dict:
-    """Write the dataset of the labelled diaObjects' Rubin packets under ``data.avro.path``; returns the manifest."""
+def ingest_lsst_avro(
+    config: Mapping[str, Any],
+    out_dir: str | os.PathLike,
+    progress: bool = True,
+    *,
+    source: str = "avro",
+    synthetic: bool = False,
+    digest: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict:
+    """Write the dataset of the labelled diaObjects' Rubin packets under ``data.avro.path``; returns the manifest.
+
+    ``source``, ``synthetic``, ``digest`` and ``extra`` (merged over the manifest's own keys) are for a caller
+    that made the packets itself: the synthetic LSST sky (:mod:`alertvision.synthetic.lsst`)."""
 
     cfg = config["data"]["avro"]
     if not cfg.get("path") or not cfg.get("labels"):
@@ -173,9 +185,9 @@ def ingest_lsst_avro(config: Mapping[str, Any], out_dir: str | os.PathLike, prog
             build,
             alerts,
             dataset="ztf",
-            source="avro",
-            synthetic=False,
-            digest=config_digest(cfg, config["splits"], config["data"].get("lsst") or {}, "lsst"),
+            source=source,
+            synthetic=synthetic,
+            digest=digest or config_digest(cfg, config["splits"], config["data"].get("lsst") or {}, "lsst"),
             survey="lsst",
             extra={
                 "skipped": dict(sorted(skipped.items())),
@@ -186,6 +198,7 @@ def ingest_lsst_avro(config: Mapping[str, Any], out_dir: str | os.PathLike, prog
                 "filled": dict(getattr(survey, "filled", {}) or {}),
                 "inputs": {"packet_files": len(files), "labels": str(cfg["labels"]), "labelled_sources": len(labels)},
                 "labels": listings,
+                **dict(extra or {}),
             },
         )
     log.info(
