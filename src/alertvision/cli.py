@@ -26,6 +26,9 @@ from alertvision.study.plan import (
     largest_run,
     pretrain_archs,
     study_name,
+    transfer_archs,
+    transfer_candidates,
+    transfer_regimens,
     weight_id,
 )
 
@@ -149,6 +152,34 @@ def cmd_weights(args) -> int:
     out = args.out or LAYOUT.weights_dir(args.regimen, args.arch)
     info = fetch_weights(wid, config["weights"], out)
     print(f"{wid}: {info['folder']} ({info['architecture']}, via {info['via']})")
+    return 0
+
+
+def cmd_transfer_weights(args) -> int:
+    from alertvision.study.steps import transfer_weights  # deferred: pandas is heavy
+
+    config = _config(args)
+    if args.arch not in transfer_archs(config, args.regimen):
+        raise SystemExit(
+            f"regimen {args.regimen!r} takes no weights for {args.arch!r} from a run of this study (regimens "
+            f"with a transfer block: {transfer_regimens(config) or 'none'}; timm architectures of the grid only)"
+        )
+    layout = _layout(args)
+    runs = transfer_candidates(config, args.regimen, args.arch)
+    metrics = [layout.run_file("metrics.json", run) for run in runs]
+    missing = [m for m in metrics if not Path(m).is_file()]
+    if missing:
+        raise SystemExit(
+            f"the candidate runs are not all trained yet ({len(missing)} missing, e.g. {missing[0]}): "
+            "train them first (alertvision train, or snakemake)"
+        )
+    out = args.out or LAYOUT.weights_dir(args.regimen, args.arch)
+    record = transfer_weights(metrics, out, weight_id=weight_id(config, args.regimen, args.arch))
+    chosen = record["transfer"]
+    print(
+        f"{out}: the encoder of {chosen['run']} (val ROC AUC {chosen['val_roc_auc_best']:.4f}, "
+        f"best of {len(chosen['candidates'])} runs)"
+    )
     return 0
 
 
@@ -397,6 +428,14 @@ def cmd_figure2(args) -> int:
     return 0
 
 
+def cmd_figure5(args) -> int:
+    from alertvision.study.steps import figure5  # deferred: pandas is heavy
+
+    figure5(args.table, args.out)
+    print(args.out)
+    return 0
+
+
 def _largest_model(config: dict, arch: str, regimen: str, dataset: str, results: str) -> str:
     """The model Table 2 and Figure 4 use: the grid's largest fraction, its first seed."""
     return Layout(results=results).run_file("model.pt", largest_run(config, arch, regimen, dataset))
@@ -602,6 +641,19 @@ COMMANDS: tuple[Command, ...] = (
         ),
     ),
     Command(
+        "transfer-weights",
+        cmd_transfer_weights,
+        ("transfer_weights",),
+        "write a transfer regimen's weights into "
+        f"{LAYOUT.weights_dir('REGIMEN', 'ARCH')}: the encoder of the run with the best validation ROC AUC "
+        "among its candidate runs (the architecture's image runs on the regimen's transfer.from dataset)",
+        (
+            *REGIMEN_ARCH_ARGS,
+            RESULTS_ARG,
+            arg("--out", help=f"folder to write (default: {LAYOUT.weights_dir('REGIMEN', 'ARCH')})"),
+        ),
+    ),
+    Command(
         "galaxy-corpus",
         cmd_galaxy_corpus,
         ("galaxy_corpus",),
@@ -776,6 +828,14 @@ COMMANDS: tuple[Command, ...] = (
         ("figure2",),
         "draw Figure 2 from roc_auc.csv",
         (arg("--table", default=LAYOUT.table("roc_auc.csv")), arg("--out", default=LAYOUT.figure(2))),
+        config=False,
+    ),
+    Command(
+        "figure5",
+        cmd_figure5,
+        ("figure5",),
+        "draw Figure 5 (transfer to a new survey: test ROC AUC on LSST per regimen) from transfer_roc_auc.csv",
+        (arg("--table", default=LAYOUT.table("transfer_roc_auc.csv")), arg("--out", default=LAYOUT.figure(5))),
         config=False,
     ),
     Command(

@@ -255,11 +255,13 @@ def _check_regimens(config: Mapping[str, Any]) -> None:
                     f"archs (defined: {', '.join(config['archs'])}); regimen {name!r} would train "
                     f"nothing for it"
                 )
+        if spec.get("transfer") is not None:
+            _check_transfer(config, name, spec, trained)
         block = spec.get("pretrain")
         if block is None:
             continue
-        if spec["weights"]:
-            raise ConfigError(f"config key regimens.{name}: give `weights` or `pretrain`, not both")
+        if spec["weights"] or spec.get("transfer") is not None:
+            raise ConfigError(f"config key regimens.{name}: give `weights`, `pretrain` or `transfer`, one of them")
         if name == "none":
             raise ConfigError("config key regimens.none: 'none' is random initialisation and cannot pre-train")
         for arch in block.get("archs") or []:
@@ -273,6 +275,33 @@ def _check_regimens(config: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"config key regimens.{name}.pretrain.corpus.path: corpus source 'folder' needs the "
                 f"folder (images.npy, labels.parquet, manifest.json)"
+            )
+
+
+def _check_transfer(config: Mapping[str, Any], name: str, spec: Mapping[str, Any], trained: set[str]) -> None:
+    """A transfer regimen: alone (no weights), not ``none``, from a dataset the grid trains image models on,
+    to others, and, when the grid uses it, with candidate runs to choose from."""
+    block, key = spec["transfer"], f"config key regimens.{name}.transfer"
+    if spec["weights"] or name == "none":
+        raise ConfigError(f"config key regimens.{name}: a transfer regimen has no `weights` (and is not 'none')")
+    if block["from"] in block["to"]:
+        raise ConfigError(f"{key}.to: {block['from']!r} is where the weights come from; name other datasets")
+    if name not in trained:
+        return
+    grid = config["grid"]
+    if block["from"] not in grid["datasets"] or "image" not in grid["modalities"]:
+        raise ConfigError(
+            f"{key}.from: the weights come from the grid's image runs on {block['from']!r}, but the grid "
+            f"trains none (grid.datasets {grid['datasets']}, grid.modalities {grid['modalities']})"
+        )
+    fraction = block.get("fraction")
+    if fraction is not None and format_fraction(fraction) not in {format_fraction(f) for f in grid["fractions"]}:
+        raise ConfigError(f"{key}.fraction: {fraction} is not one of grid.fractions {grid['fractions']}")
+    for regimen in block.get("regimens") or []:
+        if regimen not in grid["regimens"] or config["regimens"].get(regimen, {}).get("transfer") is not None:
+            raise ConfigError(
+                f"{key}.regimens: {regimen!r} is not a regimen the grid trains on {block['from']!r} "
+                f"(grid.regimens {grid['regimens']}; transfer regimens cannot be candidates)"
             )
 
 

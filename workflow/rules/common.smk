@@ -9,13 +9,17 @@ from alertvision.data.fingerprint import update_fingerprint
 from alertvision.data.sources import source_input_files
 from alertvision.study.embedplan import run_of
 from alertvision.study.plan import (
+    FIGURE2_DATASETS,
     LAYOUT,
     RUN_FILES,
+    TRANSFER_DATASETS,
     Run,
     corpus_folder,
     format_fraction,
     grid_runs,
     pretrain_regimens,
+    transfer_candidates,
+    transfer_regimens,
     study_name,
     weight_id,
 )
@@ -109,9 +113,14 @@ def grid_seed_files(names):
     ]
 
 
-def grid_files(filename, modality):
-    """`filename` of every run of one modality of the grid, e.g. all metrics.json files of the image models."""
-    return [LAYOUT.run_file(filename, run) for run in grid_runs(config, modality)]
+def grid_files(filename, modality, datasets=None):
+    """`filename` of every run of one modality (on `datasets`) of the grid, e.g. the image models' metrics.json."""
+    return [LAYOUT.run_file(filename, run) for run in grid_runs(config, modality, datasets)]
+
+
+def transfer_in_grid():
+    """Whether the grid trains image models on a transfer dataset (Figure 5)."""
+    return any(grid_runs(config, "image", TRANSFER_DATASETS))
 
 
 def policy_exclusions(wildcards):
@@ -156,6 +165,8 @@ def all_targets():
     targets = [LAYOUT.resolved_config()]
     if "image" in config["grid"]["modalities"]:
         targets += [LAYOUT.figure(2), LAYOUT.table("roc_auc.csv")]
+    if transfer_in_grid():
+        targets += [LAYOUT.figure(5), LAYOUT.table("transfer_roc_auc.csv")]
     if "multimodal" in config["grid"]["modalities"]:
         targets += [LAYOUT.figure(3), LAYOUT.table("f1.csv")]
     if config["benchmark"]["enabled"]:
@@ -172,11 +183,22 @@ def benchmark_inputs(wildcards):
     return {"model": run_of(config, wildcards.arch, "none", dataset="ztf").model_path, **dataset_files("ztf")}
 
 
-def regimens_pattern(published):
-    """A regex of the regimens whose weights are fetched (published) or pre-trained here (not published)."""
-    mine = set(pretrain_regimens(config))
-    names = [r for r in config["regimens"] if r != "none" and (r in mine) != published]
+def regimens_pattern(kind):
+    """A regex of the regimens whose weights are fetched (``published``), pre-trained here (``pretrain``) or
+    the encoder of a run of this study (``transfer``)."""
+    made = {"pretrain": set(pretrain_regimens(config)), "transfer": set(transfer_regimens(config))}
+    here = made["pretrain"] | made["transfer"]
+    names = [r for r in config["regimens"] if r != "none" and (r in made[kind] if kind in made else r not in here)]
     return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+def transfer_inputs(wildcards):
+    """The metrics and model of every run a transfer regimen chooses its weights from."""
+    runs = transfer_candidates(config, wildcards.regimen, wildcards.arch)
+    return {
+        "metrics": [LAYOUT.run_file("metrics.json", run) for run in runs],
+        "models": [LAYOUT.run_file("model.pt", run) for run in runs],
+    }
 
 
 def pretrain_corpus(wildcards):

@@ -35,3 +35,20 @@ rule figure3:
         policies=figure3_policies(config),
     script:
         "../scripts/figure3.py"
+
+
+rule figure5:
+    input:
+        LAYOUT.table("transfer_roc_auc.csv"),
+    output:
+        report(
+            LAYOUT.figure(5),
+            caption="../report/figure5.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/figures/figure5.log",
+    conda:
+        ENV
+    script:
+        "../scripts/figure5.py"

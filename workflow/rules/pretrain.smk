@@ -9,7 +9,7 @@ rule galaxy_corpus:
     log:
         "logs/pretrain/{regimen}/corpus.log",
     wildcard_constraints:
-        regimen=regimens_pattern(published=False),
+        regimen=regimens_pattern("pretrain"),
     conda:
         ENV
     params:
@@ -28,7 +28,7 @@ rule pretrain:
     benchmark:
         LAYOUT.job_benchmark("pretrain", "{regimen}/{arch}")
     wildcard_constraints:
-        regimen=regimens_pattern(published=False),
+        regimen=regimens_pattern("pretrain"),
     conda:
         ENV
     threads: lambda wildcards: config["regimens"][wildcards.regimen]["pretrain"]["threads"]
@@ -41,3 +41,22 @@ rule pretrain:
         pretrain=lambda wildcards: config["regimens"][wildcards.regimen]["pretrain"],
     script:
         "../scripts/pretrain.py"
+
+
+# Transfer regimens (regimens.<name>.transfer): the encoder of the best run (validation ROC AUC) of each timm
+# architecture on another dataset of this study, e.g. ZTF's as the start of an LSST classifier.
+rule transfer_weights:
+    input:
+        unpack(transfer_inputs),
+    output:
+        directory(LAYOUT.weights_dir()),
+    log:
+        "logs/weights/{regimen}/{arch}.log",
+    wildcard_constraints:
+        regimen=regimens_pattern("transfer"),
+    conda:
+        ENV
+    params:
+        weight_id=lambda wildcards: weight_id(config, wildcards.regimen, wildcards.arch),
+    script:
+        "../scripts/transfer_weights.py"

@@ -11,7 +11,7 @@ rule fetch_weights:
     log:
         "logs/weights/{regimen}/{arch}.log",
     wildcard_constraints:
-        regimen=regimens_pattern(published=True),
+        regimen=regimens_pattern("published"),
     priority: 100
     conda:
         ENV

@@ -89,7 +89,7 @@ def fetched_weights(folder: str | os.PathLike) -> ResolvedWeights:
             f"{folder} is not a complete fetched weights folder (config.json, "
             f"model.safetensors and {SOURCE_FILE}); run the fetch step first"
         )
-    return ResolvedWeights(record["weight_id"], str(folder), record["architecture"], "fetched")
+    return ResolvedWeights(record["weight_id"], str(folder), record["architecture"], record.get("via", "fetched"))
 
 
 def _resolve(

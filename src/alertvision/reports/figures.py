@@ -16,9 +16,9 @@ from matplotlib.collections import PolyCollection  # noqa: E402
 
 from alertvision.atomic import atomic_path  # noqa: E402
 from alertvision.evaluation.policies import POLICIES  # noqa: E402
-from alertvision.study.plan import METADATA_ONLY  # noqa: E402
+from alertvision.study.plan import FIGURE2_DATASETS, METADATA_ONLY  # noqa: E402
 
-DATASET_TITLES = {"ztf": "ZTF", "ls": "Legacy Survey"}
+DATASET_TITLES = {"ztf": "ZTF", "ls": "Legacy Survey", "lsst": "Rubin/LSST"}
 ARCH_TITLES = {"convnext": "ConvNeXt", "maxvit": "MaxViT", "cnn": "CNN", "none": "metadata only"}
 BASELINE_ARCH = "cnn"
 REGIMEN_COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"]
@@ -100,17 +100,34 @@ def _save(fig, out_pdf: str | os.PathLike) -> None:
 
 
 def figure2(table: pd.DataFrame, out_pdf: str | os.PathLike, modality: str = "image") -> dict:
-    """Test ROC AUC against number of training alerts: rows are datasets, columns architectures.
+    """Test ROC AUC against number of training alerts: rows are datasets (ZTF, Legacy Survey), columns
+    architectures.
 
     One line per pre-training regimen (median over seeds; band: one std over seeds, or with one seed the
     bootstrap std over test sources, :func:`band_column`, named in the title), the baseline CNN in grey in
     every panel of its dataset. The title says so when the data are synthetic. Returns what was drawn: the
     title, the band, the panels (dataset, arch), each panel's line labels and its number of bands.
     """
-    table = table[table["modality"] == modality]
+    return _roc_auc_panels(table, out_pdf, FIGURE2_DATASETS, "Test ROC AUC against training-set size", modality)
+
+
+def figure5(table: pd.DataFrame, out_pdf: str | os.PathLike, dataset: str = "lsst") -> dict:
+    """Transfer to a new survey: test ROC AUC on ``dataset`` against its number of training alerts, one
+    panel per architecture, one line per regimen (``ztf`` among them: the encoder of the best ZTF run),
+    the survey's baseline CNN in grey; drawn as :func:`figure2` draws a row."""
+    name = DATASET_TITLES.get(dataset, dataset)
+    title = f"Transfer to {name}: test ROC AUC on {name} against the number of {name} training alerts"
+    return _roc_auc_panels(table, out_pdf, (dataset,), title, "image")
+
+
+def _roc_auc_panels(
+    table: pd.DataFrame, out_pdf: str | os.PathLike, wanted: Sequence[str], text: str, modality: str
+) -> dict:
+    """ROC AUC panels: a row per dataset of ``wanted`` in the table, a column per architecture."""
+    table = table[(table["modality"] == modality) & table["dataset"].isin(list(wanted))]
     if table.empty:
-        raise ValueError(f"no {modality} runs in the table")
-    datasets = [d for d in DATASET_TITLES if d in set(table["dataset"])]
+        raise ValueError(f"no {modality} runs of {', '.join(wanted)} in the table")
+    datasets = [d for d in wanted if d in set(table["dataset"])]
     archs = [a for a in table["arch"].unique() if a != BASELINE_ARCH] or [BASELINE_ARCH]
     regimens = sorted(set(table.loc[table["arch"] != BASELINE_ARCH, "regimen"]), key=lambda r: (r != "none", r))
     colours = {r: REGIMEN_COLOURS[i % len(REGIMEN_COLOURS)] for i, r in enumerate(regimens)}
@@ -143,7 +160,7 @@ def figure2(table: pd.DataFrame, out_pdf: str | os.PathLike, modality: str = "im
                 ylabel="test ROC AUC" if j == 0 else None,
                 legend=True,
             )
-    title, colour = _title("Test ROC AUC against training-set size", table)
+    title, colour = _title(text, table)
     title = f"{title}; {band_note}"
     fig.suptitle(title, fontsize=11, color=colour)
     _save(fig, out_pdf)

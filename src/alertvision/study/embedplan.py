@@ -113,7 +113,10 @@ def embed_plan(config: Mapping[str, Any]) -> EmbedPlan:
     """The runs of Figure 4 and of the outlier report for a validated config."""
     grid = config["grid"]
     focus, note = pick_focus_arch(config)
-    outlier_runs = tuple(run_of(config, focus, r) for r in grid["regimens"] if regimen_applies(config, r, focus))
+    dataset = config["embed"]["dataset"]
+    outlier_runs = tuple(
+        run_of(config, focus, r) for r in grid["regimens"] if regimen_applies(config, r, focus, dataset)
+    )
     figure_runs: list[EmbedRun] = []
     if BASELINE_ARCH in grid["archs"] and "none" in grid["regimens"] and focus != BASELINE_ARCH:
         figure_runs.append(run_of(config, BASELINE_ARCH, "none"))

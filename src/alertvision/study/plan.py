@@ -13,7 +13,7 @@ reads it can never disagree.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 #: The files of one training run (one seed of a grid cell).
 RUN_FILES = ("model.pt", "history.csv", "metrics.json", "predictions.parquet")
@@ -176,6 +176,9 @@ METADATA_ONLY = "none"
 MULTIMODAL = "multimodal"
 #: Multi-modal models train on ZTF alerts only (requiring Legacy Survey coverage would cost completeness).
 MULTIMODAL_DATASET = "ztf"
+#: The datasets of Figure 2 (the paper's rows) and of the transfer experiment (Figure 5: a new survey).
+FIGURE2_DATASETS = ("ztf", "ls")
+TRANSFER_DATASETS = ("lsst",)
 
 
 def pretrain_archs(config: Mapping[str, Any], regimen: str) -> list[str]:
@@ -193,11 +196,33 @@ def pretrain_regimens(config: Mapping[str, Any]) -> list[str]:
     return [r for r, spec in config["regimens"].items() if spec.get("pretrain") is not None]
 
 
-def regimen_applies(config: Mapping[str, Any], regimen: str, arch: str) -> bool:
-    """Whether ``arch`` is trained under ``regimen``: always for 'none', else if its weights list it or
-    its ``pretrain`` block pre-trains it."""
+def transfer_archs(config: Mapping[str, Any], regimen: str) -> list[str]:
+    """The architectures a regimen's ``transfer`` block takes from a model trained in this study (the grid's
+    timm architectures; none for other regimens)."""
+    if config["regimens"][regimen].get("transfer") is None:
+        return []
+    return [a for a in config["grid"]["archs"] if config["archs"][a]["kind"] == "timm"]
+
+
+def transfer_regimens(config: Mapping[str, Any]) -> list[str]:
+    """The regimens whose weights are the encoder of a run of this study on another dataset."""
+    return [r for r, spec in config["regimens"].items() if spec.get("transfer") is not None]
+
+
+def made_here(config: Mapping[str, Any], regimen: str, arch: str) -> bool:
+    """Whether the pipeline makes a regimen's weights for ``arch`` itself (pre-trained or transferred)."""
+    return arch in pretrain_archs(config, regimen) or arch in transfer_archs(config, regimen)
+
+
+def regimen_applies(config: Mapping[str, Any], regimen: str, arch: str, dataset: str | None = None) -> bool:
+    """Whether ``arch`` is trained under ``regimen`` (on ``dataset``, when given): always for 'none', else if
+    its weights list it, its ``pretrain`` block pre-trains it or, on a dataset its ``transfer`` block names
+    (``transfer.to``), the transfer takes it."""
     if regimen == "none":
         return True
+    transfer = config["regimens"][regimen].get("transfer")
+    if transfer is not None:
+        return arch in transfer_archs(config, regimen) and (dataset is None or dataset in transfer["to"])
     return arch in config["regimens"][regimen]["weights"] or arch in pretrain_archs(config, regimen)
 
 
@@ -225,7 +250,7 @@ def grid_cells(config: Mapping[str, Any], modality: str | None = None) -> Iterat
         for dataset in datasets:
             for arch in archs:
                 for regimen in regimens:
-                    if not regimen_applies(config, regimen, arch):
+                    if not regimen_applies(config, regimen, arch, dataset):
                         continue
                     for fraction in g["fractions"]:
                         for seed in g["seeds"]:
@@ -263,19 +288,41 @@ def parse_study_name(name: str) -> dict[str, str]:
 
 
 def weight_id(config: Mapping[str, Any], regimen: str, arch: str) -> str | None:
-    """The weight id a (regimen, arch) cell starts from; None for random init. A pre-trained regimen's
-    id is ``local-dir:`` of the folder the ``pretrain`` rule writes."""
+    """The weight id a (regimen, arch) cell starts from; None for random init. A pre-trained or transferred
+    regimen's id is ``local-dir:`` of the folder its rule (``pretrain``, ``transfer_weights``) writes."""
     if regimen == "none":
         return None
-    if arch in pretrain_archs(config, regimen):
+    if made_here(config, regimen, arch):
         return f"local-dir:{LAYOUT.weights_dir(regimen, arch)}"
     return config["regimens"][regimen]["weights"].get(arch)
 
 
-def grid_runs(config: Mapping[str, Any], modality: str | None = None) -> Iterator[Run]:
-    """Every training run of the grid, or those of one modality, in the config's order."""
+def grid_runs(
+    config: Mapping[str, Any], modality: str | None = None, datasets: Iterable[str] | None = None
+) -> Iterator[Run]:
+    """Every training run of the grid, or those of one modality (and of ``datasets``), in the config's order."""
+    wanted = None if datasets is None else set(datasets)
     for cell in grid_cells(config, modality):
-        yield Run.from_values(cell)
+        if wanted is None or cell["dataset"] in wanted:
+            yield Run.from_values(cell)
+
+
+def transfer_candidates(config: Mapping[str, Any], regimen: str, arch: str) -> list[Run]:
+    """The runs a transfer regimen chooses its ``arch`` weights from (on their validation split): the grid's
+    image runs of ``arch`` on ``transfer.from`` at ``transfer.fraction`` (null: the grid's largest), of
+    ``transfer.regimens`` (null: every other regimen the grid trains ``arch`` with there), every seed."""
+    block = config["regimens"][regimen]["transfer"]
+    grid = config["grid"]
+    fraction = block.get("fraction")
+    fraction = format_fraction(max(float(f) for f in grid["fractions"]) if fraction is None else fraction)
+    source = block["from"]
+    named = block.get("regimens")
+    regimens = [
+        r
+        for r in (named if named is not None else grid["regimens"])
+        if config["regimens"][r].get("transfer") is None and regimen_applies(config, r, arch, source)
+    ]
+    return [Run(source, "image", arch, r, fraction, int(seed)) for r in regimens for seed in grid["seeds"]]
 
 
 def largest_run(config: Mapping[str, Any], arch: str, regimen: str, dataset: str, modality: str = "image") -> Run:

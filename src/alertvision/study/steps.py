@@ -133,6 +133,16 @@ def pretrain(
         )
 
 
+def transfer_weights(
+    metric_files: Iterable[str | os.PathLike], out_folder: str | os.PathLike, *, weight_id: str
+) -> dict:
+    """Write a transfer regimen's weights: the encoder of the run of ``metric_files`` with the best validation
+    ROC AUC, as a timm local-dir folder with its provenance in source.json."""
+    from alertvision.training.transfer import write_transfer_weights  # deferred: torch is heavy
+
+    return write_transfer_weights(list(metric_files), out_folder, weight_id=weight_id)
+
+
 def weights_from_folder(folder: str | os.PathLike | None, weight_id: str | None) -> "ResolvedWeights | None":
     """The weights materialised in ``folder`` (by fetch_weights or pretrain), recorded under ``weight_id``
     (default: ``local-dir:`` of the folder); None without a folder (random init)."""
@@ -458,6 +468,14 @@ def aggregate(
 def figure2(table_csv: str | os.PathLike, out_pdf: str | os.PathLike) -> None:
     """Draw Figure 2 from ``roc_auc.csv``."""
     from alertvision.reports.figures import figure2 as draw  # deferred: matplotlib is heavy
+
+    draw(pd.read_csv(table_csv), out_pdf)
+
+
+def figure5(table_csv: str | os.PathLike, out_pdf: str | os.PathLike) -> None:
+    """Draw Figure 5 from ``transfer_roc_auc.csv``: test ROC AUC on the new survey per regimen (transfer
+    from ZTF among them) against its training-set size."""
+    from alertvision.reports.figures import figure5 as draw  # deferred: matplotlib is heavy
 
     draw(pd.read_csv(table_csv), out_pdf)
 

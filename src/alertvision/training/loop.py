@@ -49,6 +49,7 @@ from alertvision.training.engine import (
 )
 from alertvision.training.metadata import metadata_matrix
 from alertvision.training.schedule import epoch_warmup_cosine, warmup_cosine
+from alertvision.training.transfer import transfer_record
 
 log = logging.getLogger(__name__)
 
@@ -337,6 +338,7 @@ def _run_metrics(
         "input_size": spec.input_size or None,
         "params": int(sum(p.numel() for p in model.parameters())),
         "weight_id": weights.weight_id if weights else None,
+        **_weights_from_run(weights),
         "input_norm": model.input_norm.spec() if run.images is not None else None,
         "metadata_fill": spec.metadata_fill if run.metadata is not None else None,
         "synthetic": run.data.synthetic,
@@ -345,6 +347,16 @@ def _run_metrics(
         "threads": int(settings.threads),
         "bf16": precision.bf16,
     }
+
+
+def _weights_from_run(weights: ResolvedWeights | None) -> dict[str, Any]:
+    """Where a transfer regimen's weights came from (the run of this study, its validation score and config
+    digest), for metrics.json; nothing for other weights, whose metrics stay as they were."""
+    record = transfer_record(weights.folder) if weights is not None else None
+    if record is None:
+        return {}
+    keys = ("run", "run_info", "val_roc_auc_best", "chosen_on", "config_digest")
+    return {"weights_from_run": {k: record.get(k) for k in keys}}
 
 
 def _lr_factor(settings: TrainingSettings, steps_per_epoch: int) -> Callable[[int], float]:

@@ -397,8 +397,11 @@ def fit(
     return fitted.history, fitted.best
 
 
-def encoder_config(backbone: nn.Module, timm_name: str, input_size: int, record: Mapping[str, Any]) -> dict:
-    """The ``config.json`` of a timm local-dir folder for ``backbone``, with the run's ``record``."""
+def encoder_config(
+    backbone: nn.Module, timm_name: str, input_size: int, about: Mapping[str, Any], tag: str = "alertvision-pretrain"
+) -> dict:
+    """The ``config.json`` of a timm local-dir folder for ``backbone`` trained at ``input_size``, with
+    ``about`` (what made the weights) under its ``alertvision`` key."""
     source = dict(getattr(backbone, "pretrained_cfg", None) or {})
     pretrained_cfg = {k: source[k] for k in ("fixed_input_size", "first_conv", "classifier") if k in source}
     pretrained_cfg.update(
@@ -409,7 +412,7 @@ def encoder_config(backbone: nn.Module, timm_name: str, input_size: int, record:
             "mean": [0.0, 0.0, 0.0],
             "std": [1.0, 1.0, 1.0],
             "num_classes": 0,
-            "tag": "alertvision-pretrain",
+            "tag": tag,
         }
     )
     config = {
@@ -421,14 +424,7 @@ def encoder_config(backbone: nn.Module, timm_name: str, input_size: int, record:
     size_kwargs = _timm_size_kwargs(timm_name, input_size)
     if size_kwargs:
         config["model_args"] = size_kwargs  # a fixed-size model (MaxViT) is rebuilt for the size it was trained at
-    config["alertvision"] = {
-        "pretrain": {
-            **record["settings"],
-            "corpus": record["corpus"],
-            "history": record["history"],
-            "summary": record["summary"],
-        }
-    }
+    config["alertvision"] = dict(about)
     return config
 
 
@@ -443,7 +439,15 @@ def write_encoder_folder(
     """Write config.json, model.safetensors (``state``, the backbone's own key names) and pretrain.json atomically."""
     from safetensors.torch import save_file  # deferred: safetensors is heavy
 
-    config = encoder_config(backbone, timm_name, input_size, record)
+    about = {
+        "pretrain": {
+            **record["settings"],
+            "corpus": record["corpus"],
+            "history": record["history"],
+            "summary": record["summary"],
+        }
+    }
+    config = encoder_config(backbone, timm_name, input_size, about)
     with atomic_dir(out_folder) as tmp:
         save_file(
             {k: v.contiguous() for k, v in state.items()}, str(tmp / "model.safetensors"), metadata={"format": "pt"}
