@@ -34,7 +34,7 @@ from alertvision.models.weights import ResolvedWeights
 from alertvision.settings import HeadSettings, TrainingSettings
 from alertvision.study.plan import RUN_FILES  # noqa: F401  (the files a run writes; re-exported)
 from alertvision.training.checkpoint import CHECKPOINT_NAME, Checkpointer, params_digest
-from alertvision.training.data import Batches
+from alertvision.training.data import Batches, Loading
 from alertvision.training.device import pick_device, seed_everything
 from alertvision.training.engine import (
     EarlyStopping,
@@ -98,6 +98,7 @@ def train_run(
     keep_checkpoint: bool = False,
     checkpoint_every_s: float | None = None,
     min_epoch_s: float | None = None,
+    loader_workers: int | None = None,
 ) -> dict[str, Any]:
     """Train one model and write its run folder; returns the metrics.
 
@@ -113,7 +114,9 @@ def train_run(
     within an epoch, and at once on SIGTERM or SIGUSR1, which then end the run with
     :class:`~alertvision.training.engine.Preempted`); the file goes when the outputs are written,
     unless ``keep_checkpoint``. ``min_epoch_s`` makes each epoch last at least that long (see
-    :class:`~alertvision.training.engine.FitSettings`).
+    :class:`~alertvision.training.engine.FitSettings`). ``loader_workers`` threads make the batches
+    ahead of the step (None: :meth:`~alertvision.training.data.Loading.for_device`); the results do not
+    depend on it.
     """
     # --- prepare: set-up, data, model --------------------------------------------------------------
     started = time.time()
@@ -123,7 +126,8 @@ def train_run(
     device = pick_device(settings.device)
     if out_dir is not None:
         out_dir = check_writable(out_dir, "the run's outputs")
-    run = _prepare(dataset_dir, split_file, arch_cfg, settings, seed, test_split)
+    loading = Loading.for_device(device, loader_workers)
+    run = _prepare(dataset_dir, split_file, arch_cfg, settings, seed, test_split, loading)
     model = build_run_model(arch_cfg, head, weights, run.metadata_fill, run.data.metadata_features).to(device)
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
@@ -191,11 +195,20 @@ class _RunData:
     n_pos: float
     n_neg: float
     eval_batch_size: int
+    loading: Loading
 
     def batches(self, split: str) -> Batches:
         """The evaluation batches of ``split``."""
-        rows = self.rows[split]
-        return Batches(self.images, rows, self.labels[rows], self.eval_batch_size, metadata=self.metadata)
+        rows, loading = self.rows[split], self.loading
+        return Batches(
+            self.images,
+            rows,
+            self.labels[rows],
+            self.eval_batch_size,
+            metadata=self.metadata,
+            workers=loading.workers,
+            pin_memory=loading.pin_memory,
+        )
 
 
 def _prepare(
@@ -205,6 +218,7 @@ def _prepare(
     settings: TrainingSettings,
     seed: int,
     test_split: bool,
+    loading: Loading = Loading(),
 ) -> _RunData:
     """The run's data: its splits checked (none empty, both classes where they are needed), the
     multi-modal features, and the training and validation batches."""
@@ -244,13 +258,17 @@ def _prepare(
         seed=seed + 1,
         metadata=metadata,
         min_batch=bs if settings.drop_last else 2,
+        workers=loading.workers,
+        pin_memory=loading.pin_memory,
     )
     if len(train) == 0:
         raise ValueError(
             f"{split_file}: {len(y_train)} training alerts make no full batch of {bs} "
             f"(training.drop_last is on): lower training.batch_size or turn drop_last off"
         )
-    return _RunData(data, rows, labels, images, metadata, metadata_fill, train, n_pos, n_neg, settings.eval_batch_size)
+    return _RunData(
+        data, rows, labels, images, metadata, metadata_fill, train, n_pos, n_neg, settings.eval_batch_size, loading
+    )
 
 
 def _fit(
