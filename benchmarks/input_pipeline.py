@@ -27,9 +27,11 @@ random rows, in MB/s, and what a float16 file would deliver at those rates. Ever
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -115,12 +117,13 @@ def loader(
 
 
 def measure(epoch: Callable[[], Iterator], batch: int, seconds: float, step_s: float = 0.0) -> dict[str, float]:
-    """Alerts/s over at most ``seconds`` of an epoch (each batch followed by a ``step_s`` sleep), the peak
+    """Alerts/s over at most ``seconds`` of an epoch (each batch followed by a ``step_s`` sleep), alerts per
+    CPU second of the process (all its threads: what a loaded machine does not change much), the peak
     private memory growth and the file pages mapped (MB)."""
     anon0 = status_mb("RssAnon")
     peak, n = anon0, 0
     it = epoch()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for i, _ in enumerate(it):
         n += batch
         if step_s:
@@ -129,11 +132,11 @@ def measure(epoch: Callable[[], Iterator], batch: int, seconds: float, step_s: f
             peak = max(peak, status_mb("RssAnon"))
         if time.perf_counter() - started > seconds:
             break
-    rate = n / (time.perf_counter() - started)
+    rate, per_cpu_s = n / (time.perf_counter() - started), n / max(time.process_time() - cpu, 1e-9)
     mapped = status_mb("RssFile")
     if hasattr(it, "close"):
         it.close()
-    return {"rate": rate, "anon": peak - anon0, "mapped": mapped}
+    return {"rate": rate, "per_cpu_s": per_cpu_s, "anon": peak - anon0, "mapped": mapped}
 
 
 def chunk_rows(n: int, chunk: int, count: int, seed: int) -> np.ndarray:
@@ -166,50 +169,64 @@ def main() -> None:
     size = f"{images.shape} {images.dtype} ({n * row_mb / 1e3:.1f} GB)"
     print(f"SYNTHETIC images {size}, batch {batch}, {os.cpu_count()} CPUs,")
     print(f"  load {os.getloadavg()[0]:.1f}, torch threads {args.threads}, {args.seconds:g} s per measurement")
-    designs: list[tuple[str, Callable[[np.ndarray], Iterator]]] = [
-        ("before", lambda rows: before(images, rows, batch, seed)),
-        *[(f"loader w={w}", lambda rows, w=w: loader(images, rows, batch, seed, w)) for w in [0, *args.workers]],
-    ]
+    Design = Callable[[np.ndarray, np.ndarray], Iterator]
     most = max(args.workers)
-    designs.append((f"w={most} no hint", lambda rows: loader(images, rows, batch, seed, most, hints=False)))
+    designs: list[tuple[str, Design]] = [
+        ("before", lambda im, rows: before(im, rows, batch, seed)),
+        *[(f"loader w={w}", lambda im, rows, w=w: loader(im, rows, batch, seed, w)) for w in [0, *args.workers]],
+        (f"w={most} no hint", lambda im, rows: loader(im, rows, batch, seed, most, hints=False)),
+    ]
     cache_rows = np.arange(min(args.cache_rows, n))
-    all_rows = np.arange(n)
     step_s = batch / args.appetite
     results: dict[tuple[str, str], dict[str, float]] = {}
-    gc_warm = images[: len(cache_rows)].sum(dtype=np.float64)  # read once: the rows are in the page cache
-    assert np.isfinite(gc_warm)
+    assert np.isfinite(images[: len(cache_rows)].sum(dtype=np.float64))  # read once: the rows are in the page cache
     for name, make in designs:
-        results[name, "cache"] = measure(lambda: make(cache_rows), batch, args.seconds)
-        results[name, "step"] = measure(lambda: make(cache_rows), batch, args.seconds, step_s)
-    for name, make in designs:
+        results[name, "cache"] = measure(partial(make, images, cache_rows), batch, args.seconds)
+        results[name, "step"] = measure(partial(make, images, cache_rows), batch, args.seconds, step_s)
+    images = None  # unmapped: pages mapped by this process would stay in the cache through DONTNEED
+
+    def from_disk(make: Design, rows: np.ndarray) -> dict[str, float]:
+        """A measurement from a cold file, through a new mapping that is let go after it."""
         drop_cache(path, args.drop_caches)
-        results[name, "disk"] = measure(lambda: make(all_rows), batch, args.seconds)
-    print(f"dropped before each disk run: {'the whole page cache' if args.drop_caches else 'the file (fadvise)'}")
-    print(f"file in page cache after the last: {cached_mb(path):.0f} MB")
+        cold = cached_mb(path)
+        epoch = partial(make, np.load(path, mmap_mode="r"), rows)
+        result = measure(epoch, batch, args.seconds)
+        del epoch
+        gc.collect()
+        return {**result, "cold": cold}
+
+    all_rows = np.arange(n)
+    for name, make in designs:
+        results[name, "disk"] = from_disk(make, all_rows)
+    dropped = "the whole page cache" if args.drop_caches else "the file's pages (posix_fadvise DONTNEED)"
+    colds = [results[name, "disk"]["cold"] for name, _ in designs]
+    print(f"dropped before each disk run: {dropped}; then in page cache: {max(colds):.0f} MB at most (fincore)")
     print()
-    head = f"{'design':12s} {'cache/s':>9s} {'x':>6s} {'disk/s':>8s} {'x':>6s}"
+    head = f"{'design':14s} {'cache/s':>9s} {'x':>6s} {'/CPU s':>8s} {'disk/s':>8s} {'x':>6s} {'/CPU s':>8s}"
     print(head + f" {'+step/s':>8s} {'x':>6s} {'anon MB':>8s} {'mapped MB':>10s}")
     base = {k: results["before", k]["rate"] for k in ("cache", "disk", "step")}
     for name, _ in designs:
         c, d, s = (results[name, k] for k in ("cache", "disk", "step"))
         print(
-            f"{name:12s} {c['rate']:9.0f} {c['rate'] / base['cache']:6.2f}"
-            f" {d['rate']:8.0f} {d['rate'] / base['disk']:6.2f}"
+            f"{name:14s} {c['rate']:9.0f} {c['rate'] / base['cache']:6.2f} {c['per_cpu_s']:8.0f}"
+            f" {d['rate']:8.0f} {d['rate'] / base['disk']:6.2f} {d['per_cpu_s']:8.0f}"
             f" {s['rate']:8.0f} {s['rate'] / base['step']:6.2f} {max(c['anon'], d['anon']):8.0f} {d['mapped']:10.0f}"
         )
-    print(f"(+step: each batch followed by a {step_s * 1e3:.2f} ms sleep, a GPU step at {args.appetite:.0f} alerts/s)")
+    print(f"(+step: each batch followed by a {step_s * 1e3:.2f} ms sleep, a GPU step at {args.appetite:.0f} alerts/s;")
+    print(" /CPU s: alerts per CPU second of the process; anon MB: peak private memory growth;")
+    print(" mapped MB: file pages mapped at the end of the disk run, page cache the kernel may reclaim)")
     print()
-    chunk = 1024
-    for label, rows in (
-        ("random rows", np.random.default_rng(2).permutation(n)[: 64 * 256]),
-        (f"chunks of {chunk}", chunk_rows(n, chunk, max(1, 64 * 256 // chunk), 2)),
-    ):
-        drop_cache(path, args.drop_caches)
-        r = measure(lambda rows=rows: loader(images, rows, batch, seed, max(args.workers), False), batch, args.seconds)
+    chunk, count = 1024, 64 * 256
+    layouts = {
+        "random rows": np.random.default_rng(2).permutation(n)[:count],
+        f"chunks of {chunk}": chunk_rows(n, chunk, max(1, count // chunk), 2),
+    }
+    for label, rows in layouts.items():
+        r = from_disk(lambda im, rows: loader(im, rows, batch, seed, most, shuffle=False), rows)
         mb = r["rate"] * row_mb
         print(
-            f"disk, {label:16s}: {r['rate']:8.0f} alerts/s, {mb:6.0f} MB/s; as float16 at this MB/s:"
-            f" {mb / (row_mb / 2):8.0f} alerts/s"
+            f"disk, {label:16s} (w={most}): {r['rate']:8.0f} alerts/s, {mb:6.0f} MB/s;"
+            f" as float16 at this MB/s: {mb / (row_mb / 2):8.0f} alerts/s"
         )
     if not args.keep:
         path.unlink()

@@ -147,3 +147,53 @@ def _without_seconds(csv: bytes) -> list[str]:
 
     table = pd.read_csv(io.BytesIO(csv))
     return table.drop(columns="seconds").to_csv(index=False, float_format="%.17g").splitlines()
+
+
+class _Crash(RuntimeError):
+    """Stops a run right after a checkpoint, as a kill would."""
+
+
+def test_a_run_killed_inside_an_epoch_with_the_loader_ahead_resumes_to_the_in_process_outputs(
+    tiny_datasets, quick_split_file, tmp_path, monkeypatch
+):
+    """The worker threads draw the plans ahead of the step; a checkpoint inside an epoch still replays the
+    epoch's order and augmentation from its start: killed after its 3rd save (every step) and rerun with 2
+    workers, the run ends as one made in the training thread without a stop."""
+    from alertvision.training.checkpoint import Checkpointer
+
+    config = tiny_datasets["config"]
+    training = {**training_params(config, "cnn"), "epochs": 2, "patience": 2, "min_improvement": 0.0, "threads": 1}
+    training["batch_size"] = 16
+
+    def run(out, workers, **extra):
+        return train_run(
+            tiny_datasets["ztf"],
+            quick_split_file,
+            out,
+            arch_cfg=config["archs"]["cnn"],
+            training=training,
+            seed=0,
+            progress=False,
+            loader_workers=workers,
+            **extra,
+        )
+
+    run(tmp_path / "whole", 0)
+    save, saves = Checkpointer.save, []
+
+    def save_then_die(self, state):
+        save(self, state)
+        saves.append(state["within"])
+        if len(saves) == 3:
+            raise _Crash
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_die)
+    with pytest.raises(_Crash):
+        run(tmp_path / "killed", 2, checkpoint_every_s=1e-9)
+    monkeypatch.undo()
+    assert saves[-1] is not None and saves[-1]["step"] >= 1  # inside an epoch
+    run(tmp_path / "killed", 2, checkpoint_every_s=1e-9)
+    a, b = (load_tensors(tmp_path / d / "model.pt", fix="a test file")["state_dict"] for d in ("whole", "killed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ha, hb = (_without_seconds((tmp_path / d / "history.csv").read_bytes()) for d in ("whole", "killed"))
+    assert ha == hb
