@@ -35,7 +35,7 @@ from alertvision.settings import HeadSettings, ModelSpec, TrainingSettings
 from alertvision.study.jobs import TrainJob
 from alertvision.study.plan import RUN_FILES  # noqa: F401  (the files a run writes; re-exported)
 from alertvision.training.checkpoint import CHECKPOINT_NAME, Checkpointer, params_digest
-from alertvision.training.data import Batches
+from alertvision.training.data import Batches, Loading
 from alertvision.training.device import pick_device, seed_everything
 from alertvision.training.engine import (
     EarlyStopping,
@@ -94,6 +94,7 @@ def train_run(
     keep_checkpoint: bool = False,
     checkpoint_every_s: float | None = None,
     min_epoch_s: float | None = None,
+    loader_workers: int | None = None,
 ) -> dict[str, Any]:
     """Train the model of ``job`` and write its run folder (``job.run_dir``); returns the metrics.
 
@@ -103,13 +104,15 @@ def train_run(
 
     ``on_epoch(epoch, history_row)`` is called after each epoch's validation; an exception it raises
     (a sweep's ``optuna.TrialPruned``) ends the run with nothing written. A job without ``test_split``
-    leaves the test split unread and unscored; one without a ``run_dir`` writes no files. With ``checkpoint`` (and an
-    ``out_dir``) the run saves its state after every epoch in ``out_dir/.checkpoint.pt`` and resumes
+    leaves the test split unread and unscored; one without a ``run_dir`` writes no files. With
+    ``checkpoint`` (and a ``run_dir``) the run saves its state after every epoch in ``out_dir/.checkpoint.pt`` and resumes
     from a checkpoint of the same parameters and inputs (also saved every ``checkpoint_every_s``
     within an epoch, and at once on SIGTERM or SIGUSR1, which then end the run with
     :class:`~alertvision.training.engine.Preempted`); the file goes when the outputs are written,
     unless ``keep_checkpoint``. ``min_epoch_s`` makes each epoch last at least that long (see
-    :class:`~alertvision.training.engine.FitSettings`).
+    :class:`~alertvision.training.engine.FitSettings`). ``loader_workers`` threads make the batches
+    ahead of the step (None: :meth:`~alertvision.training.data.Loading.for_device`); the results do not
+    depend on it.
     """
     # --- prepare: set-up, data, model --------------------------------------------------------------
     started = time.time()
@@ -121,7 +124,8 @@ def train_run(
     device = pick_device(settings.device)
     if out_dir is not None:
         out_dir = check_writable(out_dir, "the run's outputs")
-    run = _prepare(dataset_dir, split_file, spec, settings, seed, test_split)
+    loading = Loading.for_device(device, loader_workers)
+    run = _prepare(dataset_dir, split_file, spec, settings, seed, test_split, loading)
     model = build_run_model(spec, head, weights, run.metadata_fill, run.data.metadata_features).to(device)
     memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
@@ -190,11 +194,20 @@ class _RunData:
     n_pos: float
     n_neg: float
     eval_batch_size: int
+    loading: Loading
 
     def batches(self, split: str) -> Batches:
         """The evaluation batches of ``split``."""
-        rows = self.rows[split]
-        return Batches(self.images, rows, self.labels[rows], self.eval_batch_size, metadata=self.metadata)
+        rows, loading = self.rows[split], self.loading
+        return Batches(
+            self.images,
+            rows,
+            self.labels[rows],
+            self.eval_batch_size,
+            metadata=self.metadata,
+            workers=loading.workers,
+            pin_memory=loading.pin_memory,
+        )
 
 
 def _prepare(
@@ -204,6 +217,7 @@ def _prepare(
     settings: TrainingSettings,
     seed: int,
     test_split: bool,
+    loading: Loading = Loading(),
 ) -> _RunData:
     """The run's data: its splits checked (none empty, both classes where they are needed), the
     multi-modal features, and the training and validation batches."""
@@ -243,13 +257,17 @@ def _prepare(
         seed=seed + 1,
         metadata=metadata,
         min_batch=bs if settings.drop_last else 2,
+        workers=loading.workers,
+        pin_memory=loading.pin_memory,
     )
     if len(train) == 0:
         raise ValueError(
             f"{split_file}: {len(y_train)} training alerts make no full batch of {bs} "
             f"(training.drop_last is on): lower training.batch_size or turn drop_last off"
         )
-    return _RunData(data, rows, labels, images, metadata, metadata_fill, train, n_pos, n_neg, settings.eval_batch_size)
+    return _RunData(
+        data, rows, labels, images, metadata, metadata_fill, train, n_pos, n_neg, settings.eval_batch_size, loading
+    )
 
 
 def _fit(

@@ -31,7 +31,7 @@ from alertvision.atomic import atomic_dir
 from alertvision.models import _timm_size_kwargs
 from alertvision.training import engine
 from alertvision.training.checkpoint import Checkpointer, params_digest
-from alertvision.training.data import Batches
+from alertvision.training.data import Batches, Loading
 from alertvision.training.device import pick_device, seed_everything, torch_threads
 from alertvision.training.engine import Best, Precision
 from alertvision.training.schedule import warmup_cosine
@@ -285,8 +285,12 @@ def pretrain_encoder(
     dev = pick_device(device)
     with torch_threads(threads):
         train_rows, val_rows = split_rows(len(images), val_fraction, seed)
-        train = Batches(images, train_rows, counts[train_rows], batch_size, shuffle=True, augment=True, seed=seed + 1)
-        val = Batches(images, val_rows, counts[val_rows], batch_size)
+        loading = Loading.for_device(dev)
+        ahead = {"workers": loading.workers, "pin_memory": loading.pin_memory}
+        train = Batches(
+            images, train_rows, counts[train_rows], batch_size, shuffle=True, augment=True, seed=seed + 1, **ahead
+        )
+        val = Batches(images, val_rows, counts[val_rows], batch_size, **ahead)
         loss_fn = _loss_fn(loss, manifest["questions"])
         bias = constant_outputs(counts[train_rows], loss, manifest["questions"], seed=seed)
         model = build_pretrainer(timm_name, input_size, counts.shape[1], bias).to(dev)
