@@ -105,11 +105,11 @@ def train_run(
     ``on_epoch(epoch, history_row)`` is called after each epoch's validation; an exception it raises
     (a sweep's ``optuna.TrialPruned``) ends the run with nothing written. A job without ``test_split``
     leaves the test split unread and unscored; one without a ``run_dir`` writes no files. With
-    ``checkpoint`` (and a ``run_dir``) the run saves its state after every epoch in ``out_dir/.checkpoint.pt`` and resumes
-    from a checkpoint of the same parameters and inputs (also saved every ``checkpoint_every_s``
-    within an epoch, and at once on SIGTERM or SIGUSR1, which then end the run with
-    :class:`~alertvision.training.engine.Preempted`); the file goes when the outputs are written,
-    unless ``keep_checkpoint``. ``min_epoch_s`` makes each epoch last at least that long (see
+    ``checkpoint`` (and a ``run_dir``) the run saves its state after every epoch in
+    ``run_dir/.checkpoint.pt`` and resumes from a checkpoint of the same parameters and inputs (also
+    saved every ``checkpoint_every_s`` within an epoch, and at once on SIGTERM or SIGUSR1, which then end
+    the run with :class:`~alertvision.training.engine.Preempted`); the file goes when the outputs are
+    written, unless ``keep_checkpoint``. ``min_epoch_s`` makes each epoch last at least that long (see
     :class:`~alertvision.training.engine.FitSettings`). ``loader_workers`` threads make the batches
     ahead of the step (None: :meth:`~alertvision.training.data.Loading.for_device`); the results do not
     depend on it.
