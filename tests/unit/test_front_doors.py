@@ -171,7 +171,7 @@ HEAVY = ("torch", "timm", "pandas", "onnx", "onnxruntime")
 def _workflow_imports() -> list[str]:
     """Every import statement of the Snakefile and the rules (inside their input functions too)."""
     statements = []
-    for path in [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]:
+    for path in [REPO / "workflow" / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]:
         text = path.read_text()
         # an import over several lines ends at its closing parenthesis
         for match in re.finditer(r"^[ \t]*((?:from\s+\S+\s+)?import\s+(?:\([^)]*\)|[^\n]*))", text, re.M):

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
     [
         [sys.executable, "-m", "ruff", "check", "."],
         [sys.executable, "-m", "ruff", "format", "--check", "."],
-        ["snakefmt", "--check", "Snakefile", "workflow/rules"],
+        ["snakefmt", "--check", "workflow/Snakefile", "workflow/rules"],
     ],
     ids=["ruff-check", "ruff-format", "snakefmt"],
 )

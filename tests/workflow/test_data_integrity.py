@@ -16,7 +16,7 @@ from conftest import dry_run_jobs, packet_paths
 from postgres_server import postgres_url  # noqa: F401 (the fixture)
 
 REPO = Path(__file__).resolve().parents[2]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile")]
 
 
 def snakemake(workdir: Path, *args: str) -> str:

@@ -21,7 +21,7 @@ import yaml
 from conftest import TINY_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--cores", "2"]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"), "--cores", "2"]
 TARGETS = ["results/tables/roc_auc.csv", "results/tables/f1.csv"]
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -14,7 +14,7 @@ import yaml
 from conftest import TINY_CONFIG, dry_run_jobs
 
 REPO = Path(__file__).resolve().parents[2]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile")]
 TABLE = "results/tables/roc_auc.csv"
 
 

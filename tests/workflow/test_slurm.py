@@ -24,7 +24,7 @@ TARGET = "results/figure2.pdf"
 RUN_TARGET = "results/runs/ztf/image/cnn/none/f100/s0/metrics.json"
 #: a training time limit (minutes) no default has, to see the config's value reach sbatch
 TRAIN_RUNTIME = 17
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile")]
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ import yaml
 from conftest import dry_run_jobs
 
 REPO = Path(__file__).resolve().parents[2]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile")]
 TARGET = "results/data/ztf/manifest.json"
 
 

@@ -15,7 +15,7 @@ from conftest import ALERTS_DIR, TINY_CONFIG, dry_run_jobs
 from alertvision.evaluation.policies import evaluate_policies
 
 REPO = Path(__file__).resolve().parents[2]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile")]
 
 pytestmark = pytest.mark.e2e
 #: the tests of the whole tiny study (the slow suite: 14-18 minutes on 2 cores): `python -m pytest -m slow`
