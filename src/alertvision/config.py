@@ -103,6 +103,7 @@ def _coerce(instance: Any, sch: Mapping[str, Any]) -> Any:
 def validate_config(config: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Fill defaults in place and check ``config``; raise :class:`ConfigError` naming the bad key."""
     sch = schema()
+    _check_no_survey_key(config)
     _coerce(config, sch)
     validator = _Validator(sch)
     # defaults are filled while validating, so validate twice: the second pass sees filled values
@@ -113,6 +114,18 @@ def validate_config(config: MutableMapping[str, Any]) -> MutableMapping[str, Any
     _check_no_password(config)
     _check_consistency(config)
     return config
+
+
+def _check_no_survey_key(config: Mapping[str, Any]) -> None:
+    """``data.survey`` is gone: the ztf dataset is always ZTF, the lsst dataset always Rubin/LSST."""
+    data = config.get("data") if isinstance(config, Mapping) else None
+    if isinstance(data, Mapping) and "survey" in data:
+        raise ConfigError(
+            f"config key data.survey: removed (it was {data['survey']!r}); the ztf dataset is always ZTF and "
+            "Rubin/LSST alerts are a dataset of their own: add lsst to grid.datasets (results/data/lsst); its "
+            "alerts come from data.lsst.source (synthetic, or avro with data.lsst.avro.path and "
+            "data.lsst.avro.labels). Drop data.survey from the config"
+        )
 
 
 def _check_no_password(config: Mapping[str, Any]) -> None:

@@ -18,7 +18,7 @@ from alertvision.atomic import atomic_path  # noqa: E402
 from alertvision.evaluation.policies import POLICIES  # noqa: E402
 from alertvision.study.plan import METADATA_ONLY  # noqa: E402
 
-DATASET_TITLES = {"ztf": "ZTF", "ls": "Legacy Survey"}
+DATASET_TITLES = {"ztf": "ZTF", "ls": "Legacy Survey", "lsst": "Rubin/LSST"}
 ARCH_TITLES = {"convnext": "ConvNeXt", "maxvit": "MaxViT", "cnn": "CNN", "none": "metadata only"}
 BASELINE_ARCH = "cnn"
 REGIMEN_COLOURS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"]
@@ -64,6 +64,15 @@ def _title(text: str, table: pd.DataFrame) -> tuple[str, str]:
     return ("SYNTHETIC DATA - " + text, "firebrick") if synthetic else (text, "black")
 
 
+def _synthetic_rows(table: pd.DataFrame) -> set[str]:
+    """The datasets to mark SYNTHETIC in their panels' titles: those whose runs are all synthetic, when the
+    table mixes synthetic and real data (when all are synthetic the suptitle says so)."""
+    if "synthetic" not in table or table["synthetic"].all():
+        return set()
+    flags = table.groupby("dataset")["synthetic"].all()
+    return {str(d) for d, synthetic in flags.items() if synthetic}
+
+
 def _finish_panel(
     ax,
     drawn: dict,
@@ -104,8 +113,10 @@ def figure2(table: pd.DataFrame, out_pdf: str | os.PathLike, modality: str = "im
 
     One line per pre-training regimen (median over seeds; band: one std over seeds, or with one seed the
     bootstrap std over test sources, :func:`band_column`, named in the title), the baseline CNN in grey in
-    every panel of its dataset. The title says so when the data are synthetic. Returns what was drawn: the
-    title, the band, the panels (dataset, arch), each panel's line labels and its number of bands.
+    every panel of its dataset. Rows in DATASET_TITLES order (ZTF, Legacy Survey, Rubin/LSST), those the table
+    has. The title says so when the data are synthetic; when only some datasets are, their panels' titles do.
+    Returns what was drawn: the title, the band, the panels (dataset, arch), each panel's title, line labels
+    and number of bands.
     """
     table = table[table["modality"] == modality]
     if table.empty:
@@ -115,7 +126,8 @@ def figure2(table: pd.DataFrame, out_pdf: str | os.PathLike, modality: str = "im
     regimens = sorted(set(table.loc[table["arch"] != BASELINE_ARCH, "regimen"]), key=lambda r: (r != "none", r))
     colours = {r: REGIMEN_COLOURS[i % len(REGIMEN_COLOURS)] for i, r in enumerate(regimens)}
     band, band_note = band_column(table, "roc_auc")
-    drawn: dict = {"panels": [], "lines": {}, "bands": {}, "band": band}
+    drawn: dict = {"panels": [], "lines": {}, "bands": {}, "band": band, "titles": {}}
+    marked = _synthetic_rows(table)
     fig, axes = plt.subplots(
         len(datasets),
         len(archs),
@@ -134,11 +146,14 @@ def figure2(table: pd.DataFrame, out_pdf: str | os.PathLike, modality: str = "im
                 rows = table[(table["dataset"] == dataset) & (table["arch"] == arch) & (table["regimen"] == regimen)]
                 if not rows.empty:
                     _line(ax, rows, colours[regimen], f"{ARCH_TITLES.get(arch, arch)}, {regimen}", band=band)
+            panel = f"{DATASET_TITLES.get(dataset, dataset)}: {ARCH_TITLES.get(arch, arch)}"
+            panel = f"SYNTHETIC {panel}" if dataset in marked else panel
+            drawn["titles"][(dataset, arch)] = panel
             _finish_panel(
                 ax,
                 drawn,
                 (dataset, arch),
-                f"{DATASET_TITLES.get(dataset, dataset)}: {ARCH_TITLES.get(arch, arch)}",
+                panel,
                 bottom=i == len(datasets) - 1,
                 ylabel="test ROC AUC" if j == 0 else None,
                 legend=True,
