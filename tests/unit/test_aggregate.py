@@ -13,10 +13,11 @@ from alertvision.evaluation.aggregate import aggregate_roc_auc, write_roc_auc_ta
 from alertvision.reports.figures import figure2
 
 
-def _write_runs(tmp_path, synthetic=True):
+def _write_runs(tmp_path, synthetic=True, datasets=("ztf", "ls")):
+    """Made-up image runs; ``synthetic`` True, False or a set of the synthetic datasets."""
     files = []
     rng = np.random.default_rng(0)
-    for dataset in ("ztf", "ls"):
+    for dataset in datasets:
         for arch, regimens in (("cnn", ["none"]), ("convnext", ["none", "imagenet"]), ("maxvit", ["none"])):
             for regimen in regimens:
                 for fraction, n in (("10", 100), ("100", 1000)):
@@ -31,7 +32,7 @@ def _write_runs(tmp_path, synthetic=True):
                             test_roc_auc=auc + 0.01 * rng.random(),
                             test_loss=0.5,
                             n_train_alerts=n + seed,
-                            synthetic=synthetic,
+                            synthetic=dataset in synthetic if isinstance(synthetic, set) else synthetic,
                         )
                         path = tmp_path / f"{dataset}_{arch}_{regimen}_{fraction}_{seed}.json"
                         path.write_text(json.dumps(m))
@@ -79,6 +80,19 @@ def test_figure2_draws_every_panel_and_labels_synthetic(tmp_path, synthetic):
     assert info["panels"] == [("ztf", "convnext"), ("ztf", "maxvit"), ("ls", "convnext"), ("ls", "maxvit")]
     assert ("SYNTHETIC DATA" in info["title"]) is synthetic
     assert info["lines"][("ztf", "convnext")] == ["CNN baseline", "ConvNeXt, none", "ConvNeXt, imagenet"]
+
+
+def test_figure2_draws_a_rubin_row_and_marks_a_synthetic_dataset_beside_real_ones(tmp_path):
+    table = write_roc_auc_table(_write_runs(tmp_path, {"lsst"}, datasets=("lsst", "ztf")), tmp_path / "roc_auc.csv")
+    info = figure2(table, tmp_path / "figure2.pdf")
+    assert info["panels"] == [("ztf", "convnext"), ("ztf", "maxvit"), ("lsst", "convnext"), ("lsst", "maxvit")]
+    assert "SYNTHETIC DATA" not in info["title"]  # not all of it is
+    assert info["titles"][("lsst", "maxvit")] == "SYNTHETIC Rubin/LSST: MaxViT"
+    assert info["titles"][("ztf", "convnext")] == "ZTF: ConvNeXt"
+    # all synthetic: the suptitle says so, the panels stay as they were
+    table = write_roc_auc_table(_write_runs(tmp_path, True, datasets=("lsst", "ztf")), tmp_path / "all.csv")
+    info = figure2(table, tmp_path / "all.pdf")
+    assert "SYNTHETIC DATA" in info["title"] and info["titles"][("lsst", "convnext")] == "Rubin/LSST: ConvNeXt"
 
 
 POLICY_NAMES = ("bts_p1", "bts_p2", "prod_p1", "prod_p2")
