@@ -16,7 +16,7 @@ import jsonschema
 
 from alertvision.data.sources import check_sources
 from alertvision.schema import ConfigError, parse_yaml, schema
-from alertvision.study.plan import METADATA_ONLY, MULTIMODAL, MULTIMODAL_DATASET, format_fraction, grid_cells
+from alertvision.study.plan import LAYOUT, METADATA_ONLY, MULTIMODAL, MULTIMODAL_DATASET, format_fraction, grid_cells
 
 DEFAULT_CONFIG = Path("config") / "config.yaml"
 
@@ -122,9 +122,9 @@ def _check_no_survey_key(config: Mapping[str, Any]) -> None:
     if isinstance(data, Mapping) and "survey" in data:
         raise ConfigError(
             f"config key data.survey: removed (it was {data['survey']!r}); the ztf dataset is always ZTF and "
-            "Rubin/LSST alerts are a dataset of their own: add lsst to grid.datasets (results/data/lsst); its "
-            "alerts come from data.lsst.source (synthetic, or avro with data.lsst.avro.path and "
-            "data.lsst.avro.labels). Drop data.survey from the config"
+            "Rubin/LSST alerts are a dataset of their own: add lsst to grid.datasets "
+            f"({LAYOUT.dataset_dir('lsst')}); its alerts come from data.lsst.source (synthetic, or avro with "
+            "data.lsst.avro.path and data.lsst.avro.labels). Drop data.survey from the config"
         )
 
 
