@@ -222,7 +222,7 @@ def _check_consistency(config: Mapping[str, Any]) -> None:
     if MULTIMODAL in grid["modalities"] and MULTIMODAL_DATASET not in grid["datasets"]:
         raise ConfigError(
             f"config key grid.modalities: multimodal models train on the {MULTIMODAL_DATASET} "
-            f"dataset only; add {MULTIMODAL_DATASET} to grid.datasets or drop multimodal"
+            f"dataset only (ls and lsst get image runs); add {MULTIMODAL_DATASET} to grid.datasets or drop multimodal"
         )
     _check_regimens(config)
     if not any(True for _ in grid_cells(config)):
