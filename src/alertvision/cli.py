@@ -112,6 +112,17 @@ def cmd_ingest(args) -> int:
     return 0
 
 
+def cmd_ingest_lsst(args) -> int:
+    from alertvision.study.steps import ingest_lsst  # deferred: pandas is heavy
+
+    manifest = ingest_lsst(_config(args), args.out, progress=not args.quiet)
+    print(
+        f"{args.out}: {manifest['n_alerts']} Rubin/LSST alerts of {manifest['n_sources']} sources "
+        f"({'SYNTHETIC' if manifest['synthetic'] else manifest['source']})"
+    )
+    return 0
+
+
 def cmd_fetch_kowalski(args) -> int:
     from alertvision.study.steps import fetch_kowalski  # deferred: pandas is heavy
 
@@ -561,7 +572,7 @@ def arg(*flags: str, **kwargs: Any) -> Arg:
 
 #: The arguments that name a grid cell (a run, or a sweep's configuration without --seed).
 CELL_ARGS = (
-    arg("--dataset", default="ztf", choices=["ztf", "ls"], help="(default: %(default)s)"),
+    arg("--dataset", default="ztf", choices=["ztf", "ls", "lsst"], help="(default: %(default)s)"),
     arg("--modality", default="image", choices=["image", "multimodal"], help="(default: %(default)s)"),
     arg("--arch", required=True, help="an architecture of the config's archs, e.g. cnn"),
     arg("--regimen", default="none", help="a regimen of the config (default: %(default)s)"),
@@ -599,6 +610,14 @@ COMMANDS: tuple[Command, ...] = (
         ("ingest_ztf",),
         "write the ZTF dataset of data.source (alerts.parquet, images.npy, manifest.json)",
         (arg("--out", default=LAYOUT.dataset_dir("ztf"), help="dataset folder (default: %(default)s)"),),
+    ),
+    Command(
+        "ingest-lsst",
+        cmd_ingest_lsst,
+        ("ingest_lsst",),
+        "write the Rubin/LSST dataset of data.lsst.source (synthetic, or avro: data.lsst.avro) (alerts.parquet, "
+        "images.npy, manifest.json)",
+        (arg("--out", default=LAYOUT.dataset_dir("lsst"), help="dataset folder (default: %(default)s)"),),
     ),
     Command(
         "fetch-kowalski",
@@ -702,7 +721,7 @@ COMMANDS: tuple[Command, ...] = (
         "reliability.png, after checking onnxruntime against PyTorch on the whole test split; calibration and "
         "thresholds come from the validation split only",
         (
-            arg("--dataset", choices=["ztf", "ls"], help="(default: --run-dir's, else ztf)"),
+            arg("--dataset", choices=["ztf", "ls", "lsst"], help="(default: --run-dir's, else ztf)"),
             arg("--modality", choices=["image", "multimodal"], help="(default: --run-dir's, else image)"),
             arg("--arch", help="an architecture of the config's archs (default: --run-dir's; required without it)"),
             arg("--regimen", help="a regimen of the config (default: --run-dir's, else none)"),

@@ -16,7 +16,7 @@ import jsonschema
 
 from alertvision.data.sources import check_sources
 from alertvision.schema import ConfigError, parse_yaml, schema
-from alertvision.study.plan import METADATA_ONLY, MULTIMODAL, MULTIMODAL_DATASET, format_fraction, grid_cells
+from alertvision.study.plan import LAYOUT, METADATA_ONLY, MULTIMODAL, MULTIMODAL_DATASET, format_fraction, grid_cells
 
 DEFAULT_CONFIG = Path("config") / "config.yaml"
 
@@ -103,6 +103,7 @@ def _coerce(instance: Any, sch: Mapping[str, Any]) -> Any:
 def validate_config(config: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Fill defaults in place and check ``config``; raise :class:`ConfigError` naming the bad key."""
     sch = schema()
+    _check_no_survey_key(config)
     _coerce(config, sch)
     validator = _Validator(sch)
     # defaults are filled while validating, so validate twice: the second pass sees filled values
@@ -113,6 +114,18 @@ def validate_config(config: MutableMapping[str, Any]) -> MutableMapping[str, Any
     _check_no_password(config)
     _check_consistency(config)
     return config
+
+
+def _check_no_survey_key(config: Mapping[str, Any]) -> None:
+    """``data.survey`` is gone: the ztf dataset is always ZTF, the lsst dataset always Rubin/LSST."""
+    data = config.get("data") if isinstance(config, Mapping) else None
+    if isinstance(data, Mapping) and "survey" in data:
+        raise ConfigError(
+            f"config key data.survey: removed (it was {data['survey']!r}); the ztf dataset is always ZTF and "
+            "Rubin/LSST alerts are a dataset of their own: add lsst to grid.datasets "
+            f"({LAYOUT.dataset_dir('lsst')}); its alerts come from data.lsst.source (synthetic, or avro with "
+            "data.lsst.avro.path and data.lsst.avro.labels). Drop data.survey from the config"
+        )
 
 
 def _check_no_password(config: Mapping[str, Any]) -> None:
@@ -209,7 +222,7 @@ def _check_consistency(config: Mapping[str, Any]) -> None:
     if MULTIMODAL in grid["modalities"] and MULTIMODAL_DATASET not in grid["datasets"]:
         raise ConfigError(
             f"config key grid.modalities: multimodal models train on the {MULTIMODAL_DATASET} "
-            f"dataset only; add {MULTIMODAL_DATASET} to grid.datasets or drop multimodal"
+            f"dataset only (ls and lsst get image runs); add {MULTIMODAL_DATASET} to grid.datasets or drop multimodal"
         )
     _check_regimens(config)
     if not any(True for _ in grid_cells(config)):

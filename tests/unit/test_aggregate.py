@@ -10,13 +10,14 @@ import pandas as pd
 import pytest
 
 from alertvision.evaluation.aggregate import aggregate_roc_auc, write_roc_auc_table
-from alertvision.reports.figures import figure2
+from alertvision.reports.figures import figure2, figure5
 
 
-def _write_runs(tmp_path, synthetic=True):
+def _write_runs(tmp_path, synthetic=True, datasets=("ztf", "ls")):
+    """Made-up image runs; ``synthetic`` True, False or a set of the synthetic datasets."""
     files = []
     rng = np.random.default_rng(0)
-    for dataset in ("ztf", "ls"):
+    for dataset in datasets:
         for arch, regimens in (("cnn", ["none"]), ("convnext", ["none", "imagenet"]), ("maxvit", ["none"])):
             for regimen in regimens:
                 for fraction, n in (("10", 100), ("100", 1000)):
@@ -31,7 +32,7 @@ def _write_runs(tmp_path, synthetic=True):
                             test_roc_auc=auc + 0.01 * rng.random(),
                             test_loss=0.5,
                             n_train_alerts=n + seed,
-                            synthetic=synthetic,
+                            synthetic=dataset in synthetic if isinstance(synthetic, set) else synthetic,
                         )
                         path = tmp_path / f"{dataset}_{arch}_{regimen}_{fraction}_{seed}.json"
                         path.write_text(json.dumps(m))
@@ -79,6 +80,24 @@ def test_figure2_draws_every_panel_and_labels_synthetic(tmp_path, synthetic):
     assert info["panels"] == [("ztf", "convnext"), ("ztf", "maxvit"), ("ls", "convnext"), ("ls", "maxvit")]
     assert ("SYNTHETIC DATA" in info["title"]) is synthetic
     assert info["lines"][("ztf", "convnext")] == ["CNN baseline", "ConvNeXt, none", "ConvNeXt, imagenet"]
+
+
+def test_figure2_keeps_the_paper_s_rows_and_figure5_draws_the_new_survey(tmp_path):
+    runs = _write_runs(tmp_path, {"lsst", "ls"}, datasets=("lsst", "ztf", "ls"))
+    table = write_roc_auc_table(runs, tmp_path / "roc_auc.csv")
+    info = figure2(table, tmp_path / "figure2.pdf")
+    assert [p[0] for p in info["panels"]] == ["ztf", "ztf", "ls", "ls"]  # Rubin/LSST is Figure 5's
+    assert "SYNTHETIC DATA" not in info["title"]  # not all of it is: the synthetic rows say so
+    assert info["titles"][("ls", "maxvit")] == "SYNTHETIC Legacy Survey: MaxViT"
+    assert info["titles"][("ztf", "convnext")] == "ZTF: ConvNeXt"
+    info = figure5(table, tmp_path / "figure5.pdf")
+    assert info["panels"] == [("lsst", "convnext"), ("lsst", "maxvit")]
+    assert info["title"].startswith("SYNTHETIC DATA - Transfer to Rubin/LSST")
+    assert info["lines"][("lsst", "convnext")] == ["CNN baseline", "ConvNeXt, none", "ConvNeXt, imagenet"]
+    assert (tmp_path / "figure5.pdf").read_bytes()[:5] == b"%PDF-"
+    (tmp_path / "z").mkdir()
+    with pytest.raises(ValueError, match="no image runs of lsst"):
+        figure5(write_roc_auc_table(_write_runs(tmp_path / "z"), tmp_path / "z.csv"), tmp_path / "none.pdf")
 
 
 POLICY_NAMES = ("bts_p1", "bts_p2", "prod_p1", "prod_p2")

@@ -283,3 +283,23 @@ def test_a_command_line_value_shadowed_by_an_architecture_s_key_is_named(caplog)
         "--config sweep.pruner.kind='hyperband' does not apply to the cnn runs: archs.cnn.sweep.pruner.kind='median' "
         "overrides it; set archs.cnn.sweep.pruner.kind to change those runs"
     ]
+
+
+@pytest.mark.parametrize("survey", ["lsst", "ztf"])
+def test_data_survey_is_refused_saying_what_to_do_instead(survey):
+    with pytest.raises(ConfigError, match="config key data.survey: removed") as err:
+        validate_config({"data": {"survey": survey}})
+    assert "add lsst to grid.datasets" in str(err.value) and "data.lsst.source" in str(err.value)
+
+
+def test_lsst_is_a_dataset_of_the_grid_with_its_own_source():
+    config = validate_config({"grid": {"datasets": ["ztf", "lsst"]}})
+    assert config["grid"]["datasets"] == ["ztf", "lsst"]
+    assert config["data"]["lsst"]["source"] == "synthetic"
+    assert config["data"]["lsst"]["avro"] == {"path": None, "labels": None}
+    assert "survey" not in config["data"] and validate_config({})["grid"]["datasets"] == ["ztf", "ls"]
+    # real Rubin packets need both keys, named in the error; a study without the lsst dataset never reads them
+    avro = {"data": {"lsst": {"source": "avro", "avro": {"path": "packets/"}}}}
+    with pytest.raises(ConfigError, match="config key data.lsst.avro: data.lsst.source 'avro' needs"):
+        validate_config({**avro, "grid": {"datasets": ["lsst"]}})
+    assert validate_config({**avro, "grid": {"datasets": ["ztf"]}})["data"]["lsst"]["source"] == "avro"

@@ -25,8 +25,9 @@ from test_lsst import as_rubin, rubin_schema
 
 from alertvision.config import validate_config
 from alertvision.data.contract import ContractError, open_dataset
+from alertvision.data.ingest.avro import AvroInputError
 from alertvision.data.ingest.labels import LabelsError
-from alertvision.data.sources import ingest_ztf
+from alertvision.data.sources import ingest_lsst, source_input_files, survey_config
 from alertvision.deploy.export import export_run, torch_logits
 from alertvision.deploy.predict import PredictInputError, _check_inputs, load_model, predict
 from alertvision.models import load_model as load_torch_model
@@ -55,14 +56,9 @@ def _labels(path: Path) -> Path:
 def _config(packets: Path, labels: Path, **lsst) -> dict:
     return validate_config(
         {
-            "data": {
-                "source": "avro",
-                "survey": "lsst",
-                "avro": {"path": str(packets), "labels": str(labels)},
-                "lsst": lsst,
-            },
+            "data": {"lsst": {"source": "avro", "avro": {"path": str(packets), "labels": str(labels)}, **lsst}},
             "splits": {"probabilities": [0.5, 0.25, 0.25]},
-            "grid": {"datasets": ["ztf"]},
+            "grid": {"datasets": ["lsst"]},
         }
     )
 
@@ -74,7 +70,7 @@ def lsst_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("lsst")
     config = _config(REAL.parent, _labels(root / "labels.csv"))
-    manifest = ingest_ztf(config, root / "data", progress=False)
+    manifest = ingest_lsst(config, root / "data", progress=False)
     split = root / "split.parquet"
     # 4 alerts cannot give val and test both classes each: the run trains, validates and tests on all four
     # (plumbing, not a measurement; the dataset's own splits are checked below)
@@ -88,7 +84,7 @@ def lsst_run(tmp_path_factory):
         }
     ).to_parquet(split)
     training = {**training_params(config, "cnn", "image"), "epochs": 1, "patience": 1}
-    info = {"arch": "cnn", "modality": "image", "regimen": "none", "fraction": "100", "seed": 0, "dataset": "ztf"}
+    info = {"arch": "cnn", "modality": "image", "regimen": "none", "fraction": "100", "seed": 0, "dataset": "lsst"}
     train_run(
         TrainJob.local(
             root / "data",
@@ -129,11 +125,32 @@ def test_an_lsst_labels_table_without_a_diaobjectid_is_refused(tmp_path):
     bad = tmp_path / "labels.csv"
     pd.DataFrame({"objectId": ["ZTF1"], "label": [1], "source_set": ["all"]}).to_csv(bad, index=False)
     with pytest.raises(LabelsError, match="has a diaObjectId column and no objectId"):
-        ingest_ztf(_config(REAL.parent, bad), tmp_path / "data", progress=False)
+        ingest_lsst(_config(REAL.parent, bad), tmp_path / "data", progress=False)
     # a diaObjectId no packet has: nothing survives, and the error says what was skipped
     pd.DataFrame({"diaObjectId": [12345], "label": [1], "source_set": ["all"]}).to_parquet(tmp_path / "l.parquet")
     with pytest.raises(ContractError, match="no alert of the 1 labelled diaObjects.*unlabelled_source"):
-        ingest_ztf(_config(REAL.parent, tmp_path / "l.parquet"), tmp_path / "data", progress=False)
+        ingest_lsst(_config(REAL.parent, tmp_path / "l.parquet"), tmp_path / "data", progress=False)
+
+
+def test_the_lsst_dataset_reads_data_lsst_avro_and_names_its_keys(tmp_path):
+    labels = _labels(tmp_path / "labels.csv")
+    config = _config(REAL.parent, labels, triplet={"size": 31})
+    # the view the plugins read: Rubin's source, packets and settings; nothing of the ZTF avro block
+    view = survey_config(config, "lsst")["data"]
+    assert (view["survey"], view["source"], view["avro"]) == (
+        "lsst",
+        "avro",
+        {"path": str(REAL.parent), "labels": str(labels)},
+    )
+    assert view["lsst"] == {"triplet": {"size": 31}}
+    assert survey_config(config, "ztf") is config
+    # what Snakemake fingerprints: the packets and the labels (the ZTF dataset reads none of them)
+    assert {str(REAL), str(labels)} <= set(source_input_files(config, "lsst"))
+    assert source_input_files(config, "ztf") == []
+    with pytest.raises(AvroInputError, match="config key data.lsst.avro.path"):
+        ingest_lsst(_config(tmp_path / "missing", labels), tmp_path / "data", progress=False)
+    with pytest.raises(LabelsError, match="config key data.lsst.avro.labels"):
+        ingest_lsst(_config(REAL.parent, tmp_path / "missing.csv"), tmp_path / "data", progress=False)
 
 
 def test_the_lsst_export_names_its_survey_and_its_block(lsst_run):

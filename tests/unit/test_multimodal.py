@@ -263,6 +263,7 @@ def test_grid_trains_multimodal_models_on_ztf_only_with_the_metadata_only_model(
     "change, message",
     [
         ({"grid": {"datasets": ["ls"]}}, "multimodal models train on the ztf dataset only"),
+        ({"grid": {"datasets": ["lsst"]}}, r"on the ztf dataset only \(ls and lsst get image runs\)"),
         ({"multimodal": {"archs": ["vit"]}}, "multimodal.archs: 'vit' is not defined"),
         ({"archs": {"none": {"kind": "cnn"}}}, "archs.none: the name 'none' is reserved"),
         ({"multimodal": {"metadata_training": {"epochs": 0}}}, "multimodal.metadata_training.epochs"),

@@ -1,6 +1,6 @@
 """The ZTF survey plugin wraps today's functions: on the 12 real packets its triplets, features, cuts and ids
-equal theirs bit for bit, and a dataset ingested with ``data.survey: ztf`` is byte-identical to one ingested
-without the key (the code path every ZTF dataset took before the plugin existed)."""
+equal theirs bit for bit, and a ZTF dataset is byte-identical whether or not the study has a Rubin/LSST dataset
+beside it and whatever its settings (``data.lsst``; the code path every ZTF dataset took before the plugin existed)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_the_survey_block_names_ztf_and_its_features():
     assert block["triplet"]["size"] == 63 and block["triplet"]["channels"] == ["science", "reference", "difference"]
     assert block["ids"] == {"alert": "candid", "source": "objectId"}
     assert set(SURVEYS) == {"ztf", "lsst"}
-    with pytest.raises(ValueError, match="data.survey"):
+    with pytest.raises(ValueError, match="'decam' is not one of lsst, ztf"):
         get_survey("decam")
 
 
@@ -76,7 +76,7 @@ def _digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_a_ztf_dataset_is_byte_identical_with_and_without_data_survey(tmp_path, packets):
+def test_a_ztf_dataset_is_byte_identical_with_and_without_an_lsst_dataset_beside_it(tmp_path, packets):
     ids = sorted({p["objectId"] for p in packets})
     labels = tmp_path / "labels.csv"
     pd.DataFrame(
@@ -84,9 +84,10 @@ def test_a_ztf_dataset_is_byte_identical_with_and_without_data_survey(tmp_path, 
     ).to_csv(labels, index=False)
     data = {"source": "avro", "avro": {"path": str(packet_paths()[0].parent), "labels": str(labels)}}
     manifests = {}
-    for name, extra in (("before", {}), ("after", {"survey": "ztf"})):
+    lsst = {"lsst": {"source": "synthetic", "triplet": {"size": 31}}}
+    for name, extra, datasets in (("before", {}, ["ztf"]), ("after", lsst, ["ztf", "lsst"])):
         config = validate_config(
-            {"data": {**data, **extra}, "splits": {"probabilities": [0.5, 0.25, 0.25]}, "grid": {"datasets": ["ztf"]}}
+            {"data": {**data, **extra}, "splits": {"probabilities": [0.5, 0.25, 0.25]}, "grid": {"datasets": datasets}}
         )
         assert survey_of_config(config).name == "ztf"
         manifests[name] = ingest_ztf(config, tmp_path / name, progress=False)

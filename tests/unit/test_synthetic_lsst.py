@@ -17,7 +17,7 @@ from astropy.io import fits
 
 from alertvision.config import validate_config
 from alertvision.data.contract import open_dataset
-from alertvision.data.sources import ingest_ztf
+from alertvision.data.sources import ingest_lsst
 from alertvision.surveys.base import Skip
 from alertvision.surveys.lsst import LsstSurvey
 from alertvision.surveys.lsst.triplet import decode_cutout
@@ -271,14 +271,16 @@ def test_flags_follow_the_pixels(population):
 def test_a_tiny_synthetic_lsst_dataset_goes_through_the_lsst_ingest(tmp_path, written):
     config = validate_config(
         {
-            "data": {"survey": "lsst", "synthetic": {"n_sources": 24, "seed": 3}},
+            "data": {"synthetic": {"n_sources": 24, "seed": 3}},
             "splits": {"probabilities": [0.6, 0.2, 0.2]},
+            "grid": {"datasets": ["ztf", "lsst"]},
         }
     )
-    manifest = ingest_ztf(config, tmp_path / "data", progress=False)
+    manifest = ingest_lsst(config, tmp_path / "data", progress=False)
     assert [p.name for p in tmp_path.iterdir()] == ["data"]  # the temporary packets are gone
     data = open_dataset(tmp_path / "data")
     assert manifest["synthetic"] is True and manifest["source"] == "synthetic" and manifest["survey"] == "lsst"
+    assert manifest["dataset"] == "lsst"
     assert "SYNTHETIC" in manifest["note"] and any("SYNTHETIC" in n for n in manifest["notes"])
     assert json.loads((tmp_path / "data" / "manifest.json").read_text())["synthetic"] is True
     assert isinstance(data.images, np.memmap) and data.images.shape[1:] == (3, 63, 63)

@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 COMMANDS = [
     "config",
     "ingest",
+    "ingest-lsst",
     "fetch-kowalski",
     "ls-dataset",
     "split",
@@ -220,6 +221,22 @@ def test_ingest_real_packets_from_the_command_line(tmp_path):
         "ingest", "-q", "--set", "data.source=avro", "--set", "grid.datasets=[ztf]", "--out", str(tmp_path / "x")
     )
     assert out.returncode == 2 and "config key data.avro" in out.stderr
+
+
+def test_ingest_the_rubin_dataset_from_the_command_line(tmp_path):
+    out = _run("ingest-lsst", "-q", "--set", "data.synthetic.n_sources=24", "--out", str(tmp_path / "lsst"))
+    assert out.returncode == 0, out.stderr
+    assert "Rubin/LSST alerts of" in out.stdout and "(SYNTHETIC)" in out.stdout
+    assert (tmp_path / "lsst" / "manifest.json").is_file()
+    # real packets without their keys: the ingest names them, whether or not the grid has the lsst dataset
+    for datasets in ("[ztf]", "[ztf,lsst]"):
+        out = _run(
+            "ingest-lsst", "-q", "--set", "data.lsst.source=avro", "--set", f"grid.datasets={datasets}",
+            "--out", str(tmp_path / "x"),
+        )  # fmt: skip
+        assert out.returncode == 2 and "config key data.lsst.avro" in out.stderr, (datasets, out.stderr)
+    out = _run("ingest", "-q", "--set", "data.survey=lsst", "--out", str(tmp_path / "y"))
+    assert out.returncode == 2 and "add lsst to grid.datasets" in out.stderr
 
 
 def test_sweep_then_train_from_the_command_line_as_snakemake_does(tmp_path):

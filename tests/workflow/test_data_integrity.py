@@ -93,6 +93,36 @@ def test_any_added_removed_or_edited_packet_reruns_the_ingest(tmp_path):
     assert yaml.safe_load(manifest.read_text())["n_alerts"] == 11
 
 
+def test_rubin_packets_added_rerun_the_lsst_ingest_only(tmp_path):
+    """The lsst dataset's packets and labels (data.lsst.avro) are fingerprinted inputs of ingest_lsst alone."""
+    import fastavro
+
+    real = REPO / "tests" / "data" / "lsst_alerts" / "part-2-918301.avro"
+    (tmp_path / "packets").mkdir()
+    shutil.copy(real, tmp_path / "packets" / real.name)
+    ids = sorted({r["diaSource"]["diaObjectId"] for r in fastavro.reader(open(real, "rb"))} - {0, None})
+    (tmp_path / "labels.csv").write_text(
+        "diaObjectId,label,source_set\n" + "".join(f"{o},{i % 2},all\n" for i, o in enumerate(ids))
+    )
+    config = {
+        "data": {
+            "synthetic": {"n_sources": 16, "seed": 3},
+            "lsst": {"source": "avro", "avro": {"path": "packets", "labels": "labels.csv"}},
+        },
+        "splits": {"probabilities": [0.5, 0.25, 0.25]},
+        "grid": {"datasets": ["ztf", "lsst"]},
+    }
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    targets = ("results/data/ztf/manifest.json", "results/data/lsst/manifest.json")
+    snakemake(tmp_path, "--cores", "1", *targets)
+    assert (tmp_path / "results" / "data" / "lsst.inputs.tsv").is_file()
+    assert not (tmp_path / "results" / "data" / "ztf.inputs.tsv").exists()  # synthetic ZTF alerts: no files
+    assert set(dry_run_jobs(snakemake(tmp_path, "-n", *targets))) == set()
+    shutil.copy(real, tmp_path / "packets" / "again.avro")  # the same alerts again: counted as duplicates
+    assert set(dry_run_jobs(snakemake(tmp_path, "-n", *targets))) == {"ingest_lsst"}
+
+
 def test_a_packet_replaced_by_one_with_an_older_mtime_reruns_the_ingest(tmp_path):
     """Before, `cp -p` (or `rsync -a`, `tar x`) of another packet with an older modification time over one
     of the ingest's packets gave "Nothing to be done": only timestamps were compared."""

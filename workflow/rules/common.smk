@@ -28,7 +28,7 @@ ENV = "../envs/alertvision.yaml"
 
 
 wildcard_constraints:
-    dataset="ztf|ls",
+    dataset="ztf|lsst|ls",
     modality="image|multimodal",
     arch="[A-Za-z0-9_-]+",
     regimen="[A-Za-z0-9_-]+",
@@ -40,8 +40,9 @@ def dataset_files(dataset):
     return {f.split(".")[0]: LAYOUT.dataset_file(f, dataset) for f in DATASET_FILES}
 
 
-def ingest_inputs(wildcards):
-    """Every file the ZTF source reads, each one an input, and their fingerprint (none for synthetic data).
+def fingerprinted_inputs(dataset):
+    """Every file the source of an alert dataset (ztf or lsst) reads, each one an input, and their fingerprint
+    (none for synthetic data).
 
     Files, not folders: Snakemake sees only a folder's own timestamp, so a file edited in place, added
     in a subfolder or removed would rerun nothing. The fingerprint, rewritten only when a file's name,
@@ -50,34 +51,53 @@ def ingest_inputs(wildcards):
     listed: a missing one is reported by the ingest job itself, naming the config key and where to get
     the data, and a dry run still shows the whole DAG.
     """
-    files = source_input_files(config)
+    files = source_input_files(config, dataset)
     if not files:
         return []
 
     def say(n_files, n_bytes):
-        logger.info(f"reading {n_files} new or changed ingest input file(s), {n_bytes / 1e9:.2f} GB, to digest them")
+        logger.info(
+            f"reading {n_files} new or changed {dataset} ingest input file(s), {n_bytes / 1e9:.2f} GB, to digest them"
+        )
 
-    update_fingerprint(files, LAYOUT.inputs_fingerprint(), before_hashing=say)
-    return [LAYOUT.inputs_fingerprint(), *files]
+    update_fingerprint(files, LAYOUT.inputs_fingerprint(dataset), before_hashing=say)
+    return [LAYOUT.inputs_fingerprint(dataset), *files]
+
+
+def ingest_inputs(wildcards):
+    """What the ZTF ingest reads (see fingerprinted_inputs)."""
+    return fingerprinted_inputs("ztf")
+
+
+def lsst_ingest_inputs(wildcards):
+    """What the Rubin/LSST ingest reads: data.lsst.avro's packets and labels (see fingerprinted_inputs)."""
+    return fingerprinted_inputs("lsst")
 
 
 def data_params():
-    """The data block of the chosen source only, so that another source's settings rerun nothing; the
-    alert cuts and the masked-pixel rule too where the source applies them (the release comes cut and
-    normalised); the survey and its block where it is not ZTF (a ZTF study's params stay as they were,
-    the synthetic Rubin sky's settings, data.synthetic.lsst, among them)."""
+    """What the ZTF ingest reads: the data block of the chosen source only, so that another source's settings
+    rerun nothing (the synthetic Rubin sky's, data.synthetic.lsst, among them); the alert cuts and the
+    masked-pixel rule too where the source applies them (the release comes cut and normalised). Nothing of
+    data.lsst: the lsst dataset is ingest_lsst's."""
     source = config["data"]["source"]
-    survey = config["data"].get("survey") or "ztf"
     block = config["data"][source]
-    if source == "synthetic" and survey == "ztf":
+    if source == "synthetic":
         block = {k: v for k, v in block.items() if k != "lsst"}
     params = {"source": source, source: block}
-    if survey != "ztf":
-        params["survey"] = survey
-        params[survey] = config["data"][survey]
     if source != "release":
         params["cuts"] = config["data"]["cuts"]
         params["masked_pixels"] = config["data"]["masked_pixels"]
+    return params
+
+
+def lsst_data_params():
+    """What the Rubin/LSST ingest reads: data.lsst (its source, data.lsst.avro, the plugin's settings) and, for
+    the synthetic Rubin sky, data.synthetic (the simulated sources it shares with ZTF and data.synthetic.lsst).
+    Nothing of the ZTF source, cuts or masked-pixel rule: a ZTF setting reruns nothing of LSST's."""
+    block = config["data"]["lsst"]
+    params = {"lsst": block}
+    if block["source"] == "synthetic":
+        params["synthetic"] = config["data"]["synthetic"]
     return params
 
 

@@ -1,4 +1,5 @@
-# ZTF alerts from data.source -> the data contract under results/data/ztf/.
+# ZTF alerts from data.source -> the data contract under results/data/ztf/; Rubin/LSST alerts from
+# data.lsst.source -> results/data/lsst/ (grid.datasets lsst).
 
 
 rule ingest_ztf:
@@ -15,3 +16,19 @@ rule ingest_ztf:
         splits=config["splits"],
     script:
         "../scripts/ingest_ztf.py"
+
+
+rule ingest_lsst:
+    input:
+        lsst_ingest_inputs,
+    output:
+        **dataset_files("lsst"),
+    log:
+        "logs/data/ingest_lsst.log",
+    conda:
+        ENV
+    params:
+        data=lsst_data_params(),
+        splits=config["splits"],
+    script:
+        "../scripts/ingest_lsst.py"

@@ -64,6 +64,15 @@ def _title(text: str, table: pd.DataFrame) -> tuple[str, str]:
     return ("SYNTHETIC DATA - " + text, "firebrick") if synthetic else (text, "black")
 
 
+def _synthetic_rows(table: pd.DataFrame) -> set[str]:
+    """The datasets to mark SYNTHETIC in their panels' titles: those whose runs are all synthetic, when the
+    table mixes synthetic and real data (when all are synthetic the suptitle says so)."""
+    if "synthetic" not in table or table["synthetic"].all():
+        return set()
+    flags = table.groupby("dataset")["synthetic"].all()
+    return {str(d) for d, synthetic in flags.items() if synthetic}
+
+
 def _finish_panel(
     ax,
     drawn: dict,
@@ -105,8 +114,10 @@ def figure2(table: pd.DataFrame, out_pdf: str | os.PathLike, modality: str = "im
 
     One line per pre-training regimen (median over seeds; band: one std over seeds, or with one seed the
     bootstrap std over test sources, :func:`band_column`, named in the title), the baseline CNN in grey in
-    every panel of its dataset. The title says so when the data are synthetic. Returns what was drawn: the
-    title, the band, the panels (dataset, arch), each panel's line labels and its number of bands.
+    every panel of its dataset. Rows ZTF and Legacy Survey, those the table has (a new survey's runs are
+    Figure 5's). The title says so when the data are synthetic; when only some datasets are, their panels' titles do.
+    Returns what was drawn: the title, the band, the panels (dataset, arch), each panel's title, line labels
+    and number of bands.
     """
     return _roc_auc_panels(table, out_pdf, FIGURE2_DATASETS, "Test ROC AUC against training-set size", modality)
 
@@ -132,7 +143,8 @@ def _roc_auc_panels(
     regimens = sorted(set(table.loc[table["arch"] != BASELINE_ARCH, "regimen"]), key=lambda r: (r != "none", r))
     colours = {r: REGIMEN_COLOURS[i % len(REGIMEN_COLOURS)] for i, r in enumerate(regimens)}
     band, band_note = band_column(table, "roc_auc")
-    drawn: dict = {"panels": [], "lines": {}, "bands": {}, "band": band}
+    drawn: dict = {"panels": [], "lines": {}, "bands": {}, "band": band, "titles": {}}
+    marked = _synthetic_rows(table)
     fig, axes = plt.subplots(
         len(datasets),
         len(archs),
@@ -151,11 +163,14 @@ def _roc_auc_panels(
                 rows = table[(table["dataset"] == dataset) & (table["arch"] == arch) & (table["regimen"] == regimen)]
                 if not rows.empty:
                     _line(ax, rows, colours[regimen], f"{ARCH_TITLES.get(arch, arch)}, {regimen}", band=band)
+            panel = f"{DATASET_TITLES.get(dataset, dataset)}: {ARCH_TITLES.get(arch, arch)}"
+            panel = f"SYNTHETIC {panel}" if dataset in marked else panel
+            drawn["titles"][(dataset, arch)] = panel
             _finish_panel(
                 ax,
                 drawn,
                 (dataset, arch),
-                f"{DATASET_TITLES.get(dataset, dataset)}: {ARCH_TITLES.get(arch, arch)}",
+                panel,
                 bottom=i == len(datasets) - 1,
                 ylabel="test ROC AUC" if j == 0 else None,
                 legend=True,

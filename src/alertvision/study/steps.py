@@ -18,6 +18,7 @@ from alertvision.config import masked_config
 from alertvision.data.contract import ALERTS_FILE
 from alertvision.data.ingest import kowalski
 from alertvision.data.sources import ingest_ls
+from alertvision.data.sources import ingest_lsst as ingest_rubin
 from alertvision.data.sources import ingest_ztf as ingest
 from alertvision.data.splits import check_eval_classes, split_table
 from alertvision.evaluation.aggregate import write_f1_tables, write_roc_auc_table
@@ -45,6 +46,12 @@ def write_resolved_config(config: Mapping[str, Any], out: str | os.PathLike) -> 
 def ingest_ztf(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool = True) -> dict:
     """Write the ZTF dataset of ``data.source`` (alerts.parquet, images.npy, manifest.json); returns its manifest."""
     return ingest(config, out_dir, progress=progress)
+
+
+def ingest_lsst(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool = True) -> dict:
+    """Write the Rubin/LSST dataset of ``data.lsst.source`` (alerts.parquet, images.npy, manifest.json); returns
+    its manifest."""
+    return ingest_rubin(config, out_dir, progress=progress)
 
 
 def fetch_kowalski(config: Mapping[str, Any], progress: bool = True) -> Any:

@@ -113,7 +113,7 @@ class AlertInput:
 class Survey(ABC):
     """A survey plugin. Subclasses set :attr:`name` and implement the abstract methods."""
 
-    #: the key that selects the plugin (``data.survey``), written into manifests and exports
+    #: the key that selects the plugin (the dataset's survey: ztf, lsst), written into manifests and exports
     name: ClassVar[str]
 
     @classmethod

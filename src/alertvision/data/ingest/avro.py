@@ -383,7 +383,8 @@ def iter_packets(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> Iter
 
 def ingest_avro(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool = True) -> dict:
     """Write the dataset of the labelled sources' ZTF packets under ``data.avro.path``; returns the manifest.
-    (``data.survey: lsst``: the avro source calls :func:`alertvision.surveys.lsst.dataset.ingest_lsst_avro`.)"""
+    (the lsst dataset, ``data.lsst.source: avro``: the avro source calls
+    :func:`alertvision.surveys.lsst.dataset.ingest_lsst_avro`.)"""
     cfg = config["data"]["avro"]
     cuts = Cuts.from_spec(config["data"].get("cuts"))
     if not cfg.get("path") or not cfg.get("labels"):

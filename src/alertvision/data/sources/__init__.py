@@ -1,7 +1,9 @@
 """Where datasets come from: one plugin module per source, found by this registry.
 
-``data.source`` picks a ZTF source; ``legacysurvey.source`` picks a provider of raw Legacy Survey
-cutouts (``legacysurvey.product`` says which: FITS cubes or colour JPEGs). Each plugin module of
+``data.source`` picks a ZTF source; ``data.lsst.source`` the source of the Rubin/LSST dataset (``synthetic``
+or ``avro``: the same plugins, given the view :func:`survey_config` makes); ``legacysurvey.source`` picks a
+provider of raw Legacy Survey cutouts (``legacysurvey.product`` says which: FITS cubes or colour JPEGs). Each
+plugin module of
 this package defines ``SOURCE``: a :class:`ZtfSource` (its name, the config block it reads, the
 input files Snakemake should track, the consistency checks of its block, its ingest) or an
 :class:`LsSource` (name, products, checks, cube provider). Every ingest writes the data contract
@@ -110,10 +112,56 @@ def ls_source(name: str) -> LsSource:
     return sources[name]
 
 
+#: the surveys of the grid's alert datasets (``ls`` is the Legacy Survey images of the ZTF alerts)
+DATASET_SURVEYS = {"ztf": "ztf", "lsst": "lsst"}
+#: the ``data.lsst.source`` values: plugins of this package that read Rubin/LSST alerts too
+LSST_SOURCES = ("synthetic", "avro")
+
+
+def survey_config(config: Mapping[str, Any], survey: str) -> Mapping[str, Any]:
+    """The config a source plugin's ingest reads for the alerts of ``survey``: ``config`` itself for ZTF; for
+    Rubin/LSST a view whose data block has ``survey: lsst``, ``source`` = ``data.lsst.source``, ``avro`` =
+    ``data.lsst.avro``, ``lsst`` = the plugin's settings (``data.lsst`` without ``source`` and ``avro``) and
+    ``synthetic`` = ``data.synthetic`` (the simulated sources the synthetic Rubin sky shares with ZTF). The
+    one place the LSST dataset's keys become what the plugins dispatch on."""
+    if survey == "ztf":
+        return config
+    if survey != "lsst":
+        raise ValueError(f"survey {survey!r} is not one of {', '.join(sorted(DATASET_SURVEYS.values()))}")
+    data = config["data"]
+    block = dict(data.get("lsst") or {})
+    source = block.pop("source", None) or "synthetic"
+    avro = dict(block.pop("avro", None) or {})
+    view = {
+        "survey": "lsst",
+        "source": source,
+        "lsst": block,
+        "avro": {"path": avro.get("path"), "labels": avro.get("labels")},
+    }
+    if data.get("synthetic") is not None:
+        view["synthetic"] = data["synthetic"]
+    return {**config, "data": view}
+
+
+def check_lsst_source(config: Mapping[str, Any]) -> None:
+    """``data.lsst.source: avro`` needs ``data.lsst.avro.path`` and ``.labels`` (ConfigError naming them)."""
+    block = config["data"].get("lsst") or {}
+    avro = block.get("avro") or {}
+    if (block.get("source") or "synthetic") == "avro" and not (avro.get("path") and avro.get("labels")):
+        raise ConfigError(
+            "config key data.lsst.avro: data.lsst.source 'avro' needs data.lsst.avro.path (Rubin packets: "
+            "folder, packet file or .tar/.tar.gz archive) and data.lsst.avro.labels (diaObjectId, label, "
+            "source_set)"
+        )
+
+
 def check_sources(config: Mapping[str, Any]) -> None:
-    """The chosen sources' checks of their blocks (raise ConfigError naming the key)."""
+    """The chosen sources' checks of their blocks (raise ConfigError naming the key); the LSST dataset's when
+    ``lsst`` is a dataset of the grid."""
     data, ls = config["data"], config["legacysurvey"]
     ztf_source(data["source"]).check(data.get(data["source"], {}))
+    if "lsst" in config.get("grid", {}).get("datasets", ()):
+        check_lsst_source(config)
     provider = ls_source(ls["source"])
     if ls["product"] not in provider.products:
         serving = [name for name, other in registry().ls.items() if ls["product"] in other.products]
@@ -125,17 +173,29 @@ def check_sources(config: Mapping[str, Any]) -> None:
     provider.check(ls)
 
 
-def source_input_files(config: Mapping[str, Any]) -> list[str]:
-    """Every existing file the ZTF source of ``data.source`` reads (packets, archives, labels, release files,
-    BTS lists), sorted; empty for synthetic data. What does not exist is left for the ingest to report."""
-    source = config["data"]["source"]
-    paths = ztf_source(source).input_files(config["data"].get(source, {}))
+def source_input_files(config: Mapping[str, Any], dataset: str = "ztf") -> list[str]:
+    """Every existing file the source of an alert dataset reads (``ztf``: ``data.source``'s packets, archives,
+    labels, release files, BTS lists; ``lsst``: ``data.lsst.avro``'s packets and labels), sorted; empty for
+    synthetic data. What does not exist is left for the ingest to report."""
+    view = survey_config(config, DATASET_SURVEYS[dataset])
+    source = view["data"]["source"]
+    paths = ztf_source(source).input_files(view["data"].get(source, {}))
     return sorted({str(p) for p in paths if p is not None and Path(p).is_file()})
 
 
 def ingest_ztf(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool = True) -> dict:
     """Write the ZTF dataset of ``data.source`` to ``out_dir``; returns its manifest."""
     return ztf_source(config["data"]["source"]).ingest(config, out_dir, progress)
+
+
+def ingest_lsst(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool = True) -> dict:
+    """Write the Rubin/LSST dataset of ``data.lsst.source`` to ``out_dir``; returns its manifest."""
+    view = survey_config(config, "lsst")
+    source = view["data"]["source"]
+    if source not in LSST_SOURCES:
+        raise ConfigError(f"config key data.lsst.source: {source!r} is not one of {', '.join(LSST_SOURCES)}")
+    check_lsst_source(config)
+    return ztf_source(source).ingest(view, out_dir, progress)
 
 
 def ingest_ls(

@@ -11,7 +11,8 @@ from alertvision.schema import ConfigError
 
 
 def ingest(config: Mapping[str, Any], out_dir: str | os.PathLike, progress: bool) -> dict:
-    """ZTF packets through the packet ingest; ``data.survey: lsst``, Rubin packets through the LSST plugin."""
+    """ZTF packets through the packet ingest; the lsst dataset's view (``survey_config(config, "lsst")``, its
+    ``data.survey`` lsst), Rubin packets through the LSST plugin."""
     if str(config["data"].get("survey") or "ztf").lower() != "ztf":
         from alertvision.surveys.lsst.dataset import ingest_lsst_avro  # deferred: pandas is heavy
 

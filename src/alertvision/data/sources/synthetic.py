@@ -1,5 +1,6 @@
-"""``data.source: synthetic``: the embedded simulated BTS-like stream (labelled synthetic everywhere); with
-``data.survey: lsst``, the same simulated sources as Rubin sees them, through the real LSST ingest."""
+"""``data.source: synthetic``: the embedded simulated BTS-like stream (labelled synthetic everywhere); for the
+lsst dataset (``data.lsst.source: synthetic``, the view ``survey_config(config, "lsst")``), the same simulated
+sources as Rubin sees them, through the real LSST ingest."""
 
 from __future__ import annotations
 

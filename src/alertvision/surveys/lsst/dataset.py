@@ -1,4 +1,7 @@
-"""``data.source: avro`` with ``data.survey: lsst``: Rubin/LSST packets plus a labels table -> the data contract.
+"""The ``lsst`` dataset with ``data.lsst.source: avro``: Rubin/LSST packets plus a labels table -> the data contract.
+
+It reads the view :func:`alertvision.data.sources.survey_config` makes (``data.avro`` there is the config's
+``data.lsst.avro``, ``data.lsst`` the plugin's settings).
 
 The inputs are listed as for ZTF (:func:`alertvision.data.ingest.avro.packet_files`: folders through links,
 files, ``.tar`` archives, files compressed whole); each file or archive member holds Avro containers or one
@@ -43,7 +46,7 @@ from alertvision.data.contract import (
 )
 from alertvision.data.ingest.archive import Member, read_archive
 from alertvision.data.ingest.avro import AvroInputError, _holds_archive, _is_avro_member, packet_files
-from alertvision.data.ingest.labels import LabelsError, check_labels, read_labels
+from alertvision.data.ingest.labels import LabelsError, check_labels
 from alertvision.data.splits import assign_source_splits
 from alertvision.surveys import survey_of_config
 from alertvision.surveys.base import Packet, Skip, Survey
@@ -62,14 +65,14 @@ def read_lsst_labels(path: str | os.PathLike) -> tuple[pd.DataFrame, dict[str, A
     its ``objectId`` column, as text: the ids exceed a float's 53 bits, so they are never read as floats)."""
     path = Path(path)
     if not path.is_file():
-        return read_labels(path)  # raises naming the config key
+        raise LabelsError(f"labels table {path} not found (config key data.lsst.avro.labels)")
     if path.suffix.lower() in (".parquet", ".pq"):
         df = pd.read_parquet(path)
     else:
         df = pd.read_csv(path, dtype={LABEL_KEY: str})
     if LABEL_KEY not in df.columns or "objectId" in df.columns:
         raise LabelsError(
-            f"{path}: an LSST labels table (data.survey lsst) has a {LABEL_KEY} column and no objectId; "
+            f"{path}: an LSST labels table (data.lsst.avro.labels) has a {LABEL_KEY} column and no objectId; "
             f"it has {', '.join(map(str, df.columns))}"
         )
     ids = df.pop(LABEL_KEY)
@@ -126,9 +129,12 @@ def ingest_lsst_avro(
     cfg = config["data"]["avro"]
     if not cfg.get("path") or not cfg.get("labels"):
         raise AvroInputError(
-            "data.source 'avro' with data.survey 'lsst' needs data.avro.path (Rubin packets) and data.avro.labels "
-            "(a table of diaObjectId, label, source_set)"
+            "config key data.lsst.avro: data.lsst.source 'avro' needs data.lsst.avro.path (Rubin packets) and "
+            "data.lsst.avro.labels (a table of diaObjectId, label, source_set)"
         )
+    for entry in [cfg["path"]] if isinstance(cfg["path"], (str, os.PathLike)) else list(cfg["path"]):
+        if not Path(entry).exists():
+            raise AvroInputError(f"packet path {entry} does not exist (config key data.lsst.avro.path)")
     survey = survey_of_config(config)
     labels, listings = read_lsst_labels(cfg["labels"])
     by_object = labels.set_index("objectId")
@@ -176,7 +182,7 @@ def ingest_lsst_avro(
         if not rows:
             raise ContractError(
                 f"no alert of the {len(labels)} labelled diaObjects survived (lsst); skipped: "
-                f"{dict(skipped) or 'nothing'}: check data.avro.path and the labels' diaObjectId"
+                f"{dict(skipped) or 'nothing'}: check data.lsst.avro.path and the labels' diaObjectId"
             )
         alerts = _table(rows, names, by_object)
         alerts["split"] = assign_source_splits(alerts, config["splits"]["probabilities"], config["splits"]["seed"])
@@ -184,7 +190,7 @@ def ingest_lsst_avro(
         manifest = write_manifest(
             build,
             alerts,
-            dataset="ztf",
+            dataset="lsst",
             source=source,
             synthetic=synthetic,
             digest=digest or config_digest(cfg, config["splits"], config["data"].get("lsst") or {}, "lsst"),
