@@ -31,7 +31,7 @@ def test_embedded_default_validates_with_defaults():
 
 def test_pretrain_regimen_checks():
     base = {"grid": {"regimens": ["none", "sg"]}}
-    with pytest.raises(ConfigError, match="regimens.sg: give `weights` or `pretrain`"):
+    with pytest.raises(ConfigError, match="regimens.sg: give `weights`, `pretrain` or `transfer`"):
         validate_config({**base, "regimens": {"none": {}, "sg": {"weights": {"convnext": "x"}, "pretrain": {}}}})
     with pytest.raises(ConfigError, match="regimens.sg.pretrain.archs: 'cnn'"):
         validate_config({**base, "regimens": {"none": {}, "sg": {"pretrain": {"archs": ["cnn"]}}}})
