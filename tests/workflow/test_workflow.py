@@ -455,4 +455,9 @@ def test_full_study_config_lists_the_whole_dag_offline(tmp_path):
     # ZTF x (cnn + convnext, maxvit x 3 regimens + metadata only) x 4 fractions x 5 seeds; all swept but the
     # CNN, Figure 3's baseline, which trains as BTSbot's production model: 7 x 4 studies of 4 workers
     assert counts["train"] == 160 and counts["sweep_worker"] == 112 and counts["aggregate_f1"] == 1
+    counts = dry_run("results/figure5.pdf")
+    # LSST x (cnn + convnext, maxvit x 4 regimens, ztf among them) x 4 fractions x 5 seeds, plus the ZTF
+    # runs the ztf regimen chooses from (convnext, maxvit x 3 regimens at 100% x 5 seeds) and their sweeps
+    assert counts["train"] == 180 + 30 and counts["transfer_weights"] == 2 and counts["ingest_lsst"] == 1
+    assert counts["sweep_worker"] == 4 * (36 + 6) and counts["figure5"] == 1
     print(f"dry run of the full study: {seconds:.1f} s")  # the issue asks for < 10 s; not asserted (timing)
