@@ -201,20 +201,8 @@ def sersic_image(
 ) -> np.ndarray:
     """An unconvolved elliptical Sersic galaxy (pixels), normalised to its analytic total ``flux``, so a
     stamp smaller than the galaxy holds only its share of the light."""
-    h, w = shape
-    off = (np.arange(oversample) + 0.5) / oversample - 0.5
-    yy = (np.arange(h)[:, None] + off[None, :]).ravel()
-    xx = (np.arange(w)[:, None] + off[None, :]).ravel()
-    dy = yy[:, None] - y
-    dx = xx[None, :] - x
-    c, s = math.cos(pa), math.sin(pa)
-    u = dx * c + dy * s
-    v = -dx * s + dy * c
-    q, r_e = max(q, 0.05), max(r_e, 0.05)
-    r = np.sqrt(u * u + (v / q) ** 2)
-    b = render.sersic_b(n)
-    img = np.exp(-b * ((r / r_e) ** (1.0 / n) - 1.0))
-    img = img.reshape(h, oversample, w, oversample).mean(axis=(1, 3))
+    img = render.sersic_surface(shape, x, y, r_e, n, q, pa, oversample)
+    q, r_e, b = max(q, 0.05), max(r_e, 0.05), render.sersic_b(n)
     total = 2 * math.pi * n * q * r_e**2 * math.exp(b) * b ** (-2 * n) * gamma(2 * n)
     return img * (flux / total)
 

@@ -44,6 +44,16 @@ def sersic_profile(
     oversample: int = 3,
 ) -> np.ndarray:
     """An intrinsic (unconvolved) elliptical Sersic galaxy of total ``flux`` (within the stamp)."""
+    img = sersic_surface(shape, x, y, r_e, n, q, pa, oversample)
+    total = img.sum()
+    return img * (flux / total) if total > 0 else img
+
+
+def sersic_surface(
+    shape: tuple[int, int], x: float, y: float, r_e: float, n: float, q: float, pa: float, oversample: int = 3
+) -> np.ndarray:
+    """An elliptical Sersic profile in units of its surface brightness at ``r_e`` (q and r_e at least 0.05),
+    averaged over ``oversample`` x ``oversample`` points per pixel."""
     h, w = shape
     off = (np.arange(oversample) + 0.5) / oversample - 0.5
     yy = (np.arange(h)[:, None] + off[None, :]).ravel()
@@ -55,9 +65,7 @@ def sersic_profile(
     v = -dx * s + dy * c
     r = np.sqrt(u * u + (v / max(q, 0.05)) ** 2)
     img = np.exp(-sersic_b(n) * ((r / max(r_e, 0.05)) ** (1.0 / n) - 1.0))
-    img = img.reshape(h, oversample, w, oversample).mean(axis=(1, 3))
-    total = img.sum()
-    return img * (flux / total) if total > 0 else img
+    return img.reshape(h, oversample, w, oversample).mean(axis=(1, 3))
 
 
 def convolve_psf(image: np.ndarray, fwhm: float) -> np.ndarray:
