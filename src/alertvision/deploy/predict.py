@@ -72,6 +72,7 @@ from alertvision.surveys import get_survey
 from alertvision.surveys.base import FeatureError
 from alertvision.surveys.lsst.dataset import JD_MINUS_MJD, _decompressed, iter_lsst_packets
 from alertvision.surveys.lsst.features import BANDS
+from alertvision.surveys.ztf import projected_schema
 
 log = logging.getLogger(__name__)
 
@@ -372,14 +373,18 @@ def input_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         raise PredictInputError(str(exc).replace(" (config key data.avro.path)", "")) from exc
 
 
-def packet_items(inputs: Sequence[str | os.PathLike], files: Sequence[Path] | None = None) -> Iterator[Any]:
+def packet_items(
+    inputs: Sequence[str | os.PathLike], files: Sequence[Path] | None = None, project: bool = False
+) -> Iterator[Any]:
     """Packets (``(origin, packet)``), :class:`Skip` records and archive reports of ``inputs`` (their files:
-    ``files``, as :func:`input_files` gives them); ``-`` is an Avro stream on stdin."""
+    ``files``, as :func:`input_files` gives them); ``-`` is an Avro stream on stdin. ``project``: decode
+    only the fields scoring reads (:func:`~alertvision.surveys.ztf.projected_schema`), else every field."""
     files = input_files(inputs) if files is None else files
+    projection = projected_schema if project else None
     if any(str(item) == "-" for item in inputs):
-        yield from read_stream(sys.stdin.buffer, "<stdin>")
+        yield from read_stream(sys.stdin.buffer, "<stdin>", projection)
     for path in files:
-        yield from read_packet_file(path)
+        yield from read_packet_file(path, projection)
 
 
 def lsst_items(plugin: Any, inputs: Sequence[str | os.PathLike], files: Sequence[Path]) -> Iterator[Any]:
@@ -530,17 +535,24 @@ def predict(
     survey: str = "ztf",
     schemas: str | os.PathLike | None = None,
     schema_registry: str | None = None,
+    project: bool = True,
 ) -> dict[str, Any]:
     """Score every packet of ``inputs`` with the model at ``model_path`` into ``out``; returns a report
     (alerts scored, skips by reason, alerts failing the cuts by reason, seconds, alerts/s). The output,
     the inputs and the model are all checked before the first packet is read. ``survey``: the packets'
     (``ztf`` or ``lsst``, Rubin's containers or wire packets); a model of another survey is refused.
     ``schemas``, ``schema_registry``: a folder and a registry URL for LSST wire packets' schemas
-    (:func:`load_model`)."""
+    (:func:`load_model`). ``threads``: 1, decode and score in turn; more, the packets are decoded in this
+    thread while the model scores the batch before on ``threads - 1`` threads. ``project``: ZTF packets are
+    decoded with only the fields scoring reads (:func:`~alertvision.surveys.ztf.projected_schema`; the same
+    features and scores as a full decode, which ``project=False`` does)."""
     out = Path(out)
     fmt = check_output(out)
     files = input_files(inputs)
-    model = load_model(model_path, threads, survey, schemas, schema_registry)
+    # threads > 1: the main thread decodes while the model scores the batch before in a thread of its own,
+    # on the other threads - 1 (benchmarks/predict_stream.py: at 2, a model with 2 threads beside decoding
+    # runs slower than with 1)
+    model = load_model(model_path, max(threads - 1, 1), survey, schemas, schema_registry)
     rules = policy_rules(model, thresholds)
     flag_columns = [f"trigger_{name}" for name in rules]
     columns = [*ALERT_COLUMNS, *SCORE_COLUMNS, *flag_columns, TRAINED_ON_COLUMN]
@@ -594,7 +606,11 @@ def predict(
         writer = _Writer(tmp, fmt)
         batch = _Batch()
         try:
-            items = packet_items(inputs, files) if model.plugin is None else lsst_items(model.plugin, inputs, files)
+            items = (
+                packet_items(inputs, files, project)
+                if model.plugin is None
+                else lsst_items(model.plugin, inputs, files)
+            )
             add = _add if model.plugin is None else _add_survey
             for item in items:
                 if isinstance(item, InputReport):
