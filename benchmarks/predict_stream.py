@@ -13,9 +13,10 @@ every packet and of every ``prv_candidates`` entry into dicts), predict's Avro d
 function), features (the packet's 25), model (the production back-end, batches of `predict`'s size, at 1
 thread and at each ``--threads``). End to end: `predict` at each ``--threads``, with the full decode and
 with the projected one (the default). Each figure is the median of ``--repeats`` runs; printed per line:
-seconds, alerts/s, milliseconds per alert and the ratio of alerts/s to the plain read's. Then where the
-milliseconds of one alert go: the decode side (decode + stamps + features, one thread) and the model (one
-thread), and the rate a two-stage pipeline on two cores can reach at most, 1000 / the larger of the two.
+seconds, alerts/s, milliseconds per alert, CPU milliseconds per alert (the process's, all threads) and the
+ratio of alerts/s to the plain read's. Then where the CPU milliseconds of one alert go: the decode side
+(decode + stamps + features, one thread) and the model (one thread), and the rate a two-stage pipeline on
+two cores can reach at most, 1000 / the larger of the two.
 The machine's load (``os.getloadavg``) is printed before and after: others' work slows every line alike
 only when it is steady, so compare ratios, not alerts/s, across runs.
 
@@ -160,13 +161,16 @@ def export_model(config: dict, arch: str, folder: Path, survey: str = "ztf") -> 
     return path
 
 
-def median_seconds(fn, repeats: int) -> float:
-    times = []
+def median_seconds(fn, repeats: int) -> tuple[float, float]:
+    """The median wall-clock seconds of ``repeats`` calls of ``fn`` and the median CPU seconds of this process
+    over them (all its threads: above the wall time where several work at once)."""
+    walls, cpus = [], []
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - started)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def main() -> None:
@@ -274,7 +278,7 @@ def main() -> None:
             lines.append((f"predict end to end, --threads {threads}{how}", seconds))
         load_after = os.getloadavg()
 
-    baseline = lines[0][1]
+    baseline = lines[0][1][0]
     print(
         f"{n} {args.survey.upper()} packets, {os.cpu_count()} CPUs; median of {args.repeats} runs; "
         "ratio = alerts/s / plain read's"
@@ -284,15 +288,19 @@ def main() -> None:
             *load_before, *load_after
         )
     )
-    print(f"{'':58s} {'seconds':>8s} {'alerts/s':>9s} {'ms/alert':>9s} {'ratio':>6s}")
-    for name, seconds in lines:
-        print(f"{name:58s} {seconds:8.2f} {n / seconds:9.0f} {1000 * seconds / n:9.3f} {baseline / seconds:6.2f}")
-    per_alert = {name: 1000 * seconds / n for name, seconds in lines}
+    print(f"{'':66s} {'seconds':>8s} {'alerts/s':>9s} {'ms/alert':>9s} {'CPU ms':>7s} {'ratio':>6s}")
+    for name, (seconds, cpu) in lines:
+        print(
+            f"{name:66s} {seconds:8.2f} {n / seconds:9.0f} {1000 * seconds / n:9.3f} {1000 * cpu / n:7.3f} "
+            f"{baseline / seconds:6.2f}"
+        )
+    # where one alert's milliseconds go, in CPU time (what a busy machine's other work inflates least)
+    per_alert = {name: 1000 * cpu / n for name, (_, cpu) in lines}
     decode_line = "stage: decode (the survey plugin's reader)" if lsst else "stage: Avro decode, projected"
     side = per_alert[decode_line] + per_alert[f"stage: {stamps}"] + per_alert["stage: features"]
     model_ms = next(v for k, v in per_alert.items() if k.startswith("stage: model") and "1 thread)" in k)
     print(
-        f"one alert: decode side {side:.3f} ms (decode {per_alert[decode_line]:.3f} + stamps "
+        f"one alert, CPU: decode side {side:.3f} ms (decode {per_alert[decode_line]:.3f} + stamps "
         f"{per_alert[f'stage: {stamps}']:.3f} + features {per_alert['stage: features']:.3f}), model {model_ms:.3f} ms "
         f"(1 thread); two stages on two cores reach at most {1000 / max(side, model_ms):.0f} alerts/s "
         f"({'model' if model_ms > side else 'decode'}-bound), one core {1000 / (side + model_ms):.0f}"

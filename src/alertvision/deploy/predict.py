@@ -598,7 +598,7 @@ def predict(
     tracker = PolicyTracker(rules)
     skipped: Counter = Counter()
     cut: Counter = Counter()
-    seen: set[tuple[str, float, int]] = set()  # one alert per (objectId, jd, fid), as the ingest keeps
+    seen: set = set()  # one alert per key: ZTF's (objectId, jd, fid), as the ingest keeps; a plugin's alert id
     started = time.perf_counter()
 
     bar = tqdm(desc="scoring alerts", unit="alert", disable=not progress, mininterval=1)
