@@ -12,7 +12,8 @@ every packet and of every ``prv_candidates`` entry into dicts), predict's Avro d
 ``alertvision.surveys.ztf.projected_schema``), stamps (gunzip, FITS, normalise: the pipeline's triplet
 function), features (the packet's 25), model (the production back-end, batches of `predict`'s size, at 1
 thread and at each ``--threads``). End to end: `predict` at each ``--threads``, with the full decode and
-with the projected one (the default). Each figure is the median of ``--repeats`` runs; printed per line:
+with the projected one (the default), the runs interleaved repeat by repeat. Each figure is the median of
+``--repeats`` runs; printed per line:
 seconds, alerts/s, milliseconds per alert, CPU milliseconds per alert (the process's, all threads) and the
 ratio of alerts/s to the plain read's. Then where the CPU milliseconds of one alert go: the decode side
 (decode + stamps + features, one thread) and the model (one thread), and the rate a two-stage pipeline on
@@ -258,23 +259,29 @@ def main() -> None:
         if not lsst:
             runs += [(True, t, None) for t in args.threads]
             runs += [(True, t, t) for t in args.threads if t > 1]  # the model on all threads, beside the decode
-        for project, threads, model_threads in runs:
-            out = tmp / f"out{threads}.parquet"
-            seconds = median_seconds(
-                lambda: predict(
-                    [tmp / "packets"],
-                    model_path,
-                    out,
-                    threads=threads,
-                    progress=False,
-                    survey=args.survey,
-                    project=project,
-                    model_threads=model_threads,
-                ),
-                args.repeats,
-            )
+        # the end-to-end runs interleaved, repeat by repeat, so that a change in the machine's load falls on all
+        timed: dict[tuple, list[tuple[float, float]]] = {run: [] for run in runs}
+        for _ in range(args.repeats):
+            for project, threads, model_threads in runs:
+                timed[(project, threads, model_threads)].append(
+                    median_seconds(
+                        lambda: predict(
+                            [tmp / "packets"],
+                            model_path,
+                            tmp / f"out{threads}.parquet",
+                            threads=threads,
+                            progress=False,
+                            survey=args.survey,
+                            project=project,
+                            model_threads=model_threads,
+                        ),
+                        1,
+                    )
+                )
+        for (project, threads, model_threads), times in timed.items():
             how = "" if lsst else (", projected decode" if project else ", every field decoded")
             how += "" if threads == 1 else f", model on {model_threads or threads - 1}"
+            seconds = (statistics.median(t[0] for t in times), statistics.median(t[1] for t in times))
             lines.append((f"predict end to end, --threads {threads}{how}", seconds))
         load_after = os.getloadavg()
 
