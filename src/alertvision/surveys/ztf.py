@@ -5,6 +5,8 @@ Nothing here computes anything new: :meth:`ZtfSurvey.read` is :func:`alertvision
 :meth:`ZtfSurvey.features` is :func:`alertvision.data.ingest.packets.packet_features` and
 :meth:`ZtfSurvey.failed_cut` is :meth:`alertvision.data.features.Cuts.reason`, so a ZTF dataset, run or
 score is byte-identical whether it goes through the plugin or the functions (tests/unit/test_survey_ztf.py).
+:func:`projected_schema` is the reader schema ``alertvision predict`` decodes packets with: only the fields
+scoring reads (:data:`PACKET_FIELDS`), with the full decode's values (tests/unit/test_predict_decode.py).
 """
 
 from __future__ import annotations
