@@ -766,7 +766,8 @@ COMMANDS: tuple[Command, ...] = (
                 "--threads",
                 type=int,
                 default=1,
-                help="CPU threads: the model's, and decoding beside it when > 1 (default: %(default)s)",
+                help="CPU threads: 1 decodes and scores in turn; N > 1 decodes on one while the model scores on N - 1 "
+                "(default: %(default)s)",
             ),
             arg("--batch-size", type=int, default=256, help="alerts per model call (default: %(default)s)"),
             arg(

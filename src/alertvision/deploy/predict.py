@@ -24,6 +24,11 @@ non-finite jd (``bad_jd``), a feature that is missing or non-finite where the mo
 (``metadata_fill: error``; ``nonfinite_<feature>``), a stamp that decompresses to more than
 :data:`~alertvision.data.triplet.MAX_STAMP_BYTES` (``stamp_too_large``).
 
+ZTF packets are decoded with a reader schema holding only the fields scoring reads
+(:func:`~alertvision.surveys.ztf.projected_schema`): the same features, triplets and scores as a full
+decode, in about half its time. With ``threads`` > 1 the packets are decoded while the model scores the
+batch before on the other threads (:func:`predict`).
+
 Memory stays bounded: at most two batches of triplets are held, a few counters per source and the
 (objectId, jd, fid) of each alert read. The output (Parquet or CSV, by its suffix) is written batch by
 batch to a temporary file renamed into place at the end.
@@ -72,6 +77,7 @@ from alertvision.surveys import get_survey
 from alertvision.surveys.base import FeatureError
 from alertvision.surveys.lsst.dataset import JD_MINUS_MJD, _decompressed, iter_lsst_packets
 from alertvision.surveys.lsst.features import BANDS
+from alertvision.surveys.ztf import projected_schema
 
 log = logging.getLogger(__name__)
 
@@ -372,14 +378,18 @@ def input_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         raise PredictInputError(str(exc).replace(" (config key data.avro.path)", "")) from exc
 
 
-def packet_items(inputs: Sequence[str | os.PathLike], files: Sequence[Path] | None = None) -> Iterator[Any]:
+def packet_items(
+    inputs: Sequence[str | os.PathLike], files: Sequence[Path] | None = None, project: bool = False
+) -> Iterator[Any]:
     """Packets (``(origin, packet)``), :class:`Skip` records and archive reports of ``inputs`` (their files:
-    ``files``, as :func:`input_files` gives them); ``-`` is an Avro stream on stdin."""
+    ``files``, as :func:`input_files` gives them); ``-`` is an Avro stream on stdin. ``project``: decode
+    only the fields scoring reads (:func:`~alertvision.surveys.ztf.projected_schema`), else every field."""
     files = input_files(inputs) if files is None else files
+    projection = projected_schema if project else None
     if any(str(item) == "-" for item in inputs):
-        yield from read_stream(sys.stdin.buffer, "<stdin>")
+        yield from read_stream(sys.stdin.buffer, "<stdin>", projection)
     for path in files:
-        yield from read_packet_file(path)
+        yield from read_packet_file(path, projection)
 
 
 def lsst_items(plugin: Any, inputs: Sequence[str | os.PathLike], files: Sequence[Path]) -> Iterator[Any]:
@@ -390,18 +400,65 @@ def lsst_items(plugin: Any, inputs: Sequence[str | os.PathLike], files: Sequence
     yield from iter_lsst_packets(plugin, list(files))
 
 
-def _add_survey(
-    batch: "_Batch",
-    packet: Any,
-    origin: str,
-    skipped: Counter,
-    model: ExportedModel,
-    seen: set,
-    cut: Counter,
-) -> bool:
-    """:func:`_add` for a survey plugin's packet (LSST): its features, its triplet, its cuts (``cut:<name>``,
-    scored and flagged), its ids; the row's objectId is the source id, jd the alert's time as a Julian date,
-    fid the band index and magpsf the PSF magnitude (see docs/lsst.md)."""
+class _Refused(ValueError):
+    """A packet that cannot be scored: the reason it is counted under and what to log."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+@dataclass
+class _Alert:
+    """What one packet gives before it is admitted: the key repeats are told by, a label for the log, its
+    features, its output row (but ``passes_cuts``), and, computed only for an alert admitted, its triplet and
+    the cut it fails (the key it is counted under; None: it passes)."""
+
+    key: Any
+    label: str
+    repeat: str
+    features: np.ndarray
+    row: dict[str, Any]
+    triplet: Callable[[], np.ndarray]
+    failed_cut: Callable[[], str | None]
+
+
+def _ztf_alert(packet: Any, model: ExportedModel) -> _Alert:
+    """A ZTF packet's alert: one per (objectId, jd rounded to 1e-6, fid), as the ingest keeps them."""
+    if not isinstance(packet, Mapping) or not isinstance(packet.get("objectId"), str):
+        raise _Refused("bad_packet", "no objectId")
+    if not isinstance(packet.get("candidate"), Mapping):
+        raise _Refused("bad_packet", "no candidate")
+    try:
+        row = candidate_row(packet)
+        jd = finite_jd(row["jd"])
+        fid = int(row["fid"])
+        features = packet_features(packet)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise _Refused("bad_jd" if isinstance(exc, BadJd) else "bad_candidate", f"{packet['objectId']}: {exc}") from exc
+    key = (row["objectId"], round(jd, 6), fid)
+    label = f"{row['objectId']} candid {row['candid']}"
+    return _Alert(
+        key,
+        label,
+        f"{label} at jd {key[1]} fid {fid}",
+        features,
+        {
+            "objectId": row["objectId"],
+            "candid": row["candid"],
+            "jd": jd,
+            "fid": fid,
+            "magpsf": numeric_field(row["magpsf"]),
+        },
+        lambda: triplet_from_alert(packet, model.masked_pixels),
+        lambda: model.cuts.reason(row["isdiffpos"], row["fid"], row["sgscore1"], row["sgscore2"], row["programid"]),
+    )
+
+
+def _survey_alert(packet: Any, model: ExportedModel) -> _Alert:
+    """A survey plugin's packet's alert (LSST): one per alert id; the row's objectId is the source id, jd the
+    alert's time as a Julian date, fid the band index and magpsf the PSF magnitude (see docs/lsst.md); a cut
+    it fails is counted under ``cut:<name>``."""
     plugin = model.plugin
     try:
         aid = plugin.alert_id(packet)
@@ -410,46 +467,26 @@ def _add_survey(
         if not np.isfinite(jd):
             raise BadJd(f"midpointMjdTai is {ds['midpointMjdTai']!r}")
         features = plugin.features(packet)
+        source = plugin.source_id(packet)
     except FeatureError as exc:
-        count_skip(skipped, "missing_field", origin, str(exc))
-        return False
+        raise _Refused("missing_field", str(exc)) from exc
     except (TypeError, ValueError, KeyError) as exc:
-        count_skip(skipped, "bad_jd" if isinstance(exc, BadJd) else "bad_candidate", origin, f"{exc}")
-        return False
-    if aid in seen:
-        count_skip(skipped, "duplicate_alert", origin, f"alert {aid}")
-        return False
-    names = plugin.feature_names
-    if model.takes_metadata and not model.fills_metadata:
-        bad = np.flatnonzero(~np.isfinite(features))
-        if len(bad):
-            name = names[bad[0]]
-            count_skip(skipped, f"nonfinite_{name}", origin, f"alert {aid}: {name} is {features[bad[0]]}")
-            return False
-    if model.takes_images:
-        try:
-            triplet = plugin.triplet(packet)
-        except StampError as exc:
-            count_skip(skipped, f"stamp_{exc.reason}", origin, f"alert {aid}: {exc}")
-            return False
-        batch.triplets.append(triplet)
-    seen.add(aid)
-    reason = plugin.failed_cut(packet)
-    if reason is not None:
-        cut[f"cut:{reason}"] += 1
-    source = plugin.source_id(packet)
-    batch.features.append(features)
-    batch.rows.append(
+        raise _Refused("bad_jd" if isinstance(exc, BadJd) else "bad_candidate", f"{exc}") from exc
+    return _Alert(
+        aid,
+        f"alert {aid}",
+        f"alert {aid}",
+        features,
         {
             "objectId": str(source if source is not None else 0),
             "candid": aid,
             "jd": jd,
             "fid": BANDS.get(str(ds.get("band")), -1),
-            "magpsf": float(features[list(names).index("psf_mag")]),
-            "passes_cuts": reason is None,
-        }
+            "magpsf": float(features[list(plugin.feature_names).index("psf_mag")]),
+        },
+        lambda: plugin.triplet(packet),
+        lambda: None if (reason := plugin.failed_cut(packet)) is None else f"cut:{reason}",
     )
-    return True
 
 
 @dataclass
@@ -530,17 +567,27 @@ def predict(
     survey: str = "ztf",
     schemas: str | os.PathLike | None = None,
     schema_registry: str | None = None,
+    project: bool = True,
+    model_threads: int | None = None,
 ) -> dict[str, Any]:
     """Score every packet of ``inputs`` with the model at ``model_path`` into ``out``; returns a report
     (alerts scored, skips by reason, alerts failing the cuts by reason, seconds, alerts/s). The output,
     the inputs and the model are all checked before the first packet is read. ``survey``: the packets'
     (``ztf`` or ``lsst``, Rubin's containers or wire packets); a model of another survey is refused.
     ``schemas``, ``schema_registry``: a folder and a registry URL for LSST wire packets' schemas
-    (:func:`load_model`)."""
+    (:func:`load_model`). ``threads``: 1, decode and score in turn; more, the packets are decoded in this
+    thread while the model scores the batch before on ``threads - 1`` threads (``model_threads``, when
+    given: on that many, sharing the cores with the decode). ``project``: ZTF packets are
+    decoded with only the fields scoring reads (:func:`~alertvision.surveys.ztf.projected_schema`; the same
+    features and scores as a full decode, which ``project=False`` does)."""
     out = Path(out)
     fmt = check_output(out)
     files = input_files(inputs)
-    model = load_model(model_path, threads, survey, schemas, schema_registry)
+    # threads > 1: the main thread decodes while the model scores the batch before in a thread of its own, on
+    # the other threads - 1 (benchmarks/predict_stream.py measures both this and model_threads = threads)
+    if model_threads is None:
+        model_threads = max(threads - 1, 1)
+    model = load_model(model_path, model_threads, survey, schemas, schema_registry)
     rules = policy_rules(model, thresholds)
     flag_columns = [f"trigger_{name}" for name in rules]
     columns = [*ALERT_COLUMNS, *SCORE_COLUMNS, *flag_columns, TRAINED_ON_COLUMN]
@@ -556,7 +603,7 @@ def predict(
     tracker = PolicyTracker(rules)
     skipped: Counter = Counter()
     cut: Counter = Counter()
-    seen: set[tuple[str, float, int]] = set()  # one alert per (objectId, jd, fid), as the ingest keeps
+    seen: set = set()  # one alert per key: ZTF's (objectId, jd, fid), as the ingest keeps; a plugin's alert id
     started = time.perf_counter()
 
     bar = tqdm(desc="scoring alerts", unit="alert", disable=not progress, mininterval=1)
@@ -594,8 +641,11 @@ def predict(
         writer = _Writer(tmp, fmt)
         batch = _Batch()
         try:
-            items = packet_items(inputs, files) if model.plugin is None else lsst_items(model.plugin, inputs, files)
-            add = _add if model.plugin is None else _add_survey
+            items = (
+                packet_items(inputs, files, project)
+                if model.plugin is None
+                else lsst_items(model.plugin, inputs, files)
+            )
             for item in items:
                 if isinstance(item, InputReport):
                     continue
@@ -603,7 +653,7 @@ def predict(
                     count_skip(skipped, item.reason, item.origin, item.detail)
                     continue
                 origin, packet = item
-                added = add(batch, packet, origin, skipped, model, seen, cut)
+                added = _add(batch, packet, origin, skipped, model, seen, cut)
                 if added and len(batch) >= batch_size:
                     if pool is None:
                         emit(*score(batch))
@@ -656,62 +706,43 @@ def _add(
     origin: str,
     skipped: Counter,
     model: ExportedModel,
-    seen: set[tuple[str, float, int]],
+    seen: set,
     cut: Counter,
 ) -> bool:
-    """Decode one packet into ``batch``; a packet that cannot be scored is counted under its reason, a
-    repeat of an alert already read under ``duplicate_alert``, an alert failing the cuts in ``cut``."""
-    if not isinstance(packet, Mapping) or not isinstance(packet.get("objectId"), str):
-        count_skip(skipped, "bad_packet", origin, "no objectId")
-        return False
-    if not isinstance(packet.get("candidate"), Mapping):
-        count_skip(skipped, "bad_packet", origin, "no candidate")
-        return False
+    """Decode one packet (ZTF's, or a survey plugin's) into ``batch``; a packet that cannot be scored is
+    counted under its reason, a repeat of an alert already read under ``duplicate_alert``, an alert failing
+    the cuts in ``cut`` (scored all the same)."""
     try:
-        row = candidate_row(packet)
-        jd = finite_jd(row["jd"])
-        fid = int(row["fid"])
-        features = packet_features(packet)
-    except (TypeError, ValueError, KeyError) as exc:
-        reason = "bad_jd" if isinstance(exc, BadJd) else "bad_candidate"
-        count_skip(skipped, reason, origin, f"{packet['objectId']}: {exc}")
+        alert = (_ztf_alert if model.plugin is None else _survey_alert)(packet, model)
+    except _Refused as exc:
+        count_skip(skipped, exc.reason, origin, exc.detail)
         return False
-    key = (row["objectId"], round(jd, 6), fid)
-    if key in seen:
-        count_skip(skipped, "duplicate_alert", origin, f"{key[0]} candid {row['candid']} at jd {key[1]} fid {fid}")
+    if alert.key in seen:
+        count_skip(skipped, "duplicate_alert", origin, alert.repeat)
         return False
     if model.takes_metadata and not model.fills_metadata:
-        bad = np.flatnonzero(~np.isfinite(features))
+        bad = np.flatnonzero(~np.isfinite(alert.features))
         if len(bad):
-            name = METADATA_FEATURES[bad[0]]
+            name = (METADATA_FEATURES if model.plugin is None else model.plugin.feature_names)[bad[0]]
             count_skip(
                 skipped,
                 f"nonfinite_{name}",
                 origin,
-                f"{row['objectId']} candid {row['candid']}: {name} is {features[bad[0]]} (no such field in the "
-                f"packet, or none to derive it from) and the model fills none (metadata_fill: error)",
+                f"{alert.label}: {name} is {alert.features[bad[0]]} (no such field in the packet, or none to "
+                f"derive it from) and the model fills none (metadata_fill: error)",
             )
             return False
     if model.takes_images:
         try:
-            triplet = triplet_from_alert(packet, model.masked_pixels)
+            triplet = alert.triplet()
         except StampError as exc:
-            count_skip(skipped, f"stamp_{exc.reason}", origin, f"{packet['objectId']} candid {row['candid']}: {exc}")
+            count_skip(skipped, f"stamp_{exc.reason}", origin, f"{alert.label}: {exc}")
             return False
         batch.triplets.append(triplet)
-    seen.add(key)
-    reason = model.cuts.reason(row["isdiffpos"], row["fid"], row["sgscore1"], row["sgscore2"], row["programid"])
+    seen.add(alert.key)
+    reason = alert.failed_cut()
     if reason is not None:
         cut[reason] += 1
-    batch.features.append(features)
-    batch.rows.append(
-        {
-            "objectId": row["objectId"],
-            "candid": row["candid"],
-            "jd": jd,
-            "fid": fid,
-            "magpsf": numeric_field(row["magpsf"]),
-            "passes_cuts": reason is None,
-        }
-    )
+    batch.features.append(alert.features)
+    batch.rows.append({**alert.row, "passes_cuts": reason is None})
     return True

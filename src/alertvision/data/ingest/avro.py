@@ -188,11 +188,57 @@ def _header(stream: _Stream) -> tuple[bytes, bytes]:
     return bytes(raw + sync), sync
 
 
-def read_avro(fh: BinaryIO, origin: str) -> Iterator[PacketItem]:
+#: A function from a container's writer schema (as its header holds it) to the reader schema to decode it
+#: with: fastavro leaves out (skips) the fields the reader schema lacks (:func:`read_avro`'s ``project``).
+Projection = Callable[[dict], dict]
+#: Per container header (without its sync marker) and projection: the codec and the parsed writer and
+#: reader schemas, so that one-packet files of one schema parse it once (:func:`_plan`).
+_PLANS: dict[tuple[bytes, Projection], tuple[str, Any, Any]] = {}
+_MAX_PLANS = 16
+#: Codecs :func:`_decode_block` decompresses itself; others go through ``fastavro.reader``.
+_OWN_CODECS = ("null", "deflate")
+
+
+def _plan(header: bytes, project: Projection) -> tuple[str, Any, Any]:
+    """The codec, parsed writer schema and parsed projected reader schema of a container's ``header``."""
+    import fastavro  # deferred: fastavro is heavy
+
+    key = (header[:-_SYNC], project)
+    plan = _PLANS.get(key)
+    if plan is None:
+        reader = fastavro.reader(io.BytesIO(header))
+        writer = fastavro.parse_schema(reader.writer_schema)
+        plan = (reader.codec, writer, fastavro.parse_schema(project(reader.writer_schema)))
+        if len(_PLANS) >= _MAX_PLANS:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan
+
+
+def _decode_block(header: bytes, block: bytes, sync: bytes, count: int, size: int, project: Projection) -> list:
+    """The records of one data block (``block``: its count, its size and its ``size`` bytes) decoded with
+    the reader schema ``project`` makes of the container's writer schema."""
+    import fastavro  # deferred: fastavro is heavy
+
+    codec, writer, reader = _plan(header, project)
+    if codec not in _OWN_CODECS:
+        return list(fastavro.reader(io.BytesIO(header + block + sync), reader_schema=reader))
+    data = block[len(block) - size :]
+    if codec == "deflate":
+        data = zlib.decompress(data, -15)
+    body = io.BytesIO(data)
+    return [fastavro.schemaless_reader(body, writer, reader) for _ in range(count)]
+
+
+def read_avro(fh: BinaryIO, origin: str, project: Projection | None = None) -> Iterator[PacketItem]:
     """The packets of the Avro object container files open in ``fh`` (``origin`` names it): one file, or
     several written one after another (as on a stream). Each data block is decoded by fastavro on its own,
     so a block that cannot be read costs only its packets: a ``corrupt_packet`` :class:`Skip` per damaged
-    region (a garbled or cut block, or bytes that are no container), reading on at the next container."""
+    region (a garbled or cut block, or bytes that are no container), reading on at the next container.
+
+    ``project``: a function of the writer schema giving a reader schema with only the fields a caller
+    reads (:data:`Projection`): each packet then holds those fields alone, with the values the full decode
+    gives, and each schema is parsed once (not once per container)."""
     import fastavro  # deferred: fastavro is heavy
 
     stream = _Stream(fh)
@@ -219,7 +265,7 @@ def read_avro(fh: BinaryIO, origin: str) -> Iterator[PacketItem]:
                 raise ValueError("not an Avro object container file (no 'Obj\\x01' magic)")
             stream.push(head)
             block = bytearray()
-            stream.long(block)  # the packets in the block
+            count = stream.long(block)  # the packets in the block
             size = stream.long(block)
             if size < 0:
                 raise ValueError("negative block size")
@@ -235,7 +281,10 @@ def read_avro(fh: BinaryIO, origin: str) -> Iterator[PacketItem]:
                 return
             continue
         try:
-            records = list(fastavro.reader(io.BytesIO(header + bytes(block) + sync)))
+            if project is None:
+                records = list(fastavro.reader(io.BytesIO(header + bytes(block) + sync)))
+            else:
+                records = _decode_block(header, bytes(block), sync, count, size, project)
         except Exception as exc:  # fastavro raises several types for a garbled block
             yield skip(f"{type(exc).__name__}: {exc}")
             continue
@@ -306,7 +355,7 @@ def _holds_archive(head: bytes, path: Path) -> bool:
     return _is_tar(head) or (not head.startswith(_AVRO_MAGIC) and _is_archive(path))
 
 
-def _read_archive(path: Path, fh: BinaryIO) -> Iterator[PacketItem]:
+def _read_archive(path: Path, fh: BinaryIO, project: Projection | None = None) -> Iterator[PacketItem]:
     """The packets of an archive's .avro members, a skip per damaged region, then the archive's report
     (see :mod:`alertvision.data.ingest.archive`). A .tar.bz2 / .tar.xz is read through its decompressor:
     damage there ends the archive (one ``corrupt_archive`` skip for the rest)."""
@@ -317,7 +366,7 @@ def _read_archive(path: Path, fh: BinaryIO) -> Iterator[PacketItem]:
                 kind = _compression(item.data[:8])
                 if kind is not None:  # a member .avro.gz / .bz2 / .xz
                     data = _OPENERS[kind](data, "rb")
-                yield from read_avro(data, f"{path}:{item.name}")
+                yield from read_avro(data, f"{path}:{item.name}", project)
                 continue
             if isinstance(item, InputReport) and item.counts["damaged_regions"]:
                 counts = ", ".join(f"{key} {n}" for key, n in item.counts.items())
@@ -331,9 +380,9 @@ def _is_avro_member(name: str) -> bool:
     return name.lower().endswith(AVRO_SUFFIXES)
 
 
-def read_packet_file(path: Path) -> Iterator[PacketItem]:
+def read_packet_file(path: Path, project: Projection | None = None) -> Iterator[PacketItem]:
     """The packets of one file: Avro, or an archive, each plain or compressed whole with gzip, bzip2 or
-    xz, told by their first bytes (by the name where those are damaged)."""
+    xz, told by their first bytes (by the name where those are damaged); ``project``: see :func:`read_avro`."""
     with open(path, "rb") as raw:
         kind = _compression(raw.read(8))
         raw.seek(0)
@@ -341,37 +390,38 @@ def read_packet_file(path: Path) -> Iterator[PacketItem]:
             head = _head(raw)
             raw.seek(0)
             if _holds_archive(head, path):
-                yield from _read_archive(path, raw)
+                yield from _read_archive(path, raw, project)
             else:
-                yield from read_avro(raw, str(path))
+                yield from read_avro(raw, str(path), project)
         elif kind == "gz":
             with gzip.GzipFile(fileobj=raw, mode="rb") as probe:
                 head = _head(probe)
             raw.seek(0)
             if _holds_archive(head, path):
-                yield from _read_archive(path, raw)  # the archive reader reads past gzip damage itself
+                yield from _read_archive(path, raw, project)  # the archive reader reads past gzip damage itself
             else:
                 with gzip.GzipFile(fileobj=raw, mode="rb") as fh:
-                    yield from read_avro(fh, str(path))
+                    yield from read_avro(fh, str(path), project)
         else:
             with _OPENERS[kind](raw, "rb") as fh:
                 head = _head(fh)
                 stream = _Prefixed(head, fh)
                 if _holds_archive(head, path):
-                    yield from _read_archive(path, stream)  # type: ignore[arg-type]
+                    yield from _read_archive(path, stream, project)  # type: ignore[arg-type]
                 else:
-                    yield from read_avro(stream, str(path))  # type: ignore[arg-type]
+                    yield from read_avro(stream, str(path), project)  # type: ignore[arg-type]
 
 
-def read_stream(fh: BinaryIO, origin: str) -> Iterator[PacketItem]:
-    """The packets of a stream (stdin): Avro containers one after another, plain or compressed whole."""
+def read_stream(fh: BinaryIO, origin: str, project: Projection | None = None) -> Iterator[PacketItem]:
+    """The packets of a stream (stdin): Avro containers one after another, plain or compressed whole;
+    ``project``: see :func:`read_avro`."""
     stream = fh if hasattr(fh, "peek") else io.BufferedReader(fh)  # type: ignore[arg-type]
     kind = _compression(stream.peek(8)[:8])
     if kind is None:
-        yield from read_avro(stream, origin)
+        yield from read_avro(stream, origin, project)
         return
     with _OPENERS[kind](stream, "rb") as inner:
-        yield from read_avro(inner, origin)
+        yield from read_avro(inner, origin, project)
 
 
 def iter_packets(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> Iterator[PacketItem]:

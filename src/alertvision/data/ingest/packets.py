@@ -149,7 +149,7 @@ def prv_detections(prv: Any) -> list[tuple[float, int, float]]:
     (no magnitude) and malformed entries are left out."""
     out = []
     for p in prv or ():
-        if not isinstance(p, Mapping) or p.get("magpsf") is None or p.get("jd") is None:
+        if not (type(p) is dict or isinstance(p, Mapping)) or p.get("magpsf") is None or p.get("jd") is None:
             continue  # non-detections carry no magnitude
         try:
             out.append((round(float(p["jd"]), 6), int(p["fid"]), float(p["magpsf"])))
