@@ -21,8 +21,10 @@ def test_embedded_default_validates_with_defaults():
     assert config["archs"]["cnn"]["conv_kernel"] == 5
     assert training_params(config, "maxvit")["epochs"] == 3
     cells = list(grid_cells(config, "image"))
-    # datasets x fractions x (cnn, convnext, maxvit from random init + convnext, maxvit pre-trained here)
-    assert len(cells) == 2 * 4 * (3 + 2)
+    # datasets x fractions x (cnn, convnext, maxvit from random init + convnext, maxvit pre-trained here),
+    # and on LSST also convnext, maxvit from the ZTF runs' encoders (regimen ztf)
+    assert len(cells) == 3 * 4 * (3 + 2) + 4 * 2
+    assert {c["dataset"] for c in cells if c["regimen"] == "ztf"} == {"lsst"}
     assert {c["regimen"] for c in cells if c["arch"] == "cnn"} == {"none"}
     # Figure 3: ZTF only, the same pairs plus the metadata-only model
     assert len(list(grid_cells(config, "multimodal"))) == 4 * (3 + 2 + 1) == len(list(grid_cells(config))) - len(cells)

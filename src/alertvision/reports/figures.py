@@ -127,14 +127,23 @@ def figure5(table: pd.DataFrame, out_pdf: str | os.PathLike, dataset: str = "lss
     panel per architecture, one line per regimen (``ztf`` among them: the encoder of the best ZTF run),
     the survey's baseline CNN in grey; drawn as :func:`figure2` draws a row."""
     name = DATASET_TITLES.get(dataset, dataset)
-    title = f"Transfer to {name}: test ROC AUC on {name} against the number of {name} training alerts"
-    return _roc_auc_panels(table, out_pdf, (dataset,), title, "image")
+    title = (
+        f"Transfer to {name} (regimen ztf: the best ZTF model's encoder):\n"
+        f"test ROC AUC on {name} against its training-set size"
+    )
+    return _roc_auc_panels(table, out_pdf, (dataset,), title, "image", note_on_own_line=True)
 
 
 def _roc_auc_panels(
-    table: pd.DataFrame, out_pdf: str | os.PathLike, wanted: Sequence[str], text: str, modality: str
+    table: pd.DataFrame,
+    out_pdf: str | os.PathLike,
+    wanted: Sequence[str],
+    text: str,
+    modality: str,
+    note_on_own_line: bool = False,
 ) -> dict:
-    """ROC AUC panels: a row per dataset of ``wanted`` in the table, a column per architecture."""
+    """ROC AUC panels: a row per dataset of ``wanted`` in the table, a column per architecture; the band's
+    note after the title (on a line of its own where the figure is narrow)."""
     table = table[(table["modality"] == modality) & table["dataset"].isin(list(wanted))]
     if table.empty:
         raise ValueError(f"no {modality} runs of {', '.join(wanted)} in the table")
@@ -176,7 +185,7 @@ def _roc_auc_panels(
                 legend=True,
             )
     title, colour = _title(text, table)
-    title = f"{title}; {band_note}"
+    title = f"{title}{chr(10) if note_on_own_line else '; '}{band_note}"
     fig.suptitle(title, fontsize=11, color=colour)
     _save(fig, out_pdf)
     drawn["title"] = title
