@@ -104,23 +104,20 @@ def cmd_config(args) -> int:
 def cmd_ingest(args) -> int:
     from alertvision.study.steps import ingest_ztf  # deferred: pandas is heavy
 
-    manifest = ingest_ztf(_config(args), args.out, progress=not args.quiet)
-    print(
-        f"{args.out}: {manifest['n_alerts']} alerts of {manifest['n_sources']} sources "
-        f"({'SYNTHETIC' if manifest['synthetic'] else manifest['source']})"
-    )
+    _say_dataset(args.out, ingest_ztf(_config(args), args.out, progress=not args.quiet), "alerts")
     return 0
 
 
 def cmd_ingest_lsst(args) -> int:
     from alertvision.study.steps import ingest_lsst  # deferred: pandas is heavy
 
-    manifest = ingest_lsst(_config(args), args.out, progress=not args.quiet)
-    print(
-        f"{args.out}: {manifest['n_alerts']} Rubin/LSST alerts of {manifest['n_sources']} sources "
-        f"({'SYNTHETIC' if manifest['synthetic'] else manifest['source']})"
-    )
+    _say_dataset(args.out, ingest_lsst(_config(args), args.out, progress=not args.quiet), "Rubin/LSST alerts")
     return 0
+
+
+def _say_dataset(out: str, manifest: Mapping[str, Any], what: str) -> None:
+    source = "SYNTHETIC" if manifest["synthetic"] else manifest["source"]
+    print(f"{out}: {manifest['n_alerts']} {what} of {manifest['n_sources']} sources ({source})")
 
 
 def cmd_fetch_kowalski(args) -> int:
