@@ -6,8 +6,8 @@ test split and the outputs (model.pt, history.csv, metrics.json, predictions.par
 trigger policies need), each written atomically. The policies are scored by the evaluation stage
 (:mod:`alertvision.evaluation.aggregate`), from predictions.parquet. A multi-modal run (model spec
 ``modality: multimodal``) also feeds the metadata features of each alert (the dataset's survey's: ZTF's
-25, or those its manifest names). A sweep trial passes
-``out_dir=None`` and ``test_split=False``: nothing is written and the test split is never read.
+25, or those its manifest names). A sweep trial is a job without a run folder or test split
+(:meth:`~alertvision.study.jobs.TrainJob.trial`): nothing is written and the test split is never read.
 """
 
 from __future__ import annotations
@@ -96,73 +96,94 @@ def train_run(
     min_epoch_s: float | None = None,
     loader_workers: int | None = None,
 ) -> dict[str, Any]:
-    """Train the model of ``job`` and write its run folder (``job.run_dir``); returns the metrics.
+    """Train the model of ``job`` from ``weights`` (None: random init) and write its run folder
+    (``job.run_dir``; none: nothing written); returns the metrics. Without ``job.test_split`` the test
+    split is never read.
 
-    ``job.training`` is read once into :class:`~alertvision.settings.TrainingSettings` and the model's
-    :class:`~alertvision.settings.HeadSettings`; with the model spec, seed and weights it keys the
-    checkpoint. ``weights``: the resolved weights the job starts from (None: random init).
-
-    ``on_epoch(epoch, history_row)`` is called after each epoch's validation; an exception it raises
-    (a sweep's ``optuna.TrialPruned``) ends the run with nothing written. A job without ``test_split``
-    leaves the test split unread and unscored; one without a ``run_dir`` writes no files. With
-    ``checkpoint`` (and a ``run_dir``) the run saves its state after every epoch in
-    ``run_dir/.checkpoint.pt`` and resumes from a checkpoint of the same parameters and inputs (also
-    saved every ``checkpoint_every_s`` within an epoch, and at once on SIGTERM or SIGUSR1, which then end
-    the run with :class:`~alertvision.training.engine.Preempted`); the file goes when the outputs are
-    written, unless ``keep_checkpoint``. ``min_epoch_s`` makes each epoch last at least that long (see
-    :class:`~alertvision.training.engine.FitSettings`). ``loader_workers`` threads make the batches
-    ahead of the step (None: :meth:`~alertvision.training.data.Loading.for_device`); the results do not
-    depend on it.
+    ``on_epoch(epoch, history_row)`` runs after each epoch's validation; an exception it raises (a sweep's
+    ``optuna.TrialPruned``) ends the run with nothing written. ``checkpoint``: save and resume as
+    :func:`_checkpointer` says (every epoch, every ``checkpoint_every_s`` within one, at once on SIGTERM
+    or SIGUSR1, which end the run with :class:`~alertvision.training.engine.Preempted`; removed with the
+    outputs unless ``keep_checkpoint``). ``min_epoch_s``: see :class:`~alertvision.training.engine.FitSettings`.
+    ``loader_workers``: threads making batches ahead (None: :meth:`~alertvision.training.data.Loading.for_device`);
+    the results do not depend on it.
     """
     # --- prepare: set-up, data, model --------------------------------------------------------------
     started = time.time()
-    dataset_dir, split_file, spec, training, seed = job.dataset_dir, job.split_file, job.model, job.training, job.seed
-    run_info, test_split, out_dir = job.run_info, job.test_split, job.run_dir
-    settings, head = TrainingSettings.from_config(training), HeadSettings.from_config(training)
-    seed_everything(seed)
-    torch.set_num_threads(settings.threads)
-    device = pick_device(settings.device)
-    if out_dir is not None:
-        out_dir = check_writable(out_dir, "the run's outputs")
-    loading = Loading.for_device(device, loader_workers)
-    run = _prepare(dataset_dir, split_file, spec, settings, seed, test_split, loading)
-    model = build_run_model(spec, head, weights, run.metadata_fill, run.data.metadata_features).to(device)
-    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    precision = Precision(device, settings.bf16 and device.type == "cuda", memory_format)
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(run.n_neg / run.n_pos, device=device))
+    prepared = _set_up(job, weights, loader_workers)
+    run, model, settings = prepared.run, prepared.model, prepared.settings
 
     # --- fit: epochs, early stopping on the validation loss ----------------------------------------
-    checkpointer = None
-    if checkpoint and out_dir is not None:
-        weight = weights.weight_id if weights else None
-        key = {"arch": spec.as_dict(), "training": dict(training), "seed": seed, "weights": weight}
-        digest = params_digest({**key, "run_info": run_info}, _inputs(dataset_dir, split_file))
-        checkpointer = Checkpointer(out_dir / CHECKPOINT_NAME, digest, checkpoint_every_s)
-    fit_settings = FitSettings(int(settings.epochs), precision, min_epoch_s=min_epoch_s, progress=progress)
-    fitted = _fit(model, run, loss_fn, settings, fit_settings, checkpointer, on_epoch, spec)
+    checkpointer = _checkpointer(job, weights, checkpoint_every_s) if checkpoint else None
+    fit_settings = FitSettings(int(settings.epochs), prepared.precision, min_epoch_s=min_epoch_s, progress=progress)
+    fitted = _fit(model, run, prepared.loss_fn, settings, fit_settings, checkpointer, on_epoch, job.model)
     model.load_state_dict(fitted.best.state)
 
     # --- predict: the test split --------------------------------------------------------------------
-    predictions, test_metrics = _test(model, run, loss_fn, precision) if test_split else (None, {})
+    predictions, test_metrics = (
+        _test(model, run, prepared.loss_fn, prepared.precision) if job.test_split else (None, {})
+    )
     metrics = {
-        **dict(run_info or {}),
+        **job.run_info,
         **test_metrics,
-        **_run_metrics(model, run, fitted, loss_fn, precision, spec, weights, settings),
+        **_run_metrics(model, run, fitted, prepared.loss_fn, prepared.precision, job.model, weights, settings),
         "seconds": time.time() - started,
     }
 
     # --- write: model.pt, history.csv, predictions.parquet, metrics.json -----------------------------
-    if out_dir is not None:
-        info = {**dict(run_info or {}), "weight_id": metrics["weight_id"]}
-        save_model(model, out_dir / "model.pt", spec=spec, head_cfg=head, info=info)
+    if job.run_dir is not None:
+        out_dir = Path(job.run_dir)
+        info = {**job.run_info, "weight_id": metrics["weight_id"]}
+        save_model(model, out_dir / "model.pt", spec=job.model, head_cfg=prepared.head, info=info)
         _write(out_dir, fitted.history, predictions, metrics)
         if checkpointer is not None and not keep_checkpoint:
             checkpointer.remove()
-    if test_split:
+    if job.test_split:
         test_auc, test_loss = metrics["test_roc_auc"], metrics["test_loss"]
         log.info("test ROC AUC %.4f, loss %.4f (best epoch %d)", test_auc, test_loss, fitted.best.epoch)
     return metrics
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A run set up to fit: its settings, data, model (on its device), precision and loss."""
+
+    settings: TrainingSettings
+    head: HeadSettings
+    run: "_RunData"
+    model: AlertClassifier
+    precision: Precision
+    loss_fn: torch.nn.Module
+
+
+def _set_up(job: TrainJob, weights: ResolvedWeights | None, loader_workers: int | None) -> _Prepared:
+    """Seed, threads and device; the run folder checked writable; the data and the model (weights loaded)."""
+    settings, head = TrainingSettings.from_config(job.training), HeadSettings.from_config(job.training)
+    seed_everything(job.seed)
+    torch.set_num_threads(settings.threads)
+    device = pick_device(settings.device)
+    if job.run_dir is not None:
+        check_writable(job.run_dir, "the run's outputs")
+    loading = Loading.for_device(device, loader_workers)
+    run = _prepare(job.dataset_dir, job.split_file, job.model, settings, job.seed, job.test_split, loading)
+    model = build_run_model(job.model, head, weights, run.metadata_fill, run.data.metadata_features).to(device)
+    memory_format = torch.channels_last if settings.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    precision = Precision(device, settings.bf16 and device.type == "cuda", memory_format)
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor(run.n_neg / run.n_pos, device=device))
+    return _Prepared(settings, head, run, model, precision, loss_fn)
+
+
+def _checkpointer(job: TrainJob, weights: ResolvedWeights | None, every_s: float | None) -> Checkpointer | None:
+    """The run's checkpoint (``run_dir/.checkpoint.pt``), keyed by its parameters (model spec, training block,
+    seed, weights, run identity) and the bytes of its inputs: a run resumes from a checkpoint of the same
+    key only. None without a run folder."""
+    if job.run_dir is None:
+        return None
+    weight = weights.weight_id if weights else None
+    key = {"arch": job.model.as_dict(), "training": dict(job.training), "seed": job.seed, "weights": weight}
+    digest = params_digest({**key, "run_info": job.run_info}, _inputs(job.dataset_dir, job.split_file))
+    return Checkpointer(Path(job.run_dir) / CHECKPOINT_NAME, digest, every_s)
 
 
 def _inputs(dataset_dir: str | os.PathLike, split_file: str | os.PathLike) -> tuple[str | os.PathLike | Path, ...]:
