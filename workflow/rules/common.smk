@@ -2,12 +2,11 @@
 import re
 
 from alertvision.config import masked_config
-
-from alertvision.study.jobs import figure3_policies, is_swept, sweep_job, sweep_params, train_job, training_params
 from alertvision.data import DATASET_FILES
 from alertvision.data.fingerprint import update_fingerprint
 from alertvision.data.sources import source_input_files
 from alertvision.study.embedplan import run_of
+from alertvision.study.jobs import figure3_policies, is_swept, sweep_job, sweep_params, train_job, training_params
 from alertvision.study.plan import (
     FIGURE2_DATASETS,
     LAYOUT,
@@ -18,9 +17,9 @@ from alertvision.study.plan import (
     format_fraction,
     grid_runs,
     pretrain_regimens,
+    study_name,
     transfer_candidates,
     transfer_regimens,
-    study_name,
     weight_id,
 )
 

@@ -187,8 +187,12 @@ def pretrain_archs(config: Mapping[str, Any], regimen: str) -> list[str]:
     if block is None:
         return []
     named = block.get("archs")
-    timm_archs = [a for a in config["grid"]["archs"] if config["archs"][a]["kind"] == "timm"]
-    return [a for a in timm_archs if named is None or a in named]
+    return [a for a in _grid_timm_archs(config) if named is None or a in named]
+
+
+def _grid_timm_archs(config: Mapping[str, Any]) -> list[str]:
+    """The grid's timm architectures: those a regimen's weights can start (the CNN trains from scratch)."""
+    return [a for a in config["grid"]["archs"] if config["archs"][a]["kind"] == "timm"]
 
 
 def pretrain_regimens(config: Mapping[str, Any]) -> list[str]:
@@ -201,7 +205,7 @@ def transfer_archs(config: Mapping[str, Any], regimen: str) -> list[str]:
     timm architectures; none for other regimens)."""
     if config["regimens"][regimen].get("transfer") is None:
         return []
-    return [a for a in config["grid"]["archs"] if config["archs"][a]["kind"] == "timm"]
+    return _grid_timm_archs(config)
 
 
 def transfer_regimens(config: Mapping[str, Any]) -> list[str]:
